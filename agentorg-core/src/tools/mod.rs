@@ -1,0 +1,5 @@
+//! Tools: the [`ToolHost`] trait and its in-process hosts.
+
+mod grant;
+
+pub use grant::{ToolGrant, ToolGrantError};

@@ -1,0 +1,2 @@
+//! placeholder
+pub use agentorg_core::*;
