@@ -11,7 +11,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod clock;
+pub mod codec;
+pub mod envelope;
 pub mod name;
+pub mod store;
+pub mod subject;
 pub mod tools;
+pub mod transport;
 
 pub use name::{Name, NameError};

@@ -1,0 +1,168 @@
+//! The document limits of the StateStore contract (Firestore's).
+
+use serde_json::Value;
+
+use super::{DocKey, StoreError};
+
+/// The largest document, by Firestore's storage size rules: 1 MiB.
+pub const MAX_DOCUMENT_BYTES: usize = 1_048_576;
+
+/// The deepest nesting of maps and arrays below a document's fields.
+pub const MAX_DEPTH: usize = 20;
+
+/// A document's size as Firestore counts it: the size of its name (each
+/// collection and document id as a string, plus 16) plus its fields plus 32.
+/// Strings count their UTF-8 bytes plus 1; numbers 8; booleans and null 1;
+/// map keys as strings.
+pub fn document_size(key: &DocKey, value: &Value) -> usize {
+    let name: usize = key
+        .collection()
+        .segments()
+        .chain(std::iter::once(key.id()))
+        .map(|s| s.len() + 1)
+        .sum::<usize>()
+        + 16;
+    name + value_size(value) + 32
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 1,
+        Value::Array(a) => a.iter().map(value_size).sum(),
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + 1 + value_size(v)).sum(),
+    }
+}
+
+/// Checks a document against the contract's limits; see the [module
+/// docs](super#document-limits).
+///
+/// ```
+/// use agentorg_core::store::{validate_document, DocKey};
+/// use serde_json::json;
+///
+/// let key = DocKey::new("tasks", "t1").unwrap();
+/// assert!(validate_document(&key, &json!({"title": "Ship", "tags": ["a", "b"]})).is_ok());
+/// assert!(validate_document(&key, &json!({"grid": [[1, 2], [3, 4]]})).is_err());
+/// assert!(validate_document(&key, &json!({"": 1})).is_err());
+/// assert!(validate_document(&key, &json!({"__name__": 1})).is_err());
+/// assert!(validate_document(&key, &json!({"n": u64::MAX})).is_err());
+/// assert!(validate_document(&key, &json!([1, 2])).is_err());
+/// ```
+pub fn validate_document(key: &DocKey, value: &Value) -> Result<(), StoreError> {
+    let bad = |message: String| Err(StoreError::invalid(Some(key), message));
+    let Value::Object(fields) = value else {
+        return bad("a document must be a JSON object".to_owned());
+    };
+    let mut path = String::new();
+    for (k, v) in fields {
+        check_key(k).or_else(|m| bad(m))?;
+        path.clear();
+        path.push('/');
+        path.push_str(k);
+        check_value(v, 0, false, &mut path).or_else(|m| bad(m))?;
+    }
+    let size = document_size(key, value);
+    if size > MAX_DOCUMENT_BYTES {
+        return bad(format!(
+            "document of {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(k: &str) -> Result<(), String> {
+    if k.is_empty() {
+        return Err("empty field name".to_owned());
+    }
+    if k.len() >= 4 && k.starts_with("__") && k.ends_with("__") {
+        return Err(format!("field name {k:?} has the reserved form __x__"));
+    }
+    if k.len() > 1500 {
+        return Err("field name longer than 1500 bytes".to_owned());
+    }
+    Ok(())
+}
+
+// `depth` counts the maps and arrays enclosing `v` below the document itself.
+fn check_value(v: &Value, depth: usize, in_array: bool, path: &mut String) -> Result<(), String> {
+    match v {
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+            Err(format!("integer {n} at {path} does not fit in i64"))
+        }
+        Value::Array(items) => {
+            if in_array {
+                return Err(format!("array directly inside an array at {path}"));
+            }
+            if depth + 1 > MAX_DEPTH {
+                return Err(format!("nesting deeper than {MAX_DEPTH} at {path}"));
+            }
+            let len = path.len();
+            for (i, item) in items.iter().enumerate() {
+                path.truncate(len);
+                path.push('/');
+                path.push_str(&i.to_string());
+                check_value(item, depth + 1, true, path)?;
+            }
+            path.truncate(len);
+            Ok(())
+        }
+        Value::Object(fields) => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(format!("nesting deeper than {MAX_DEPTH} at {path}"));
+            }
+            let len = path.len();
+            for (k, item) in fields {
+                path.truncate(len);
+                check_key(k).map_err(|m| format!("{m} at {path}"))?;
+                path.push('/');
+                path.push_str(k);
+                check_value(item, depth + 1, false, path)?;
+            }
+            path.truncate(len);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> DocKey {
+        DocKey::new("c", "d").unwrap()
+    }
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |acc, _| json!({ "x": acc }))
+    }
+
+    #[test]
+    fn depth_limit_is_twenty_levels_below_fields() {
+        assert!(validate_document(&key(), &json!({ "f": nested(20) })).is_ok());
+        assert!(validate_document(&key(), &json!({ "f": nested(21) })).is_err());
+    }
+
+    #[test]
+    fn size_limit_counts_like_firestore() {
+        // name: "c" (2) + "d" (2) + 16 = 20; field "s" (2) + string (n + 1); + 32.
+        let overhead = 20 + 2 + 1 + 32;
+        let fits = "x".repeat(MAX_DOCUMENT_BYTES - overhead);
+        let v = json!({ "s": fits });
+        assert_eq!(document_size(&key(), &v), MAX_DOCUMENT_BYTES);
+        assert!(validate_document(&key(), &v).is_ok());
+        let over = json!({ "s": "x".repeat(MAX_DOCUMENT_BYTES - overhead + 1) });
+        assert!(validate_document(&key(), &over).is_err());
+    }
+
+    #[test]
+    fn nested_keys_are_checked() {
+        assert!(validate_document(&key(), &json!({ "a": { "": 1 } })).is_err());
+        assert!(validate_document(&key(), &json!({ "a": [{ "__x__": 1 }] })).is_err());
+        assert!(validate_document(&key(), &json!({ "a": [{ "b": [1] }] })).is_ok());
+        assert!(validate_document(&key(), &json!({ "n": i64::MIN, "m": -1.5 })).is_ok());
+    }
+}

@@ -1,0 +1,5 @@
+//! Placeholder, being written.
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct ToolRouter;

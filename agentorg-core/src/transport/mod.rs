@@ -1,0 +1,551 @@
+//! The [`Transport`] trait: subjects and envelopes, durable and ephemeral.
+//!
+//! A transport offers four things, each with its own guarantee:
+//!
+//! | operation | guarantee |
+//! |---|---|
+//! | [`publish`](Transport::publish) | durable: returns once stored; deduplicated by message id within a window |
+//! | [`consume`](Transport::consume) a named consumer | at-least-once, explicit ack / nak with delay / terminate / progress, attempt number visible |
+//! | [`subscribe`](Transport::subscribe) | ephemeral fan-out, at-most-once; a slow subscriber is told how much it missed |
+//! | [`request`](Transport::request) | core request/reply with a timeout |
+//!
+//! Ordering is guaranteed per subject (first deliveries of one subject arrive
+//! in publish order), not across subjects.
+//!
+//! # Back-pressure
+//!
+//! Nothing grows without bound and nothing is dropped silently:
+//!
+//! * a durable publish into a full store fails with the retryable
+//!   [`TransportError::Full`] (the message is not stored);
+//! * a consumer hands out at most
+//!   [`max_ack_pending`](ConsumerConfig::max_ack_pending) unacknowledged
+//!   messages and waits for acks before handing out more;
+//! * an ephemeral subscriber has a bounded buffer; when it overflows, newer
+//!   messages are not queued and the subscriber's next item is
+//!   [`TransportError::Lagged`] with the number it missed.
+//!
+//! # Implementations
+//!
+//! * [`MemoryTransport`]: in process, the embedded default.
+//! * `agentorg-nats`: NATS JetStream (facade feature `nats`).
+
+use std::fmt::{Debug, Display};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::codec::{Codec, DecodeError, DecodeFailure, EncodeError};
+use crate::envelope::Envelope;
+use crate::name::Name;
+use crate::subject::{Subject, SubjectPattern};
+
+mod memory;
+
+pub use memory::{MemoryTransport, MemoryTransportBuilder};
+
+/// A boxed error from a backend, kept as the source of [`TransportError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a transport operation.
+///
+/// Retryable kinds (see [`TransportError::is_retryable`]) may succeed if the
+/// same operation is tried again later: `Timeout`, `Unavailable`, `Full`,
+/// `NoResponders`. The others will fail the same way again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The request is invalid (bad subject, bad configuration).
+    #[error("invalid input: {message}")]
+    InvalidInput {
+        /// What was wrong.
+        message: String,
+    },
+    /// The payload is larger than the transport accepts.
+    #[error("payload of {size} bytes exceeds the transport's limit of {limit} bytes")]
+    TooLarge {
+        /// The payload size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A named thing (consumer, stream) does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was missing, e.g. "consumer `inbox-cto`".
+        what: String,
+    },
+    /// A named thing exists with an incompatible configuration.
+    #[error("conflict: {message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The broker refused the operation for this identity.
+    #[error("forbidden: {operation}")]
+    Forbidden {
+        /// The refused operation, e.g. "publish to genbrain.agent.cso.inbox.ceo".
+        operation: String,
+        /// The broker's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The operation did not finish in time. Retryable; a timed-out publish may
+    /// have been stored, which is why publishes carry a dedupe id.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The operation.
+        operation: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// No one is listening on the request subject. Retryable (a responder may
+    /// be restarting).
+    #[error("no responders on {subject}")]
+    NoResponders {
+        /// The request subject.
+        subject: String,
+    },
+    /// The transport cannot reach its backend right now. Retryable.
+    #[error("transport unavailable: {message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The store is full and refuses new messages rather than forgetting old
+    /// ones. Retryable once consumers catch up.
+    #[error("transport full: {message}")]
+    Full {
+        /// Which limit was hit.
+        message: String,
+    },
+    /// An ephemeral subscriber fell behind; `missed` messages were not queued
+    /// for it.
+    #[error("subscriber lagged and missed {missed} messages")]
+    Lagged {
+        /// How many messages it missed.
+        missed: u64,
+    },
+    /// The transport or the consumer was shut down.
+    #[error("transport closed")]
+    Closed,
+    /// An envelope could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Any other backend error.
+    #[error("{backend} error: {source}")]
+    Other {
+        /// The backend's name.
+        backend: &'static str,
+        /// Its error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl TransportError {
+    /// Whether trying the same operation again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Unavailable { .. } | Self::Full { .. } | Self::NoResponders { .. }
+        )
+    }
+}
+
+/// Options of a durable publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// The dedupe id: a second publish with the same id within the
+    /// transport's window is acknowledged without being stored again. Use the
+    /// envelope id ([`TransportExt::publish_envelope`] does).
+    pub msg_id: Option<String>,
+}
+
+impl PublishOptions {
+    /// Options with a dedupe id.
+    pub fn with_msg_id(id: impl Into<String>) -> Self {
+        Self {
+            msg_id: Some(id.into()),
+        }
+    }
+}
+
+/// The acknowledgement of a durable publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishAck {
+    /// The stream sequence of the stored message.
+    pub sequence: u64,
+    /// Whether this publish was a duplicate of one already stored.
+    pub duplicate: bool,
+}
+
+impl PublishAck {
+    /// A new acknowledgement.
+    pub fn new(sequence: u64, duplicate: bool) -> Self {
+        Self {
+            sequence,
+            duplicate,
+        }
+    }
+}
+
+/// A durable consumer's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// The durable name; binders of the same name share its work.
+    pub name: Name,
+    /// The subjects it takes (at least one).
+    pub filters: Vec<SubjectPattern>,
+    /// How long a delivery may go unacknowledged (without progress) before it
+    /// is delivered again.
+    pub ack_wait: Duration,
+    /// At most this many deliveries may be unacknowledged at once.
+    pub max_ack_pending: usize,
+    /// Deliveries larger than this are handed over as
+    /// [`DecodeError::Oversized`] with their raw bytes.
+    pub max_message_bytes: usize,
+}
+
+impl ConsumerConfig {
+    /// A consumer named `name` taking `filter`, with a 30 s ack wait, at most
+    /// 64 pending deliveries and the default 1 MiB message limit.
+    pub fn new(name: Name, filter: SubjectPattern) -> Self {
+        Self {
+            name,
+            filters: vec![filter],
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 64,
+            max_message_bytes: Codec::DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// Adds another filter.
+    pub fn with_filter(mut self, filter: SubjectPattern) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Sets the ack wait.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Sets the most unacknowledged deliveries.
+    pub fn with_max_ack_pending(mut self, n: usize) -> Self {
+        self.max_ack_pending = n;
+        self
+    }
+
+    /// Sets the largest message decoded.
+    pub fn with_max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+
+    /// Whether a subject is taken by this consumer.
+    pub fn matches(&self, subject: &Subject) -> bool {
+        self.filters.iter().any(|f| f.matches(subject))
+    }
+
+    /// Checks the configuration for values no backend accepts.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let bad = |message: &str| {
+            Err(TransportError::InvalidInput {
+                message: format!("consumer `{}`: {message}", self.name),
+            })
+        };
+        if self.filters.is_empty() {
+            return bad("needs at least one filter");
+        }
+        if self.ack_wait.is_zero() {
+            return bad("ack_wait must be positive");
+        }
+        if self.max_ack_pending == 0 {
+            return bad("max_ack_pending must be positive");
+        }
+        if self.max_message_bytes == 0 {
+            return bad("max_message_bytes must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// How a delivery is settled with the transport. Implemented by backends;
+/// applications use the methods on [`Delivery`].
+#[async_trait]
+pub trait Acker: Debug + Send + Sync {
+    /// Acknowledges: the message is done and will not be delivered again.
+    async fn ack(&self) -> Result<(), TransportError>;
+    /// Negative acknowledgement: deliver again after `delay` (at once if `None`).
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError>;
+    /// Terminates: never deliver this message again, to this consumer.
+    async fn term(&self) -> Result<(), TransportError>;
+    /// Work in progress: restart the ack-wait timer.
+    async fn progress(&self) -> Result<(), TransportError>;
+}
+
+/// One delivery from a durable consumer: the decoded envelope, or the decode
+/// error together with the raw bytes, and the delivery attempt number.
+#[derive(Debug)]
+pub struct Delivery {
+    subject: Subject,
+    payload: Bytes,
+    message: Result<Envelope, DecodeError>,
+    attempt: u32,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    /// Decodes `payload` with `codec` and wraps it. Backends call this.
+    pub fn new(
+        subject: Subject,
+        payload: Bytes,
+        attempt: u32,
+        codec: &Codec,
+        acker: Box<dyn Acker>,
+    ) -> Self {
+        let message = codec.decode(&payload);
+        Self {
+            subject,
+            payload,
+            message,
+            attempt,
+            acker,
+        }
+    }
+
+    /// The subject it was published to.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// The raw bytes as delivered.
+    pub fn raw(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The envelope, or why it could not be decoded.
+    pub fn message(&self) -> Result<&Envelope, &DecodeError> {
+        self.message.as_ref()
+    }
+
+    /// The envelope, or the decode failure with the raw bytes.
+    pub fn to_message(&self) -> Result<Envelope, DecodeFailure> {
+        match &self.message {
+            Ok(env) => Ok(env.clone()),
+            Err(error) => Err(DecodeFailure {
+                error: error.clone(),
+                raw: self.payload.clone(),
+            }),
+        }
+    }
+
+    /// The broker's delivery attempt number, starting at 1. Informational:
+    /// it can go back to 1 after a broker crash, so the runtime counts
+    /// attempts in its claims instead.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(&self) -> Result<(), TransportError> {
+        self.acker.ack().await
+    }
+
+    /// Asks for redelivery after `delay` (at once if `None`).
+    pub async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError> {
+        self.acker.nak(delay).await
+    }
+
+    /// Never deliver this message to this consumer again.
+    pub async fn term(&self) -> Result<(), TransportError> {
+        self.acker.term().await
+    }
+
+    /// Restarts the ack-wait timer while work goes on.
+    pub async fn progress(&self) -> Result<(), TransportError> {
+        self.acker.progress().await
+    }
+}
+
+/// A message from an ephemeral subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The subject it was published to.
+    pub subject: Subject,
+    /// Its bytes.
+    pub payload: Bytes,
+    /// Where to send a reply, for requests.
+    pub reply: Option<Subject>,
+}
+
+impl Message {
+    /// A new message.
+    pub fn new(subject: Subject, payload: Bytes, reply: Option<Subject>) -> Self {
+        Self {
+            subject,
+            payload,
+            reply,
+        }
+    }
+
+    /// Decodes the payload as an envelope.
+    pub fn envelope(&self, codec: &Codec) -> Result<Envelope, DecodeError> {
+        codec.decode(&self.payload)
+    }
+}
+
+/// The deliveries of a bound durable consumer. Ends with an error item when
+/// the consumer is deleted or the transport closes.
+pub type DeliveryStream = BoxStream<'static, Result<Delivery, TransportError>>;
+
+/// The messages of an ephemeral subscription; an `Err(Lagged)` item reports
+/// messages the subscriber missed.
+pub type Subscription = BoxStream<'static, Result<Message, TransportError>>;
+
+/// Subjects and envelopes between the roles of an org. See the [module
+/// docs](self) for the guarantees.
+///
+/// Object-safe; used as `Arc<dyn Transport>`. Conveniences live in
+/// [`TransportExt`].
+#[async_trait]
+pub trait Transport: Debug + Display + Send + Sync + 'static {
+    /// Durable publish: returns once the message is stored. With a
+    /// [`msg_id`](PublishOptions::msg_id), a repeat within the dedupe window
+    /// is acknowledged as a duplicate and not stored again.
+    async fn publish(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+        options: PublishOptions,
+    ) -> Result<PublishAck, TransportError>;
+
+    /// Creates the durable consumer, or checks that an existing one of the
+    /// same name is compatible. Idempotent; an admin operation.
+    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError>;
+
+    /// Binds to an existing durable consumer. Several binders of one consumer
+    /// share its messages (each goes to one of them).
+    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError>;
+
+    /// Deletes a durable consumer; `NotFound` if it does not exist.
+    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError>;
+
+    /// Core publish: fire-and-forget, at-most-once, not stored; reaches
+    /// ephemeral subscribers only.
+    async fn publish_ephemeral(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+    ) -> Result<(), TransportError>;
+
+    /// Ephemeral subscription to every message published to a matching
+    /// subject from now on (durable publishes included).
+    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError>;
+
+    /// Sends a request to `subject` and waits up to `timeout` for one reply.
+    async fn request(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, TransportError>;
+}
+
+/// Conveniences over any [`Transport`].
+#[async_trait]
+pub trait TransportExt: Transport {
+    /// Encodes `envelope` with the default codec and publishes it durably with
+    /// its id as the dedupe id.
+    async fn publish_envelope(
+        &self,
+        subject: &Subject,
+        envelope: &Envelope,
+    ) -> Result<PublishAck, TransportError> {
+        let bytes = Codec::default().encode(envelope)?;
+        self.publish(
+            subject,
+            bytes,
+            PublishOptions::with_msg_id(envelope.id.as_str()),
+        )
+        .await
+    }
+
+    /// Replies to a request received on a subscription.
+    async fn respond(&self, request: &Message, payload: Bytes) -> Result<(), TransportError> {
+        let reply = request
+            .reply
+            .as_ref()
+            .ok_or_else(|| TransportError::InvalidInput {
+                message: format!("message on {} expects no reply", request.subject),
+            })?;
+        self.publish_ephemeral(reply, payload).await
+    }
+}
+
+impl<T: Transport + ?Sized> TransportExt for T {}
+
+/// The transport as a trait object.
+pub type DynTransport = dyn Transport;
+
+macro_rules! forward_transport {
+    ($ty:ty) => {
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: Transport + ?Sized> Transport for $ty {
+            async fn publish(
+                &self,
+                subject: &Subject,
+                payload: Bytes,
+                options: PublishOptions,
+            ) -> Result<PublishAck, TransportError> {
+                (**self).publish(subject, payload, options).await
+            }
+            async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
+                (**self).ensure_consumer(config).await
+            }
+            async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
+                (**self).consume(name).await
+            }
+            async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
+                (**self).delete_consumer(name).await
+            }
+            async fn publish_ephemeral(
+                &self,
+                subject: &Subject,
+                payload: Bytes,
+            ) -> Result<(), TransportError> {
+                (**self).publish_ephemeral(subject, payload).await
+            }
+            async fn subscribe(
+                &self,
+                pattern: &SubjectPattern,
+            ) -> Result<Subscription, TransportError> {
+                (**self).subscribe(pattern).await
+            }
+            async fn request(
+                &self,
+                subject: &Subject,
+                payload: Bytes,
+                timeout: Duration,
+            ) -> Result<Bytes, TransportError> {
+                (**self).request(subject, payload, timeout).await
+            }
+        }
+    };
+}
+
+forward_transport!(Arc<T>);
+forward_transport!(Box<T>);
