@@ -408,9 +408,15 @@ impl FromStr for TraceContext {
             return Err(err());
         };
         let hex = |t: &str, len: usize| {
-            t.len() == len && t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            t.len() == len
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
-        if !hex(version, 2) || *version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2)
+        if !hex(version, 2)
+            || *version == "ff"
+            || !hex(trace, 32)
+            || !hex(span, 16)
+            || !hex(flags, 2)
         {
             return Err(err());
         }

@@ -51,23 +51,23 @@ fn value_size(v: &Value) -> usize {
 /// assert!(validate_document(&key, &json!([1, 2])).is_err());
 /// ```
 pub fn validate_document(key: &DocKey, value: &Value) -> Result<(), StoreError> {
-    let bad = |message: String| Err(StoreError::invalid(Some(key), message));
+    let bad = |message: String| StoreError::invalid(Some(key), message);
     let Value::Object(fields) = value else {
-        return bad("a document must be a JSON object".to_owned());
+        return Err(bad("a document must be a JSON object".to_owned()));
     };
     let mut path = String::new();
     for (k, v) in fields {
-        check_key(k).or_else(|m| bad(m))?;
+        check_key(k).map_err(bad)?;
         path.clear();
         path.push('/');
         path.push_str(k);
-        check_value(v, 0, false, &mut path).or_else(|m| bad(m))?;
+        check_value(v, 0, false, &mut path).map_err(bad)?;
     }
     let size = document_size(key, value);
     if size > MAX_DOCUMENT_BYTES {
-        return bad(format!(
+        return Err(bad(format!(
             "document of {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES} bytes"
-        ));
+        )));
     }
     Ok(())
 }

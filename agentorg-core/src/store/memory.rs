@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{
-    validate_writes, Change, ChangeStream, CollectionPath, DocKey, Document, ListOptions,
-    ListPage, Precondition, StateStore, StoreError, Version, WatchTarget, Write,
+    validate_writes, Change, ChangeStream, CollectionPath, DocKey, Document, ListOptions, ListPage,
+    Precondition, StateStore, StoreError, Version, WatchTarget, Write,
 };
 
 /// An in-process [`StateStore`]: the embedded default, and the reference the
@@ -332,7 +332,10 @@ impl Watcher {
     fn resync(&mut self) {
         let (current, watermark) = {
             let st = lock(&self.inner.state);
-            (st.snapshot(&self.target), Version::from_raw(st.last_version))
+            (
+                st.snapshot(&self.target),
+                Version::from_raw(st.last_version),
+            )
         };
         let present: std::collections::HashSet<DocKey> =
             current.iter().map(|(k, _)| k.clone()).collect();

@@ -177,7 +177,11 @@ impl CollectionPath {
         for (i, seg) in path.split('/').enumerate() {
             check_segment(
                 seg,
-                if i % 2 == 0 { "collection id" } else { "document id" },
+                if i % 2 == 0 {
+                    "collection id"
+                } else {
+                    "document id"
+                },
                 path,
             )?;
             n += 1;
@@ -606,9 +610,9 @@ pub trait StateStoreExt: StateStore {
             let Some(next) = f(current.as_ref().map(|d| &d.value)) else {
                 return Ok(current);
             };
-            let precondition = current
-                .as_ref()
-                .map_or(Precondition::MustNotExist, |d| Precondition::Version(d.version));
+            let precondition = current.as_ref().map_or(Precondition::MustNotExist, |d| {
+                Precondition::Version(d.version)
+            });
             match self.put(key, next.clone(), precondition).await {
                 Ok(version) => return Ok(Some(Document::new(key.clone(), next, version))),
                 Err(e) if e.is_precondition_failure() => last = Some(e),
@@ -642,10 +646,7 @@ macro_rules! forward_store {
             ) -> Result<ListPage, StoreError> {
                 (**self).list(collection, options).await
             }
-            async fn commit(
-                &self,
-                writes: Vec<Write>,
-            ) -> Result<Vec<Option<Version>>, StoreError> {
+            async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Option<Version>>, StoreError> {
                 (**self).commit(writes).await
             }
             async fn watch(&self, target: WatchTarget) -> Result<ChangeStream, StoreError> {

@@ -15,11 +15,13 @@
 //! The MCP host of `agentorg-mcp` (facade feature `mcp`) plugs into the same
 //! router.
 //!
-//! ```ignore
+//! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use agentorg_core::tools::{LocalToolHost, ScopedToolHost, ToolError, ToolHost, ToolOutput, ToolRouter};
+//! use agentorg_core::tools::{
+//!     LocalToolHost, ScopedToolHost, ToolError, ToolHost, ToolHostExt, ToolOutput, ToolRouter,
+//! };
 //! use serde_json::json;
 //!
 //! let clock = LocalToolHost::new();
@@ -169,7 +171,11 @@ pub struct ToolSpec {
 
 impl ToolSpec {
     /// A tool spec.
-    pub fn new(name: impl Into<String>, description: impl Into<String>, input_schema: Value) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+    ) -> Self {
         Self {
             name: name.into(),
             description: description.into(),

@@ -202,7 +202,9 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl MemoryTransport {
     /// A transport with the default limits.
     pub fn new() -> Self {
-        Self::builder().build().unwrap_or_else(|_| unreachable_defaults())
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable_defaults())
     }
 
     /// A builder for other limits.
@@ -305,7 +307,7 @@ impl State {
 }
 
 enum Pick {
-    Ready(Delivery),
+    Ready(Box<Delivery>),
     Wait(Option<Instant>),
 }
 
@@ -407,13 +409,13 @@ impl Inner {
             consumer: name.clone(),
             seq,
         };
-        Ok(Pick::Ready(Delivery::new(
+        Ok(Pick::Ready(Box::new(Delivery::new(
             stored.subject.clone(),
             stored.payload.clone(),
             f.deliveries,
             &c.codec,
             Box::new(acker),
-        )))
+        ))))
     }
 
     async fn next_delivery(self: &Arc<Self>, name: &Name) -> Result<Delivery, TransportError> {
@@ -435,7 +437,7 @@ impl Inner {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.pick(name)? {
-                Pick::Ready(d) => return Ok(d),
+                Pick::Ready(d) => return Ok(*d),
                 Pick::Wait(Some(at)) => {
                     tokio::select! {
                         () = &mut notified => {}
@@ -473,13 +475,15 @@ impl Acker for MemoryAcker {
         self.inner.settle(&self.consumer, self.seq, Settle::Done)
     }
     async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError> {
-        self.inner.settle(&self.consumer, self.seq, Settle::Nak(delay))
+        self.inner
+            .settle(&self.consumer, self.seq, Settle::Nak(delay))
     }
     async fn term(&self) -> Result<(), TransportError> {
         self.inner.settle(&self.consumer, self.seq, Settle::Done)
     }
     async fn progress(&self) -> Result<(), TransportError> {
-        self.inner.settle(&self.consumer, self.seq, Settle::Progress)
+        self.inner
+            .settle(&self.consumer, self.seq, Settle::Progress)
     }
 }
 

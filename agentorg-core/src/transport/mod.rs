@@ -154,7 +154,10 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Timeout { .. } | Self::Unavailable { .. } | Self::Full { .. } | Self::NoResponders { .. }
+            Self::Timeout { .. }
+                | Self::Unavailable { .. }
+                | Self::Full { .. }
+                | Self::NoResponders { .. }
         )
     }
 }
@@ -323,6 +326,18 @@ impl Delivery {
             attempt,
             acker,
         }
+    }
+
+    /// Wraps the acker, for transport middleware (metrics, fault injection).
+    pub fn map_acker(mut self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
+        self.acker = f(self.acker);
+        self
+    }
+
+    /// Replaces the attempt number, for transport middleware.
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// The subject it was published to.

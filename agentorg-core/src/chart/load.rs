@@ -1,0 +1,125 @@
+//! Loading an org chart from TOML, keeping the line of every value that
+//! validation may refuse.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::builder::{At, OrgChartBuilder, PeerSpec, RoleSpec, ShortcutSpec};
+use super::{ChartError, OrgChart};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChartFile {
+    org: Spanned<String>,
+    principal: Option<Spanned<String>>,
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, RoleFile>,
+    #[serde(default)]
+    peers: Vec<PeerFile>,
+    #[serde(default)]
+    shortcuts: Vec<ShortcutFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleFile {
+    reports_to: Option<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tools: Vec<Spanned<String>>,
+    alternate: Option<Spanned<String>>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerFile {
+    between: Spanned<[Spanned<String>; 2]>,
+    purpose: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShortcutFile {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    task_types: Vec<Spanned<String>>,
+}
+
+/// The 1-based line of byte `offset` in `src`.
+fn line_of(src: &str, offset: usize) -> usize {
+    src.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
+}
+
+impl OrgChart {
+    /// Parses and validates a chart written in TOML.
+    ///
+    /// Unknown fields are refused, and every error carries the line of the
+    /// offending value (see [`ChartError`]); the module docs show the format.
+    pub fn from_toml_str(src: &str) -> Result<Self, ChartError> {
+        let file: ChartFile = toml::from_str(src).map_err(|e| ChartError::Toml {
+            message: e.message().to_owned(),
+            line: e.span().map(|s| line_of(src, s.start)),
+        })?;
+        let at = |s: Spanned<String>| At {
+            line: Some(line_of(src, s.span().start)),
+            value: s.into_inner(),
+        };
+        let mut builder = OrgChartBuilder::new("");
+        builder.org = at(file.org);
+        builder.principal = file.principal.map(at);
+        // Validate roles in the order they are written, not by name.
+        let mut roles: Vec<_> = file.roles.into_iter().collect();
+        roles.sort_by_key(|(name, _)| name.span().start);
+        builder.roles = roles
+            .into_iter()
+            .map(|(name, role)| RoleSpec {
+                name: at(name),
+                reports_to: role.reports_to.map(at),
+                description: role.description,
+                tools: role.tools.into_iter().map(at).collect(),
+                alternate: role.alternate.map(at),
+                capabilities: role.capabilities,
+            })
+            .collect();
+        builder.peers = file
+            .peers
+            .into_iter()
+            .map(|p| {
+                let line = Some(line_of(src, p.between.span().start));
+                let [a, b] = p.between.into_inner();
+                PeerSpec {
+                    a: at(a),
+                    b: at(b),
+                    purpose: p.purpose,
+                    line,
+                }
+            })
+            .collect();
+        builder.shortcuts = file
+            .shortcuts
+            .into_iter()
+            .map(|s| ShortcutSpec {
+                from: at(s.from),
+                to: at(s.to),
+                task_types: s.task_types.into_iter().map(at).collect(),
+            })
+            .collect();
+        builder.build()
+    }
+
+    /// Reads a TOML chart file and parses it with [`from_toml_str`](Self::from_toml_str).
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ChartError> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|source| ChartError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&src)
+    }
+}

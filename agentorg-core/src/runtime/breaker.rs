@@ -1,0 +1,200 @@
+//! Circuit breakers, one document per role, shared by all its replicas.
+//!
+//! * **closed**: delegations flow; each task that ends failed or
+//!   dead-lettered adds one to `consecutive_failures`, each completed task
+//!   resets it. At the threshold the breaker opens (once: the opening is a
+//!   conditional write, and its escalation is committed with it).
+//! * **open**: until the cool-down ends, delegations are rerouted to the
+//!   chart's alternate (if its own breaker is closed) or refused.
+//! * **half-open**: the first delegation after the cool-down takes the probe
+//!   (a conditional write, so one replica wins); the others are rerouted or
+//!   refused until the probe ends or its time is up. A completed probe closes
+//!   the breaker; a failed one opens it again for another cool-down.
+
+use chrono::{DateTime, Utc};
+
+use super::context::DelegateError;
+use super::docs::{from_doc, to_value, BreakerRecord, BreakerState};
+use super::{RuntimeConfig, Shared};
+use crate::envelope::TaskId;
+use crate::name::Name;
+use crate::store::{Precondition, StateStoreExt, StoreError, Version, Write};
+
+fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(crate) async fn read(
+    shared: &Shared,
+    role: &Name,
+) -> Result<Option<(BreakerRecord, Version)>, StoreError> {
+    let key = shared.layout.breaker(role)?;
+    match shared.store.get(&key).await? {
+        Some(doc) => from_doc(&doc).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Where a delegation to `to` goes: `to` itself (maybe as the probe), or its
+/// alternate while its breaker is open. Takes the probe with a conditional
+/// write when the cool-down is over.
+pub(crate) async fn choose_target(
+    shared: &Shared,
+    to: &Name,
+    task: &TaskId,
+) -> Result<(Name, bool), DelegateError> {
+    for _ in 0..8 {
+        let now = shared.now();
+        let current = read(shared, to).await?;
+        let Some((rec, version)) = current else {
+            return Ok((to.clone(), false));
+        };
+        let until = rec.until.unwrap_or(now);
+        let probe_due = match rec.state {
+            BreakerState::Closed => return Ok((to.clone(), false)),
+            BreakerState::Open | BreakerState::HalfOpen => until <= now,
+        };
+        if !probe_due {
+            return reroute(shared, to, Some(until)).await;
+        }
+        let probe = BreakerRecord {
+            state: BreakerState::HalfOpen,
+            until: Some(add(now, shared.config.probe_timeout)),
+            probe_task: Some(task.clone()),
+            ..rec
+        };
+        let key = shared.layout.breaker(to)?;
+        match shared
+            .store
+            .put(&key, to_value(&probe)?, Precondition::Version(version))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(role = %to, task = %task, "breaker half-open: probe delegated");
+                return Ok((to.clone(), true));
+            }
+            // Another delegator took the probe (or the breaker changed): look again.
+            Err(e) if e.is_precondition_failure() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    reroute(shared, to, None).await
+}
+
+async fn reroute(
+    shared: &Shared,
+    to: &Name,
+    until: Option<DateTime<Utc>>,
+) -> Result<(Name, bool), DelegateError> {
+    let alternate = shared.chart.alternate_of(to).cloned();
+    if let Some(alt) = &alternate {
+        let alt_closed = match read(shared, alt).await? {
+            None => true,
+            Some((rec, _)) => rec.state == BreakerState::Closed,
+        };
+        if alt_closed {
+            tracing::info!(role = %to, alternate = %alt, "breaker open: rerouted to the alternate");
+            return Ok((alt.clone(), false));
+        }
+    }
+    Err(DelegateError::BreakerOpen {
+        role: to.clone(),
+        until,
+        alternate,
+    })
+}
+
+/// The breaker write that goes with a task of `role` ending, if any, and
+/// whether it opens the breaker (which escalates).
+pub(crate) fn after_task(
+    config: &RuntimeConfig,
+    current: Option<(BreakerRecord, Version)>,
+    success: bool,
+    probe: bool,
+    now: DateTime<Utc>,
+) -> Option<(BreakerRecord, Precondition, bool)> {
+    let (mut rec, pre) = match current {
+        Some((rec, v)) => (rec, Precondition::Version(v)),
+        None => (BreakerRecord::default(), Precondition::MustNotExist),
+    };
+    if success {
+        if rec.state == BreakerState::Closed && rec.consecutive_failures == 0 {
+            return None;
+        }
+        return Some((BreakerRecord::default(), pre, false));
+    }
+    rec.consecutive_failures = rec.consecutive_failures.saturating_add(1);
+    let mut opened = false;
+    match rec.state {
+        BreakerState::Closed if rec.consecutive_failures >= config.breaker_threshold => {
+            rec.state = BreakerState::Open;
+            rec.opened_at = Some(now);
+            rec.until = Some(add(now, config.breaker_cooldown));
+            opened = true;
+        }
+        BreakerState::HalfOpen if probe => {
+            rec.state = BreakerState::Open;
+            rec.opened_at = Some(now);
+            rec.until = Some(add(now, config.breaker_cooldown));
+            rec.probe_task = None;
+        }
+        _ => {}
+    }
+    Some((rec, pre, opened))
+}
+
+/// The write for [`after_task`]'s decision.
+pub(crate) fn write(
+    shared: &Shared,
+    role: &Name,
+    rec: &BreakerRecord,
+    pre: Precondition,
+) -> Result<Write, StoreError> {
+    Ok(Write::put(
+        shared.layout.breaker(role)?,
+        to_value(rec)?,
+        pre,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_at_threshold_once_and_resets_on_success() {
+        let cfg = RuntimeConfig::default();
+        let now = Utc::now();
+        let v = Version::from_raw(1);
+        let mut cur: Option<(BreakerRecord, Version)> = None;
+        let mut opened = 0;
+        for _ in 0..5 {
+            let (rec, _, o) = after_task(&cfg, cur.clone(), false, false, now).unwrap();
+            opened += u32::from(o);
+            cur = Some((rec, v));
+        }
+        assert_eq!(opened, 1, "escalates once per opening");
+        assert_eq!(cur.as_ref().unwrap().0.state, BreakerState::Open);
+        let (rec, _, _) = after_task(&cfg, cur, true, false, now).unwrap();
+        assert_eq!(rec, BreakerRecord::default());
+        assert!(after_task(&cfg, Some((rec, v)), true, false, now).is_none());
+    }
+
+    #[test]
+    fn failed_probe_reopens_without_escalating() {
+        let cfg = RuntimeConfig::default();
+        let now = Utc::now();
+        let half = BreakerRecord {
+            state: BreakerState::HalfOpen,
+            consecutive_failures: 3,
+            ..BreakerRecord::default()
+        };
+        let (rec, _, opened) =
+            after_task(&cfg, Some((half, Version::from_raw(1))), false, true, now).unwrap();
+        assert_eq!(rec.state, BreakerState::Open);
+        assert!(!opened);
+    }
+}

@@ -1,0 +1,258 @@
+//! The documents the runtime keeps in the StateStore, and where.
+//!
+//! ```text
+//! agentorg/<org>/tasks/<task id>                 TaskDoc: the task tree, one document per task
+//! agentorg/<org>/breakers/<role>                 BreakerDoc: a role's circuit breaker
+//! agentorg/<org>/roles/<role>/claims/<msg id>    ClaimDoc: who processes a message, attempt, lease
+//! agentorg/<org>/roles/<role>/outbox/<msg id>    OutboxDoc: a message committed but maybe not yet published
+//! ```
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::{MessageId, TaskId};
+use crate::name::Name;
+use crate::store::{CollectionPath, DocKey, Document, StoreError, Version};
+
+/// The status of a task.
+///
+/// `Completed`, `Failed` and `Cancelled` are terminal: a task never leaves
+/// them. `DeadLettered` is not: a requeue makes the task `Pending` again, a
+/// discard makes it `Failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// Written, published or about to be, not yet started.
+    Pending,
+    /// Its assignee is working on it (or waiting for its subtasks).
+    InProgress,
+    /// Waiting on something outside the org.
+    Blocked,
+    /// Its message exhausted its attempts; see the dead letters.
+    DeadLettered,
+    /// Done, with a result.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the task can never change status again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Blocked => "blocked",
+            Self::DeadLettered => "dead_lettered",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task as stored: one document per task of the tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskRecord {
+    /// Its id (also the id of the envelope that delegated it).
+    pub task_id: TaskId,
+    /// What to do.
+    pub title: String,
+    /// Its type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Its input.
+    #[serde(default)]
+    pub input: Value,
+    /// The task it is a subtask of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<TaskId>,
+    /// Its subtasks, in delegation order.
+    #[serde(default)]
+    pub children: Vec<TaskId>,
+    /// Subtasks that have not reported back yet.
+    #[serde(default)]
+    pub open_children: Vec<TaskId>,
+    /// Who delegated it.
+    pub assigned_by: Name,
+    /// Who works on it.
+    pub assigned_to: Name,
+    /// Who it was delegated to, when a breaker rerouted it to an alternate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_to: Option<Name>,
+    /// Its status.
+    pub status: TaskStatus,
+    /// Its SLA in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_minutes: Option<u64>,
+    /// Minutes from start to end, rounded to the nearest minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_minutes: Option<u64>,
+    /// When it was delegated.
+    pub created_at: DateTime<Utc>,
+    /// When its assignee started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Its result, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether it is the probe of a half-open breaker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
+    /// The trace context it was delegated under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// The state of a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClaimState {
+    /// A process runs the handler until `lease_until`.
+    Running,
+    /// The last attempt failed transiently; the next delivery may take it.
+    Released,
+    /// Processed; redeliveries are acknowledged without running.
+    Done,
+    /// Dead-lettered; redeliveries are terminated.
+    DeadLettered,
+}
+
+/// Who processes a message, which attempt this is, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ClaimDoc {
+    pub(crate) state: ClaimState,
+    pub(crate) owner: String,
+    pub(crate) attempts: u32,
+    pub(crate) lease_until: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_error: Option<String>,
+}
+
+/// A message committed with state, to be published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OutboxDoc {
+    pub(crate) subject: String,
+    /// The encoded envelope (a string, so any payload fits the limits).
+    pub(crate) envelope: String,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Delegations flow.
+    Closed,
+    /// Delegations are refused or rerouted until the cool-down ends.
+    Open,
+    /// One probe task is out; the rest are refused or rerouted.
+    HalfOpen,
+}
+
+/// A role's circuit breaker, shared by all its replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BreakerRecord {
+    /// Its state.
+    pub state: BreakerState,
+    /// Tasks in a row that ended failed or dead-lettered.
+    pub consecutive_failures: u32,
+    /// When it last opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When the cool-down ends (open) or the probe's time is up (half-open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// The probe task, when half-open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_task: Option<TaskId>,
+}
+
+impl Default for BreakerRecord {
+    fn default() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            opened_at: None,
+            until: None,
+            probe_task: None,
+        }
+    }
+}
+
+/// Where the runtime's documents of one org live.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    tasks: CollectionPath,
+    breakers: CollectionPath,
+    org: Name,
+}
+
+impl Layout {
+    pub(crate) fn new(org: &Name) -> Result<Self, StoreError> {
+        Ok(Self {
+            tasks: CollectionPath::new(format!("agentorg/{org}/tasks"))?,
+            breakers: CollectionPath::new(format!("agentorg/{org}/breakers"))?,
+            org: org.clone(),
+        })
+    }
+
+    pub(crate) fn task(&self, id: &MessageId) -> Result<DocKey, StoreError> {
+        self.tasks.doc(id.as_str())
+    }
+
+    pub(crate) fn breaker(&self, role: &Name) -> Result<DocKey, StoreError> {
+        self.breakers.doc(role.as_str())
+    }
+
+    pub(crate) fn claims(&self, role: &Name) -> Result<CollectionPath, StoreError> {
+        CollectionPath::new(format!("agentorg/{}/roles/{role}/claims", self.org))
+    }
+
+    pub(crate) fn outbox(&self, role: &Name) -> Result<CollectionPath, StoreError> {
+        CollectionPath::new(format!("agentorg/{}/roles/{role}/outbox", self.org))
+    }
+}
+
+/// Serializes a stored document.
+pub(crate) fn to_value<T: Serialize>(doc: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(doc).map_err(|e| StoreError::InvalidInput {
+        key: None,
+        message: format!("cannot serialize: {e}"),
+    })
+}
+
+/// Deserializes a stored document, naming it on failure.
+pub(crate) fn from_doc<T: DeserializeOwned>(doc: &Document) -> Result<(T, Version), StoreError> {
+    serde_json::from_value(doc.value.clone())
+        .map(|t| (t, doc.version))
+        .map_err(|e| StoreError::InvalidInput {
+            key: Some(doc.key.to_string()),
+            message: format!("unreadable runtime document: {e}"),
+        })
+}

@@ -1,0 +1,149 @@
+//! The transactional outbox: messages are committed with the state that
+//! caused them, then published, then their outbox entries are deleted. A
+//! crash in between leaves the entry, and a sweep republishes it; the
+//! receiver deduplicates by envelope id (and its claims make a second
+//! delivery harmless).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::docs::{from_doc, to_value, OutboxDoc};
+use super::Shared;
+use crate::envelope::Envelope;
+use crate::name::Name;
+use crate::store::{DocKey, Precondition, StateStore, StateStoreExt, StoreError, Write};
+use crate::subject::Subject;
+use crate::transport::{PublishOptions, Transport};
+
+/// An outbox entry: its document, and what to publish.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    key: DocKey,
+    subject: Subject,
+    bytes: Bytes,
+    msg_id: String,
+}
+
+/// The write that records `envelope` in `role`'s outbox, and the entry to
+/// publish once it is committed.
+pub(crate) fn entry(
+    shared: &Shared,
+    role: &Name,
+    subject: Subject,
+    envelope: &Envelope,
+) -> Result<(Write, Entry), StoreError> {
+    let bytes = shared
+        .codec
+        .encode(envelope)
+        .map_err(|e| StoreError::InvalidInput {
+            key: None,
+            message: format!("cannot encode outgoing message: {e}"),
+        })?;
+    let key = shared.layout.outbox(role)?.doc(envelope.id.as_str())?;
+    let doc = OutboxDoc {
+        subject: subject.to_string(),
+        envelope: String::from_utf8_lossy(&bytes).into_owned(),
+        created_at: shared.now(),
+    };
+    let write = Write::put(key.clone(), to_value(&doc)?, Precondition::None);
+    Ok((
+        write,
+        Entry {
+            key,
+            subject,
+            bytes,
+            msg_id: envelope.id.to_string(),
+        },
+    ))
+}
+
+/// Publishes committed entries and deletes them. A failure leaves the entry
+/// for the sweep; nothing is lost.
+pub(crate) async fn flush(shared: &Shared, entries: Vec<Entry>) {
+    for e in entries {
+        publish_one(&*shared.transport, &*shared.store, e).await;
+    }
+}
+
+async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry) {
+    match transport
+        .publish(
+            &e.subject,
+            e.bytes,
+            PublishOptions::with_msg_id(e.msg_id.clone()),
+        )
+        .await
+    {
+        Ok(_) => {
+            if let Err(err) = store.delete(&e.key, Precondition::None).await {
+                tracing::warn!(entry = %e.key, error = %err, "published, but the outbox entry stays; the sweep will republish it (deduplicated)");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(subject = %e.subject, msg_id = %e.msg_id, error = %err, "publish failed; the outbox sweep will retry");
+        }
+    }
+}
+
+/// Publishes `role`'s outbox entries older than `older_than` (all of them
+/// when `None`, at start-up).
+pub(crate) async fn sweep(shared: &Shared, role: &Name, older_than: Option<Duration>) {
+    let result: Result<(), StoreError> = async {
+        let collection = shared.layout.outbox(role)?;
+        let now = shared.now();
+        for doc in shared.store.list_all(&collection).await? {
+            let (entry, _): (OutboxDoc, _) = match from_doc(&doc) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(entry = %doc.key, error = %e, "unreadable outbox entry left in place");
+                    continue;
+                }
+            };
+            let age = (now - entry.created_at).to_std().unwrap_or_default();
+            if older_than.is_some_and(|min| age < min) {
+                continue;
+            }
+            let Ok(subject) = Subject::parse(entry.subject.clone()) else {
+                tracing::error!(entry = %doc.key, subject = %entry.subject, "outbox entry with an invalid subject left in place");
+                continue;
+            };
+            tracing::info!(entry = %doc.key, age = ?age, "republishing an outbox entry");
+            publish_one(
+                &*shared.transport,
+                &*shared.store,
+                Entry {
+                    msg_id: doc.key.id().to_owned(),
+                    key: doc.key,
+                    subject,
+                    bytes: Bytes::from(entry.envelope),
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(role = %role, error = %e, "outbox sweep failed; it runs again later");
+    }
+}
+
+/// Sweeps the outboxes of `roles` every `sweep_interval` until `shutdown`.
+pub(crate) async fn sweeper(shared: Arc<Shared>, roles: Vec<Name>, shutdown: CancellationToken) {
+    if roles.is_empty() {
+        return;
+    }
+    let interval = shared.config.sweep_interval;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        for role in &roles {
+            sweep(&shared, role, Some(shared.config.outbox_grace)).await;
+        }
+    }
+}

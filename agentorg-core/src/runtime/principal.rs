@@ -1,0 +1,315 @@
+//! The application's handle on the principal: the person at the top.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::context::{plan, DelegateError, Delegation};
+use super::docs::{from_doc, to_value, TaskRecord, TaskStatus};
+use super::{outbox, Shared};
+use crate::agent::TaskSpec;
+use crate::codec::DecodeFailure;
+use crate::envelope::{Envelope, TaskId};
+use crate::name::Name;
+use crate::store::{Change, Precondition, StateStore, StoreError, WatchTarget, Write};
+use crate::subject::Route;
+use crate::transport::{ConsumerConfig, Delivery, TransportError};
+
+/// Waiting for a task failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The task does not exist.
+    #[error("task {task_id} not found")]
+    NotFound {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task did not finish in time.
+    #[error("task {task_id} still {status} after {after:?}")]
+    Timeout {
+        /// The task.
+        task_id: TaskId,
+        /// Its status when the wait gave up.
+        status: TaskStatus,
+        /// How long the wait was.
+        after: Duration,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An item of the principal's streams that is not a usable envelope. It has
+/// been terminated on the transport (it would never become usable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The message could not be decoded.
+    #[error("undecodable message: {0}")]
+    Undecodable(DecodeFailure),
+    /// The envelope's `from` differs from the sender its subject names.
+    #[error("refused: envelope from `{from}` on subject {subject}")]
+    SenderMismatch {
+        /// The subject.
+        subject: String,
+        /// The `from` of the envelope.
+        from: Name,
+    },
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// The principal's messages: each envelope is acknowledged when the next one
+/// is asked for, so one the application had not finished with comes again
+/// after a crash.
+pub type PrincipalStream = BoxStream<'static, Result<Envelope, InboxError>>;
+
+/// The application acting as the org's principal (the person at the top of
+/// the chart): it delegates to its direct reports, reads task trees, and
+/// receives results, escalations, alerts and dead letters.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Principal {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("name", self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Principal {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The principal's name in the chart.
+    pub fn name(&self) -> &Name {
+        self.shared.chart.principal()
+    }
+
+    /// Delegates a task to one of the principal's direct reports (or a
+    /// shortcut target): writes the task document and an outbox entry, then
+    /// publishes.
+    pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
+        let shared = &self.shared;
+        let me = self.name().clone();
+        let planned = plan(shared, &me, to, spec, None, None, None).await?;
+        let task_key = shared.layout.task(&planned.record.task_id)?;
+        let (out_write, entry) =
+            outbox::entry(shared, &me, planned.subject.clone(), &planned.envelope)?;
+        shared
+            .store
+            .commit(vec![
+                Write::put(
+                    task_key,
+                    to_value(&planned.record)?,
+                    Precondition::MustNotExist,
+                ),
+                out_write,
+            ])
+            .await?;
+        outbox::flush(shared, vec![entry]).await;
+        Ok(Delegation {
+            task_id: planned.record.task_id,
+            assigned_to: planned.record.assigned_to,
+            rerouted_from: planned.record.requested_to,
+        })
+    }
+
+    /// Reads one task.
+    pub async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        read_task(&*self.shared.store, &self.shared, id).await
+    }
+
+    /// The whole tree under `root` as JSON, in the seed's shape: `task_id`,
+    /// `title`, `assigned_by`, `assigned_to`, `status`, `children` (when
+    /// any), `sla_minutes` and `actual_minutes` (when known), `error` (when
+    /// it failed).
+    pub async fn task_tree(&self, root: &TaskId) -> Result<Value, StoreError> {
+        let mut seen = HashSet::new();
+        tree(&self.shared, root, &mut seen, 0).await
+    }
+
+    /// Waits until the task is completed, failed, cancelled or dead-lettered,
+    /// and returns it.
+    pub async fn wait_for(&self, id: &TaskId, timeout: Duration) -> Result<TaskRecord, WaitError> {
+        let key = self.shared.layout.task(id)?;
+        let mut changes = self.shared.store.watch(WatchTarget::Document(key)).await?;
+        let mut last = None;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            // The watch yields the current state first, then each change.
+            let first = last.is_none();
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(Change::Put(doc))) => {
+                        let (rec, _): (TaskRecord, _) = from_doc(&doc)?;
+                        if rec.status.is_terminal() || rec.status == TaskStatus::DeadLettered {
+                            return Ok(rec);
+                        }
+                        last = Some(rec.status);
+                    }
+                    Some(Ok(_)) => return Err(WaitError::NotFound { task_id: id.clone() }),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(WaitError::Store(StoreError::Unavailable { message: "watch ended".into(), source: None })),
+                },
+                () = &mut deadline => {
+                    return match last {
+                        Some(status) => Err(WaitError::Timeout { task_id: id.clone(), status, after: timeout }),
+                        None if first => match self.task(id).await? {
+                            Some(rec) => Err(WaitError::Timeout { task_id: id.clone(), status: rec.status, after: timeout }),
+                            None => Err(WaitError::NotFound { task_id: id.clone() }),
+                        },
+                        None => Err(WaitError::NotFound { task_id: id.clone() }),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Results, escalations and other messages sent to the principal.
+    pub async fn inbox(&self) -> Result<PrincipalStream, TransportError> {
+        let consumer = self.shared.inbox_consumer(self.name());
+        self.stream(consumer, true).await
+    }
+
+    /// Alerts to the principal (`<org>.alerts`): dead letters, breakers.
+    pub async fn alerts(&self) -> Result<PrincipalStream, TransportError> {
+        let consumer = self.shared.alerts_consumer();
+        self.stream(consumer, false).await
+    }
+
+    /// Dead letters (`<org>.deadletter`): each a new envelope whose payload
+    /// has the reason, the attempts and the original message.
+    pub async fn dead_letters(&self) -> Result<PrincipalStream, TransportError> {
+        let consumer = self.shared.deadletter_consumer();
+        self.stream(consumer, false).await
+    }
+
+    async fn stream(
+        &self,
+        consumer: ConsumerConfig,
+        check_sender: bool,
+    ) -> Result<PrincipalStream, TransportError> {
+        let shared = Arc::clone(&self.shared);
+        if shared.config.provision {
+            shared.transport.ensure_consumer(&consumer).await?;
+        }
+        let deliveries = shared.transport.consume(&consumer.name).await?;
+        let state = (deliveries, None::<Delivery>, shared);
+        let stream = futures::stream::unfold(
+            state,
+            move |(mut deliveries, prev, shared)| async move {
+                if let Some(prev) = prev {
+                    if let Err(e) = prev.ack().await {
+                        tracing::warn!(error = %e, "acknowledging a principal message failed; it may come again");
+                    }
+                }
+                let d = match deliveries.next().await? {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return Some((Err(InboxError::Transport(e)), (deliveries, None, shared)))
+                    }
+                };
+                let item = match d.to_message() {
+                    Err(failure) => Err(InboxError::Undecodable(failure)),
+                    Ok(env) => match shared.subjects.route(d.subject()) {
+                        Some(Route::Inbox { from, .. }) if check_sender && from != env.from => {
+                            Err(InboxError::SenderMismatch {
+                                subject: d.subject().to_string(),
+                                from: env.from,
+                            })
+                        }
+                        _ => Ok(env),
+                    },
+                };
+                if item.is_err() {
+                    if let Err(e) = d.term().await {
+                        tracing::warn!(error = %e, "terminating a refused principal message failed");
+                    }
+                    return Some((item, (deliveries, None, shared)));
+                }
+                Some((item, (deliveries, Some(d), shared)))
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}
+
+async fn read_task(
+    store: &dyn StateStore,
+    shared: &Shared,
+    id: &TaskId,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let key = shared.layout.task(id)?;
+    match store.get(&key).await? {
+        Some(doc) => Ok(Some(from_doc::<TaskRecord>(&doc)?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Trees deeper than this are cut (a guard against corrupted documents).
+const MAX_TREE_DEPTH: usize = 64;
+
+fn tree<'a>(
+    shared: &'a Shared,
+    id: &'a TaskId,
+    seen: &'a mut HashSet<TaskId>,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<Value, StoreError>> {
+    Box::pin(async move {
+        let Some(rec) = read_task(&*shared.store, shared, id).await? else {
+            return Err(StoreError::NotFound {
+                key: shared.layout.task(id)?.to_string(),
+            });
+        };
+        seen.insert(id.clone());
+        let mut node = Map::new();
+        node.insert("task_id".into(), Value::String(rec.task_id.to_string()));
+        node.insert("title".into(), Value::String(rec.title.clone()));
+        node.insert(
+            "assigned_by".into(),
+            Value::String(rec.assigned_by.to_string()),
+        );
+        node.insert(
+            "assigned_to".into(),
+            Value::String(rec.assigned_to.to_string()),
+        );
+        node.insert("status".into(), Value::String(rec.status.to_string()));
+        if depth < MAX_TREE_DEPTH {
+            let mut children = Vec::new();
+            for child in &rec.children {
+                if seen.contains(child) {
+                    continue;
+                }
+                children.push(tree(shared, child, seen, depth + 1).await?);
+            }
+            if !children.is_empty() {
+                node.insert("children".into(), Value::Array(children));
+            }
+        }
+        if let Some(m) = rec.sla_minutes {
+            node.insert("sla_minutes".into(), m.into());
+        }
+        if let Some(m) = rec.actual_minutes {
+            node.insert("actual_minutes".into(), m.into());
+        }
+        if let Some(e) = rec.error {
+            node.insert("error".into(), Value::String(e));
+        }
+        Ok(Value::Object(node))
+    })
+}

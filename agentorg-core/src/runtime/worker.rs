@@ -1,0 +1,1453 @@
+//! One hosted role: its consumer loop, and what happens to each delivery.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use base64::Engine;
+use futures::{FutureExt, StreamExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::context::{Context, Effects, ResultPayload, TaskPayload};
+use super::docs::{from_doc, to_value, ClaimDoc, ClaimState, TaskRecord, TaskStatus};
+use super::outbox::{self, Entry};
+use super::{breaker, AgentOptions, AgentState, RoleStats, Shared};
+use crate::agent::{Agent, AgentError, Outcome, SubtaskResult, Task};
+use crate::codec::DecodeError;
+use crate::envelope::{Envelope, Kind, MessageId, TaskId, TraceContext};
+use crate::name::Name;
+use crate::store::{
+    DocKey, Precondition, StateStoreExt, StoreError, Version, Write, MAX_DOCUMENT_BYTES,
+};
+use crate::subject::Route;
+use crate::tools::{ScopedToolHost, ToolHost};
+use crate::transport::{Delivery, TransportError};
+
+/// What to tell the transport about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+/// A failure of the org's own infrastructure (store, transport) while
+/// handling a delivery: the delivery is put back and tried again.
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone)]
+struct Reason {
+    code: &'static str,
+    message: String,
+}
+
+impl Reason {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How a task handler ended, as it will be recorded.
+#[derive(Debug, Clone)]
+enum End {
+    Completed(Value),
+    Failed(String),
+    Waiting,
+}
+
+/// A claim this process holds: which attempt, and its current version
+/// (moved on by lease extensions).
+#[derive(Debug)]
+struct Hold {
+    key: DocKey,
+    attempt: u32,
+    version: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl Hold {
+    fn new(key: DocKey, attempt: u32, version: Version) -> Self {
+        Self {
+            key,
+            attempt,
+            version: AtomicU64::new(version.raw()),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    fn version(&self) -> Version {
+        Version::from_raw(self.version.load(Ordering::SeqCst))
+    }
+
+    fn set_version(&self, v: Version) {
+        self.version.store(v.raw(), Ordering::SeqCst);
+    }
+}
+
+enum Acquire {
+    Run(Hold),
+    Done,
+    DeadLettered,
+    Busy(Duration),
+    Exhausted {
+        version: Version,
+        attempts: u32,
+        last_error: Option<String>,
+    },
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    role: Name,
+    agent: Arc<dyn Agent>,
+    tools: Arc<dyn ToolHost>,
+    options: AgentOptions,
+    stats: Arc<RoleStats>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        role: Name,
+        agent: Arc<dyn Agent>,
+        options: AgentOptions,
+        stats: Arc<RoleStats>,
+    ) -> Arc<Self> {
+        let grants = shared.chart.tool_grants(&role).to_vec();
+        let tools: Arc<dyn ToolHost> = Arc::new(ScopedToolHost::new(
+            Arc::clone(&shared.tools),
+            role.clone(),
+            grants,
+        ));
+        Arc::new(Self {
+            shared,
+            role,
+            agent,
+            tools,
+            options,
+            stats,
+        })
+    }
+
+    /// Takes deliveries until `shutdown`, each on its own task (tracked by
+    /// `tracker`, cancelled by `kill`), at most `concurrency` at once.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        kill: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        self.stats.set_state(AgentState::Starting);
+        let consumer = self.shared.inbox_consumer(&self.role).name;
+        let permits = Arc::new(Semaphore::new(self.options.concurrency));
+        let mut stream = None;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let deliveries = match stream.as_mut() {
+                Some(s) => s,
+                None => {
+                    let bound = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        r = self.shared.transport.consume(&consumer) => r,
+                    };
+                    match bound {
+                        Ok(s) => {
+                            pause = Duration::from_millis(100);
+                            self.stats.set_state(AgentState::Ready);
+                            stream.insert(s)
+                        }
+                        Err(e) => {
+                            tracing::warn!(role = %self.role, error = %e, "cannot bind the inbox consumer; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => break,
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                p = Arc::clone(&permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                next = deliveries.next() => next,
+            };
+            match next {
+                Some(Ok(d)) => {
+                    let w = Arc::clone(&self);
+                    let kill = kill.clone();
+                    tracker.spawn(async move {
+                        let _permit = permit;
+                        tokio::select! {
+                            () = kill.cancelled() => {}
+                            () = w.process(d) => {}
+                        }
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(role = %self.role, error = %e, "inbox consumer failed; rebinding");
+                    stream = None;
+                    self.stats.set_state(AgentState::Starting);
+                }
+                None => {
+                    tracing::warn!(role = %self.role, "inbox consumer ended; rebinding");
+                    stream = None;
+                    self.stats.set_state(AgentState::Starting);
+                }
+            }
+        }
+        self.stats.set_state(AgentState::Draining);
+        let all = u32::try_from(self.options.concurrency).unwrap_or(u32::MAX);
+        tokio::select! {
+            () = kill.cancelled() => {}
+            _ = permits.acquire_many(all) => {}
+        }
+        self.stats.set_state(AgentState::Stopped);
+    }
+
+    fn span(&self, d: &Delivery) -> (tracing::Span, TraceContext) {
+        let incoming = d.message().ok().and_then(Envelope::trace);
+        let own = incoming.map_or_else(TraceContext::new_root, |t| t.child());
+        let (id, kind) = match d.message() {
+            Ok(env) => (env.id.to_string(), env.kind.to_string()),
+            Err(e) => (String::new(), format!("undecodable:{}", e.kind_str())),
+        };
+        let span = tracing::info_span!(
+            "agentorg.delivery",
+            org = %self.shared.org(),
+            role = %self.role,
+            subject = %d.subject(),
+            msg_id = %id,
+            kind = %kind,
+            delivery_attempt = d.attempt(),
+            trace_id = %own.trace_id_hex(),
+            span_id = %own.span_id_hex(),
+            parent_span_id = incoming.map(|t| t.span_id_hex()).unwrap_or_default(),
+        );
+        (span, own)
+    }
+
+    async fn process(self: Arc<Self>, d: Delivery) {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (span, trace) = self.span(&d);
+        let disposition = async {
+            match self.handle(&d, trace).await {
+                Ok(x) => x,
+                Err(fault) => {
+                    tracing::warn!(error = %fault, "handling interrupted by an infrastructure failure; the delivery comes back");
+                    Disposition::Nak(self.shared.config.retry_delay)
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let settled = match disposition {
+            Disposition::Ack => d.ack().await,
+            Disposition::Nak(delay) => d.nak(Some(delay)).await,
+            Disposition::Term => d.term().await,
+        };
+        if let Err(e) = settled {
+            span.in_scope(|| tracing::warn!(error = %e, ?disposition, "settling the delivery failed; it may come again"));
+        }
+        if matches!(disposition, Disposition::Ack | Disposition::Term) {
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.touch(self.shared.now());
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn handle(&self, d: &Delivery, trace: TraceContext) -> Result<Disposition, Fault> {
+        let env = match d.message() {
+            Ok(env) => env.clone(),
+            Err(DecodeError::FutureVersion { id: Some(id), .. }) => {
+                return self.future_version(d, id).await;
+            }
+            Err(e) => {
+                let hash = hex(&Sha256::digest(d.raw()), 16);
+                let key = self.claim_key(&format!("raw-{hash}"))?;
+                let reason = Reason::new(e.kind_str(), e.to_string());
+                return self
+                    .dead_letter(d, None, key, Precondition::MustNotExist, reason, 0, None)
+                    .await;
+            }
+        };
+        if let Some(reason) = self.refusal(d, &env) {
+            tracing::warn!(code = reason.code, reason = %reason.message, "refused");
+            let key = self.claim_key(env.id.as_str())?;
+            return self
+                .dead_letter(
+                    d,
+                    Some(&env),
+                    key,
+                    Precondition::MustNotExist,
+                    reason,
+                    0,
+                    None,
+                )
+                .await;
+        }
+        match env.kind {
+            Kind::Task => self.on_task(d, env, trace).await,
+            Kind::Result => self.on_result(d, env, trace).await,
+            _ => self.on_message(d, env, trace).await,
+        }
+    }
+
+    /// What the chart and the subject scheme forbid, checked before any
+    /// claim: such a message is never run.
+    fn refusal(&self, d: &Delivery, env: &Envelope) -> Option<Reason> {
+        let chart = &self.shared.chart;
+        let Some(Route::Inbox { role, from }) = self.shared.subjects.route(d.subject()) else {
+            return Some(Reason::new(
+                "unroutable",
+                format!("{} is not an inbox subject", d.subject()),
+            ));
+        };
+        if role != self.role {
+            return Some(Reason::new(
+                "wrong_recipient",
+                format!("{} is not `{}`'s inbox", d.subject(), self.role),
+            ));
+        }
+        if env.from != from {
+            return Some(Reason::new(
+                "sender_mismatch",
+                format!(
+                    "envelope from `{}` on a subject whose sender is `{from}`",
+                    env.from
+                ),
+            ));
+        }
+        if &env.org != self.shared.org() {
+            return Some(Reason::new(
+                "wrong_org",
+                format!("envelope of org `{}`", env.org),
+            ));
+        }
+        if env.to.as_ref() != Some(&self.role) {
+            return Some(Reason::new(
+                "wrong_recipient",
+                format!(
+                    "envelope addressed to {:?}",
+                    env.to.as_ref().map(Name::as_str)
+                ),
+            ));
+        }
+        match env.kind {
+            Kind::Task => {
+                let payload: TaskPayload = match serde_json::from_value(env.payload.clone()) {
+                    Ok(p) => p,
+                    Err(e) => return Some(Reason::new("malformed_task", e.to_string())),
+                };
+                if payload.task_id != env.id {
+                    return Some(Reason::new(
+                        "malformed_task",
+                        "task id differs from the envelope id",
+                    ));
+                }
+                if !chart.may_receive_task_from(&self.role, &from, payload.task_type.as_deref()) {
+                    return Some(Reason::new(
+                        "not_allowed",
+                        format!(
+                            "the chart does not let `{from}` delegate to `{}`",
+                            self.role
+                        ),
+                    ));
+                }
+                None
+            }
+            Kind::Escalation if chart.manager_of(&from) != Some(&self.role) => Some(Reason::new(
+                "not_allowed",
+                format!("`{}` is not the manager of `{from}`", self.role),
+            )),
+            Kind::Escalation | Kind::Result => None,
+            _ if !chart.may_address(&from).contains(&self.role) => Some(Reason::new(
+                "not_allowed",
+                format!("the chart does not let `{from}` message `{}`", self.role),
+            )),
+            _ => None,
+        }
+    }
+
+    fn claim_key(&self, id: &str) -> Result<DocKey, StoreError> {
+        self.shared.layout.claims(&self.role)?.doc(id)
+    }
+
+    fn claim_doc(
+        &self,
+        state: ClaimState,
+        attempts: u32,
+        lease: Duration,
+        error: Option<String>,
+    ) -> ClaimDoc {
+        let now = self.shared.now();
+        ClaimDoc {
+            state,
+            owner: self.shared.instance.clone(),
+            attempts,
+            lease_until: add(now, lease),
+            updated_at: now,
+            last_error: error,
+        }
+    }
+
+    /// Claims message `id` for a run, or says why not.
+    async fn acquire(&self, id: &str) -> Result<Acquire, Fault> {
+        let key = self.claim_key(id)?;
+        let cfg = &self.shared.config;
+        for _ in 0..8 {
+            let now = self.shared.now();
+            let (attempts, pre, last_error) = match self.shared.store.get(&key).await? {
+                None => (1, Precondition::MustNotExist, None),
+                Some(doc) => {
+                    let (c, v): (ClaimDoc, Version) = from_doc(&doc)?;
+                    match c.state {
+                        ClaimState::Done => return Ok(Acquire::Done),
+                        ClaimState::DeadLettered => return Ok(Acquire::DeadLettered),
+                        ClaimState::Running if c.lease_until > now => {
+                            let left = (c.lease_until - now).to_std().unwrap_or_default();
+                            return Ok(Acquire::Busy(
+                                left.clamp(Duration::from_millis(10), cfg.lease),
+                            ));
+                        }
+                        _ if c.attempts >= cfg.max_attempts => {
+                            return Ok(Acquire::Exhausted {
+                                version: v,
+                                attempts: c.attempts,
+                                last_error: c.last_error,
+                            })
+                        }
+                        _ => (c.attempts + 1, Precondition::Version(v), c.last_error),
+                    }
+                }
+            };
+            let doc = self.claim_doc(ClaimState::Running, attempts, cfg.lease, last_error);
+            match self.shared.store.put(&key, to_value(&doc)?, pre).await {
+                Ok(v) => return Ok(Acquire::Run(Hold::new(key, attempts, v))),
+                Err(e) if e.is_precondition_failure() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Acquire::Busy(cfg.retry_delay))
+    }
+
+    /// Whether `hold` still owns its claim (a commit conflict may come from
+    /// another document); refreshes its version if so.
+    async fn still_mine(&self, hold: &Hold) -> Result<bool, Fault> {
+        let Some(doc) = self.shared.store.get(&hold.key).await? else {
+            return Ok(false);
+        };
+        let (c, v): (ClaimDoc, Version) = from_doc(&doc)?;
+        let mine = c.state == ClaimState::Running
+            && c.owner == self.shared.instance
+            && c.attempts == hold.attempt;
+        if mine {
+            hold.set_version(v);
+        }
+        Ok(mine)
+    }
+
+    /// Extends the lease every third of it, in the store and with the
+    /// transport, for as long as it is polled (it never completes).
+    async fn keep_lease(&self, d: &Delivery, hold: &Hold) {
+        let lease = self.shared.config.lease;
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if hold.lost.load(Ordering::SeqCst) {
+                continue;
+            }
+            let doc = self.claim_doc(ClaimState::Running, hold.attempt, lease, None);
+            let value = match to_value(&doc) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            match self
+                .shared
+                .store
+                .put(&hold.key, value, Precondition::Version(hold.version()))
+                .await
+            {
+                Ok(v) => hold.set_version(v),
+                Err(e) if e.is_precondition_failure() => {
+                    hold.lost.store(true, Ordering::SeqCst);
+                    tracing::warn!("lost the claim (the lease ran out); this attempt's outcome will not be committed");
+                }
+                Err(e) => tracing::warn!(error = %e, "extending the lease failed; retrying"),
+            }
+            if let Err(e) = d.progress().await {
+                tracing::debug!(error = %e, "progress acknowledgement failed");
+            }
+        }
+    }
+
+    /// Runs a handler future while keeping the lease; a panic becomes a
+    /// transient error.
+    async fn guarded<T, F>(&self, d: &Delivery, hold: &Hold, fut: F) -> Result<T, AgentError>
+    where
+        F: std::future::Future<Output = Result<T, AgentError>> + Send,
+    {
+        let fut = AssertUnwindSafe(fut).catch_unwind();
+        tokio::pin!(fut);
+        let keeper = self.keep_lease(d, hold);
+        tokio::pin!(keeper);
+        let outcome = tokio::select! {
+            biased;
+            r = &mut fut => r,
+            () = &mut keeper => fut.await,
+        };
+        match outcome {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".to_owned());
+                Err(AgentError::transient(format!("handler panicked: {what}")))
+            }
+        }
+    }
+
+    fn context(
+        &self,
+        env: &Envelope,
+        task: Option<TaskId>,
+        attempt: u32,
+        trace: TraceContext,
+    ) -> Context {
+        Context {
+            shared: Arc::clone(&self.shared),
+            role: self.role.clone(),
+            envelope: env.clone(),
+            task,
+            attempt,
+            trace,
+            tools: Arc::clone(&self.tools),
+            effects: Mutex::new(Effects::default()),
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cfg = &self.shared.config;
+        let mut b = backon::ExponentialBuilder::default()
+            .with_min_delay(cfg.min_backoff)
+            .with_max_delay(cfg.max_backoff)
+            .with_factor(2.0)
+            .without_max_times();
+        if cfg.jitter {
+            b = b.with_jitter();
+        }
+        let n = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        b.build().nth(n).unwrap_or(cfg.max_backoff)
+    }
+
+    async fn release(&self, hold: &Hold, error: &str) -> Result<(), Fault> {
+        let doc = self.claim_doc(
+            ClaimState::Released,
+            hold.attempt,
+            Duration::ZERO,
+            Some(error.to_owned()),
+        );
+        match self
+            .shared
+            .store
+            .put(
+                &hold.key,
+                to_value(&doc)?,
+                Precondition::Version(hold.version()),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Someone else owns it now; they decide.
+            Err(e) if e.is_precondition_failure() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A transient failure: retry with backoff, or dead-letter when this was
+    /// the last attempt.
+    async fn retry_or_dead_letter(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        hold: &Hold,
+        err: AgentError,
+        task: Option<&TaskId>,
+    ) -> Result<Disposition, Fault> {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let max = self.shared.config.max_attempts;
+        if hold.attempt >= max {
+            tracing::warn!(attempt = hold.attempt, error = %err, "transient failure on the last attempt: dead-lettering");
+            let reason = Reason::new("attempts_exhausted", err.to_string());
+            return self
+                .dead_letter(
+                    d,
+                    Some(env),
+                    hold.key.clone(),
+                    Precondition::Version(hold.version()),
+                    reason,
+                    hold.attempt,
+                    task,
+                )
+                .await;
+        }
+        let delay = self.backoff(hold.attempt);
+        tracing::info!(attempt = hold.attempt, error = %err, retry_in = ?delay, "transient failure; retrying");
+        self.release(hold, &err.to_string()).await?;
+        Ok(Disposition::Nak(delay))
+    }
+
+    async fn future_version(&self, d: &Delivery, id: &MessageId) -> Result<Disposition, Fault> {
+        match self.acquire(id.as_str()).await? {
+            Acquire::Run(hold) => {
+                tracing::info!(
+                    attempt = hold.attempt,
+                    "envelope of a newer format version; putting it back"
+                );
+                self.release(&hold, "envelope of a newer format version")
+                    .await?;
+                Ok(Disposition::Nak(self.shared.config.future_version_delay))
+            }
+            Acquire::Exhausted {
+                version, attempts, ..
+            } => {
+                let reason = Reason::new(
+                    "future_version",
+                    d.message()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+                let key = self.claim_key(id.as_str())?;
+                self.dead_letter(
+                    d,
+                    None,
+                    key,
+                    Precondition::Version(version),
+                    reason,
+                    attempts,
+                    None,
+                )
+                .await
+            }
+            other => Ok(self.settled(other)),
+        }
+    }
+
+    /// The disposition of a claim that is not ours to run.
+    fn settled(&self, a: Acquire) -> Disposition {
+        match a {
+            Acquire::Done => Disposition::Ack,
+            Acquire::DeadLettered => Disposition::Term,
+            Acquire::Busy(d) => Disposition::Nak(d),
+            Acquire::Run(_) | Acquire::Exhausted { .. } => {
+                Disposition::Nak(self.shared.config.retry_delay)
+            }
+        }
+    }
+
+    async fn read_task(&self, id: &TaskId) -> Result<Option<(TaskRecord, Version)>, Fault> {
+        let key = self.shared.layout.task(id)?;
+        match self.shared.store.get(&key).await? {
+            Some(doc) => Ok(Some(from_doc(&doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn on_task(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let task_id = env.id.clone();
+        let hold = match self.acquire(task_id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                let reason = Reason::new(
+                    "attempts_exhausted",
+                    last_error.unwrap_or_else(|| {
+                        "attempts spent (the handler never finished)".to_owned()
+                    }),
+                );
+                let key = self.claim_key(task_id.as_str())?;
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::Version(version),
+                        reason,
+                        attempts,
+                        Some(&task_id),
+                    )
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        // Mark the task started (the document was written before the message).
+        let record = loop {
+            let Some((mut rec, v)) = self.read_task(&task_id).await? else {
+                let reason = Reason::new("unknown_task", "no task document for this task message");
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        hold.key.clone(),
+                        Precondition::Version(hold.version()),
+                        reason,
+                        hold.attempt,
+                        None,
+                    )
+                    .await;
+            };
+            if rec.status.is_terminal() {
+                return self.commit_effects(&hold, Effects::default()).await;
+            }
+            if rec.assigned_to != self.role {
+                let reason = Reason::new(
+                    "not_assigned",
+                    format!("the task is assigned to `{}`", rec.assigned_to),
+                );
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        hold.key.clone(),
+                        Precondition::Version(hold.version()),
+                        reason,
+                        hold.attempt,
+                        None,
+                    )
+                    .await;
+            }
+            if rec.status == TaskStatus::InProgress && rec.started_at.is_some() {
+                break rec;
+            }
+            rec.status = TaskStatus::InProgress;
+            rec.started_at.get_or_insert(self.shared.now());
+            let key = self.shared.layout.task(&task_id)?;
+            match self
+                .shared
+                .store
+                .put(&key, to_value(&rec)?, Precondition::Version(v))
+                .await
+            {
+                Ok(_) => break rec,
+                Err(e) if e.is_precondition_failure() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let cx = self.context(&env, Some(task_id.clone()), hold.attempt, trace);
+        let outcome = self
+            .guarded(d, &hold, self.agent.on_task(&cx, to_task(&record)))
+            .await;
+        let effects = cx.take_effects();
+        self.end_task(d, &env, &hold, &task_id, None, outcome, effects)
+            .await
+    }
+
+    /// Records a task handler's outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_task(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        hold: &Hold,
+        task_id: &TaskId,
+        rollup_child: Option<&TaskId>,
+        outcome: Result<Outcome, AgentError>,
+        effects: Effects,
+    ) -> Result<Disposition, Fault> {
+        let end = match outcome {
+            Ok(Outcome::Complete(v)) => End::Completed(v),
+            Ok(Outcome::AwaitSubtasks) if effects.delegations.is_empty() => End::Failed(
+                "the handler returned AwaitSubtasks without delegating a subtask".to_owned(),
+            ),
+            Ok(Outcome::AwaitSubtasks) => End::Waiting,
+            Err(e) if e.is_retryable() => {
+                return self
+                    .retry_or_dead_letter(d, env, hold, e, Some(task_id))
+                    .await;
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(error = %e, "task failed permanently");
+                End::Failed(e.to_string())
+            }
+        };
+        self.finish_task(hold, task_id, rollup_child, end, effects)
+            .await
+    }
+
+    /// Commits a task's end with the completion record, retrying on
+    /// conflicts with other writers of the task and breaker documents.
+    async fn finish_task(
+        &self,
+        hold: &Hold,
+        task_id: &TaskId,
+        rollup_child: Option<&TaskId>,
+        mut end: End,
+        effects: Effects,
+    ) -> Result<Disposition, Fault> {
+        for _ in 0..16 {
+            let Some((mut task, task_v)) = self.read_task(task_id).await? else {
+                return self.commit_effects(hold, Effects::default()).await;
+            };
+            if task.status.is_terminal() {
+                // Cancelled (or ended) meanwhile: nothing more to record.
+                return self.commit_effects(hold, Effects::default()).await;
+            }
+            if let Some(child) = rollup_child {
+                if !task.open_children.contains(child) {
+                    return self.commit_effects(hold, Effects::default()).await;
+                }
+                task.open_children.retain(|c| c != child);
+            }
+            let now = self.shared.now();
+            let mut writes = vec![self.done_write(hold)?];
+            let mut entries = Vec::new();
+            let ended = match &end {
+                End::Completed(v) => {
+                    task.status = TaskStatus::Completed;
+                    task.result = Some(v.clone());
+                    Some(true)
+                }
+                End::Failed(m) => {
+                    task.status = TaskStatus::Failed;
+                    task.error = Some(m.clone());
+                    Some(false)
+                }
+                End::Waiting => {
+                    for p in &effects.delegations {
+                        task.children.push(p.record.task_id.clone());
+                        task.open_children.push(p.record.task_id.clone());
+                    }
+                    task.status = TaskStatus::InProgress;
+                    None
+                }
+            };
+            if let Some(success) = ended {
+                task.completed_at = Some(now);
+                let start = task.started_at.unwrap_or(task.created_at);
+                let secs = (now - start).num_seconds().max(0) as u64;
+                task.actual_minutes = Some((secs + 30) / 60);
+                let current = breaker::read(&self.shared, &self.role).await?;
+                if let Some((rec, pre, opened)) =
+                    breaker::after_task(&self.shared.config, current, success, task.probe, now)
+                {
+                    writes.push(breaker::write(&self.shared, &self.role, &rec, pre)?);
+                    if opened {
+                        self.breaker_escalation(&rec, &mut writes, &mut entries)?;
+                    }
+                }
+                let result = ResultPayload {
+                    task_id: task.task_id.clone(),
+                    status: task.status,
+                    result: task.result.clone(),
+                    error: task.error.clone(),
+                };
+                let result_env = self
+                    .envelope(Kind::Result, to_value(&result)?)
+                    .with_to(task.assigned_by.clone())
+                    .with_correlation(task.task_id.clone());
+                let subject = self.shared.subjects.inbox(&task.assigned_by, &self.role);
+                let (w, e) = outbox::entry(&self.shared, &self.role, subject, &result_env)?;
+                writes.push(w);
+                entries.push(e);
+            }
+            let key = self.shared.layout.task(task_id)?;
+            writes.push(Write::put(
+                key,
+                to_value(&task)?,
+                Precondition::Version(task_v),
+            ));
+            if success_or_waiting(&end) {
+                self.effect_writes(&effects, &mut writes, &mut entries)?;
+            }
+            match self.shared.store.commit(writes).await {
+                Ok(_) => {
+                    outbox::flush(&self.shared, entries).await;
+                    return Ok(Disposition::Ack);
+                }
+                Err(e) if e.is_precondition_failure() => {
+                    if !self.still_mine(hold).await? {
+                        tracing::warn!(
+                            "lost the claim before committing; another attempt owns the message"
+                        );
+                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    }
+                }
+                Err(StoreError::InvalidInput { message, .. }) if success_or_waiting(&end) => {
+                    tracing::warn!(error = %message, "the outcome cannot be stored; failing the task");
+                    end = End::Failed(format!("the outcome cannot be stored: {message}"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Disposition::Nak(self.shared.config.retry_delay))
+    }
+
+    fn envelope(&self, kind: Kind, payload: Value) -> Envelope {
+        Envelope::new(self.shared.org().clone(), self.role.clone(), kind, payload)
+            .with_created_at(self.shared.now())
+    }
+
+    fn done_write(&self, hold: &Hold) -> Result<Write, StoreError> {
+        let doc = self.claim_doc(ClaimState::Done, hold.attempt, Duration::ZERO, None);
+        Ok(Write::put(
+            hold.key.clone(),
+            to_value(&doc)?,
+            Precondition::Version(hold.version()),
+        ))
+    }
+
+    /// Adds a handler's delegations, staged writes and messages to a commit.
+    fn effect_writes(
+        &self,
+        effects: &Effects,
+        writes: &mut Vec<Write>,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), StoreError> {
+        for p in &effects.delegations {
+            let key = self.shared.layout.task(&p.record.task_id)?;
+            writes.push(Write::put(
+                key,
+                to_value(&p.record)?,
+                Precondition::MustNotExist,
+            ));
+            let (w, e) = outbox::entry(&self.shared, &self.role, p.subject.clone(), &p.envelope)?;
+            writes.push(w);
+            entries.push(e);
+        }
+        writes.extend(effects.writes.iter().cloned());
+        for (subject, env) in &effects.messages {
+            let (w, e) = outbox::entry(&self.shared, &self.role, subject.clone(), env)?;
+            writes.push(w);
+            entries.push(e);
+        }
+        Ok(())
+    }
+
+    /// Commits the completion record with a handler's effects (for messages
+    /// that are not tasks).
+    async fn commit_effects(&self, hold: &Hold, effects: Effects) -> Result<Disposition, Fault> {
+        for _ in 0..16 {
+            let mut writes = vec![self.done_write(hold)?];
+            let mut entries = Vec::new();
+            self.effect_writes(&effects, &mut writes, &mut entries)?;
+            match self.shared.store.commit(writes).await {
+                Ok(_) => {
+                    outbox::flush(&self.shared, entries).await;
+                    return Ok(Disposition::Ack);
+                }
+                Err(e) if e.is_precondition_failure() => {
+                    if !self.still_mine(hold).await? {
+                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Disposition::Nak(self.shared.config.retry_delay))
+    }
+
+    fn breaker_escalation(
+        &self,
+        rec: &super::BreakerRecord,
+        writes: &mut Vec<Write>,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), StoreError> {
+        let Some(manager) = self.shared.chart.manager_of(&self.role).cloned() else {
+            return Ok(());
+        };
+        tracing::warn!(
+            failures = rec.consecutive_failures,
+            "circuit breaker opened; escalating to `{manager}`"
+        );
+        let env = self
+            .envelope(
+                Kind::Escalation,
+                json!({
+                    "reason": "breaker_open",
+                    "role": self.role,
+                    "consecutive_failures": rec.consecutive_failures,
+                    "until": rec.until,
+                    "alternate": self.shared.chart.alternate_of(&self.role),
+                }),
+            )
+            .with_to(manager.clone());
+        let subject = self.shared.subjects.inbox(&manager, &self.role);
+        let (w, e) = outbox::entry(&self.shared, &self.role, subject, &env)?;
+        writes.push(w);
+        entries.push(e);
+        Ok(())
+    }
+
+    async fn on_result(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let payload: ResultPayload = match serde_json::from_value(env.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                let key = self.claim_key(env.id.as_str())?;
+                let reason = Reason::new("malformed_result", e.to_string());
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::MustNotExist,
+                        reason,
+                        0,
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let hold = match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                let key = self.claim_key(env.id.as_str())?;
+                let reason = Reason::new("attempts_exhausted", last_error.unwrap_or_default());
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::Version(version),
+                        reason,
+                        attempts,
+                        None,
+                    )
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        let dead = |code: &'static str, message: String| Reason::new(code, message);
+        let child_id = payload.task_id.clone();
+        let Some((child, _)) = self.read_task(&child_id).await? else {
+            let reason = dead("unknown_task", format!("no task {child_id}"));
+            return self
+                .dead_letter(
+                    d,
+                    Some(&env),
+                    hold.key.clone(),
+                    Precondition::Version(hold.version()),
+                    reason,
+                    hold.attempt,
+                    None,
+                )
+                .await;
+        };
+        if child.assigned_by != self.role || child.assigned_to != env.from {
+            let reason = dead(
+                "not_allowed",
+                format!(
+                    "task {child_id} was not delegated by `{}` to `{}`",
+                    self.role, env.from
+                ),
+            );
+            return self
+                .dead_letter(
+                    d,
+                    Some(&env),
+                    hold.key.clone(),
+                    Precondition::Version(hold.version()),
+                    reason,
+                    hold.attempt,
+                    None,
+                )
+                .await;
+        }
+        let Some(parent_id) = child.parent.clone() else {
+            let cx = self.context(&env, None, hold.attempt, trace);
+            let r = self
+                .guarded(d, &hold, self.agent.on_result(&cx, subtask_result(&child)))
+                .await;
+            return self.end_message(d, &env, &hold, &cx, r).await;
+        };
+        for _ in 0..16 {
+            let Some((parent, parent_v)) = self.read_task(&parent_id).await? else {
+                return self.commit_effects(&hold, Effects::default()).await;
+            };
+            if parent.assigned_to != self.role {
+                let reason = dead(
+                    "not_allowed",
+                    format!("task {parent_id} is not `{}`'s", self.role),
+                );
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        hold.key.clone(),
+                        Precondition::Version(hold.version()),
+                        reason,
+                        hold.attempt,
+                        None,
+                    )
+                    .await;
+            }
+            if parent.status.is_terminal() || !parent.open_children.contains(&child_id) {
+                return self.commit_effects(&hold, Effects::default()).await;
+            }
+            let remaining: Vec<TaskId> = parent
+                .open_children
+                .iter()
+                .filter(|c| **c != child_id)
+                .cloned()
+                .collect();
+            if remaining.is_empty() {
+                // The last subtask: the agent decides the parent's outcome.
+                let mut results = Vec::with_capacity(parent.children.len());
+                for c in &parent.children {
+                    if let Some((rec, _)) = self.read_task(c).await? {
+                        results.push(subtask_result(&rec));
+                    }
+                }
+                let cx = self.context(&env, Some(parent_id.clone()), hold.attempt, trace);
+                let outcome = self
+                    .guarded(
+                        d,
+                        &hold,
+                        self.agent.on_subtasks_done(&cx, to_task(&parent), results),
+                    )
+                    .await;
+                let effects = cx.take_effects();
+                return self
+                    .end_task(
+                        d,
+                        &env,
+                        &hold,
+                        &parent_id,
+                        Some(&child_id),
+                        outcome,
+                        effects,
+                    )
+                    .await;
+            }
+            let mut updated = parent;
+            updated.open_children = remaining;
+            let key = self.shared.layout.task(&parent_id)?;
+            let writes = vec![
+                self.done_write(&hold)?,
+                Write::put(key, to_value(&updated)?, Precondition::Version(parent_v)),
+            ];
+            match self.shared.store.commit(writes).await {
+                Ok(_) => return Ok(Disposition::Ack),
+                Err(e) if e.is_precondition_failure() => {
+                    if !self.still_mine(&hold).await? {
+                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Disposition::Nak(self.shared.config.retry_delay))
+    }
+
+    async fn on_message(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let hold = match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                let key = self.claim_key(env.id.as_str())?;
+                let reason = Reason::new("attempts_exhausted", last_error.unwrap_or_default());
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::Version(version),
+                        reason,
+                        attempts,
+                        None,
+                    )
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        let cx = self.context(&env, None, hold.attempt, trace);
+        let r = self
+            .guarded(d, &hold, self.agent.on_message(&cx, env.clone()))
+            .await;
+        self.end_message(d, &env, &hold, &cx, r).await
+    }
+
+    async fn end_message(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        hold: &Hold,
+        cx: &Context,
+        r: Result<(), AgentError>,
+    ) -> Result<Disposition, Fault> {
+        let effects = cx.take_effects();
+        match r {
+            Ok(()) => self.commit_effects(hold, effects).await,
+            Err(e) if e.is_retryable() => self.retry_or_dead_letter(d, env, hold, e, None).await,
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let reason = Reason::new("rejected", e.to_string());
+                self.dead_letter(
+                    d,
+                    Some(env),
+                    hold.key.clone(),
+                    Precondition::Version(hold.version()),
+                    reason,
+                    hold.attempt,
+                    None,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Dead-letters a delivery, once: the claim becomes `dead_lettered` in
+    /// the same commit as the dead-letter envelope and the alert (in the
+    /// outbox), the task's status and its breaker. Then the original is
+    /// terminated.
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        env: Option<&Envelope>,
+        claim: DocKey,
+        claim_pre: Precondition,
+        reason: Reason,
+        attempts: u32,
+        task: Option<&TaskId>,
+    ) -> Result<Disposition, Fault> {
+        let (dl, alert) = self.dead_letter_envelopes(d, env, &reason, attempts, task);
+        for _ in 0..8 {
+            let doc = self.claim_doc(
+                ClaimState::DeadLettered,
+                attempts,
+                Duration::ZERO,
+                Some(reason.message.clone()),
+            );
+            let mut writes = vec![Write::put(claim.clone(), to_value(&doc)?, claim_pre)];
+            let mut entries = Vec::new();
+            for (subject, e) in [
+                (self.shared.subjects.deadletter(), &dl),
+                (self.shared.subjects.alerts(), &alert),
+            ] {
+                let (w, entry) = outbox::entry(&self.shared, &self.role, subject, e)?;
+                writes.push(w);
+                entries.push(entry);
+            }
+            if let Some(task_id) = task {
+                if let Some((mut rec, v)) = self.read_task(task_id).await? {
+                    if !rec.status.is_terminal() && rec.assigned_to == self.role {
+                        rec.status = TaskStatus::DeadLettered;
+                        rec.error = Some(format!("{}: {}", reason.code, reason.message));
+                        let probe = rec.probe;
+                        writes.push(Write::put(
+                            self.shared.layout.task(task_id)?,
+                            to_value(&rec)?,
+                            Precondition::Version(v),
+                        ));
+                        let now = self.shared.now();
+                        let current = breaker::read(&self.shared, &self.role).await?;
+                        if let Some((b, pre, opened)) =
+                            breaker::after_task(&self.shared.config, current, false, probe, now)
+                        {
+                            writes.push(breaker::write(&self.shared, &self.role, &b, pre)?);
+                            if opened {
+                                self.breaker_escalation(&b, &mut writes, &mut entries)?;
+                            }
+                        }
+                    }
+                }
+            }
+            match self.shared.store.commit(writes).await {
+                Ok(_) => {
+                    tracing::warn!(code = reason.code, reason = %reason.message, attempts, dead_letter = %dl.id, "dead-lettered");
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    outbox::flush(&self.shared, entries).await;
+                    return Ok(Disposition::Term);
+                }
+                Err(e) if e.is_precondition_failure() => {
+                    // Someone else settled the claim, or a task or breaker
+                    // document moved: look at the claim to tell which.
+                    let current = match self.shared.store.get(&claim).await? {
+                        Some(doc) => Some(from_doc::<ClaimDoc>(&doc)?),
+                        None => None,
+                    };
+                    match (current, claim_pre) {
+                        (Some((c, _)), _) if c.state == ClaimState::DeadLettered => {
+                            return Ok(Disposition::Term)
+                        }
+                        (Some((c, _)), _) if c.state == ClaimState::Done => {
+                            return Ok(Disposition::Ack)
+                        }
+                        (Some((_, v)), Precondition::Version(pv)) if v == pv => {}
+                        (None, Precondition::MustNotExist) => {}
+                        _ => return Ok(Disposition::Nak(self.shared.config.retry_delay)),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Disposition::Nak(self.shared.config.retry_delay))
+    }
+
+    /// The dead-letter envelope (a new message, caused by the original, whose
+    /// body it keeps whole when it fits and else a prefix and a hash) and the
+    /// principal's alert.
+    fn dead_letter_envelopes(
+        &self,
+        d: &Delivery,
+        env: Option<&Envelope>,
+        reason: &Reason,
+        attempts: u32,
+        task: Option<&TaskId>,
+    ) -> (Envelope, Envelope) {
+        let raw = d.raw();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let whole = match std::str::from_utf8(raw) {
+            Ok(s) => json!({ "body": s }),
+            Err(_) => json!({ "body_base64": b64.encode(raw) }),
+        };
+        let digest = hex(&Sha256::digest(raw), 32);
+        let prefix = &raw[..raw.len().min(4096)];
+        let truncated = json!({
+            "truncated": true,
+            "prefix_base64": b64.encode(prefix),
+            "sha256": digest,
+            "size": raw.len(),
+        });
+        let make = |original: Value| {
+            let mut e = self.envelope(
+                Kind::DeadLetter,
+                json!({
+                    "reason": { "code": reason.code, "message": reason.message },
+                    "attempts": attempts,
+                    "role": self.role,
+                    "subject": d.subject().as_str(),
+                    "original_id": env.map(|e| e.id.to_string()),
+                    "original": original,
+                }),
+            );
+            if let Some(env) = env {
+                e = e.with_causation(env.id.clone());
+            }
+            if let Some(t) = task {
+                e = e.with_correlation(t.clone());
+            }
+            e
+        };
+        // Whole if the dead letter still fits an outbox document.
+        let budget = MAX_DOCUMENT_BYTES - 16 * 1024;
+        let full = make(whole);
+        let dl = match self.shared.codec.encode(&full) {
+            Ok(bytes) if bytes.len() <= budget => full,
+            _ => make(truncated),
+        };
+        let alert = self
+            .envelope(
+                Kind::Alert,
+                json!({
+                    "alert": "dead_letter",
+                    "dead_letter_id": dl.id,
+                    "original_id": env.map(|e| e.id.to_string()),
+                    "role": self.role,
+                    "reason": { "code": reason.code, "message": reason.message },
+                    "attempts": attempts,
+                }),
+            )
+            .with_to(self.shared.chart.principal().clone())
+            .with_causation(dl.id.clone());
+        (dl, alert)
+    }
+}
+
+fn success_or_waiting(end: &End) -> bool {
+    !matches!(end, End::Failed(_))
+}
+
+fn to_task(rec: &TaskRecord) -> Task {
+    Task {
+        id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        task_type: rec.task_type.clone(),
+        input: rec.input.clone(),
+        parent: rec.parent.clone(),
+        assigned_by: rec.assigned_by.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        sla_minutes: rec.sla_minutes,
+        created_at: rec.created_at,
+    }
+}
+
+fn subtask_result(rec: &TaskRecord) -> SubtaskResult {
+    SubtaskResult {
+        task_id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        status: rec.status,
+        result: rec.result.clone(),
+        error: rec.error.clone(),
+    }
+}
+
+fn hex(bytes: &[u8], len: usize) -> String {
+    bytes
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .take(len)
+        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn add(now: chrono::DateTime<chrono::Utc>, d: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}

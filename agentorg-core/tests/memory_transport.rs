@@ -1,0 +1,226 @@
+//! The transport conformance suite and the memory transport's own limits,
+//! on tokio's paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentorg_core::conformance::{self, transport as suite, unique_name, unique_org};
+use agentorg_core::subject::{Subject, SubjectPattern};
+use agentorg_core::transport::{
+    ConsumerConfig, MemoryTransport, PublishOptions, Transport, TransportError,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+
+fn t() -> Arc<dyn Transport> {
+    Arc::new(MemoryTransport::new())
+}
+
+#[tokio::test(start_paused = true)]
+async fn conformance_suite() {
+    suite::run_all(t(), unique_org()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn conformance_suite_through_arc_and_box_wrappers() {
+    let boxed: Box<dyn Transport> = Box::new(MemoryTransport::new());
+    suite::publish_consume_ack(Arc::new(boxed), unique_org()).await;
+    let arc: Arc<dyn Transport> = Arc::new(Arc::new(MemoryTransport::new()));
+    suite::redelivery_attempts(arc, unique_org()).await;
+}
+
+fn subject(s: &str) -> Subject {
+    Subject::parse(s).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_log_refuses_publishes_until_consumers_catch_up() {
+    let t = MemoryTransport::builder().max_messages(3).build().unwrap();
+    let name = unique_name("c");
+    t.ensure_consumer(&ConsumerConfig::new(
+        name.clone(),
+        SubjectPattern::parse("a.>").unwrap(),
+    ))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        t.publish(
+            &subject("a.x"),
+            Bytes::from_static(b"m"),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let full = t
+        .publish(
+            &subject("a.x"),
+            Bytes::from_static(b"m"),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(full, TransportError::Full { .. }), "{full:?}");
+    assert!(full.is_retryable());
+    assert_eq!(t.stored_messages(), 3, "nothing was dropped to make room");
+    let mut c = t.consume(&name).await.unwrap();
+    c.next().await.unwrap().unwrap().ack().await.unwrap();
+    assert_eq!(
+        t.stored_messages(),
+        2,
+        "an acknowledged message leaves the log"
+    );
+    t.publish(
+        &subject("a.x"),
+        Bytes::from_static(b"m"),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn byte_limits_refuse_rather_than_forget() {
+    let t = MemoryTransport::builder()
+        .max_bytes(10)
+        .max_payload(8)
+        .build()
+        .unwrap();
+    let big = t
+        .publish(
+            &subject("a"),
+            Bytes::from_static(b"123456789"),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        big,
+        TransportError::TooLarge { size: 9, limit: 8 }
+    ));
+    t.publish(
+        &subject("a"),
+        Bytes::from_static(b"12345678"),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    let full = t
+        .publish(
+            &subject("a"),
+            Bytes::from_static(b"123"),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(full, TransportError::Full { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_subscriber_is_told_what_it_missed() {
+    let t = MemoryTransport::builder()
+        .subscriber_buffer(2)
+        .build()
+        .unwrap();
+    let mut sub = t
+        .subscribe(&SubjectPattern::parse("e.>").unwrap())
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        t.publish_ephemeral(&subject("e.x"), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+    }
+    match sub.next().await.unwrap() {
+        Err(TransportError::Lagged { missed }) => assert_eq!(missed, 3),
+        other => panic!("expected Lagged first, got {other:?}"),
+    }
+    assert_eq!(&sub.next().await.unwrap().unwrap().payload[..], &[0]);
+    assert_eq!(&sub.next().await.unwrap().unwrap().payload[..], &[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_matching_consumer_gets_a_message_before_it_leaves_the_log() {
+    let t = MemoryTransport::new();
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    for n in [&a, &b] {
+        t.ensure_consumer(&ConsumerConfig::new(
+            n.clone(),
+            SubjectPattern::parse("ev.>").unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+    t.publish(
+        &subject("ev.x"),
+        Bytes::from_static(b"1"),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut ca = t.consume(&a).await.unwrap();
+    ca.next().await.unwrap().unwrap().ack().await.unwrap();
+    assert_eq!(t.stored_messages(), 1, "b has not had it yet");
+    let mut cb = t.consume(&b).await.unwrap();
+    cb.next().await.unwrap().unwrap().ack().await.unwrap();
+    assert_eq!(t.stored_messages(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consumer_management_errors() {
+    let t = MemoryTransport::new();
+    let n = unique_name("c");
+    let config = ConsumerConfig::new(n.clone(), SubjectPattern::parse("x.>").unwrap());
+    t.ensure_consumer(&config).await.unwrap();
+    let other = ConsumerConfig::new(n.clone(), SubjectPattern::parse("y.>").unwrap());
+    assert!(matches!(
+        t.ensure_consumer(&other).await,
+        Err(TransportError::Conflict { .. })
+    ));
+    let bad = ConsumerConfig::new(unique_name("c"), SubjectPattern::parse("x").unwrap())
+        .with_max_ack_pending(0);
+    assert!(matches!(
+        t.ensure_consumer(&bad).await,
+        Err(TransportError::InvalidInput { .. })
+    ));
+    let mut bound = t.consume(&n).await.unwrap();
+    t.delete_consumer(&n).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(1), bound.next()).await {
+        Ok(Some(Err(TransportError::NotFound { .. }))) => {}
+        other => panic!("a bound stream of a deleted consumer: {other:?}"),
+    }
+    assert!(bound.next().await.is_none(), "then it ends");
+    assert!(matches!(
+        t.delete_consumer(&n).await,
+        Err(TransportError::NotFound { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedupe_window_expires() {
+    let t = MemoryTransport::builder()
+        .duplicate_window(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let opts = PublishOptions::with_msg_id("same");
+    assert!(
+        !t.publish(&subject("a"), Bytes::new(), opts.clone())
+            .await
+            .unwrap()
+            .duplicate
+    );
+    assert!(
+        t.publish(&subject("a"), Bytes::new(), opts.clone())
+            .await
+            .unwrap()
+            .duplicate
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        !t.publish(&subject("a"), Bytes::new(), opts)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let _ = conformance::EVENTUALLY;
+}
