@@ -1,2 +1,97 @@
-//! placeholder
-pub use agentorg_core::*;
+//! # agentorg
+//!
+//! Agent organizations in Rust: agents with roles and reporting lines that
+//! delegate down the chart, escalate up it, talk on declared peer channels,
+//! and share durable state — with the delivery semantics of a production
+//! system (claims, leases, retries with backoff, dead letters, circuit
+//! breakers, a transactional outbox) kept the same on every backend.
+//!
+//! This crate is the facade: it re-exports [`agentorg_core`] and, behind
+//! cargo features, the real backends. The in-memory backends are the
+//! default, so an org runs in one process with no server.
+//!
+//! ```
+//! use std::time::Duration;
+//! use agentorg::prelude::*;
+//! use serde_json::json;
+//!
+//! struct Cto;
+//!
+//! #[async_trait]
+//! impl Agent for Cto {
+//!     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+//!         cx.delegate("backend", TaskSpec::new(format!("API for {}", task.title)).sla_minutes(120)).await?;
+//!         Ok(Outcome::AwaitSubtasks) // completes when the backend's result rolls up
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let chart = OrgChart::builder("genbrain")
+//!     .principal("founder")
+//!     .role(RoleSpec::new("cto").reports_to("founder"))
+//!     .role(RoleSpec::new("backend").reports_to("cto"))
+//!     .build()?;
+//! let org = Org::builder(chart)
+//!     .agent("cto", Cto)
+//!     .agent("backend", agent_fn(|task| async move {
+//!         Ok(Outcome::Complete(json!({ "shipped": task.title })))
+//!     }))
+//!     .start()
+//!     .await?;
+//!
+//! let founder = org.principal();
+//! let task = founder.delegate("cto", TaskSpec::new("analytics dashboard")).await?;
+//! let done = founder.wait_for(&task.task_id, Duration::from_secs(10)).await?;
+//! assert_eq!(done.status, TaskStatus::Completed);
+//! let tree = founder.task_tree(&task.task_id).await?;
+//! assert!(tree.all_completed());
+//! println!("{}", serde_json::to_string_pretty(&tree)?);
+//! org.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds | status |
+//! |---|---|---|
+//! | (none) | in-memory transport, store and tools; the runtime | available |
+//! | `nats` | NATS JetStream transport (`agentorg-nats`) | reserved, not yet implemented |
+//! | `firestore` | Firestore state store (`agentorg-firestore`) | reserved, not yet implemented |
+//! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
+//!
+//! # Where to read on
+//!
+//! * [`runtime`]: what happens to every delivery (claims, retries, dead
+//!   letters, breakers, outbox) and the [`Org`](runtime::Org) builder.
+//! * [`agent`]: the [`Agent`](agent::Agent) trait and its context.
+//! * [`chart`]: roles, reporting lines, peers, shortcuts, tool grants.
+//! * [`transport`], [`store`], [`tools`]: the three backend traits and their
+//!   guarantees.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use agentorg_core;
+pub use agentorg_core::{
+    agent, async_trait, chart, clock, codec, envelope, name, runtime, store, subject, tools,
+    transport, ChartError, Name, NameError, OrgChart,
+};
+
+// The README's examples are compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+/// The names most agent code needs: `use agentorg::prelude::*;`.
+pub mod prelude {
+    pub use agentorg_core::agent::{
+        agent_fn, Agent, AgentError, Context, DelegateError, Delegation, Outcome, SubtaskResult,
+        Task, TaskSpec,
+    };
+    pub use agentorg_core::async_trait;
+    pub use agentorg_core::chart::{OrgChart, RoleSpec};
+    pub use agentorg_core::runtime::{AgentOptions, Org, Principal, RuntimeConfig, TaskStatus};
+    pub use agentorg_core::Name;
+}

@@ -10,9 +10,10 @@ use agentorg_core::name::NameErrorReason;
 use agentorg_core::tools::{ToolGrant, ToolGrantError};
 use proptest::prelude::*;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/genbrain.toml");
+/// The seed org as shipped with the genbrain example (one copy for both).
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/genbrain.toml");
 
-/// The seed org, built in code to match `fixtures/genbrain.toml`.
+/// The seed org, built in code to match `examples/genbrain.toml`.
 fn seed_in_code() -> OrgChart {
     let role = |name: &str, manager: &str, description: &str, tools: &[&str], caps: &[&str]| {
         RoleSpec::new(name)

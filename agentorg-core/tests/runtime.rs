@@ -27,6 +27,8 @@ macro_rules! paused {
 
 paused!(
     delegation_rolls_up,
+    roles_split_across_processes,
+    outbox_survives_a_failed_publish,
     processed_once_under_redelivery,
     replay_after_completion_not_rerun,
     lease_expiry_redelivers,
@@ -47,4 +49,158 @@ paused!(
 async fn whole_suite_in_real_time_on_shared_backends() {
     let (t, s) = backends();
     suite::run_all(t, s, unique_org).await;
+}
+
+mod hosting {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use agentorg_core::agent::{agent_fn, Agent, AgentError, Context, Outcome, Task, TaskSpec};
+    use agentorg_core::conformance::runtime::{suite_chart, suite_config};
+    use agentorg_core::conformance::unique_org;
+    use agentorg_core::runtime::{
+        AgentOptions, AgentState, Org, OrgError, RuntimeConfig, TaskStatus,
+    };
+    use async_trait::async_trait;
+    use serde_json::Value;
+
+    /// Records how many handlers run at once.
+    #[derive(Default)]
+    struct Busy {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Agent for Busy {
+        async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::Complete(Value::Null))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_agent_concurrency_is_a_limit() {
+        for limit in [1, 3] {
+            let busy = Arc::new(Busy::default());
+            let org = Org::builder(suite_chart(&unique_org()))
+                .config(suite_config())
+                .agent_with(
+                    "x",
+                    Arc::clone(&busy) as Arc<dyn Agent>,
+                    AgentOptions::default().concurrency(limit),
+                )
+                .start()
+                .await
+                .unwrap();
+            let mut ids = Vec::new();
+            for i in 0..8 {
+                ids.push(
+                    org.principal()
+                        .delegate("x", TaskSpec::new(format!("t{i}")))
+                        .await
+                        .unwrap()
+                        .task_id,
+                );
+            }
+            for id in &ids {
+                let rec = org
+                    .principal()
+                    .wait_for(id, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                assert_eq!(rec.status, TaskStatus::Completed);
+            }
+            assert_eq!(
+                busy.max.load(Ordering::SeqCst),
+                limit,
+                "concurrency {limit}"
+            );
+            org.shutdown().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_follows_the_lifecycle() {
+        let org = Org::builder(suite_chart(&unique_org()))
+            .agent(
+                "x",
+                agent_fn(|_| async { Ok(Outcome::Complete(Value::Null)) }),
+            )
+            .agent(
+                "y",
+                agent_fn(|_| async { Ok(Outcome::Complete(Value::Null)) }),
+            )
+            .start()
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            if org.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(org.is_ready(), "{:?}", org.health());
+        let roles: Vec<_> = org
+            .health()
+            .into_iter()
+            .map(|h| (h.role.to_string(), h.state))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("x".into(), AgentState::Ready),
+                ("y".into(), AgentState::Ready)
+            ]
+        );
+        org.shutdown().await;
+        org.shutdown().await; // idempotent
+        assert!(org.health().iter().all(|h| h.state == AgentState::Stopped));
+    }
+
+    #[tokio::test]
+    async fn the_builder_refuses_what_cannot_run() {
+        let chart = || suite_chart(&unique_org());
+        let leaf = || agent_fn(|_| async { Ok(Outcome::Complete(Value::Null)) });
+        let unknown = Org::builder(chart()).agent("nobody", leaf()).start().await;
+        assert!(matches!(unknown, Err(OrgError::UnknownRole { role }) if role == "nobody"));
+        let principal = Org::builder(chart()).agent("p", leaf()).start().await;
+        assert!(matches!(principal, Err(OrgError::PrincipalHosted { .. })));
+        let twice = Org::builder(chart())
+            .agent("x", leaf())
+            .agent("x", leaf())
+            .start()
+            .await;
+        assert!(matches!(twice, Err(OrgError::DuplicateAgent { .. })));
+        let bad = Org::builder(chart())
+            .config(RuntimeConfig::default().with_max_attempts(0))
+            .start()
+            .await;
+        assert!(matches!(bad, Err(OrgError::InvalidConfig { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delegation_outside_the_chart_is_refused_before_the_transport() {
+        let org = Org::builder(suite_chart(&unique_org()))
+            .start()
+            .await
+            .unwrap();
+        // `w` reports to `m`, not to the principal, and no shortcut exists.
+        let refused = org
+            .principal()
+            .delegate("w", TaskSpec::new("skip a level"))
+            .await;
+        match refused {
+            Err(agentorg_core::agent::DelegateError::NotAllowed(r)) => {
+                assert_eq!(r.to, "w");
+                assert!(r.to_string().contains("w"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        org.shutdown().await;
+    }
 }

@@ -55,6 +55,8 @@ pub fn suite_config() -> RuntimeConfig {
 /// factory of fresh org names the transport captures.
 pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn() -> Name) {
     delegation_rolls_up(Arc::clone(&t), Arc::clone(&s), org()).await;
+    roles_split_across_processes(Arc::clone(&t), Arc::clone(&s), org()).await;
+    outbox_survives_a_failed_publish(Arc::clone(&t), Arc::clone(&s), org()).await;
     processed_once_under_redelivery(Arc::clone(&t), Arc::clone(&s), org()).await;
     replay_after_completion_not_rerun(Arc::clone(&t), Arc::clone(&s), org()).await;
     lease_expiry_redelivers(Arc::clone(&t), Arc::clone(&s), org()).await;
@@ -290,7 +292,7 @@ pub async fn delegation_rolls_up(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, 
             ),
         );
     }
-    let result = rec.result.unwrap_or_default();
+    let result = rec.result.clone().unwrap_or_default();
     for child in &rec.children {
         if result.get(child.as_str()).is_none() {
             fail(B, format!("rolled-up result lacks {child}: {result}"));
@@ -300,14 +302,31 @@ pub async fn delegation_rolls_up(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, 
         Ok(v) => v,
         Err(e) => fail(B, e),
     };
-    let children = tree["children"].as_array().cloned().unwrap_or_default();
-    if tree["status"] != "completed" || children.len() != 2 {
-        fail(B, format!("tree {tree}"));
+    if !tree.all_completed() || tree.children.len() != 2 || tree.len() != 3 {
+        fail(B, format!("tree {tree:?}"));
     }
-    for c in &children {
-        if c["status"] != "completed" || c["assigned_by"] != "m" || c["sla_minutes"] != 5 {
-            fail(B, format!("child in tree {c}"));
+    for c in &tree.children {
+        if c.assigned_by != "m" || c.sla_minutes != Some(5) {
+            fail(B, format!("child in tree {c:?}"));
         }
+    }
+    // One trace spans the tree: every subtask continues the root's trace.
+    let trace_of = |r: &TaskRecord| {
+        r.traceparent
+            .as_deref()
+            .and_then(|t| t.parse::<crate::envelope::TraceContext>().ok())
+            .map(|t| t.trace_id)
+    };
+    let root_trace = trace_of(&rec);
+    for child in &rec.children {
+        let child_rec = o.principal().task(child).await.ok().flatten();
+        if root_trace.is_none() || child_rec.as_ref().map(trace_of) != Some(root_trace) {
+            fail(B, format!("subtask {child} is not in the root's trace"));
+        }
+    }
+    let json = serde_json::to_value(&tree).unwrap_or_default();
+    if json["children"][0]["status"] != "completed" {
+        fail(B, format!("tree JSON {json}"));
     }
     if w.runs().len() != 1 || alt.runs().len() != 1 {
         fail(B, "each subtask ran once");
@@ -317,6 +336,158 @@ pub async fn delegation_rolls_up(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, 
     let env = next_envelope(B, "the root's result", &mut inbox).await;
     if env.kind != Kind::Result || env.correlation_id.as_ref() != Some(&root) {
         fail(B, format!("principal inbox got {env:?}"));
+    }
+    o.shutdown().await;
+}
+
+/// Roles hosted by different processes (two orgs of one chart on shared
+/// backends) delegate and roll up through the transport; each reports its
+/// own agents' health.
+pub async fn roles_split_across_processes(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "roles_split_across_processes";
+    let managers = start(B, &t, &s, &org, vec![("m", Arc::new(Manager))]).await;
+    let w = Scripted::completing();
+    let workers = start(
+        B,
+        &t,
+        &s,
+        &org,
+        vec![
+            ("w", Arc::new(w.clone())),
+            ("alt", Arc::new(Scripted::completing())),
+        ],
+    )
+    .await;
+    eventually(B, "both processes ready", || async {
+        managers.is_ready() && workers.is_ready()
+    })
+    .await;
+    let root = match managers
+        .principal()
+        .delegate(
+            "m",
+            TaskSpec::new("split").input(json!({"to": ["w", "alt"]})),
+        )
+        .await
+    {
+        Ok(d) => d.task_id,
+        Err(e) => fail(B, e),
+    };
+    if wait_done(B, &managers, &root).await.status != TaskStatus::Completed {
+        fail(B, "the split tree did not complete");
+    }
+    let hosted: Vec<String> = workers
+        .health()
+        .iter()
+        .map(|h| h.role.to_string())
+        .collect();
+    if hosted != ["alt", "w"] {
+        fail(B, format!("the workers' process reports {hosted:?}"));
+    }
+    eventually(B, "w's counters", || async {
+        workers.health().iter().any(|h| {
+            h.role == "w" && h.completed >= 1 && h.last_active.is_some() && h.in_flight == 0
+        })
+    })
+    .await;
+    if managers.health().len() != 1 || w.runs().len() != 1 {
+        fail(B, format!("managers' health {:?}", managers.health()));
+    }
+    managers.shutdown().await;
+    workers.shutdown().await;
+}
+
+/// Wraps a transport so that its first `n` durable publishes fail as if the
+/// broker were down (nothing stored).
+#[derive(Debug)]
+pub struct FailsFirstPublishes {
+    inner: Arc<dyn Transport>,
+    left: AtomicU32,
+}
+
+impl FailsFirstPublishes {
+    /// Wraps `inner`, failing its first `n` publishes.
+    pub fn new(inner: Arc<dyn Transport>, n: u32) -> Self {
+        Self {
+            inner,
+            left: AtomicU32::new(n),
+        }
+    }
+}
+
+impl std::fmt::Display for FailsFirstPublishes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FailsFirstPublishes({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl Transport for FailsFirstPublishes {
+    async fn publish(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+        options: PublishOptions,
+    ) -> Result<PublishAck, TransportError> {
+        let fail_now = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail_now {
+            return Err(TransportError::Unavailable {
+                message: "injected outage".into(),
+                source: None,
+            });
+        }
+        self.inner.publish(subject, payload, options).await
+    }
+    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
+        self.inner.ensure_consumer(config).await
+    }
+    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
+        self.inner.consume(name).await
+    }
+    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
+        self.inner.delete_consumer(name).await
+    }
+    async fn publish_ephemeral(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        self.inner.publish_ephemeral(subject, payload).await
+    }
+    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
+        self.inner.subscribe(pattern).await
+    }
+    async fn request(
+        &self,
+        subject: &Subject,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, TransportError> {
+        self.inner.request(subject, payload, timeout).await
+    }
+}
+
+/// A delegation whose publish fails after its task was written is not lost:
+/// the outbox sweep publishes it later.
+pub async fn outbox_survives_a_failed_publish(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "outbox_survives_a_failed_publish";
+    let flaky: Arc<dyn Transport> = Arc::new(FailsFirstPublishes::new(Arc::clone(&t), 1));
+    let x = Scripted::completing();
+    let o = start(B, &flaky, &s, &org, vec![("x", Arc::new(x.clone()))]).await;
+    let id = delegate(B, &o, "x", "despite the outage").await;
+    if wait_done(B, &o, &id).await.status != TaskStatus::Completed || x.runs().len() != 1 {
+        fail(B, format!("runs {:?}", x.runs()));
     }
     o.shutdown().await;
 }

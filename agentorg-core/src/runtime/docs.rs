@@ -4,7 +4,7 @@
 //! agentorg/<org>/tasks/<task id>                 TaskDoc: the task tree, one document per task
 //! agentorg/<org>/breakers/<role>                 BreakerDoc: a role's circuit breaker
 //! agentorg/<org>/roles/<role>/claims/<msg id>    ClaimDoc: who processes a message, attempt, lease
-//! agentorg/<org>/roles/<role>/outbox/<msg id>    OutboxDoc: a message committed but maybe not yet published
+//! agentorg/<org>/outbox/<msg id>                OutboxDoc: a message committed but maybe not yet published
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -155,6 +155,8 @@ pub(crate) struct ClaimDoc {
 /// A message committed with state, to be published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct OutboxDoc {
+    /// The role that sends it (only a process hosting that role republishes).
+    pub(crate) role: Name,
     pub(crate) subject: String,
     /// The encoded envelope (a string, so any payload fits the limits).
     pub(crate) envelope: String,
@@ -210,6 +212,7 @@ impl Default for BreakerRecord {
 pub(crate) struct Layout {
     tasks: CollectionPath,
     breakers: CollectionPath,
+    outbox: CollectionPath,
     org: Name,
 }
 
@@ -218,6 +221,7 @@ impl Layout {
         Ok(Self {
             tasks: CollectionPath::new(format!("agentorg/{org}/tasks"))?,
             breakers: CollectionPath::new(format!("agentorg/{org}/breakers"))?,
+            outbox: CollectionPath::new(format!("agentorg/{org}/outbox"))?,
             org: org.clone(),
         })
     }
@@ -234,8 +238,8 @@ impl Layout {
         CollectionPath::new(format!("agentorg/{}/roles/{role}/claims", self.org))
     }
 
-    pub(crate) fn outbox(&self, role: &Name) -> Result<CollectionPath, StoreError> {
-        CollectionPath::new(format!("agentorg/{}/roles/{role}/outbox", self.org))
+    pub(crate) fn outbox(&self) -> &CollectionPath {
+        &self.outbox
     }
 }
 

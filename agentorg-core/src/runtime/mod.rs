@@ -87,7 +87,7 @@ mod principal;
 mod worker;
 
 pub use docs::{BreakerRecord, BreakerState, TaskRecord, TaskStatus};
-pub use principal::{InboxError, Principal, PrincipalStream, WaitError};
+pub use principal::{InboxError, Principal, PrincipalStream, TaskTree, WaitError};
 
 /// How the runtime behaves: attempts, leases, backoff, breakers, sweeps.
 ///
@@ -440,17 +440,20 @@ impl OrgBuilder {
         let kill = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut roles = Vec::with_capacity(hosted.len());
+        // This process republishes what its roles (and the principal, whose
+        // handle any process may use) left unpublished.
+        let mut senders: std::collections::HashSet<Name> = hosted.keys().cloned().collect();
+        senders.insert(shared.chart.principal().clone());
+        outbox::sweep(&shared, &senders, None).await;
         for (role, (agent, options)) in hosted {
-            outbox::sweep(&shared, &role, None).await;
             let stats = Arc::new(RoleStats::default());
             roles.push((role.clone(), Arc::clone(&stats)));
             let w = worker::Worker::new(Arc::clone(&shared), role, agent, options, stats);
             tracker.spawn(w.run(shutdown.clone(), kill.clone(), tracker.clone()));
         }
-        let role_names: Vec<Name> = roles.iter().map(|(r, _)| r.clone()).collect();
         tracker.spawn(outbox::sweeper(
             Arc::clone(&shared),
-            role_names,
+            senders,
             shutdown.clone(),
         ));
         Ok(Org {

@@ -4,6 +4,7 @@
 //! receiver deduplicates by envelope id (and its claims make a second
 //! delivery harmless).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +43,9 @@ pub(crate) fn entry(
             key: None,
             message: format!("cannot encode outgoing message: {e}"),
         })?;
-    let key = shared.layout.outbox(role)?.doc(envelope.id.as_str())?;
+    let key = shared.layout.outbox().doc(envelope.id.as_str())?;
     let doc = OutboxDoc {
+        role: role.clone(),
         subject: subject.to_string(),
         envelope: String::from_utf8_lossy(&bytes).into_owned(),
         created_at: shared.now(),
@@ -88,13 +90,13 @@ async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry
     }
 }
 
-/// Publishes `role`'s outbox entries older than `older_than` (all of them
-/// when `None`, at start-up).
-pub(crate) async fn sweep(shared: &Shared, role: &Name, older_than: Option<Duration>) {
+/// Publishes the outbox entries of `roles` older than `older_than` (all of
+/// them when `None`, at start-up). One listing of the org's outbox, which
+/// holds only messages not yet published, however many roles are hosted.
+pub(crate) async fn sweep(shared: &Shared, roles: &HashSet<Name>, older_than: Option<Duration>) {
     let result: Result<(), StoreError> = async {
-        let collection = shared.layout.outbox(role)?;
         let now = shared.now();
-        for doc in shared.store.list_all(&collection).await? {
+        for doc in shared.store.list_all(shared.layout.outbox()).await? {
             let (entry, _): (OutboxDoc, _) = match from_doc(&doc) {
                 Ok(x) => x,
                 Err(e) => {
@@ -102,6 +104,9 @@ pub(crate) async fn sweep(shared: &Shared, role: &Name, older_than: Option<Durat
                     continue;
                 }
             };
+            if !roles.contains(&entry.role) {
+                continue;
+            }
             let age = (now - entry.created_at).to_std().unwrap_or_default();
             if older_than.is_some_and(|min| age < min) {
                 continue;
@@ -110,7 +115,7 @@ pub(crate) async fn sweep(shared: &Shared, role: &Name, older_than: Option<Durat
                 tracing::error!(entry = %doc.key, subject = %entry.subject, "outbox entry with an invalid subject left in place");
                 continue;
             };
-            tracing::info!(entry = %doc.key, age = ?age, "republishing an outbox entry");
+            tracing::info!(entry = %doc.key, role = %entry.role, age = ?age, "republishing an outbox entry");
             publish_one(
                 &*shared.transport,
                 &*shared.store,
@@ -127,23 +132,22 @@ pub(crate) async fn sweep(shared: &Shared, role: &Name, older_than: Option<Durat
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(role = %role, error = %e, "outbox sweep failed; it runs again later");
+        tracing::warn!(error = %e, "outbox sweep failed; it runs again later");
     }
 }
 
-/// Sweeps the outboxes of `roles` every `sweep_interval` until `shutdown`.
-pub(crate) async fn sweeper(shared: Arc<Shared>, roles: Vec<Name>, shutdown: CancellationToken) {
-    if roles.is_empty() {
-        return;
-    }
+/// Sweeps the outbox for `roles` every `sweep_interval` until `shutdown`.
+pub(crate) async fn sweeper(
+    shared: Arc<Shared>,
+    roles: HashSet<Name>,
+    shutdown: CancellationToken,
+) {
     let interval = shared.config.sweep_interval;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        for role in &roles {
-            sweep(&shared, role, Some(shared.config.outbox_grace)).await;
-        }
+        sweep(&shared, &roles, Some(shared.config.outbox_grace)).await;
     }
 }

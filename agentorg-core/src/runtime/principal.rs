@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use serde_json::{Map, Value};
 
 use super::context::{plan, DelegateError, Delegation};
 use super::docs::{from_doc, to_value, TaskRecord, TaskStatus};
@@ -133,11 +132,9 @@ impl Principal {
         read_task(&*self.shared.store, &self.shared, id).await
     }
 
-    /// The whole tree under `root` as JSON, in the seed's shape: `task_id`,
-    /// `title`, `assigned_by`, `assigned_to`, `status`, `children` (when
-    /// any), `sla_minutes` and `actual_minutes` (when known), `error` (when
-    /// it failed).
-    pub async fn task_tree(&self, root: &TaskId) -> Result<Value, StoreError> {
+    /// The whole tree under `root`, in the seed's shape (serialize it for the
+    /// seed's JSON).
+    pub async fn task_tree(&self, root: &TaskId) -> Result<TaskTree, StoreError> {
         let mut seen = HashSet::new();
         tree(&self.shared, root, &mut seen, 0).await
     }
@@ -264,12 +261,68 @@ async fn read_task(
 /// Trees deeper than this are cut (a guard against corrupted documents).
 const MAX_TREE_DEPTH: usize = 64;
 
+/// A task and its subtasks, in the seed's shape (fields in this order when
+/// serialized; empty or unknown ones left out).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct TaskTree {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// What it was.
+    pub title: String,
+    /// Who delegated it.
+    pub assigned_by: Name,
+    /// Who did it.
+    pub assigned_to: Name,
+    /// How it stands.
+    pub status: TaskStatus,
+    /// Its subtasks, in delegation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<TaskTree>,
+    /// Its SLA in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_minutes: Option<u64>,
+    /// How long it took, in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_minutes: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TaskTree {
+    /// The number of tasks in the tree.
+    pub fn len(&self) -> usize {
+        1 + self.children.iter().map(TaskTree::len).sum::<usize>()
+    }
+
+    /// Always false: a tree has at least its root.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether every task of the tree completed.
+    pub fn all_completed(&self) -> bool {
+        self.status == TaskStatus::Completed && self.children.iter().all(TaskTree::all_completed)
+    }
+
+    /// Every task of the tree, depth first.
+    pub fn iter(&self) -> impl Iterator<Item = &TaskTree> {
+        let mut stack = vec![self];
+        std::iter::from_fn(move || {
+            let node = stack.pop()?;
+            stack.extend(node.children.iter().rev());
+            Some(node)
+        })
+    }
+}
+
 fn tree<'a>(
     shared: &'a Shared,
     id: &'a TaskId,
     seen: &'a mut HashSet<TaskId>,
     depth: usize,
-) -> futures::future::BoxFuture<'a, Result<Value, StoreError>> {
+) -> futures::future::BoxFuture<'a, Result<TaskTree, StoreError>> {
     Box::pin(async move {
         let Some(rec) = read_task(&*shared.store, shared, id).await? else {
             return Err(StoreError::NotFound {
@@ -277,39 +330,24 @@ fn tree<'a>(
             });
         };
         seen.insert(id.clone());
-        let mut node = Map::new();
-        node.insert("task_id".into(), Value::String(rec.task_id.to_string()));
-        node.insert("title".into(), Value::String(rec.title.clone()));
-        node.insert(
-            "assigned_by".into(),
-            Value::String(rec.assigned_by.to_string()),
-        );
-        node.insert(
-            "assigned_to".into(),
-            Value::String(rec.assigned_to.to_string()),
-        );
-        node.insert("status".into(), Value::String(rec.status.to_string()));
+        let mut children = Vec::new();
         if depth < MAX_TREE_DEPTH {
-            let mut children = Vec::new();
             for child in &rec.children {
-                if seen.contains(child) {
-                    continue;
+                if !seen.contains(child) {
+                    children.push(tree(shared, child, seen, depth + 1).await?);
                 }
-                children.push(tree(shared, child, seen, depth + 1).await?);
-            }
-            if !children.is_empty() {
-                node.insert("children".into(), Value::Array(children));
             }
         }
-        if let Some(m) = rec.sla_minutes {
-            node.insert("sla_minutes".into(), m.into());
-        }
-        if let Some(m) = rec.actual_minutes {
-            node.insert("actual_minutes".into(), m.into());
-        }
-        if let Some(e) = rec.error {
-            node.insert("error".into(), Value::String(e));
-        }
-        Ok(Value::Object(node))
+        Ok(TaskTree {
+            task_id: rec.task_id,
+            title: rec.title,
+            assigned_by: rec.assigned_by,
+            assigned_to: rec.assigned_to,
+            status: rec.status,
+            children,
+            sla_minutes: rec.sla_minutes,
+            actual_minutes: rec.actual_minutes,
+            error: rec.error,
+        })
     })
 }

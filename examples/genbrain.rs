@@ -1,0 +1,240 @@
+//! The GenBrain org of the seeds, as one process on the in-memory backends.
+//!
+//! The founder asks the CEO to "Ship user analytics dashboard". The CEO
+//! delegates the technical work to the CTO, a security review to the CSO and
+//! the announcement to Marketing; the CTO splits its part between Backend,
+//! Frontend and DevOps. Every result rolls up, and the finished task tree is
+//! printed as JSON in the seed's shape. The exit status is 0 only if every
+//! task completed.
+//!
+//! ```text
+//! cargo run --example genbrain
+//! RUST_LOG=agentorg_core=debug cargo run --example genbrain   # every delivery's span
+//! ```
+//!
+//! Ctrl-C or SIGTERM stops it gracefully: intake stops, in-flight handlers
+//! finish, then it exits.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentorg::prelude::*;
+use agentorg::store::{MemoryStore, StateStore};
+use agentorg::transport::{MemoryTransport, Transport};
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde_json::json;
+
+/// The seeds' chart: founder → ceo → cto, cso, marketing; cto → backend,
+/// frontend, devops; four peer channels; one delegation shortcut.
+const CHART: &str = include_str!("genbrain.toml");
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Run the seeds' GenBrain org: one request delegated down the chart and rolled up"
+)]
+struct Args {
+    /// NATS server URL for the transport (needs `--features nats`).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Firestore emulator HOST:PORT for the state store (needs `--features firestore`).
+    #[arg(long, value_name = "HOST:PORT")]
+    firestore: Option<String>,
+    /// How long to wait for the whole tree, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// The CEO decomposes the founder's request across its reports.
+struct Ceo;
+
+#[async_trait]
+impl Agent for Ceo {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        let product = task.title.trim_start_matches("Ship ").to_owned();
+        cx.delegate(
+            "cto",
+            TaskSpec::new(format!(
+                "Technical implementation of {}",
+                strip_user(&product)
+            )),
+        )
+        .await?;
+        cx.delegate(
+            "cso",
+            TaskSpec::new("Security review of analytics data handling"),
+        )
+        .await?;
+        cx.delegate(
+            "marketing",
+            TaskSpec::new(format!(
+                "Write {} announcement blog post",
+                strip_user(&product)
+            )),
+        )
+        .await?;
+        Ok(Outcome::AwaitSubtasks)
+    }
+}
+
+fn strip_user(product: &str) -> String {
+    product.trim_start_matches("user ").to_owned()
+}
+
+/// The CTO splits the technical work between the engineers, with SLAs.
+struct Cto;
+
+#[async_trait]
+impl Agent for Cto {
+    async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+        let work = [
+            (
+                "backend",
+                "Create /api/v2/analytics endpoints with ClickHouse queries",
+                120,
+            ),
+            (
+                "frontend",
+                "Build React dashboard with chart components",
+                120,
+            ),
+            (
+                "devops",
+                "Set up analytics data pipeline and Grafana dashboards",
+                90,
+            ),
+        ];
+        for (role, title, sla) in work {
+            cx.delegate(role, TaskSpec::new(title).sla_minutes(sla))
+                .await?;
+        }
+        Ok(Outcome::AwaitSubtasks)
+    }
+}
+
+/// A specialist that does its task itself (here: pretends to, briefly).
+fn specialist(artifact: &'static str) -> impl Agent {
+    agent_fn(move |task| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tracing::info!(role = %task.assigned_to, task = %task.title, "done");
+        Ok(Outcome::Complete(json!({ artifact: task.title })))
+    })
+}
+
+fn backends(args: &Args) -> anyhow::Result<(Arc<dyn Transport>, Arc<dyn StateStore>)> {
+    if args.nats.is_some() {
+        if cfg!(feature = "nats") {
+            bail!("--nats: the NATS JetStream transport (agentorg-nats) is not implemented in this version yet");
+        }
+        bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`");
+    }
+    if args.firestore.is_some() {
+        if cfg!(feature = "firestore") {
+            bail!("--firestore: the Firestore state store (agentorg-firestore) is not implemented in this version yet");
+        }
+        bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`");
+    }
+    Ok((
+        Arc::new(MemoryTransport::new()),
+        Arc::new(MemoryStore::new()),
+    ))
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let chart = OrgChart::from_toml_str(CHART).context("loading the seed chart")?;
+    let (transport, store) = backends(&args)?;
+    eprintln!(
+        "genbrain: {} roles under `{}` on {transport} + {store}",
+        chart.len(),
+        chart.principal()
+    );
+    let org = Org::builder(chart)
+        .transport(transport)
+        .store(store)
+        .agent("ceo", Ceo)
+        .agent("cto", Cto)
+        .agent("cso", specialist("review"))
+        .agent("marketing", specialist("post"))
+        .agent("backend", specialist("endpoint"))
+        .agent("frontend", specialist("component"))
+        .agent("devops", specialist("pipeline"))
+        .start()
+        .await?;
+
+    let founder = org.principal();
+    let outcome = async {
+        let root = founder
+            .delegate("ceo", TaskSpec::new("Ship user analytics dashboard"))
+            .await?;
+        eprintln!("genbrain: founder delegated {} to ceo", root.task_id);
+        let done = founder
+            .wait_for(&root.task_id, Duration::from_secs(args.timeout))
+            .await?;
+        let tree = founder.task_tree(&root.task_id).await?;
+        println!("{}", serde_json::to_string_pretty(&tree)?);
+        let ok = tree.all_completed();
+        eprintln!(
+            "genbrain: root {} — {} tasks, {}",
+            done.status,
+            tree.len(),
+            if ok {
+                "all completed"
+            } else {
+                "NOT all completed"
+            }
+        );
+        anyhow::Ok(ok)
+    };
+    let result = tokio::select! {
+        r = outcome => r,
+        () = shutdown_signal() => {
+            eprintln!("genbrain: stopping (signal): draining in-flight work");
+            Ok(false)
+        }
+    };
+    org.shutdown().await;
+    result
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("genbrain: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
