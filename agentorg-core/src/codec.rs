@@ -124,10 +124,12 @@ impl std::error::Error for DecodeFailure {
     }
 }
 
+/// What a newer format must still have for us to read: a version, and
+/// perhaps an id (of any JSON type: a later format may change it).
 #[derive(Deserialize)]
 struct VersionProbe {
     v: Option<u64>,
-    id: Option<String>,
+    id: Option<serde_json::Value>,
 }
 
 impl Codec {
@@ -165,11 +167,20 @@ impl Codec {
                 limit: self.max_bytes,
             });
         }
+        // An envelope is a JSON object (serde would also take an array of
+        // the fields in order; the wire format does not allow it).
+        if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(DecodeError::Malformed {
+                reason: "an envelope is a JSON object".to_owned(),
+            });
+        }
         let future = |probe: VersionProbe| match probe.v {
             Some(v) if v > u64::from(FORMAT_VERSION) => Some(DecodeError::FutureVersion {
                 version: v,
                 supported: FORMAT_VERSION,
-                id: probe.id.and_then(|id| MessageId::parse(id).ok()),
+                id: probe
+                    .id
+                    .and_then(|id| id.as_str().and_then(|s| MessageId::parse(s).ok())),
             }),
             _ => None,
         };
@@ -214,6 +225,15 @@ mod tests {
             }
             other => panic!("expected FutureVersion, got {other:?}"),
         }
+        // A later format may change the id's type: still a future version.
+        assert!(matches!(
+            codec.decode(br#"{"v": 2, "id": 5}"#),
+            Err(DecodeError::FutureVersion { id: None, .. })
+        ));
+        assert!(matches!(
+            codec.decode(br#"[2, "x"]"#),
+            Err(DecodeError::Malformed { .. })
+        ));
         let current_but_broken = br#"{"v": 1, "id": "x"}"#;
         assert!(matches!(
             codec.decode(current_but_broken),

@@ -177,6 +177,9 @@ impl fmt::Display for Kind {
 
 impl Serialize for Kind {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.as_str().is_empty() {
+            return Err(serde::ser::Error::custom("empty kind"));
+        }
         s.serialize_str(self.as_str())
     }
 }
