@@ -224,3 +224,45 @@ async fn dedupe_window_expires() {
     );
     let _ = conformance::EVENTUALLY;
 }
+
+#[tokio::test(start_paused = true)]
+async fn dedupe_ids_are_bounded_by_count_too() {
+    let t = MemoryTransport::builder()
+        .max_dedupe_ids(3)
+        .build()
+        .unwrap();
+    let publish = |id: &str| {
+        let t = t.clone();
+        let id = id.to_owned();
+        async move {
+            t.publish(&subject("a"), Bytes::new(), PublishOptions::with_msg_id(id))
+                .await
+                .unwrap()
+                .duplicate
+        }
+    };
+    for id in ["1", "2", "3", "4"] {
+        assert!(!publish(id).await);
+    }
+    assert!(publish("4").await, "recent ids are remembered");
+    assert!(
+        !publish("1").await,
+        "the oldest id was forgotten past the cap"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_subscription_stops_receiving_and_is_forgotten() {
+    let t = MemoryTransport::new();
+    let sub = t
+        .subscribe(&SubjectPattern::parse("r.>").unwrap())
+        .await
+        .unwrap();
+    assert!(format!("{t:?}").contains("subscribers: 1"), "{t:?}");
+    drop(sub);
+    assert!(format!("{t:?}").contains("subscribers: 0"), "{t:?}");
+    let nobody = t
+        .request(&subject("r.x"), Bytes::new(), Duration::from_secs(1))
+        .await;
+    assert!(matches!(nobody, Err(TransportError::NoResponders { .. })));
+}

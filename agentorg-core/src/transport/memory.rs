@@ -14,6 +14,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::index::SubjectIndex;
 use super::{
     Acker, ConsumerConfig, Delivery, DeliveryStream, Message, PublishAck, PublishOptions,
     Subscription, Transport, TransportError,
@@ -36,6 +37,11 @@ use crate::subject::{Subject, SubjectPattern};
 /// consumer hands out at most `max_ack_pending` unacknowledged deliveries; an
 /// ephemeral subscriber's buffer is bounded and overflow is reported to it as
 /// [`TransportError::Lagged`].
+///
+/// Message ids are remembered for deduplication for the duplicate window (2
+/// minutes) or the last 100 000 ids, whichever is shorter. Publishing costs
+/// the same however many consumers and subscriptions exist: a subject index
+/// finds the matching ones, and each consumer keeps its own queue.
 ///
 /// Time (ack wait, nak delays, the dedupe window) follows tokio's clock, so
 /// tests can run it on a paused clock.
@@ -75,6 +81,7 @@ struct Config {
     max_bytes: usize,
     max_payload: usize,
     duplicate_window: Duration,
+    max_dedupe_ids: usize,
     subscriber_buffer: usize,
 }
 
@@ -85,6 +92,7 @@ impl Default for Config {
             max_bytes: 256 * 1024 * 1024,
             max_payload: Codec::DEFAULT_MAX_BYTES,
             duplicate_window: Duration::from_secs(120),
+            max_dedupe_ids: 100_000,
             subscriber_buffer: 1024,
         }
     }
@@ -116,6 +124,14 @@ impl MemoryTransportBuilder {
         self
     }
 
+    /// The most message ids remembered for deduplication (default 100 000):
+    /// past it the oldest are forgotten first, so the dedupe window is the
+    /// duplicate window or the last this many ids, whichever is shorter.
+    pub fn max_dedupe_ids(mut self, n: usize) -> Self {
+        self.config.max_dedupe_ids = n;
+        self
+    }
+
     /// Each ephemeral subscriber's buffer (default 1024 messages).
     pub fn subscriber_buffer(mut self, n: usize) -> Self {
         self.config.subscriber_buffer = n;
@@ -142,7 +158,8 @@ impl MemoryTransportBuilder {
 
 // One std Mutex guards all state: every critical section is short and never
 // awaits, so an async mutex would only add cost. Waiting happens outside the
-// lock, on each consumer's `Notify`.
+// lock, on each consumer's `Notify`; decoding a delivery happens outside it
+// too.
 struct Inner {
     config: Config,
     state: Mutex<State>,
@@ -156,7 +173,11 @@ struct State {
     dedupe: HashMap<String, u64>,
     dedupe_order: VecDeque<(Instant, String)>,
     consumers: HashMap<Name, Consumer>,
-    subscribers: Vec<Subscriber>,
+    /// Which consumers' filters match a subject.
+    consumer_index: SubjectIndex<Name>,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Which subscribers' patterns match a subject.
+    subscriber_index: SubjectIndex<u64>,
     next_subscriber: u64,
 }
 
@@ -170,8 +191,8 @@ struct Stored {
 struct Consumer {
     config: ConsumerConfig,
     codec: Codec,
-    /// The next sequence to consider for a first delivery.
-    cursor: u64,
+    /// Matching messages not delivered yet, oldest first.
+    ready: VecDeque<u64>,
     /// Delivered and not yet settled, by sequence.
     pending: BTreeMap<u64, InFlight>,
     notify: Arc<Notify>,
@@ -187,7 +208,6 @@ struct InFlight {
 }
 
 struct Subscriber {
-    id: u64,
     pattern: SubjectPattern,
     tx: mpsc::Sender<Message>,
     missed: Arc<AtomicU64>,
@@ -257,33 +277,36 @@ impl fmt::Display for MemoryTransport {
 }
 
 impl State {
-    /// Fans a message out to the ephemeral subscribers; returns how many
-    /// matched. Never blocks: a full buffer counts as missed.
+    /// Fans a message out to the matching ephemeral subscribers; returns how
+    /// many matched. Never blocks: a full buffer counts as missed.
     fn fan_out(&mut self, subject: &Subject, payload: &Bytes, reply: Option<&Subject>) -> usize {
         let mut matched = 0;
-        self.subscribers.retain(|s| {
-            if s.tx.is_closed() {
-                return false;
-            }
-            if s.pattern.matches(subject) {
-                matched += 1;
-                let msg = Message::new(subject.clone(), payload.clone(), reply.cloned());
-                match s.tx.try_send(msg) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        s.missed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        for id in self.subscriber_index.matches(subject) {
+            let Some(s) = self.subscribers.get(&id) else {
+                continue;
+            };
+            let msg = Message::new(subject.clone(), payload.clone(), reply.cloned());
+            match s.tx.try_send(msg) {
+                Ok(()) => matched += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    matched += 1;
+                    s.missed.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.remove_subscriber(id),
             }
-            true
-        });
+        }
         matched
     }
 
-    fn prune_dedupe(&mut self, window: Duration, now: Instant) {
+    fn remove_subscriber(&mut self, id: u64) {
+        if let Some(s) = self.subscribers.remove(&id) {
+            self.subscriber_index.remove(&s.pattern, &id);
+        }
+    }
+
+    fn prune_dedupe(&mut self, window: Duration, max: usize, now: Instant) {
         while let Some((at, _)) = self.dedupe_order.front() {
-            if now.saturating_duration_since(*at) < window {
+            if now.saturating_duration_since(*at) < window && self.dedupe_order.len() <= max {
                 break;
             }
             if let Some((_, id)) = self.dedupe_order.pop_front() {
@@ -306,8 +329,17 @@ impl State {
     }
 }
 
+/// A delivery picked under the lock, decoded after it is released.
+struct Picked {
+    subject: Subject,
+    payload: Bytes,
+    attempt: u32,
+    codec: Codec,
+    seq: u64,
+}
+
 enum Pick {
-    Ready(Box<Delivery>),
+    Ready(Picked),
     Wait(Option<Instant>),
 }
 
@@ -348,7 +380,7 @@ impl Inner {
         Ok(())
     }
 
-    fn pick(self: &Arc<Self>, name: &Name) -> Result<Pick, TransportError> {
+    fn pick(&self, name: &Name) -> Result<Pick, TransportError> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         let Some(c) = st.consumers.get_mut(name) else {
@@ -358,25 +390,17 @@ impl Inner {
         };
         let now = Instant::now();
         // Redeliveries first, oldest sequence first: a message whose ack
-        // deadline passed, or whose nak delay ended.
+        // deadline passed, or whose nak delay ended. Then the next new one,
+        // while fewer than `max_ack_pending` are unsettled.
         let due = c
             .pending
             .iter()
             .find(|(_, f)| f.due <= now)
             .map(|(seq, _)| *seq);
         let seq = match due {
-            Some(seq) => Some(seq),
-            None if c.pending.len() < c.config.max_ack_pending => {
-                let mut found = None;
-                for (seq, stored) in st.log.range(c.cursor..) {
-                    if c.config.matches(&stored.subject) {
-                        found = Some(*seq);
-                        break;
-                    }
-                }
-                // Everything before `found` (or the whole tail) did not match.
-                c.cursor = found.map_or(st.next_seq, |s| s + 1);
-                if let Some(seq) = found {
+            Some(seq) => seq,
+            None if c.pending.len() < c.config.max_ack_pending => match c.ready.pop_front() {
+                Some(seq) => {
                     c.pending.insert(
                         seq,
                         InFlight {
@@ -385,37 +409,28 @@ impl Inner {
                             out: false,
                         },
                     );
+                    seq
                 }
-                found
-            }
-            None => None,
+                None => return Ok(Pick::Wait(c.pending.values().map(|f| f.due).min())),
+            },
+            None => return Ok(Pick::Wait(c.pending.values().map(|f| f.due).min())),
         };
-        let Some(seq) = seq else {
-            return Ok(Pick::Wait(c.pending.values().map(|f| f.due).min()));
-        };
-        let Some(stored) = st.log.get(&seq) else {
-            // Cannot happen: a pending message keeps its interest in the log.
+        // A message a consumer holds (ready or pending) keeps its interest, so
+        // it is in the log.
+        let (Some(stored), Some(f)) = (st.log.get(&seq), c.pending.get_mut(&seq)) else {
             c.pending.remove(&seq);
-            return Ok(Pick::Wait(Some(now)));
-        };
-        let Some(f) = c.pending.get_mut(&seq) else {
             return Ok(Pick::Wait(Some(now)));
         };
         f.deliveries += 1;
         f.out = true;
         f.due = now + c.config.ack_wait;
-        let acker = MemoryAcker {
-            inner: Arc::clone(self),
-            consumer: name.clone(),
+        Ok(Pick::Ready(Picked {
+            subject: stored.subject.clone(),
+            payload: stored.payload.clone(),
+            attempt: f.deliveries,
+            codec: c.codec,
             seq,
-        };
-        Ok(Pick::Ready(Box::new(Delivery::new(
-            stored.subject.clone(),
-            stored.payload.clone(),
-            f.deliveries,
-            &c.codec,
-            Box::new(acker),
-        ))))
+        }))
     }
 
     async fn next_delivery(self: &Arc<Self>, name: &Name) -> Result<Delivery, TransportError> {
@@ -437,7 +452,20 @@ impl Inner {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.pick(name)? {
-                Pick::Ready(d) => return Ok(*d),
+                Pick::Ready(p) => {
+                    let acker = MemoryAcker {
+                        inner: Arc::clone(self),
+                        consumer: name.clone(),
+                        seq: p.seq,
+                    };
+                    return Ok(Delivery::new(
+                        p.subject,
+                        p.payload,
+                        p.attempt,
+                        &p.codec,
+                        Box::new(acker),
+                    ));
+                }
                 Pick::Wait(Some(at)) => {
                     tokio::select! {
                         () = &mut notified => {}
@@ -488,10 +516,13 @@ impl Acker for MemoryAcker {
 }
 
 /// An ephemeral subscription: the receiver plus the count of messages that
-/// did not fit its buffer, reported before the next message.
+/// did not fit its buffer, reported before the next message. Dropping it
+/// unsubscribes.
 struct SubscriptionStream {
     rx: mpsc::Receiver<Message>,
     missed: Arc<AtomicU64>,
+    id: u64,
+    inner: Arc<Inner>,
 }
 
 impl Stream for SubscriptionStream {
@@ -506,24 +537,34 @@ impl Stream for SubscriptionStream {
     }
 }
 
+impl Drop for SubscriptionStream {
+    fn drop(&mut self) {
+        lock(&self.inner.state).remove_subscriber(self.id);
+    }
+}
+
 impl MemoryTransport {
-    fn add_subscriber(&self, pattern: SubjectPattern, buffer: usize) -> (u64, SubscriptionStream) {
+    fn add_subscriber(&self, pattern: SubjectPattern, buffer: usize) -> SubscriptionStream {
         let (tx, rx) = mpsc::channel(buffer);
         let missed = Arc::new(AtomicU64::new(0));
         let mut st = lock(&self.inner.state);
         st.next_subscriber += 1;
         let id = st.next_subscriber;
-        st.subscribers.push(Subscriber {
+        st.subscriber_index.insert(&pattern, id);
+        st.subscribers.insert(
             id,
-            pattern,
-            tx,
-            missed: Arc::clone(&missed),
-        });
-        (id, SubscriptionStream { rx, missed })
-    }
-
-    fn remove_subscriber(&self, id: u64) {
-        lock(&self.inner.state).subscribers.retain(|s| s.id != id);
+            Subscriber {
+                pattern,
+                tx,
+                missed: Arc::clone(&missed),
+            },
+        );
+        SubscriptionStream {
+            rx,
+            missed,
+            id,
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -543,8 +584,9 @@ impl Transport for MemoryTransport {
             });
         }
         let now = Instant::now();
-        let mut st = lock(&self.inner.state);
-        st.prune_dedupe(config.duplicate_window, now);
+        let mut guard = lock(&self.inner.state);
+        let st = &mut *guard;
+        st.prune_dedupe(config.duplicate_window, config.max_dedupe_ids, now);
         if let Some(id) = &options.msg_id {
             if let Some(seq) = st.dedupe.get(id) {
                 return Ok(PublishAck::new(*seq, true));
@@ -563,10 +605,10 @@ impl Transport for MemoryTransport {
         st.next_seq = st.next_seq.max(1);
         let seq = st.next_seq;
         st.next_seq += 1;
-        let mut interest = 0;
-        for c in st.consumers.values() {
-            if c.config.matches(subject) {
-                interest += 1;
+        let matching = st.consumer_index.matches(subject);
+        for name in &matching {
+            if let Some(c) = st.consumers.get_mut(name) {
+                c.ready.push_back(seq);
                 c.notify.notify_waiters();
             }
         }
@@ -577,7 +619,7 @@ impl Transport for MemoryTransport {
             Stored {
                 subject: subject.clone(),
                 payload,
-                interest,
+                interest: matching.len(),
             },
         );
         if let Some(id) = options.msg_id {
@@ -606,19 +648,22 @@ impl Transport for MemoryTransport {
             return Ok(());
         }
         // A new consumer takes every message still in the log that it matches.
-        let mut cursor = st.next_seq.max(1);
+        let mut ready = VecDeque::new();
         for (seq, stored) in st.log.iter_mut() {
             if config.matches(&stored.subject) {
                 stored.interest += 1;
-                cursor = cursor.min(*seq);
+                ready.push_back(*seq);
             }
+        }
+        for filter in &config.filters {
+            st.consumer_index.insert(filter, config.name.clone());
         }
         st.consumers.insert(
             config.name.clone(),
             Consumer {
                 config: config.clone(),
                 codec: Codec::with_max_bytes(config.max_message_bytes),
-                cursor,
+                ready,
                 pending: BTreeMap::new(),
                 notify: Arc::new(Notify::new()),
             },
@@ -653,16 +698,12 @@ impl Transport for MemoryTransport {
                 what: format!("consumer `{name}`"),
             });
         };
+        for filter in &c.config.filters {
+            st.consumer_index.remove(filter, name);
+        }
         // Give back its hold on everything it had not settled.
-        let held: Vec<u64> = st
-            .log
-            .range(c.cursor..)
-            .filter(|(_, s)| c.config.matches(&s.subject))
-            .map(|(seq, _)| *seq)
-            .chain(c.pending.keys().copied())
-            .collect();
-        for seq in held {
-            st.release(seq);
+        for seq in c.ready.iter().chain(c.pending.keys()) {
+            st.release(*seq);
         }
         // Wake its binders so they see it is gone.
         c.notify.notify_waiters();
@@ -686,7 +727,7 @@ impl Transport for MemoryTransport {
     }
 
     async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
-        let (_, stream) = self.add_subscriber(pattern.clone(), self.inner.config.subscriber_buffer);
+        let stream = self.add_subscriber(pattern.clone(), self.inner.config.subscriber_buffer);
         Ok(Box::pin(stream))
     }
 
@@ -710,23 +751,21 @@ impl Transport for MemoryTransport {
         .map_err(|e| TransportError::InvalidInput {
             message: e.to_string(),
         })?;
-        let (id, mut replies) = self.add_subscriber(SubjectPattern::from(&reply), 1);
+        // Dropped (unsubscribed) on every way out.
+        let mut replies = self.add_subscriber(SubjectPattern::from(&reply), 1);
         let matched = lock(&self.inner.state).fan_out(subject, &payload, Some(&reply));
-        let outcome = if matched == 0 {
-            Err(TransportError::NoResponders {
+        if matched == 0 {
+            return Err(TransportError::NoResponders {
                 subject: subject.to_string(),
-            })
-        } else {
-            match tokio::time::timeout(timeout, replies.rx.recv()).await {
-                Ok(Some(m)) => Ok(m.payload),
-                Ok(None) => Err(TransportError::Closed),
-                Err(_) => Err(TransportError::Timeout {
-                    operation: format!("request to {subject}"),
-                    after: timeout,
-                }),
-            }
-        };
-        self.remove_subscriber(id);
-        outcome
+            });
+        }
+        match tokio::time::timeout(timeout, replies.rx.recv()).await {
+            Ok(Some(m)) => Ok(m.payload),
+            Ok(None) => Err(TransportError::Closed),
+            Err(_) => Err(TransportError::Timeout {
+                operation: format!("request to {subject}"),
+                after: timeout,
+            }),
+        }
     }
 }

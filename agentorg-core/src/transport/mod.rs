@@ -43,6 +43,7 @@ use crate::envelope::Envelope;
 use crate::name::Name;
 use crate::subject::{Subject, SubjectPattern};
 
+mod index;
 mod memory;
 
 pub use memory::{MemoryTransport, MemoryTransportBuilder};
