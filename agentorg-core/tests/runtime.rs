@@ -162,6 +162,64 @@ mod hosting {
         assert!(org.health().iter().all(|h| h.state == AgentState::Stopped));
     }
 
+    /// Settled claims are kept for the retention, then the sweep deletes
+    /// them; a claim still running is never deleted.
+    #[tokio::test(start_paused = true)]
+    async fn settled_claims_expire_after_the_retention() {
+        use agentorg_core::store::{CollectionPath, MemoryStore, StateStoreExt};
+        let org_name = unique_org();
+        let store = Arc::new(MemoryStore::new());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = Arc::clone(&gate);
+        let org = Org::builder(suite_chart(&org_name))
+            .store(store.clone())
+            .config(
+                suite_config()
+                    .with_claim_retention(Duration::from_secs(10))
+                    .with_lease(Duration::from_secs(60)),
+            )
+            .agent(
+                "x",
+                agent_fn(|_| async { Ok(Outcome::Complete(Value::Null)) }),
+            )
+            .agent(
+                "y",
+                agent_fn(move |_| {
+                    let g = Arc::clone(&g);
+                    async move {
+                        g.notified().await;
+                        Ok(Outcome::Complete(Value::Null))
+                    }
+                }),
+            )
+            .start()
+            .await
+            .unwrap();
+        let claims = CollectionPath::new(format!("agentorg/{org_name}/claims")).unwrap();
+        let done = org
+            .principal()
+            .delegate("x", TaskSpec::new("quick"))
+            .await
+            .unwrap();
+        org.principal()
+            .wait_for(&done.task_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let _running = org
+            .principal()
+            .delegate("y", TaskSpec::new("slow"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(store.list_all(&claims).await.unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let left = store.list_all(&claims).await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].value["state"], "running");
+        gate.notify_waiters();
+        org.shutdown().await;
+    }
+
     #[tokio::test]
     async fn the_builder_refuses_what_cannot_run() {
         let chart = || suite_chart(&unique_org());

@@ -3,7 +3,7 @@
 //! ```text
 //! agentorg/<org>/tasks/<task id>                 TaskDoc: the task tree, one document per task
 //! agentorg/<org>/breakers/<role>                 BreakerDoc: a role's circuit breaker
-//! agentorg/<org>/roles/<role>/claims/<msg id>    ClaimDoc: who processes a message, attempt, lease
+//! agentorg/<org>/claims/<role>.<msg id>          ClaimDoc: who processes a message, attempt, lease
 //! agentorg/<org>/outbox/<msg id>                OutboxDoc: a message committed but maybe not yet published
 //! ```
 
@@ -150,6 +150,10 @@ pub(crate) struct ClaimDoc {
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
+    /// For a settled claim: when it may be deleted (the runtime's sweep does;
+    /// on Firestore a TTL policy on this field can too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// A message committed with state, to be published.
@@ -213,7 +217,7 @@ pub(crate) struct Layout {
     tasks: CollectionPath,
     breakers: CollectionPath,
     outbox: CollectionPath,
-    org: Name,
+    claims: CollectionPath,
 }
 
 impl Layout {
@@ -222,7 +226,7 @@ impl Layout {
             tasks: CollectionPath::new(format!("agentorg/{org}/tasks"))?,
             breakers: CollectionPath::new(format!("agentorg/{org}/breakers"))?,
             outbox: CollectionPath::new(format!("agentorg/{org}/outbox"))?,
-            org: org.clone(),
+            claims: CollectionPath::new(format!("agentorg/{org}/claims"))?,
         })
     }
 
@@ -234,8 +238,14 @@ impl Layout {
         self.breakers.doc(role.as_str())
     }
 
-    pub(crate) fn claims(&self, role: &Name) -> Result<CollectionPath, StoreError> {
-        CollectionPath::new(format!("agentorg/{}/roles/{role}/claims", self.org))
+    /// A role's claim on a message: `<role>.<msg id>` (neither a name nor
+    /// a message id contains a dot, so the two parts never run together).
+    pub(crate) fn claim(&self, role: &Name, msg: &str) -> Result<DocKey, StoreError> {
+        self.claims.doc(format!("{role}.{msg}"))
+    }
+
+    pub(crate) fn claims(&self) -> &CollectionPath {
+        &self.claims
     }
 
     pub(crate) fn outbox(&self) -> &CollectionPath {

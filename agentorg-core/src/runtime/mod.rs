@@ -11,7 +11,9 @@
 //! 2. **claims** the message in the StateStore by a conditional write (owner,
 //!    attempt, lease): a live claim held elsewhere means *nak with a delay*;
 //!    a completion record means *acknowledge without running*. Attempts are
-//!    counted in the claim, never taken from the broker's delivery count;
+//!    counted in the claim, never taken from the broker's delivery count.
+//!    Settled claims are kept for a retention (7 days by default) so that a
+//!    replay is recognised, then swept;
 //! 3. runs the agent while extending the lease (in the store and with the
 //!    transport);
 //! 4. commits the outcome together with the completion record in one atomic
@@ -132,6 +134,10 @@ pub struct RuntimeConfig {
     pub sweep_interval: Duration,
     /// See `sweep_interval` (default 10 s).
     pub outbox_grace: Duration,
+    /// How long a settled claim (done or dead-lettered) is kept, so that a
+    /// replay of its message is recognised (default 7 days). Each sweep
+    /// deletes up to a page of expired claims.
+    pub claim_retention: Duration,
     /// How long graceful shutdown waits for in-flight handlers (default 30 s).
     pub drain_timeout: Duration,
     /// Unacknowledged deliveries per inbox consumer (default 64).
@@ -157,6 +163,7 @@ impl Default for RuntimeConfig {
             probe_timeout: Duration::from_secs(600),
             sweep_interval: Duration::from_secs(30),
             outbox_grace: Duration::from_secs(10),
+            claim_retention: Duration::from_secs(7 * 24 * 3600),
             drain_timeout: Duration::from_secs(30),
             max_ack_pending: 64,
             provision: true,
@@ -225,6 +232,12 @@ impl RuntimeConfig {
     pub fn with_sweep(mut self, interval: Duration, grace: Duration) -> Self {
         self.sweep_interval = interval;
         self.outbox_grace = grace;
+        self
+    }
+
+    /// Sets how long settled claims are kept.
+    pub fn with_claim_retention(mut self, d: Duration) -> Self {
+        self.claim_retention = d;
         self
     }
 

@@ -11,11 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::docs::{from_doc, to_value, OutboxDoc};
+use super::docs::{from_doc, to_value, ClaimDoc, ClaimState, OutboxDoc};
 use super::Shared;
 use crate::envelope::Envelope;
 use crate::name::Name;
-use crate::store::{DocKey, Precondition, StateStore, StateStoreExt, StoreError, Write};
+use crate::store::{
+    DocKey, ListOptions, Precondition, StateStore, StateStoreExt, StoreError, Write,
+};
 use crate::subject::Subject;
 use crate::transport::{PublishOptions, Transport};
 
@@ -136,18 +138,61 @@ pub(crate) async fn sweep(shared: &Shared, roles: &HashSet<Name>, older_than: Op
     }
 }
 
-/// Sweeps the outbox for `roles` every `sweep_interval` until `shutdown`.
+/// Every `sweep_interval` until `shutdown`: republishes what `roles` left in
+/// the outbox, and deletes a page of expired claims (resuming where the last
+/// page ended, so the whole collection is covered over time).
 pub(crate) async fn sweeper(
     shared: Arc<Shared>,
     roles: HashSet<Name>,
     shutdown: CancellationToken,
 ) {
     let interval = shared.config.sweep_interval;
+    let mut claims_page = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
         sweep(&shared, &roles, Some(shared.config.outbox_grace)).await;
+        match expire_claims(&shared, claims_page.take()).await {
+            Ok(next) => claims_page = next,
+            Err(e) => tracing::warn!(error = %e, "claim expiry failed; it runs again later"),
+        }
     }
+}
+
+/// Deletes the expired settled claims of one page; returns the next page.
+async fn expire_claims(
+    shared: &Shared,
+    page: Option<String>,
+) -> Result<Option<String>, StoreError> {
+    let listed = shared
+        .store
+        .list(
+            shared.layout.claims(),
+            ListOptions::default()
+                .with_page_size(ListOptions::MAX_PAGE_SIZE)
+                .with_page_token(page),
+        )
+        .await?;
+    let now = shared.now();
+    for doc in &listed.documents {
+        let Ok((claim, version)) = from_doc::<ClaimDoc>(doc) else {
+            continue;
+        };
+        let settled = matches!(claim.state, ClaimState::Done | ClaimState::DeadLettered);
+        if settled && claim.expires_at.is_some_and(|t| t <= now) {
+            // Conditional: a claim that moved meanwhile is left alone.
+            match shared
+                .store
+                .delete(&doc.key, Precondition::Version(version))
+                .await
+            {
+                Ok(()) => tracing::debug!(claim = %doc.key, "expired claim deleted"),
+                Err(e) if e.is_precondition_failure() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(listed.next_page_token)
 }

@@ -395,7 +395,7 @@ impl Worker {
     }
 
     fn claim_key(&self, id: &str) -> Result<DocKey, StoreError> {
-        self.shared.layout.claims(&self.role)?.doc(id)
+        self.shared.layout.claim(&self.role, id)
     }
 
     fn claim_doc(
@@ -406,6 +406,7 @@ impl Worker {
         error: Option<String>,
     ) -> ClaimDoc {
         let now = self.shared.now();
+        let settled = matches!(state, ClaimState::Done | ClaimState::DeadLettered);
         ClaimDoc {
             state,
             owner: self.shared.instance.clone(),
@@ -413,6 +414,7 @@ impl Worker {
             lease_until: add(now, lease),
             updated_at: now,
             last_error: error,
+            expires_at: settled.then(|| add(now, self.shared.config.claim_retention)),
         }
     }
 
