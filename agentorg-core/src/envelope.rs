@@ -31,7 +31,7 @@ pub type TaskId = MessageId;
 
 /// A message id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid message id {id:?}: expected 1 to 128 ASCII letters, digits, '-' or '_'")]
+#[error("invalid message id {id:?}: expected 1 to 128 ASCII letters, digits, '-' or '_', not of the form __x__")]
 pub struct MessageIdError {
     /// The refused id.
     pub id: String,
@@ -47,7 +47,10 @@ impl MessageId {
     /// Validates an id from elsewhere.
     pub fn parse(id: impl Into<String>) -> Result<Self, MessageIdError> {
         let id = id.into();
+        // `__x__` is reserved for document ids in Firestore.
+        let reserved = id.len() >= 4 && id.starts_with("__") && id.ends_with("__");
         let ok = !id.is_empty()
+            && !reserved
             && id.len() <= MAX_ID_LEN
             && id
                 .bytes()
@@ -448,7 +451,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 26);
         assert!(MessageId::parse("task-2026-0423-CEO-001").is_ok());
-        for bad in ["", "a/b", "a.b", "a b", &"x".repeat(129)] {
+        for bad in ["", "a/b", "a.b", "a b", "__x__", &"x".repeat(129)] {
             assert!(MessageId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -266,3 +266,48 @@ async fn a_dropped_subscription_stops_receiving_and_is_forgotten() {
         .await;
     assert!(matches!(nobody, Err(TransportError::NoResponders { .. })));
 }
+
+/// A consumer deleted and created again under the same name: the old binder
+/// learns it is gone (and does not wait forever), old acks do nothing, and a
+/// new binder gets the new consumer's messages.
+#[tokio::test(start_paused = true)]
+async fn a_recreated_consumer_is_a_new_consumer() {
+    let t = MemoryTransport::new();
+    let name = unique_name("c");
+    let config = ConsumerConfig::new(name.clone(), SubjectPattern::parse("q.>").unwrap());
+    t.ensure_consumer(&config).await.unwrap();
+    t.publish(
+        &subject("q.a"),
+        Bytes::from_static(b"1"),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut old = t.consume(&name).await.unwrap();
+    let stale = old.next().await.unwrap().unwrap();
+    t.delete_consumer(&name).await.unwrap();
+    t.ensure_consumer(&config).await.unwrap();
+    assert!(matches!(
+        old.next().await,
+        Some(Err(TransportError::NotFound { .. }))
+    ));
+    assert!(matches!(
+        stale.ack().await,
+        Err(TransportError::NotFound { .. })
+    ));
+    t.publish(
+        &subject("q.a"),
+        Bytes::from_static(b"2"),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut new = t.consume(&name).await.unwrap();
+    let d = new.next().await.unwrap().unwrap();
+    assert_eq!(
+        &d.raw()[..],
+        b"2",
+        "the deleted consumer's message is not the new one's"
+    );
+    d.ack().await.unwrap();
+}

@@ -37,6 +37,9 @@ paused!(
     dead_letter_after_max_attempts,
     permanent_failure_fails_at_once,
     breaker_opens_reroutes_and_half_opens,
+    probe_slot_taken_only_with_the_probe,
+    conflicting_staged_writes_rerun_without_spending_attempts,
+    a_failed_commit_does_not_spend_an_attempt,
     sender_mismatch_refused,
     undecodable_input_dead_lettered,
     future_version_retried_then_dead_lettered,
@@ -218,6 +221,75 @@ mod hosting {
         assert_eq!(left[0].value["state"], "running");
         gate.notify_waiters();
         org.shutdown().await;
+    }
+
+    /// A handler past its timeout is a transient failure: retried, then
+    /// dead-lettered when the attempts run out.
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_timeout_is_a_transient_failure() {
+        let hangs = agent_fn(|_| std::future::pending());
+        let org = Org::builder(suite_chart(&unique_org()))
+            .config(suite_config())
+            .agent_with(
+                "x",
+                Arc::new(hangs),
+                AgentOptions::default().handler_timeout(Duration::from_secs(5)),
+            )
+            .start()
+            .await
+            .unwrap();
+        let id = org
+            .principal()
+            .delegate("x", TaskSpec::new("forever"))
+            .await
+            .unwrap()
+            .task_id;
+        let rec = org
+            .principal()
+            .wait_for(&id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(rec.status, TaskStatus::DeadLettered);
+        assert!(rec.error.unwrap().contains("timed out"));
+        org.shutdown().await;
+    }
+
+    /// Two shutdowns at once: both return only when the in-flight handler
+    /// has finished.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_shutdowns_both_wait_for_the_drain() {
+        let slow = agent_fn(|_| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(Outcome::Complete(Value::Null))
+        });
+        let org = Arc::new(
+            Org::builder(suite_chart(&unique_org()))
+                .config(suite_config())
+                .agent("x", slow)
+                .start()
+                .await
+                .unwrap(),
+        );
+        let id = org
+            .principal()
+            .delegate("x", TaskSpec::new("slow"))
+            .await
+            .unwrap()
+            .task_id;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (a, b) = (Arc::clone(&org), Arc::clone(&org));
+        let (ra, rb) = tokio::join!(
+            async move {
+                a.shutdown().await;
+                a.principal().task(&id).await.unwrap().unwrap().status
+            },
+            async move {
+                b.shutdown().await;
+                b.health()
+            }
+        );
+        assert_eq!(ra, TaskStatus::Completed);
+        assert!(rb.iter().all(|h| h.state == AgentState::Stopped), "{rb:?}");
     }
 
     #[tokio::test]

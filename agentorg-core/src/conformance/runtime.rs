@@ -65,6 +65,14 @@ pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn
     dead_letter_after_max_attempts(Arc::clone(&t), Arc::clone(&s), org()).await;
     permanent_failure_fails_at_once(Arc::clone(&t), Arc::clone(&s), org()).await;
     breaker_opens_reroutes_and_half_opens(Arc::clone(&t), Arc::clone(&s), org()).await;
+    probe_slot_taken_only_with_the_probe(Arc::clone(&t), Arc::clone(&s), org()).await;
+    conflicting_staged_writes_rerun_without_spending_attempts(
+        Arc::clone(&t),
+        Arc::clone(&s),
+        org(),
+    )
+    .await;
+    a_failed_commit_does_not_spend_an_attempt(Arc::clone(&t), Arc::clone(&s), org()).await;
     sender_mismatch_refused(Arc::clone(&t), Arc::clone(&s), org()).await;
     undecodable_input_dead_lettered(Arc::clone(&t), Arc::clone(&s), org()).await;
     future_version_retried_then_dead_lettered(Arc::clone(&t), Arc::clone(&s), org()).await;
@@ -1033,6 +1041,249 @@ pub async fn breaker_opens_reroutes_and_half_opens(
             B,
             format!("delegation to an open breaker without alternate: {other:?}"),
         ),
+    }
+    o.shutdown().await;
+}
+
+/// A handler that plans a probe and then fails leaves the breaker's probe
+/// slot free: the next delegation becomes the probe.
+pub async fn probe_slot_taken_only_with_the_probe(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "probe_slot_taken_only_with_the_probe";
+    /// Delegates to `w`; fails afterwards when the task says so.
+    struct Delegator;
+    #[async_trait]
+    impl Agent for Delegator {
+        async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+            let d = cx.delegate("w", TaskSpec::new(task.title.clone())).await?;
+            if task.title.starts_with("fail") {
+                return Err(AgentError::permanent(format!(
+                    "changed my mind about {}",
+                    d.task_id
+                )));
+            }
+            Ok(Outcome::AwaitSubtasks)
+        }
+    }
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = Arc::clone(&healthy);
+    let w = Scripted::new(move |_, _| {
+        let ok = h.load(Ordering::SeqCst);
+        async move {
+            if ok {
+                Ok(Outcome::Complete(Value::Null))
+            } else {
+                Err(AgentError::permanent("broken"))
+            }
+        }
+    });
+    let o = start(
+        B,
+        &t,
+        &s,
+        &org,
+        vec![
+            ("m", Arc::new(Delegator)),
+            ("w", Arc::new(w.clone())),
+            ("alt", Arc::new(Scripted::completing())),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        let id = delegate(B, &o, "m", &format!("break{i}")).await;
+        wait_done(B, &o, &id).await;
+    }
+    // w's breaker is open: m's next delegations go to w's alternate.
+    tokio::time::sleep(COOLDOWN).await;
+    healthy.store(true, Ordering::SeqCst);
+    let failed = delegate(B, &o, "m", "fail after planning the probe").await;
+    if wait_done(B, &o, &failed).await.status != TaskStatus::Failed {
+        fail(B, "the failing delegator's task did not fail");
+    }
+    let runs_before = w.runs().len();
+    let probe = delegate(B, &o, "m", "the real probe").await;
+    let rec = wait_done(B, &o, &probe).await;
+    if rec.status != TaskStatus::Completed {
+        fail(B, format!("the probe's parent ended {}", rec.status));
+    }
+    let child = match o.principal().task(&rec.children[0]).await {
+        Ok(Some(c)) => c,
+        other => fail(B, format!("probe child {other:?}")),
+    };
+    if child.assigned_to != "w" || !child.probe {
+        fail(
+            B,
+            format!("the second delegation was not the probe: {child:?}"),
+        );
+    }
+    if w.runs().len() != runs_before + 1 {
+        fail(B, "the probe did not run on w");
+    }
+    o.shutdown().await;
+}
+
+/// Handlers that stage conflicting optimistic writes: the loser's outcome is
+/// stale, so its handler runs again — on the same attempt — and both tasks
+/// complete with every increment counted.
+pub async fn conflicting_staged_writes_rerun_without_spending_attempts(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "conflicting_staged_writes_rerun_without_spending_attempts";
+    struct Incrementing {
+        key: DocKey,
+        store: Arc<dyn StateStore>,
+        attempts: Arc<Mutex<Vec<u32>>>,
+    }
+    #[async_trait]
+    impl Agent for Incrementing {
+        async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+            if let Ok(mut a) = self.attempts.lock() {
+                a.push(cx.attempt());
+            }
+            let current = self.store.get(&self.key).await?;
+            let (n, pre) = match current {
+                Some(d) => (
+                    d.value["n"].as_u64().unwrap_or(0),
+                    Precondition::Version(d.version),
+                ),
+                None => (0, Precondition::MustNotExist),
+            };
+            // Both handlers read before either commits.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cx.stage(Write::put(self.key.clone(), json!({"n": n + 1}), pre));
+            Ok(Outcome::Complete(json!(n + 1)))
+        }
+    }
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let key = counter_key(B, &org);
+    let agent = Incrementing {
+        key: key.clone(),
+        store: Arc::clone(&s),
+        attempts: Arc::clone(&attempts),
+    };
+    let o = start(B, &t, &s, &org, vec![("x", Arc::new(agent))]).await;
+    let a = delegate(B, &o, "x", "a").await;
+    let b = delegate(B, &o, "x", "b").await;
+    for id in [&a, &b] {
+        if wait_done(B, &o, id).await.status != TaskStatus::Completed {
+            fail(B, format!("{id} did not complete"));
+        }
+    }
+    match s.get(&key).await {
+        Ok(Some(d)) if d.value["n"] == 2 => {}
+        other => fail(B, format!("counter {other:?}")),
+    }
+    let seen = attempts.lock().map(|a| a.clone()).unwrap_or_default();
+    if seen.len() < 2 || seen.iter().any(|a| *a != 1) {
+        fail(B, format!("attempt numbers of the runs: {seen:?}"));
+    }
+    o.shutdown().await;
+}
+
+/// Wraps a store so that its next `n` commits after `arm` fail as if the
+/// store were unreachable.
+#[derive(Debug)]
+pub struct FailsNextCommits {
+    inner: Arc<dyn StateStore>,
+    armed: AtomicU32,
+}
+
+impl FailsNextCommits {
+    /// Wraps `inner`, unarmed.
+    pub fn new(inner: Arc<dyn StateStore>) -> Self {
+        Self {
+            inner,
+            armed: AtomicU32::new(0),
+        }
+    }
+
+    /// Makes the next `n` commits fail.
+    pub fn arm(&self, n: u32) {
+        self.armed.store(n, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Display for FailsNextCommits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FailsNextCommits({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl StateStore for FailsNextCommits {
+    async fn get(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<crate::store::Document>, crate::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        collection: &crate::store::CollectionPath,
+        options: crate::store::ListOptions,
+    ) -> Result<crate::store::ListPage, crate::store::StoreError> {
+        self.inner.list(collection, options).await
+    }
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Option<crate::store::Version>>, crate::store::StoreError> {
+        let fail_now = self
+            .armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail_now {
+            return Err(crate::store::StoreError::Unavailable {
+                message: "injected outage".into(),
+                source: None,
+            });
+        }
+        self.inner.commit(writes).await
+    }
+    async fn watch(
+        &self,
+        target: crate::store::WatchTarget,
+    ) -> Result<crate::store::ChangeStream, crate::store::StoreError> {
+        self.inner.watch(target).await
+    }
+}
+
+/// A completion commit that fails because the store is briefly unreachable
+/// puts the delivery back without spending an attempt: the handler runs
+/// again as the same attempt, and the task completes.
+pub async fn a_failed_commit_does_not_spend_an_attempt(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "a_failed_commit_does_not_spend_an_attempt";
+    let flaky = Arc::new(FailsNextCommits::new(Arc::clone(&s)));
+    let arm = Arc::clone(&flaky);
+    let first = Arc::new(AtomicBool::new(true));
+    let x = Scripted::new(move |_, _| {
+        // The first run's completion commit fails.
+        if first.swap(false, Ordering::SeqCst) {
+            arm.arm(1);
+        }
+        async { Ok(Outcome::Complete(Value::Null)) }
+    });
+    let store: Arc<dyn StateStore> = flaky;
+    let o = start(B, &t, &store, &org, vec![("x", Arc::new(x.clone()))]).await;
+    let id = delegate(B, &o, "x", "despite a blip").await;
+    if wait_done(B, &o, &id).await.status != TaskStatus::Completed {
+        fail(B, "the task did not complete");
+    }
+    let attempts: Vec<u32> = x.runs().iter().map(|r| r.attempt).collect();
+    if attempts != [1, 1] {
+        fail(
+            B,
+            format!("attempts of the runs: {attempts:?} (expected the blip to cost no attempt)"),
+        );
     }
     o.shutdown().await;
 }

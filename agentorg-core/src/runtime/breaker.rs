@@ -18,7 +18,7 @@ use super::docs::{from_doc, to_value, BreakerRecord, BreakerState};
 use super::{RuntimeConfig, Shared};
 use crate::envelope::TaskId;
 use crate::name::Name;
-use crate::store::{Precondition, StateStoreExt, StoreError, Version, Write};
+use crate::store::{Precondition, StoreError, Version, Write};
 
 fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     chrono::TimeDelta::from_std(d)
@@ -38,57 +38,49 @@ pub(crate) async fn read(
     }
 }
 
-/// Where a delegation to `to` goes: `to` itself (maybe as the probe), or its
-/// alternate while its breaker is open. Takes the probe with a conditional
-/// write when the cool-down is over.
+/// Where a delegation to `to` goes: `to` itself, or its alternate while its
+/// breaker is open. When the cool-down is over and no probe is out (nor
+/// already planned by this caller, `probing`), the delegation becomes the
+/// probe: the returned write takes the probe slot, conditionally, and must be
+/// committed together with the probe task (so a handler that fails, or a
+/// commit that loses the race, leaves the slot free).
 pub(crate) async fn choose_target(
     shared: &Shared,
     to: &Name,
     task: &TaskId,
-) -> Result<(Name, bool), DelegateError> {
-    for _ in 0..8 {
-        let now = shared.now();
-        let current = read(shared, to).await?;
-        let Some((rec, version)) = current else {
-            return Ok((to.clone(), false));
-        };
-        let until = rec.until.unwrap_or(now);
-        let probe_due = match rec.state {
-            BreakerState::Closed => return Ok((to.clone(), false)),
-            BreakerState::Open | BreakerState::HalfOpen => until <= now,
-        };
-        if !probe_due {
-            return reroute(shared, to, Some(until)).await;
-        }
-        let probe = BreakerRecord {
-            state: BreakerState::HalfOpen,
-            until: Some(add(now, shared.config.probe_timeout)),
-            probe_task: Some(task.clone()),
-            ..rec
-        };
-        let key = shared.layout.breaker(to)?;
-        match shared
-            .store
-            .put(&key, to_value(&probe)?, Precondition::Version(version))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(role = %to, task = %task, "breaker half-open: probe delegated");
-                return Ok((to.clone(), true));
-            }
-            // Another delegator took the probe (or the breaker changed): look again.
-            Err(e) if e.is_precondition_failure() => continue,
-            Err(e) => return Err(e.into()),
-        }
+    probing: bool,
+) -> Result<(Name, Option<Write>), DelegateError> {
+    let now = shared.now();
+    let Some((rec, version)) = read(shared, to).await? else {
+        return Ok((to.clone(), None));
+    };
+    let until = rec.until.unwrap_or(now);
+    if rec.state == BreakerState::Closed {
+        return Ok((to.clone(), None));
     }
-    reroute(shared, to, None).await
+    if until > now || probing {
+        return reroute(shared, to, Some(until)).await;
+    }
+    let probe = BreakerRecord {
+        state: BreakerState::HalfOpen,
+        until: Some(add(now, shared.config.probe_timeout)),
+        probe_task: Some(task.clone()),
+        ..rec
+    };
+    tracing::info!(role = %to, task = %task, "breaker half-open: this delegation is the probe");
+    let write = Write::put(
+        shared.layout.breaker(to)?,
+        to_value(&probe)?,
+        Precondition::Version(version),
+    );
+    Ok((to.clone(), Some(write)))
 }
 
 async fn reroute(
     shared: &Shared,
     to: &Name,
     until: Option<DateTime<Utc>>,
-) -> Result<(Name, bool), DelegateError> {
+) -> Result<(Name, Option<Write>), DelegateError> {
     let alternate = shared.chart.alternate_of(to).cloned();
     if let Some(alt) = &alternate {
         let alt_closed = match read(shared, alt).await? {
@@ -97,7 +89,7 @@ async fn reroute(
         };
         if alt_closed {
             tracing::info!(role = %to, alternate = %alt, "breaker open: rerouted to the alternate");
-            return Ok((alt.clone(), false));
+            return Ok((alt.clone(), None));
         }
     }
     Err(DelegateError::BreakerOpen {

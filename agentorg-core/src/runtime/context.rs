@@ -114,11 +114,16 @@ pub(crate) struct Planned {
     pub(crate) record: TaskRecord,
     pub(crate) envelope: Envelope,
     pub(crate) subject: Subject,
+    /// The half-open breaker's probe slot, taken in the same commit as the
+    /// task, when this delegation is the probe.
+    pub(crate) probe: Option<Write>,
 }
 
 /// Plans a delegation from `from` to `to`: checks the chart, picks the target
 /// (breaker, alternate), builds the task document and envelope. Nothing is
-/// written except a half-open breaker's probe claim.
+/// written: the caller commits the task (with the probe slot, if any).
+/// `probing` names roles this caller already plans a probe for.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     shared: &Shared,
     from: &Name,
@@ -127,6 +132,7 @@ pub(crate) async fn plan(
     parent: Option<TaskId>,
     causation: Option<MessageId>,
     trace: Option<(&TraceContext, Option<&str>)>,
+    probing: &[Name],
 ) -> Result<Planned, DelegateError> {
     shared
         .chart
@@ -135,7 +141,8 @@ pub(crate) async fn plan(
         message: e.to_string(),
     })?;
     let task_id = MessageId::new();
-    let (target, probe) = breaker::choose_target(shared, &requested, &task_id).await?;
+    let (target, probe_write) =
+        breaker::choose_target(shared, &requested, &task_id, probing.contains(&requested)).await?;
     let now = shared.now();
     let mut envelope = Envelope::new(shared.org().clone(), from.clone(), Kind::Task, Value::Null)
         .with_id(task_id.clone())
@@ -177,7 +184,7 @@ pub(crate) async fn plan(
         completed_at: None,
         result: None,
         error: None,
-        probe,
+        probe: probe_write.is_some(),
         traceparent: envelope.headers.get(crate::envelope::TRACEPARENT).cloned(),
     };
     let key = shared.layout.task(&task_id)?;
@@ -190,11 +197,12 @@ pub(crate) async fn plan(
         record,
         envelope,
         subject,
+        probe: probe_write,
     })
 }
 
 /// What a handler asked for, committed with its outcome.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Effects {
     pub(crate) delegations: Vec<Planned>,
     pub(crate) writes: Vec<Write>,
@@ -304,6 +312,13 @@ impl Context {
     /// The task is created and sent when the handler's outcome is committed.
     pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
         let state = self.envelope.headers.get(TRACESTATE).map(String::as_str);
+        let probing: Vec<Name> = self
+            .effects()
+            .delegations
+            .iter()
+            .filter(|p| p.probe.is_some())
+            .map(|p| p.record.assigned_to.clone())
+            .collect();
         let planned = plan(
             &self.shared,
             &self.role,
@@ -312,6 +327,7 @@ impl Context {
             self.task.clone(),
             Some(self.envelope.id.clone()),
             Some((&self.trace, state)),
+            &probing,
         )
         .await?;
         let delegation = Delegation {

@@ -145,7 +145,13 @@ pub(crate) enum ClaimState {
 pub(crate) struct ClaimDoc {
     pub(crate) state: ClaimState,
     pub(crate) owner: String,
+    /// Runs of the handler so far (the last one may be in progress).
     pub(crate) attempts: u32,
+    /// Times the message was put back unread because it is of a newer
+    /// format version (counted apart, so a rolling update does not spend the
+    /// handler's attempts).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) deferrals: u32,
     pub(crate) lease_until: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +259,30 @@ impl Layout {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The backend name of the error for a runtime document this build cannot
+/// read (probably written by a newer version during a rolling update).
+pub(crate) const UNREADABLE: &str = "agentorg-runtime (unreadable document)";
+
+/// The longest error text kept in a claim, task or dead letter.
+pub(crate) const MAX_ERROR_LEN: usize = 4096;
+
+/// `text` cut to [`MAX_ERROR_LEN`] bytes (on a character boundary).
+pub(crate) fn clip(mut text: String) -> String {
+    if text.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 /// Serializes a stored document.
 pub(crate) fn to_value<T: Serialize>(doc: &T) -> Result<Value, StoreError> {
     serde_json::to_value(doc).map_err(|e| StoreError::InvalidInput {
@@ -261,12 +291,13 @@ pub(crate) fn to_value<T: Serialize>(doc: &T) -> Result<Value, StoreError> {
     })
 }
 
-/// Deserializes a stored document, naming it on failure.
+/// Deserializes a stored document; an unreadable one is an error of backend
+/// [`UNREADABLE`] naming it.
 pub(crate) fn from_doc<T: DeserializeOwned>(doc: &Document) -> Result<(T, Version), StoreError> {
     serde_json::from_value(doc.value.clone())
         .map(|t| (t, doc.version))
-        .map_err(|e| StoreError::InvalidInput {
-            key: Some(doc.key.to_string()),
-            message: format!("unreadable runtime document: {e}"),
+        .map_err(|e| StoreError::Other {
+            backend: UNREADABLE,
+            source: format!("{}: {e}", doc.key).into(),
         })
 }

@@ -36,6 +36,30 @@
 //! publishes; a sweep at start and periodically republishes what a crash left
 //! in the outbox.
 //!
+//! Failures of the org's own infrastructure (the store or transport briefly
+//! unreachable, a commit that keeps conflicting, a document of a newer
+//! version) release the claim *without* spending an attempt and put the
+//! delivery back: an outage never dead-letters work. A handler whose staged
+//! writes conflict with another's runs again on the same attempt, since its
+//! outcome was computed from stale state.
+//!
+//! # Known limits (this version)
+//!
+//! * A dead-lettered subtask keeps its parent waiting: the principal is
+//!   alerted, and requeueing or discarding dead letters is not built yet.
+//! * SLA deadlines are stored (`sla_minutes`) but not yet watched.
+//! * Only a process hosting a role republishes that role's outbox entries
+//!   (and the principal's only the provisioning process): a role scaled to
+//!   zero holds its unpublished messages until it runs again.
+//! * Concurrency 1 keeps one sender's messages in order only until one is
+//!   retried; retries and deliveries put back while busy come later.
+//! * The principal's streams may hand over a message twice (after a crash,
+//!   or an outbox republish outside the broker's dedupe window); envelope
+//!   ids tell duplicates apart.
+//! * Settled claims are kept for `claim_retention` and then swept, up to
+//!   10,000 per sweep interval and process; a replay of a message older
+//!   than the retention would run again.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,7 +88,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -279,14 +303,21 @@ impl RuntimeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentOptions {
-    /// Deliveries handled at once (default 1, which also keeps per-subject
-    /// order end to end).
+    /// Deliveries handled at once (default 1). With 1, messages of one
+    /// sender are handled in the order sent, as long as none is retried.
     pub concurrency: usize,
+    /// Give up on a handler call after this long, as a transient failure
+    /// (default: no limit — a hung handler keeps its lease, and its role's
+    /// slot, until its process stops).
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        Self { concurrency: 1 }
+        Self {
+            concurrency: 1,
+            handler_timeout: None,
+        }
     }
 }
 
@@ -294,6 +325,12 @@ impl AgentOptions {
     /// Sets the concurrency (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the handler timeout.
+    pub fn handler_timeout(mut self, limit: Duration) -> Self {
+        self.handler_timeout = Some(limit);
         self
     }
 }
@@ -449,15 +486,19 @@ impl OrgBuilder {
             }
             shared.provision_principal().await?;
         }
-        let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut roles = Vec::with_capacity(hosted.len());
-        // This process republishes what its roles (and the principal, whose
-        // handle any process may use) left unpublished.
+        // This process republishes what its roles left unpublished, and the
+        // principal's too when it is the admin (provisioning) process: under
+        // per-role broker permissions only the admin may send as the
+        // principal.
         let mut senders: std::collections::HashSet<Name> = hosted.keys().cloned().collect();
-        senders.insert(shared.chart.principal().clone());
-        outbox::sweep(&shared, &senders, None).await;
+        if shared.config.provision {
+            senders.insert(shared.chart.principal().clone());
+        }
+        let shutdown = CancellationToken::new();
+        outbox::sweep(&shared, &senders, None, &shutdown).await;
         for (role, (agent, options)) in hosted {
             let stats = Arc::new(RoleStats::default());
             roles.push((role.clone(), Arc::clone(&stats)));
@@ -475,7 +516,6 @@ impl OrgBuilder {
             shutdown,
             kill,
             tracker,
-            stopped: Mutex::new(false),
         })
     }
 }
@@ -669,7 +709,6 @@ pub struct Org {
     shutdown: CancellationToken,
     kill: CancellationToken,
     tracker: TaskTracker,
-    stopped: Mutex<bool>,
 }
 
 impl fmt::Debug for Org {
@@ -737,40 +776,35 @@ impl Org {
     /// Graceful shutdown: stops taking deliveries, lets in-flight handlers
     /// finish (up to the drain timeout, after which they are cancelled and
     /// their messages come back after their lease), and waits for every task
-    /// of the org. Idempotent.
+    /// of the org. Idempotent: a second call waits for the first to finish.
     pub async fn shutdown(&self) {
-        {
-            let mut stopped = self
-                .stopped
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *stopped {
-                return;
+        if !self.shutdown.is_cancelled() {
+            self.shutdown.cancel();
+            self.tracker.close();
+            if tokio::time::timeout(self.shared.config.drain_timeout, self.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(org = %self.shared.org(), "drain timed out; cancelling in-flight handlers");
+                self.kill.cancel();
             }
-            *stopped = true;
         }
-        self.shutdown.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(self.shared.config.drain_timeout, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(org = %self.shared.org(), "drain timed out; cancelling in-flight handlers");
-            self.kill.cancel();
-            self.tracker.wait().await;
-        }
+        self.finish().await;
     }
 
     /// Stops everything at once, as a crash would: no acknowledgement, no
     /// claim released. Messages in flight come back when their lease ends.
     /// For tests of crash recovery.
     pub async fn abort(&self) {
-        if let Ok(mut stopped) = self.stopped.lock() {
-            *stopped = true;
-        }
         self.kill.cancel();
         self.shutdown.cancel();
         self.tracker.close();
+        self.finish().await;
+    }
+
+    /// Waits for every task of the org (the tracker is closed, so this ends
+    /// once they have; a second caller waits as long as the first).
+    async fn finish(&self) {
         self.tracker.wait().await;
     }
 }

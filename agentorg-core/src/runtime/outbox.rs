@@ -95,10 +95,19 @@ async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry
 /// Publishes the outbox entries of `roles` older than `older_than` (all of
 /// them when `None`, at start-up). One listing of the org's outbox, which
 /// holds only messages not yet published, however many roles are hosted.
-pub(crate) async fn sweep(shared: &Shared, roles: &HashSet<Name>, older_than: Option<Duration>) {
+/// Stops early when `stop` is cancelled.
+pub(crate) async fn sweep(
+    shared: &Shared,
+    roles: &HashSet<Name>,
+    older_than: Option<Duration>,
+    stop: &CancellationToken,
+) {
     let result: Result<(), StoreError> = async {
         let now = shared.now();
         for doc in shared.store.list_all(shared.layout.outbox()).await? {
+            if stop.is_cancelled() {
+                break;
+            }
             let (entry, _): (OutboxDoc, _) = match from_doc(&doc) {
                 Ok(x) => x,
                 Err(e) => {
@@ -118,17 +127,16 @@ pub(crate) async fn sweep(shared: &Shared, roles: &HashSet<Name>, older_than: Op
                 continue;
             };
             tracing::info!(entry = %doc.key, role = %entry.role, age = ?age, "republishing an outbox entry");
-            publish_one(
-                &*shared.transport,
-                &*shared.store,
-                Entry {
-                    msg_id: doc.key.id().to_owned(),
-                    key: doc.key,
-                    subject,
-                    bytes: Bytes::from(entry.envelope),
-                },
-            )
-            .await;
+            let entry = Entry {
+                msg_id: doc.key.id().to_owned(),
+                key: doc.key,
+                subject,
+                bytes: Bytes::from(entry.envelope),
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = publish_one(&*shared.transport, &*shared.store, entry) => {}
+            }
         }
         Ok(())
     }
@@ -138,9 +146,14 @@ pub(crate) async fn sweep(shared: &Shared, roles: &HashSet<Name>, older_than: Op
     }
 }
 
+/// How many pages of claims one sweep looks at for expiry (so at most 10,000
+/// claims per sweep interval and process; use a TTL policy on `expires_at`
+/// in Firestore for more).
+const CLAIM_PAGES_PER_SWEEP: usize = 10;
+
 /// Every `sweep_interval` until `shutdown`: republishes what `roles` left in
-/// the outbox, and deletes a page of expired claims (resuming where the last
-/// page ended, so the whole collection is covered over time).
+/// the outbox, and deletes expired claims, a few pages at a time (resuming
+/// where the last page ended, so the whole collection is covered over time).
 pub(crate) async fn sweeper(
     shared: Arc<Shared>,
     roles: HashSet<Name>,
@@ -153,10 +166,19 @@ pub(crate) async fn sweeper(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        sweep(&shared, &roles, Some(shared.config.outbox_grace)).await;
-        match expire_claims(&shared, claims_page.take()).await {
-            Ok(next) => claims_page = next,
-            Err(e) => tracing::warn!(error = %e, "claim expiry failed; it runs again later"),
+        sweep(&shared, &roles, Some(shared.config.outbox_grace), &shutdown).await;
+        for _ in 0..CLAIM_PAGES_PER_SWEEP {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match expire_claims(&shared, claims_page.take()).await {
+                Ok(Some(next)) => claims_page = Some(next),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim expiry failed; it runs again later");
+                    break;
+                }
+            }
         }
     }
 }

@@ -104,27 +104,36 @@ impl Principal {
     pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
         let shared = &self.shared;
         let me = self.name().clone();
-        let planned = plan(shared, &me, to, spec, None, None, None).await?;
-        let task_key = shared.layout.task(&planned.record.task_id)?;
-        let (out_write, entry) =
-            outbox::entry(shared, &me, planned.subject.clone(), &planned.envelope)?;
-        shared
-            .store
-            .commit(vec![
+        // A conflict means another delegator took a half-open breaker's probe
+        // slot first: plan again (this time rerouted or refused).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let planned = plan(shared, &me, to, spec.clone(), None, None, None, &[]).await?;
+            let task_key = shared.layout.task(&planned.record.task_id)?;
+            let (out_write, entry) =
+                outbox::entry(shared, &me, planned.subject.clone(), &planned.envelope)?;
+            let mut writes = vec![
                 Write::put(
                     task_key,
                     to_value(&planned.record)?,
                     Precondition::MustNotExist,
                 ),
                 out_write,
-            ])
-            .await?;
-        outbox::flush(shared, vec![entry]).await;
-        Ok(Delegation {
-            task_id: planned.record.task_id,
-            assigned_to: planned.record.assigned_to,
-            rerouted_from: planned.record.requested_to,
-        })
+            ];
+            writes.extend(planned.probe.clone());
+            match shared.store.commit(writes).await {
+                Ok(_) => {}
+                Err(e) if e.is_precondition_failure() && tries < 8 => continue,
+                Err(e) => return Err(e.into()),
+            }
+            outbox::flush(shared, vec![entry]).await;
+            return Ok(Delegation {
+                task_id: planned.record.task_id,
+                assigned_to: planned.record.assigned_to,
+                rerouted_from: planned.record.requested_to,
+            });
+        }
     }
 
     /// Reads one task.

@@ -1,4 +1,16 @@
 //! One hosted role: its consumer loop, and what happens to each delivery.
+//!
+//! Failures are of three kinds, each with its own way back:
+//!
+//! * the handler's own (an [`AgentError`]): transient ones spend an attempt
+//!   and are retried with backoff until the attempts run out, permanent ones
+//!   fail the task;
+//! * the org's infrastructure ([`Fault`]): the store or transport is down, a
+//!   commit kept conflicting, a document is of a newer version. The claim is
+//!   released *without* spending an attempt and the delivery comes back
+//!   later — an outage never dead-letters work;
+//! * what can never be processed (undecodable input, a refusal, a key the
+//!   store refuses): dead-lettered at once, with its reason.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +28,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::context::{Context, Effects, ResultPayload, TaskPayload};
-use super::docs::{from_doc, to_value, ClaimDoc, ClaimState, TaskRecord, TaskStatus};
+use super::docs::{
+    clip, from_doc, to_value, ClaimDoc, ClaimState, TaskRecord, TaskStatus, UNREADABLE,
+};
 use super::outbox::{self, Entry};
 use super::{breaker, AgentOptions, AgentState, RoleStats, Shared};
 use crate::agent::{Agent, AgentError, Outcome, SubtaskResult, Task};
@@ -28,7 +42,7 @@ use crate::store::{
 };
 use crate::subject::Route;
 use crate::tools::{ScopedToolHost, ToolHost};
-use crate::transport::{Delivery, TransportError};
+use crate::transport::{Delivery, TransportError, TransportExt};
 
 /// What to tell the transport about a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +52,43 @@ enum Disposition {
     Term,
 }
 
-/// A failure of the org's own infrastructure (store, transport) while
-/// handling a delivery: the delivery is put back and tried again.
+/// A failure of the org's own infrastructure while handling a delivery.
 #[derive(Debug, thiserror::Error)]
 enum Fault {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Transport(#[from] TransportError),
+    /// The store or transport is unavailable, or a commit kept conflicting:
+    /// try again soon, without spending an attempt.
+    #[error("{0}")]
+    Transient(String),
+    /// A runtime document this build cannot read (a newer version wrote it,
+    /// during a rolling update): try again later.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The store or transport refused for good (an invalid key): the message
+    /// can never be processed here.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for Fault {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Other { backend, .. } if *backend == UNREADABLE => {
+                Self::Unreadable(e.to_string())
+            }
+            _ if e.is_retryable() || e.is_precondition_failure() => Self::Transient(e.to_string()),
+            _ => Self::Permanent(e.to_string()),
+        }
+    }
+}
+
+impl From<TransportError> for Fault {
+    fn from(e: TransportError) -> Self {
+        if e.is_retryable() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
 }
 
 /// Why a message is dead-lettered.
@@ -59,7 +102,7 @@ impl Reason {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: clip(message.into()),
         }
     }
 }
@@ -111,6 +154,13 @@ enum Acquire {
         attempts: u32,
         last_error: Option<String>,
     },
+}
+
+/// What a commit attempt says to do next.
+enum Next {
+    Settled(Disposition),
+    /// Something the outcome depends on moved: read again and recompute.
+    Again,
 }
 
 pub(crate) struct Worker {
@@ -258,10 +308,7 @@ impl Worker {
         let disposition = async {
             match self.handle(&d, trace).await {
                 Ok(x) => x,
-                Err(fault) => {
-                    tracing::warn!(error = %fault, "handling interrupted by an infrastructure failure; the delivery comes back");
-                    Disposition::Nak(self.shared.config.retry_delay)
-                }
+                Err(fault) => self.recover(&d, fault).await,
             }
         }
         .instrument(span.clone())
@@ -279,6 +326,59 @@ impl Worker {
         }
         self.stats.touch(self.shared.now());
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// After an infrastructure fault: give the claim back without spending
+    /// an attempt (if this process holds it) and put the delivery back; or,
+    /// if the message can never be processed here, dead-letter it.
+    async fn recover(&self, d: &Delivery, fault: Fault) -> Disposition {
+        let cfg = &self.shared.config;
+        let delay = match &fault {
+            Fault::Transient(_) => cfg.retry_delay,
+            Fault::Unreadable(_) => cfg.future_version_delay,
+            Fault::Permanent(why) => {
+                tracing::error!(error = %why, "the store or transport refused this message for good; dead-lettering it");
+                return self.dead_letter_direct(d, why).await;
+            }
+        };
+        tracing::warn!(error = %fault, retry_in = ?delay, "interrupted by an infrastructure failure; the delivery comes back without spending an attempt");
+        let id = match d.message() {
+            Ok(env) => Some(env.id.clone()),
+            Err(DecodeError::FutureVersion { id, .. }) => id.clone(),
+            Err(_) => None,
+        };
+        if let Some(id) = id {
+            if let Err(e) = self.give_back(id.as_str()).await {
+                tracing::debug!(error = %e, "could not give the claim back; it frees itself when its lease ends");
+            }
+        }
+        Disposition::Nak(delay)
+    }
+
+    /// Releases this process's running claim on message `id`, uncounted.
+    async fn give_back(&self, id: &str) -> Result<(), StoreError> {
+        let key = self.claim_key(id)?;
+        let Some(doc) = self.shared.store.get(&key).await? else {
+            return Ok(());
+        };
+        let (c, v): (ClaimDoc, Version) = from_doc(&doc)?;
+        if c.state != ClaimState::Running || c.owner != self.shared.instance {
+            return Ok(());
+        }
+        let doc = ClaimDoc {
+            attempts: c.attempts.saturating_sub(1),
+            ..self.claim_doc(
+                ClaimState::Released,
+                c.attempts,
+                Duration::ZERO,
+                c.last_error,
+            )
+        };
+        self.shared
+            .store
+            .put(&key, to_value(&doc)?, Precondition::Version(v))
+            .await
+            .map(drop)
     }
 
     async fn handle(&self, d: &Delivery, trace: TraceContext) -> Result<Disposition, Fault> {
@@ -411,9 +511,10 @@ impl Worker {
             state,
             owner: self.shared.instance.clone(),
             attempts,
+            deferrals: 0,
             lease_until: add(now, lease),
             updated_at: now,
-            last_error: error,
+            last_error: error.map(clip),
             expires_at: settled.then(|| add(now, self.shared.config.claim_retention)),
         }
     }
@@ -424,8 +525,8 @@ impl Worker {
         let cfg = &self.shared.config;
         for _ in 0..8 {
             let now = self.shared.now();
-            let (attempts, pre, last_error) = match self.shared.store.get(&key).await? {
-                None => (1, Precondition::MustNotExist, None),
+            let (attempts, pre, last_error, deferrals) = match self.shared.store.get(&key).await? {
+                None => (1, Precondition::MustNotExist, None, 0),
                 Some(doc) => {
                     let (c, v): (ClaimDoc, Version) = from_doc(&doc)?;
                     match c.state {
@@ -444,11 +545,19 @@ impl Worker {
                                 last_error: c.last_error,
                             })
                         }
-                        _ => (c.attempts + 1, Precondition::Version(v), c.last_error),
+                        _ => (
+                            c.attempts + 1,
+                            Precondition::Version(v),
+                            c.last_error,
+                            c.deferrals,
+                        ),
                     }
                 }
             };
-            let doc = self.claim_doc(ClaimState::Running, attempts, cfg.lease, last_error);
+            let doc = ClaimDoc {
+                deferrals,
+                ..self.claim_doc(ClaimState::Running, attempts, cfg.lease, last_error)
+            };
             match self.shared.store.put(&key, to_value(&doc)?, pre).await {
                 Ok(v) => return Ok(Acquire::Run(Hold::new(key, attempts, v))),
                 Err(e) if e.is_precondition_failure() => continue,
@@ -458,8 +567,69 @@ impl Worker {
         Ok(Acquire::Busy(cfg.retry_delay))
     }
 
+    /// An envelope of a newer format version: put back, counting deferrals
+    /// apart from the handler's attempts, and dead-lettered when they run out.
+    async fn future_version(&self, d: &Delivery, id: &MessageId) -> Result<Disposition, Fault> {
+        let key = self.claim_key(id.as_str())?;
+        let cfg = &self.shared.config;
+        for _ in 0..8 {
+            let now = self.shared.now();
+            let (current, pre) = match self.shared.store.get(&key).await? {
+                None => (None, Precondition::MustNotExist),
+                Some(doc) => {
+                    let (c, v): (ClaimDoc, Version) = from_doc(&doc)?;
+                    (Some(c), Precondition::Version(v))
+                }
+            };
+            let (attempts, deferrals) = match &current {
+                Some(c) if c.state == ClaimState::Done => return Ok(Disposition::Ack),
+                Some(c) if c.state == ClaimState::DeadLettered => return Ok(Disposition::Term),
+                Some(c) if c.state == ClaimState::Running && c.lease_until > now => {
+                    // A newer process is running it.
+                    return Ok(Disposition::Nak(cfg.future_version_delay));
+                }
+                Some(c) => (c.attempts, c.deferrals),
+                None => (0, 0),
+            };
+            if deferrals >= cfg.max_attempts {
+                let reason = Reason::new(
+                    "future_version",
+                    d.message()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+                return self
+                    .dead_letter(d, None, key, pre, reason, deferrals, None)
+                    .await;
+            }
+            let doc = ClaimDoc {
+                deferrals: deferrals + 1,
+                ..self.claim_doc(
+                    ClaimState::Released,
+                    attempts,
+                    Duration::ZERO,
+                    Some("envelope of a newer format version".to_owned()),
+                )
+            };
+            match self.shared.store.put(&key, to_value(&doc)?, pre).await {
+                Ok(_) => {
+                    tracing::info!(
+                        deferrals = deferrals + 1,
+                        "envelope of a newer format version; putting it back"
+                    );
+                    return Ok(Disposition::Nak(cfg.future_version_delay));
+                }
+                Err(e) if e.is_precondition_failure() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Disposition::Nak(cfg.retry_delay))
+    }
+
     /// Whether `hold` still owns its claim (a commit conflict may come from
-    /// another document); refreshes its version if so.
+    /// another document, or an earlier write's outcome was unknown);
+    /// refreshes its version if so.
     async fn still_mine(&self, hold: &Hold) -> Result<bool, Fault> {
         let Some(doc) = self.shared.store.get(&hold.key).await? else {
             return Ok(false);
@@ -484,9 +654,8 @@ impl Worker {
                 continue;
             }
             let doc = self.claim_doc(ClaimState::Running, hold.attempt, lease, None);
-            let value = match to_value(&doc) {
-                Ok(v) => v,
-                Err(_) => continue,
+            let Ok(value) = to_value(&doc) else {
+                continue;
             };
             match self
                 .shared
@@ -495,9 +664,13 @@ impl Worker {
                 .await
             {
                 Ok(v) => hold.set_version(v),
+                // An earlier extension whose answer was lost may have landed:
+                // look before giving the claim up.
                 Err(e) if e.is_precondition_failure() => {
-                    hold.lost.store(true, Ordering::SeqCst);
-                    tracing::warn!("lost the claim (the lease ran out); this attempt's outcome will not be committed");
+                    if !matches!(self.still_mine(hold).await, Ok(true)) {
+                        hold.lost.store(true, Ordering::SeqCst);
+                        tracing::warn!("lost the claim (the lease ran out); this attempt's outcome will not be committed");
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "extending the lease failed; retrying"),
             }
@@ -507,12 +680,23 @@ impl Worker {
         }
     }
 
-    /// Runs a handler future while keeping the lease; a panic becomes a
-    /// transient error.
+    /// Runs a handler future while keeping the lease, within the agent's
+    /// handler timeout; a panic or a timeout becomes a transient error.
     async fn guarded<T, F>(&self, d: &Delivery, hold: &Hold, fut: F) -> Result<T, AgentError>
     where
         F: std::future::Future<Output = Result<T, AgentError>> + Send,
     {
+        let limit = self.options.handler_timeout;
+        let fut = async {
+            match limit {
+                Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                    Err(AgentError::transient(format!(
+                        "handler timed out after {t:?}"
+                    )))
+                }),
+                None => fut.await,
+            }
+        };
         let fut = AssertUnwindSafe(fut).catch_unwind();
         tokio::pin!(fut);
         let keeper = self.keep_lease(d, hold);
@@ -568,28 +752,53 @@ impl Worker {
         b.build().nth(n).unwrap_or(cfg.max_backoff)
     }
 
-    async fn release(&self, hold: &Hold, error: &str) -> Result<(), Fault> {
-        let doc = self.claim_doc(
-            ClaimState::Released,
-            hold.attempt,
-            Duration::ZERO,
-            Some(error.to_owned()),
-        );
-        match self
-            .shared
-            .store
-            .put(
-                &hold.key,
-                to_value(&doc)?,
-                Precondition::Version(hold.version()),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Someone else owns it now; they decide.
-            Err(e) if e.is_precondition_failure() => Ok(()),
-            Err(e) => Err(e.into()),
+    /// Releases the claim so the next delivery may run it. `spent`: whether
+    /// this attempt counts (a handler failure) or not (an infrastructure
+    /// problem or a stale outcome).
+    async fn release(&self, hold: &Hold, error: &str, spent: bool) -> Result<(), Fault> {
+        let attempts = if spent {
+            hold.attempt
+        } else {
+            hold.attempt.saturating_sub(1)
+        };
+        for _ in 0..2 {
+            let doc = self.claim_doc(
+                ClaimState::Released,
+                attempts,
+                Duration::ZERO,
+                Some(error.to_owned()),
+            );
+            match self
+                .shared
+                .store
+                .put(
+                    &hold.key,
+                    to_value(&doc)?,
+                    Precondition::Version(hold.version()),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Our version may be stale (a lease extension's answer was
+                // lost); if someone else owns it now, they decide.
+                Err(e) if e.is_precondition_failure() => {
+                    if !self.still_mine(hold).await? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
+    }
+
+    /// The outcome went stale (what it was computed from changed, or the
+    /// commit kept conflicting): run the handler again soon, on the same
+    /// attempt.
+    async fn rerun(&self, hold: &Hold, why: &str) -> Result<Disposition, Fault> {
+        tracing::info!(reason = why, "outcome stale; running the handler again");
+        self.release(hold, why, false).await?;
+        Ok(Disposition::Nak(self.shared.config.retry_delay))
     }
 
     /// A transient failure: retry with backoff, or dead-letter when this was
@@ -621,45 +830,8 @@ impl Worker {
         }
         let delay = self.backoff(hold.attempt);
         tracing::info!(attempt = hold.attempt, error = %err, retry_in = ?delay, "transient failure; retrying");
-        self.release(hold, &err.to_string()).await?;
+        self.release(hold, &err.to_string(), true).await?;
         Ok(Disposition::Nak(delay))
-    }
-
-    async fn future_version(&self, d: &Delivery, id: &MessageId) -> Result<Disposition, Fault> {
-        match self.acquire(id.as_str()).await? {
-            Acquire::Run(hold) => {
-                tracing::info!(
-                    attempt = hold.attempt,
-                    "envelope of a newer format version; putting it back"
-                );
-                self.release(&hold, "envelope of a newer format version")
-                    .await?;
-                Ok(Disposition::Nak(self.shared.config.future_version_delay))
-            }
-            Acquire::Exhausted {
-                version, attempts, ..
-            } => {
-                let reason = Reason::new(
-                    "future_version",
-                    d.message()
-                        .err()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                );
-                let key = self.claim_key(id.as_str())?;
-                self.dead_letter(
-                    d,
-                    None,
-                    key,
-                    Precondition::Version(version),
-                    reason,
-                    attempts,
-                    None,
-                )
-                .await
-            }
-            other => Ok(self.settled(other)),
-        }
     }
 
     /// The disposition of a claim that is not ours to run.
@@ -672,6 +844,35 @@ impl Worker {
                 Disposition::Nak(self.shared.config.retry_delay)
             }
         }
+    }
+
+    /// Dead-letters a message whose attempts are spent (the last attempt's
+    /// error, if recorded, is the reason).
+    #[allow(clippy::too_many_arguments)]
+    async fn exhausted(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        version: Version,
+        attempts: u32,
+        last_error: Option<String>,
+        task: Option<&TaskId>,
+    ) -> Result<Disposition, Fault> {
+        let reason = Reason::new(
+            "attempts_exhausted",
+            last_error.unwrap_or_else(|| "attempts spent (the handler never finished)".to_owned()),
+        );
+        let key = self.claim_key(env.id.as_str())?;
+        self.dead_letter(
+            d,
+            Some(env),
+            key,
+            Precondition::Version(version),
+            reason,
+            attempts,
+            task,
+        )
+        .await
     }
 
     async fn read_task(&self, id: &TaskId) -> Result<Option<(TaskRecord, Version)>, Fault> {
@@ -696,23 +897,8 @@ impl Worker {
                 attempts,
                 last_error,
             } => {
-                let reason = Reason::new(
-                    "attempts_exhausted",
-                    last_error.unwrap_or_else(|| {
-                        "attempts spent (the handler never finished)".to_owned()
-                    }),
-                );
-                let key = self.claim_key(task_id.as_str())?;
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::Version(version),
-                        reason,
-                        attempts,
-                        Some(&task_id),
-                    )
+                    .exhausted(d, &env, version, attempts, last_error, Some(&task_id))
                     .await;
             }
             other => return Ok(self.settled(other)),
@@ -734,7 +920,9 @@ impl Worker {
                     .await;
             };
             if rec.status.is_terminal() {
-                return self.commit_effects(&hold, Effects::default()).await;
+                return self
+                    .commit_effects(d, &env, &hold, Effects::default())
+                    .await;
             }
             if rec.assigned_to != self.role {
                 let reason = Reason::new(
@@ -805,7 +993,7 @@ impl Worker {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(error = %e, "task failed permanently");
-                End::Failed(e.to_string())
+                End::Failed(clip(e.to_string()))
             }
         };
         self.finish_task(hold, task_id, rollup_child, end, effects)
@@ -824,21 +1012,30 @@ impl Worker {
     ) -> Result<Disposition, Fault> {
         for _ in 0..16 {
             let Some((mut task, task_v)) = self.read_task(task_id).await? else {
-                return self.commit_effects(hold, Effects::default()).await;
+                return self.commit_done(hold).await;
             };
             if task.status.is_terminal() {
                 // Cancelled (or ended) meanwhile: nothing more to record.
-                return self.commit_effects(hold, Effects::default()).await;
+                return self.commit_done(hold).await;
             }
             if let Some(child) = rollup_child {
                 if !task.open_children.contains(child) {
-                    return self.commit_effects(hold, Effects::default()).await;
+                    return self.commit_done(hold).await;
                 }
                 task.open_children.retain(|c| c != child);
             }
             let now = self.shared.now();
             let mut writes = vec![self.done_write(hold)?];
             let mut entries = Vec::new();
+            let keep_effects = !matches!(end, End::Failed(_));
+            if keep_effects {
+                for p in &effects.delegations {
+                    task.children.push(p.record.task_id.clone());
+                    if matches!(end, End::Waiting) {
+                        task.open_children.push(p.record.task_id.clone());
+                    }
+                }
+            }
             let ended = match &end {
                 End::Completed(v) => {
                     task.status = TaskStatus::Completed;
@@ -851,10 +1048,6 @@ impl Worker {
                     Some(false)
                 }
                 End::Waiting => {
-                    for p in &effects.delegations {
-                        task.children.push(p.record.task_id.clone());
-                        task.open_children.push(p.record.task_id.clone());
-                    }
                     task.status = TaskStatus::InProgress;
                     None
                 }
@@ -862,15 +1055,20 @@ impl Worker {
             if let Some(success) = ended {
                 task.completed_at = Some(now);
                 let start = task.started_at.unwrap_or(task.created_at);
-                let secs = (now - start).num_seconds().max(0) as u64;
+                let secs = u64::try_from((now - start).num_seconds()).unwrap_or(0);
                 task.actual_minutes = Some((secs + 30) / 60);
-                let current = breaker::read(&self.shared, &self.role).await?;
-                if let Some((rec, pre, opened)) =
-                    breaker::after_task(&self.shared.config, current, success, task.probe, now)
-                {
-                    writes.push(breaker::write(&self.shared, &self.role, &rec, pre)?);
-                    if opened {
-                        self.breaker_escalation(&rec, &mut writes, &mut entries)?;
+                // The breaker judges the role by its own handler's outcomes:
+                // a roll-up that fails because a subtask failed says nothing
+                // about this role.
+                if rollup_child.is_none() {
+                    let current = breaker::read(&self.shared, &self.role).await?;
+                    if let Some((rec, pre, opened)) =
+                        breaker::after_task(&self.shared.config, current, success, task.probe, now)
+                    {
+                        writes.push(breaker::write(&self.shared, &self.role, &rec, pre)?);
+                        if opened {
+                            self.breaker_escalation(&rec, &mut writes, &mut entries)?;
+                        }
                     }
                 }
                 let result = ResultPayload {
@@ -894,7 +1092,7 @@ impl Worker {
                 to_value(&task)?,
                 Precondition::Version(task_v),
             ));
-            if success_or_waiting(&end) {
+            if keep_effects {
                 self.effect_writes(&effects, &mut writes, &mut entries)?;
             }
             match self.shared.store.commit(writes).await {
@@ -903,21 +1101,46 @@ impl Worker {
                     return Ok(Disposition::Ack);
                 }
                 Err(e) if e.is_precondition_failure() => {
-                    if !self.still_mine(hold).await? {
-                        tracing::warn!(
-                            "lost the claim before committing; another attempt owns the message"
-                        );
-                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    match self
+                        .after_conflict(hold, keep_effects.then_some(&effects))
+                        .await?
+                    {
+                        Next::Settled(d) => return Ok(d),
+                        Next::Again => {}
                     }
                 }
-                Err(StoreError::InvalidInput { message, .. }) if success_or_waiting(&end) => {
+                Err(StoreError::InvalidInput { message, .. }) if keep_effects => {
                     tracing::warn!(error = %message, "the outcome cannot be stored; failing the task");
-                    end = End::Failed(format!("the outcome cannot be stored: {message}"));
+                    end = End::Failed(clip(format!("the outcome cannot be stored: {message}")));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Disposition::Nak(self.shared.config.retry_delay))
+        self.rerun(hold, "the task kept changing under the commit")
+            .await
+    }
+
+    /// After a commit conflict: if the claim is gone, another attempt owns
+    /// the message; if the handler's own writes (staged writes, a breaker
+    /// probe) may be what conflicted, its outcome is stale and it runs again;
+    /// else the runtime's documents moved and the commit is recomputed.
+    async fn after_conflict(&self, hold: &Hold, effects: Option<&Effects>) -> Result<Next, Fault> {
+        if !self.still_mine(hold).await? {
+            tracing::warn!("lost the claim before committing; another attempt owns the message");
+            return Ok(Next::Settled(Disposition::Nak(
+                self.shared.config.retry_delay,
+            )));
+        }
+        let stale = effects.is_some_and(|e| {
+            !e.writes.is_empty() || e.delegations.iter().any(|p| p.probe.is_some())
+        });
+        if stale {
+            return self
+                .rerun(hold, "a write of the handler conflicted")
+                .await
+                .map(Next::Settled);
+        }
+        Ok(Next::Again)
     }
 
     fn envelope(&self, kind: Kind, payload: Value) -> Envelope {
@@ -934,7 +1157,8 @@ impl Worker {
         ))
     }
 
-    /// Adds a handler's delegations, staged writes and messages to a commit.
+    /// Adds a handler's delegations (with any probe slots), staged writes and
+    /// messages to a commit.
     fn effect_writes(
         &self,
         effects: &Effects,
@@ -948,6 +1172,7 @@ impl Worker {
                 to_value(&p.record)?,
                 Precondition::MustNotExist,
             ));
+            writes.extend(p.probe.clone());
             let (w, e) = outbox::entry(&self.shared, &self.role, p.subject.clone(), &p.envelope)?;
             writes.push(w);
             entries.push(e);
@@ -961,9 +1186,31 @@ impl Worker {
         Ok(())
     }
 
+    /// Commits the completion record alone.
+    async fn commit_done(&self, hold: &Hold) -> Result<Disposition, Fault> {
+        for _ in 0..16 {
+            match self.shared.store.commit(vec![self.done_write(hold)?]).await {
+                Ok(_) => return Ok(Disposition::Ack),
+                Err(e) if e.is_precondition_failure() => {
+                    if let Next::Settled(d) = self.after_conflict(hold, None).await? {
+                        return Ok(d);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.rerun(hold, "the claim kept changing").await
+    }
+
     /// Commits the completion record with a handler's effects (for messages
     /// that are not tasks).
-    async fn commit_effects(&self, hold: &Hold, effects: Effects) -> Result<Disposition, Fault> {
+    async fn commit_effects(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        hold: &Hold,
+        effects: Effects,
+    ) -> Result<Disposition, Fault> {
         for _ in 0..16 {
             let mut writes = vec![self.done_write(hold)?];
             let mut entries = Vec::new();
@@ -974,14 +1221,31 @@ impl Worker {
                     return Ok(Disposition::Ack);
                 }
                 Err(e) if e.is_precondition_failure() => {
-                    if !self.still_mine(hold).await? {
-                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    if let Next::Settled(d) = self.after_conflict(hold, Some(&effects)).await? {
+                        return Ok(d);
                     }
+                }
+                Err(StoreError::InvalidInput { message, .. }) => {
+                    let reason = Reason::new(
+                        "unstorable_outcome",
+                        format!("the outcome cannot be stored: {message}"),
+                    );
+                    return self
+                        .dead_letter(
+                            d,
+                            Some(env),
+                            hold.key.clone(),
+                            Precondition::Version(hold.version()),
+                            reason,
+                            hold.attempt,
+                            None,
+                        )
+                        .await;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Disposition::Nak(self.shared.config.retry_delay))
+        self.rerun(hold, "the commit kept conflicting").await
     }
 
     fn breaker_escalation(
@@ -1040,6 +1304,7 @@ impl Worker {
                     .await;
             }
         };
+        let child_id = payload.task_id.clone();
         let hold = match self.acquire(env.id.as_str()).await? {
             Acquire::Run(hold) => hold,
             Acquire::Exhausted {
@@ -1047,26 +1312,18 @@ impl Worker {
                 attempts,
                 last_error,
             } => {
-                let key = self.claim_key(env.id.as_str())?;
-                let reason = Reason::new("attempts_exhausted", last_error.unwrap_or_default());
+                // The roll-up of the parent kept failing: the parent cannot
+                // progress, so it is dead-lettered with the result.
+                let parent = self.read_task(&child_id).await?.and_then(|(c, _)| c.parent);
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::Version(version),
-                        reason,
-                        attempts,
-                        None,
-                    )
+                    .exhausted(d, &env, version, attempts, last_error, parent.as_ref())
                     .await;
             }
             other => return Ok(self.settled(other)),
         };
-        let dead = |code: &'static str, message: String| Reason::new(code, message);
-        let child_id = payload.task_id.clone();
+        let refuse = |code: &'static str, message: String| Reason::new(code, message);
         let Some((child, _)) = self.read_task(&child_id).await? else {
-            let reason = dead("unknown_task", format!("no task {child_id}"));
+            let reason = refuse("unknown_task", format!("no task {child_id}"));
             return self
                 .dead_letter(
                     d,
@@ -1079,14 +1336,23 @@ impl Worker {
                 )
                 .await;
         };
-        if child.assigned_by != self.role || child.assigned_to != env.from {
-            let reason = dead(
+        let reason = if child.assigned_by != self.role || child.assigned_to != env.from {
+            Some(refuse(
                 "not_allowed",
                 format!(
                     "task {child_id} was not delegated by `{}` to `{}`",
                     self.role, env.from
                 ),
-            );
+            ))
+        } else if !child.status.is_terminal() {
+            Some(refuse(
+                "premature_result",
+                format!("task {child_id} is {}, not finished", child.status),
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             return self
                 .dead_letter(
                     d,
@@ -1108,10 +1374,10 @@ impl Worker {
         };
         for _ in 0..16 {
             let Some((parent, parent_v)) = self.read_task(&parent_id).await? else {
-                return self.commit_effects(&hold, Effects::default()).await;
+                return self.commit_done(&hold).await;
             };
             if parent.assigned_to != self.role {
-                let reason = dead(
+                let reason = refuse(
                     "not_allowed",
                     format!("task {parent_id} is not `{}`'s", self.role),
                 );
@@ -1128,7 +1394,7 @@ impl Worker {
                     .await;
             }
             if parent.status.is_terminal() || !parent.open_children.contains(&child_id) {
-                return self.commit_effects(&hold, Effects::default()).await;
+                return self.commit_done(&hold).await;
             }
             let remaining: Vec<TaskId> = parent
                 .open_children
@@ -1175,14 +1441,14 @@ impl Worker {
             match self.shared.store.commit(writes).await {
                 Ok(_) => return Ok(Disposition::Ack),
                 Err(e) if e.is_precondition_failure() => {
-                    if !self.still_mine(&hold).await? {
-                        return Ok(Disposition::Nak(self.shared.config.retry_delay));
+                    if let Next::Settled(d) = self.after_conflict(&hold, None).await? {
+                        return Ok(d);
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Disposition::Nak(self.shared.config.retry_delay))
+        self.rerun(&hold, "the parent task kept changing").await
     }
 
     async fn on_message(
@@ -1198,18 +1464,8 @@ impl Worker {
                 attempts,
                 last_error,
             } => {
-                let key = self.claim_key(env.id.as_str())?;
-                let reason = Reason::new("attempts_exhausted", last_error.unwrap_or_default());
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::Version(version),
-                        reason,
-                        attempts,
-                        None,
-                    )
+                    .exhausted(d, &env, version, attempts, last_error, None)
                     .await;
             }
             other => return Ok(self.settled(other)),
@@ -1231,7 +1487,7 @@ impl Worker {
     ) -> Result<Disposition, Fault> {
         let effects = cx.take_effects();
         match r {
-            Ok(()) => self.commit_effects(hold, effects).await,
+            Ok(()) => self.commit_effects(d, env, hold, effects).await,
             Err(e) if e.is_retryable() => self.retry_or_dead_letter(d, env, hold, e, None).await,
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -1260,7 +1516,7 @@ impl Worker {
         d: &Delivery,
         env: Option<&Envelope>,
         claim: DocKey,
-        claim_pre: Precondition,
+        mut claim_pre: Precondition,
         reason: Reason,
         attempts: u32,
         task: Option<&TaskId>,
@@ -1287,7 +1543,7 @@ impl Worker {
                 if let Some((mut rec, v)) = self.read_task(task_id).await? {
                     if !rec.status.is_terminal() && rec.assigned_to == self.role {
                         rec.status = TaskStatus::DeadLettered;
-                        rec.error = Some(format!("{}: {}", reason.code, reason.message));
+                        rec.error = Some(clip(format!("{}: {}", reason.code, reason.message)));
                         let probe = rec.probe;
                         writes.push(Write::put(
                             self.shared.layout.task(task_id)?,
@@ -1316,7 +1572,7 @@ impl Worker {
                 }
                 Err(e) if e.is_precondition_failure() => {
                     // Someone else settled the claim, or a task or breaker
-                    // document moved: look at the claim to tell which.
+                    // document moved, or our claim version was stale.
                     let current = match self.shared.store.get(&claim).await? {
                         Some(doc) => Some(from_doc::<ClaimDoc>(&doc)?),
                         None => None,
@@ -1329,6 +1585,13 @@ impl Worker {
                             return Ok(Disposition::Ack)
                         }
                         (Some((_, v)), Precondition::Version(pv)) if v == pv => {}
+                        (Some((c, v)), Precondition::Version(_))
+                            if c.state == ClaimState::Running
+                                && c.owner == self.shared.instance
+                                && c.attempts == attempts =>
+                        {
+                            claim_pre = Precondition::Version(v);
+                        }
                         (None, Precondition::MustNotExist) => {}
                         _ => return Ok(Disposition::Nak(self.shared.config.retry_delay)),
                     }
@@ -1337,6 +1600,34 @@ impl Worker {
             }
         }
         Ok(Disposition::Nak(self.shared.config.retry_delay))
+    }
+
+    /// Dead-letters a message that cannot even be claimed (the store refuses
+    /// its key): publishes the dead letter and the alert directly, then
+    /// terminates it. Without a claim, a redelivery before the termination
+    /// lands could dead-letter it twice; that is the price of not losing it.
+    async fn dead_letter_direct(&self, d: &Delivery, why: &str) -> Disposition {
+        let reason = Reason::new("store_refused", why.to_owned());
+        let env = d.message().ok();
+        let (dl, alert) = self.dead_letter_envelopes(d, env, &reason, 0, None);
+        let t = &self.shared.transport;
+        let published = async {
+            t.publish_envelope(&self.shared.subjects.deadletter(), &dl)
+                .await?;
+            t.publish_envelope(&self.shared.subjects.alerts(), &alert)
+                .await
+        }
+        .await;
+        match published {
+            Ok(_) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                Disposition::Term
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot publish the dead letter yet; the delivery comes back");
+                Disposition::Nak(self.shared.config.retry_delay)
+            }
+        }
     }
 
     /// The dead-letter envelope (a new message, caused by the original, whose
@@ -1407,10 +1698,6 @@ impl Worker {
             .with_causation(dl.id.clone());
         (dl, alert)
     }
-}
-
-fn success_or_waiting(end: &End) -> bool {
-    !matches!(end, End::Failed(_))
 }
 
 fn to_task(rec: &TaskRecord) -> Task {

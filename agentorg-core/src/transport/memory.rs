@@ -179,6 +179,9 @@ struct State {
     /// Which subscribers' patterns match a subject.
     subscriber_index: SubjectIndex<u64>,
     next_subscriber: u64,
+    /// Numbers consumers as they are created, so a binder or an acker of a
+    /// deleted consumer never acts on a new one of the same name.
+    next_generation: u64,
 }
 
 struct Stored {
@@ -189,6 +192,7 @@ struct Stored {
 }
 
 struct Consumer {
+    generation: u64,
     config: ConsumerConfig,
     codec: Codec,
     /// Matching messages not delivered yet, oldest first.
@@ -211,6 +215,12 @@ struct Subscriber {
     pattern: SubjectPattern,
     tx: mpsc::Sender<Message>,
     missed: Arc<AtomicU64>,
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -331,6 +341,7 @@ impl State {
 
 /// A delivery picked under the lock, decoded after it is released.
 struct Picked {
+    generation: u64,
     subject: Subject,
     payload: Bytes,
     attempt: u32,
@@ -344,10 +355,20 @@ enum Pick {
 }
 
 impl Inner {
-    fn settle(&self, consumer: &Name, seq: u64, how: Settle) -> Result<(), TransportError> {
+    fn settle(
+        &self,
+        consumer: &Name,
+        generation: u64,
+        seq: u64,
+        how: Settle,
+    ) -> Result<(), TransportError> {
         let mut st = lock(&self.state);
         let st = &mut *st;
-        let Some(c) = st.consumers.get_mut(consumer) else {
+        let Some(c) = st
+            .consumers
+            .get_mut(consumer)
+            .filter(|c| c.generation == generation)
+        else {
             return Err(TransportError::NotFound {
                 what: format!("consumer `{consumer}`"),
             });
@@ -365,14 +386,14 @@ impl Inner {
             Settle::Nak(delay) => {
                 if let Some(f) = c.pending.get_mut(&seq) {
                     f.out = false;
-                    f.due = now + delay.unwrap_or_default();
+                    f.due = later(now, delay.unwrap_or_default());
                     c.notify.notify_waiters();
                 }
             }
             Settle::Progress => {
                 if let Some(f) = c.pending.get_mut(&seq) {
                     if f.out {
-                        f.due = now + c.config.ack_wait;
+                        f.due = later(now, c.config.ack_wait);
                     }
                 }
             }
@@ -380,10 +401,14 @@ impl Inner {
         Ok(())
     }
 
-    fn pick(&self, name: &Name) -> Result<Pick, TransportError> {
+    fn pick(&self, name: &Name, generation: u64) -> Result<Pick, TransportError> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        let Some(c) = st.consumers.get_mut(name) else {
+        let Some(c) = st
+            .consumers
+            .get_mut(name)
+            .filter(|c| c.generation == generation)
+        else {
             return Err(TransportError::NotFound {
                 what: format!("consumer `{name}`"),
             });
@@ -423,8 +448,9 @@ impl Inner {
         };
         f.deliveries += 1;
         f.out = true;
-        f.due = now + c.config.ack_wait;
+        f.due = later(now, c.config.ack_wait);
         Ok(Pick::Ready(Picked {
+            generation: c.generation,
             subject: stored.subject.clone(),
             payload: stored.payload.clone(),
             attempt: f.deliveries,
@@ -433,10 +459,21 @@ impl Inner {
         }))
     }
 
-    async fn next_delivery(self: &Arc<Self>, name: &Name) -> Result<Delivery, TransportError> {
+    /// The next delivery of the consumer `name` of this `generation` (the
+    /// one bound); `NotFound` once it is deleted, even if a consumer of the
+    /// same name is created again.
+    async fn next_delivery(
+        self: &Arc<Self>,
+        name: &Name,
+        generation: u64,
+    ) -> Result<Delivery, TransportError> {
         let notify = {
             let st = lock(&self.state);
-            match st.consumers.get(name) {
+            match st
+                .consumers
+                .get(name)
+                .filter(|c| c.generation == generation)
+            {
                 Some(c) => Arc::clone(&c.notify),
                 None => {
                     return Err(TransportError::NotFound {
@@ -451,11 +488,12 @@ impl Inner {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.pick(name)? {
+            match self.pick(name, generation)? {
                 Pick::Ready(p) => {
                     let acker = MemoryAcker {
                         inner: Arc::clone(self),
                         consumer: name.clone(),
+                        generation: p.generation,
                         seq: p.seq,
                     };
                     return Ok(Delivery::new(
@@ -488,6 +526,7 @@ enum Settle {
 struct MemoryAcker {
     inner: Arc<Inner>,
     consumer: Name,
+    generation: u64,
     seq: u64,
 }
 
@@ -500,18 +539,24 @@ impl fmt::Debug for Inner {
 #[async_trait]
 impl Acker for MemoryAcker {
     async fn ack(&self) -> Result<(), TransportError> {
-        self.inner.settle(&self.consumer, self.seq, Settle::Done)
+        self.inner
+            .settle(&self.consumer, self.generation, self.seq, Settle::Done)
     }
     async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError> {
-        self.inner
-            .settle(&self.consumer, self.seq, Settle::Nak(delay))
+        self.inner.settle(
+            &self.consumer,
+            self.generation,
+            self.seq,
+            Settle::Nak(delay),
+        )
     }
     async fn term(&self) -> Result<(), TransportError> {
-        self.inner.settle(&self.consumer, self.seq, Settle::Done)
+        self.inner
+            .settle(&self.consumer, self.generation, self.seq, Settle::Done)
     }
     async fn progress(&self) -> Result<(), TransportError> {
         self.inner
-            .settle(&self.consumer, self.seq, Settle::Progress)
+            .settle(&self.consumer, self.generation, self.seq, Settle::Progress)
     }
 }
 
@@ -658,9 +703,12 @@ impl Transport for MemoryTransport {
         for filter in &config.filters {
             st.consumer_index.insert(filter, config.name.clone());
         }
+        st.next_generation += 1;
+        let generation = st.next_generation;
         st.consumers.insert(
             config.name.clone(),
             Consumer {
+                generation,
                 config: config.clone(),
                 codec: Codec::with_max_bytes(config.max_message_bytes),
                 ready,
@@ -672,16 +720,20 @@ impl Transport for MemoryTransport {
     }
 
     async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
-        if !lock(&self.inner.state).consumers.contains_key(name) {
+        let Some(generation) = lock(&self.inner.state)
+            .consumers
+            .get(name)
+            .map(|c| c.generation)
+        else {
             return Err(TransportError::NotFound {
                 what: format!("consumer `{name}`"),
             });
-        }
+        };
         let inner = Arc::clone(&self.inner);
         let name = name.clone();
-        let stream = futures::stream::unfold(Some((inner, name)), |state| async move {
+        let stream = futures::stream::unfold(Some((inner, name)), move |state| async move {
             let (inner, name) = state?;
-            match inner.next_delivery(&name).await {
+            match inner.next_delivery(&name, generation).await {
                 Ok(d) => Some((Ok(d), Some((inner, name)))),
                 // The consumer is gone: report it once, then end.
                 Err(e) => Some((Err(e), None)),
