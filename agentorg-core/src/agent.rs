@@ -71,71 +71,78 @@ pub enum ErrorKind {
     Permanent,
 }
 
-/// An agent's failure.
-#[derive(Debug)]
-pub struct AgentError {
-    kind: ErrorKind,
-    message: String,
-    source: Option<BoxError>,
+/// An agent's failure: transient (retried with backoff, dead-lettered when
+/// the attempts run out) or permanent (fails the task at once).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A failure that may go away on retry (an unavailable dependency, a rate
+    /// limit). Retried with backoff; dead-lettered when the attempts run out.
+    #[error("{message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A failure that retrying will not fix (bad input, a refused
+    /// delegation). Fails the task at once; the delegator sees the message.
+    #[error("{message}")]
+    Permanent {
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl AgentError {
-    /// A failure that may go away on retry (an unavailable dependency, a rate
-    /// limit).
+    /// A transient failure.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
+        Self::Transient {
             message: message.into(),
             source: None,
         }
     }
 
-    /// A failure that retrying will not fix (bad input, a refused delegation).
+    /// A permanent failure.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
+        Self::Permanent {
             message: message.into(),
             source: None,
         }
     }
 
     /// Attaches the underlying error.
-    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+    pub fn with_source(mut self, error: impl Into<BoxError>) -> Self {
+        match &mut self {
+            Self::Transient { source, .. } | Self::Permanent { source, .. } => {
+                *source = Some(error.into());
+            }
+        }
         self
     }
 
     /// Whether the failure is transient or permanent.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        match self {
+            Self::Transient { .. } => ErrorKind::Transient,
+            Self::Permanent { .. } => ErrorKind::Permanent,
+        }
     }
 
     /// Whether the runtime retries it.
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.kind() == ErrorKind::Transient
     }
 
-    /// The message.
+    /// The message (without the source).
     pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for AgentError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
+        match self {
+            Self::Transient { message, .. } | Self::Permanent { message, .. } => message,
         }
-        Ok(())
-    }
-}
-
-impl std::error::Error for AgentError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -144,8 +151,12 @@ macro_rules! agent_error_from {
         impl From<$ty> for AgentError {
             /// Retryable backend errors are transient, the rest permanent.
             fn from(e: $ty) -> Self {
-                let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Permanent };
-                Self { kind, message: e.to_string(), source: Some(Box::new(e)) }
+                let message = e.to_string();
+                if e.is_retryable() {
+                    Self::Transient { message, source: Some(Box::new(e)) }
+                } else {
+                    Self::Permanent { message, source: Some(Box::new(e)) }
+                }
             }
         }
     )*};

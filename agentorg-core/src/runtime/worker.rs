@@ -815,7 +815,7 @@ impl Worker {
         let max = self.shared.config.max_attempts;
         if hold.attempt >= max {
             tracing::warn!(attempt = hold.attempt, error = %err, "transient failure on the last attempt: dead-lettering");
-            let reason = Reason::new("attempts_exhausted", err.to_string());
+            let reason = Reason::new("attempts_exhausted", describe(&err));
             return self
                 .dead_letter(
                     d,
@@ -830,7 +830,7 @@ impl Worker {
         }
         let delay = self.backoff(hold.attempt);
         tracing::info!(attempt = hold.attempt, error = %err, retry_in = ?delay, "transient failure; retrying");
-        self.release(hold, &err.to_string(), true).await?;
+        self.release(hold, &describe(&err), true).await?;
         Ok(Disposition::Nak(delay))
     }
 
@@ -993,7 +993,7 @@ impl Worker {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(error = %e, "task failed permanently");
-                End::Failed(clip(e.to_string()))
+                End::Failed(clip(describe(&e)))
             }
         };
         self.finish_task(hold, task_id, rollup_child, end, effects)
@@ -1491,7 +1491,7 @@ impl Worker {
             Err(e) if e.is_retryable() => self.retry_or_dead_letter(d, env, hold, e, None).await,
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                let reason = Reason::new("rejected", e.to_string());
+                let reason = Reason::new("rejected", describe(&e));
                 self.dead_letter(
                     d,
                     Some(env),
@@ -1698,6 +1698,22 @@ impl Worker {
             .with_causation(dl.id.clone());
         (dl, alert)
     }
+}
+
+/// An error and its sources, as one line (a source already quoted by the
+/// message above it is not repeated).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn to_task(rec: &TaskRecord) -> Task {
