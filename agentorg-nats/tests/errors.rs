@@ -27,7 +27,7 @@ fn p(s: &str) -> SubjectPattern {
 async fn a_full_stream_refuses_with_full() {
     let Some(nats) = nats_or_skip!() else { return };
     let org = unique_org();
-    let t = common::builder(&[nats.url()], &org)
+    let t = common::builder([nats.url()], &org)
         .with_limits(StreamKind::Events, StreamLimits::new(1 << 20, 3))
         .with_limits(StreamKind::DeadLetter, StreamLimits::new(2048, 1000))
         .build()
@@ -229,7 +229,7 @@ async fn streams_are_provisioned_idempotently() {
         info.config.discard,
         async_nats::jetstream::stream::DiscardPolicy::New
     );
-    let wider = common::builder(&[nats.url()], &org)
+    let wider = common::builder([nats.url()], &org)
         .with_limits(StreamKind::Events, StreamLimits::new(5 << 20, 77))
         .build()
         .await
@@ -247,7 +247,7 @@ async fn streams_are_provisioned_idempotently() {
     })
     .await
     .unwrap();
-    match common::builder(&[nats.url()], &other).build().await {
+    match common::builder([nats.url()], &other).build().await {
         Err(TransportError::Conflict { message }) => {
             assert!(message.contains("retention"), "{message}")
         }

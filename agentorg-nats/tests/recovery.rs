@@ -294,7 +294,7 @@ async fn publish_during_an_outage_succeeds_after_restart_or_fails_retryably() {
         return;
     };
     let org = unique_org();
-    let t = common::builder(&[nats.url()], &org)
+    let t = common::builder([nats.url()], &org)
         .with_request_timeout(Duration::from_millis(500))
         .with_publish_timeout(Duration::from_secs(3))
         .build()

@@ -19,16 +19,19 @@ pub fn init_tracing() {
 }
 
 /// A builder for `org` on `urls`, with the short timeouts the tests use.
-pub fn builder(urls: &[String], org: &Name) -> NatsTransportBuilder {
+pub fn builder(
+    urls: impl IntoIterator<Item = impl Into<String>>,
+    org: &Name,
+) -> NatsTransportBuilder {
     NatsTransport::builder()
-        .with_servers(urls.iter().cloned())
+        .with_servers(urls)
         .with_org(org.as_str())
         .with_request_timeout(Duration::from_secs(3))
 }
 
 /// A transport for `org` on `url`, with the org's streams created.
 pub async fn transport(url: &str, org: &Name) -> NatsTransport {
-    builder(&[url.to_owned()], org)
+    builder([url], org)
         .build()
         .await
         .unwrap_or_else(|e| panic!("NatsTransport on {url} for {org}: {e}"))
