@@ -487,6 +487,7 @@ fn on_event(violations: &Violations, event: Event) {
             }
         }
         Event::Connected => tracing::info!("nats: connected"),
+        Event::Closed => tracing::debug!("nats: connection closed"),
         Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
         Event::SlowConsumer(sid) => {
             tracing::warn!(

@@ -167,7 +167,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | (none) | user/password and token auth, TLS (rustls with `ring`) when asked |
-//! | `nkeys` | NKey seeds and `.creds` files ([`NatsTransportBuilder::with_nkey`], [`NatsTransportBuilder::with_credentials_file`]) |
+//! | `nkeys` | NKey seeds and `.creds` files (`NatsTransportBuilder::with_nkey`, `with_credentials_file`) |
 //!
 //! [async-nats]: https://docs.rs/async-nats
 #![forbid(unsafe_code)]
