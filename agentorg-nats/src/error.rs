@@ -35,6 +35,7 @@ pub(crate) enum Error {
         subject: String,
         size: usize,
         limit: usize,
+        timeout: Duration,
         #[source]
         source: jetstream::context::PublishError,
     },
@@ -264,6 +265,7 @@ impl From<Error> for TransportError {
                 subject,
                 size,
                 limit,
+                timeout,
                 source,
             } => match source.kind() {
                 JsPublishErrorKind::MaxPayloadExceeded => TransportError::TooLarge { size, limit },
@@ -276,7 +278,7 @@ impl From<Error> for TransportError {
                 ),
                 JsPublishErrorKind::TimedOut => TransportError::Timeout {
                     operation: format!("publish to {subject} (it may have been stored)"),
-                    after: Duration::ZERO,
+                    after: timeout,
                 },
                 JsPublishErrorKind::BrokenPipe | JsPublishErrorKind::MaxAckPending => {
                     unavailable(format!("publish to {subject}"), source)

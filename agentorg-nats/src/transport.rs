@@ -582,7 +582,7 @@ impl Transport for NatsTransport {
                 .guard(Op::Publish, subject.as_str(), async {
                     inner
                         .js
-                        .send_publish(subject.as_str().to_owned(), message)
+                        .send_publish(async_nats::Subject::from(subject.as_str()), message)
                         .await?
                         .await
                 })
@@ -596,6 +596,7 @@ impl Transport for NatsTransport {
                         subject: subject.to_string(),
                         size: payload.len(),
                         limit: inner.client.max_payload(),
+                        timeout: inner.options.request_timeout,
                         source,
                     },
                 ),
