@@ -17,6 +17,7 @@ use futures::StreamExt;
 use crate::error::Error;
 use crate::layout::StreamKind;
 use crate::transport::{max_message_bytes, Inner};
+use crate::violations::{Op, Watch};
 
 /// The longest pause between two attempts to re-bind.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -31,7 +32,8 @@ const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// again (consumer info, then a new pull subscription), pausing 100 ms
 /// doubling to 5 s between failed attempts, until it succeeds or the consumer
 /// is gone (`NotFound`, after which the stream ends) or the user may not read
-/// it (`Forbidden`, likewise). The caller never re-subscribes.
+/// it or pull from it (`Forbidden`, likewise). The caller never
+/// re-subscribes.
 struct Binder {
     inner: Arc<Inner>,
     name: Name,
@@ -40,6 +42,11 @@ struct Binder {
     messages: Option<pull::Stream>,
     pause: Duration,
     ended: bool,
+    /// Refusals of this consumer's pull requests (`$JS.API.CONSUMER.MSG.NEXT…`):
+    /// a user allowed to read the consumer's info but not to pull from it
+    /// would otherwise wait forever.
+    refused: Watch,
+    next_subject: String,
 }
 
 /// Binds `name` (already located on `kind`, with `info`) and returns its
@@ -51,7 +58,12 @@ pub(crate) async fn bind(
     info: consumer::Info,
 ) -> Result<DeliveryStream, Error> {
     let codec = Codec::with_max_bytes(max_message_bytes(&info));
+    let next_subject = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{name}",
+        inner.stream_name(kind)
+    );
     let mut binder = Binder {
+        refused: inner.violations.watch(),
         inner,
         name,
         kind,
@@ -59,6 +71,7 @@ pub(crate) async fn bind(
         messages: None,
         pause: MIN_PAUSE,
         ended: false,
+        next_subject,
     };
     binder.messages = Some(binder.pull(info).await?);
     Ok(Box::pin(futures::stream::unfold(
@@ -123,7 +136,19 @@ impl Binder {
                     }
                 },
             };
-            match messages.next().await {
+            let next = tokio::select! {
+                biased;
+                m = messages.next() => m,
+                v = self.refused.refused(Op::Publish, &self.next_subject) => {
+                    self.ended = true;
+                    return Some(Err(Error::Forbidden {
+                        operation: format!("pull from consumer `{}`", self.name),
+                        violation: v,
+                    }
+                    .into()));
+                }
+            };
+            match next {
                 Some(Ok(m)) => {
                     if let Some(d) = self.delivery(m).await {
                         return Some(Ok(d));

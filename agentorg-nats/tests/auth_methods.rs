@@ -4,8 +4,8 @@
 mod common;
 
 use agentorg_core::conformance::unique_org;
-use agentorg_core::transport::{PublishOptions, Transport, TransportError};
 use agentorg_core::subject::Subjects;
+use agentorg_core::transport::{PublishOptions, Transport, TransportError};
 use agentorg_testkit::{nats_or_skip, NatsServer};
 
 /// Token auth works; a wrong token or password is `Forbidden` at build.
@@ -23,9 +23,13 @@ async fn token_and_password() {
         .build()
         .await
         .unwrap();
-    t.publish(&Subjects::new(org.clone()).alerts(), "x".into(), PublishOptions::default())
-        .await
-        .unwrap();
+    t.publish(
+        &Subjects::new(org.clone()).alerts(),
+        "x".into(),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
     match common::builder([nats.url()], &org)
         .with_token("wrong")
         .build()
@@ -76,9 +80,13 @@ async fn nkey() {
         .build()
         .await
         .unwrap();
-    t.publish(&Subjects::new(org.clone()).alerts(), "x".into(), PublishOptions::default())
-        .await
-        .unwrap();
+    t.publish(
+        &Subjects::new(org.clone()).alerts(),
+        "x".into(),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
     let other = nkeys::KeyPair::new_user();
     match common::builder([nats.url()], &org)
         .with_nkey(other.seed().unwrap())

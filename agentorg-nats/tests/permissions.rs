@@ -404,3 +404,46 @@ async fn org_runs_with_a_transport_per_role() {
     }
     founder.shutdown().await;
 }
+
+/// A user who may read a consumer's info but not pull from it gets
+/// `Forbidden` from the delivery stream (which then ends), not a silent wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_without_the_right_to_pull_is_forbidden() {
+    common::init_tracing();
+    let org = unique_org();
+    let stream = format!("AGENTORG_{}_EVENTS", org.as_str().to_ascii_uppercase());
+    let config = format!(
+        r#"authorization {{ users = [
+            {{ user: "admin", password: "a" }}
+            {{ user: "half", password: "h", permissions: {{
+                publish: {{ allow: ["$JS.API.CONSUMER.INFO.{stream}.c"] }}
+                subscribe: {{ allow: ["_INBOX.>"] }}
+            }} }}
+        ] }}"#
+    );
+    let Some(nats) = nats_or_skip!(NatsServer::builder().config_text(config).start()) else {
+        return;
+    };
+    let admin = common::builder([nats.url()], &org)
+        .with_user_and_password("admin", "a")
+        .build()
+        .await
+        .unwrap();
+    let c = ConsumerConfig::new(
+        n("c"),
+        SubjectPattern::parse(format!("{org}.events.>")).unwrap(),
+    );
+    admin.ensure_consumer(&c).await.unwrap();
+    let half = common::builder([nats.url()], &org)
+        .with_user_and_password("half", "h")
+        .with_provision(false)
+        .build()
+        .await
+        .unwrap();
+    let mut deliveries = half.consume(&c.name).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), deliveries.next()).await {
+        Ok(Some(Err(TransportError::Forbidden { .. }))) => {}
+        other => panic!("pulling without the right: {other:?}"),
+    }
+    assert!(deliveries.next().await.is_none());
+}
