@@ -1,7 +1,7 @@
 //! A bound durable consumer: the delivery stream that survives server
 //! restarts, and the acker of each delivery.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentorg_core::codec::Codec;
@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, consumer, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::layout::StreamKind;
@@ -47,6 +48,8 @@ struct Binder {
     /// would otherwise wait forever.
     refused: Watch,
     next_subject: String,
+    /// The consumer's ack wait, as last read from the server.
+    ack_wait: Duration,
 }
 
 /// Binds `name` (already located on `kind`, with `info`) and returns its
@@ -72,6 +75,7 @@ pub(crate) async fn bind(
         pause: MIN_PAUSE,
         ended: false,
         next_subject,
+        ack_wait: info.config.ack_wait,
     };
     binder.messages = Some(binder.pull(info).await?);
     Ok(Box::pin(futures::stream::unfold(
@@ -105,8 +109,9 @@ impl Binder {
             })
     }
 
-    async fn rebind(&self) -> Result<pull::Stream, Error> {
+    async fn rebind(&mut self) -> Result<pull::Stream, Error> {
         let info = self.inner.consumer_info(self.kind, &self.name).await?;
+        self.ack_wait = info.config.ack_wait;
         self.pull(info).await
     }
 
@@ -182,6 +187,8 @@ impl Binder {
             reply,
             confirm: self.inner.options.confirm_acks,
             timeout: self.inner.options.request_timeout,
+            ack_wait: self.ack_wait,
+            touched: Mutex::new(Instant::now()),
         };
         match Subject::parse(m.subject.as_str()) {
             Ok(subject) => Some(Delivery::new(
@@ -208,15 +215,31 @@ impl Binder {
 /// Fire-and-forget by default, as the runtime's claims make a lost ack
 /// harmless (the message comes again and is acknowledged without running);
 /// with confirmed acks, `ack` and `term` wait for the server's answer.
+///
+/// A *late* `ack` or `term` — three quarters of the ack wait or more since
+/// the delivery or its last progress — is confirmed either way: the server
+/// may already have queued the message for redelivery, and it handles acks
+/// and pull requests on separate queues, so the binder's next pull could
+/// otherwise overtake the ack and get the message again. Waiting for the
+/// confirmation settles it first.
 #[derive(Debug)]
 struct NatsAcker {
     client: async_nats::Client,
     reply: async_nats::Subject,
     confirm: bool,
     timeout: Duration,
+    ack_wait: Duration,
+    /// The delivery, or its last progress report. A std Mutex: held only to
+    /// read or write an `Instant`.
+    touched: Mutex<Instant>,
 }
 
 impl NatsAcker {
+    fn late(&self) -> bool {
+        let touched = *self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        touched.elapsed() >= self.ack_wait.mul_f64(0.75)
+    }
+
     async fn send(&self, what: &'static str, kind: AckKind, confirm: bool) -> Result<(), Error> {
         let body: Bytes = kind.into();
         let sent = if confirm {
@@ -241,15 +264,19 @@ impl NatsAcker {
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), TransportError> {
-        Ok(self.send("ack", AckKind::Ack, self.confirm).await?)
+        let confirm = self.confirm || self.late();
+        Ok(self.send("ack", AckKind::Ack, confirm).await?)
     }
     async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError> {
         Ok(self.send("nak", AckKind::Nak(delay), false).await?)
     }
     async fn term(&self) -> Result<(), TransportError> {
-        Ok(self.send("term", AckKind::Term, self.confirm).await?)
+        let confirm = self.confirm || self.late();
+        Ok(self.send("term", AckKind::Term, confirm).await?)
     }
     async fn progress(&self) -> Result<(), TransportError> {
-        Ok(self.send("progress", AckKind::Progress, false).await?)
+        self.send("progress", AckKind::Progress, false).await?;
+        *self.touched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        Ok(())
     }
 }

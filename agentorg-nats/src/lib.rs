@@ -104,7 +104,12 @@
 //! runtime's claims make a lost ack harmless (the message comes again and
 //! its claim says it is done), and a confirmed ack would cost a round trip
 //! per message. [`with_confirmed_acks`](NatsTransportBuilder::with_confirmed_acks)
-//! makes `ack` and `term` wait for the server.
+//! makes `ack` and `term` wait for the server. A *late* ack or term (three
+//! quarters of the ack wait or more since the delivery or its last progress
+//! report) is always confirmed: JetStream handles acks and pull requests on
+//! separate queues, so a fire-and-forget ack of a message already due for
+//! redelivery could be overtaken by the binder's next pull, which would get
+//! the message again (found by the runtime suite, and tested).
 //!
 //! # Failures and restarts
 //!
