@@ -25,7 +25,7 @@ async fn a_late_ack_is_not_followed_by_a_redelivery() {
     let s = Subjects::new(org.clone());
     for round in 0..5 {
         let name = Name::new(format!("late{round}")).unwrap();
-        let subject = s.event(&[name.clone()]);
+        let subject = s.event(std::slice::from_ref(&name));
         let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject))
             .with_ack_wait(Duration::from_millis(500));
         t.ensure_consumer(&c).await.unwrap();
