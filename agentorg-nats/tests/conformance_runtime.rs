@@ -14,19 +14,29 @@ use agentorg_core::store::MemoryStore;
 use agentorg_testkit::nats_or_skip;
 
 macro_rules! cases {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            common::init_tracing();
-            let Some(nats) = nats_or_skip!() else { return };
-            let org = unique_org();
-            let t = common::dyn_transport(&nats.url(), &org).await;
-            runtime::$case(t, Arc::new(MemoryStore::new()), org).await;
-        }
-    )*};
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                common::init_tracing();
+                let Some(nats) = nats_or_skip!() else { return };
+                let org = unique_org();
+                let t = common::dyn_transport(&nats.url(), &org).await;
+                runtime::$case(t, Arc::new(MemoryStore::new()), org).await;
+            }
+        )*
+        const HERE: &[&str] = &[$(stringify!($case)),*];
+    };
 }
 
-// Every case of `runtime::run_all`, in its order.
+/// No case of the suite is left out here.
+#[test]
+fn every_case_of_the_suite_runs_here() {
+    let suite: Vec<&str> = runtime::CASES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(HERE, suite.as_slice());
+}
+
+// Every case of `runtime::CASES`, in its order.
 cases!(
     delegation_rolls_up,
     roles_split_across_processes,
