@@ -10,7 +10,13 @@
 //! ```text
 //! cargo run --example genbrain
 //! RUST_LOG=agentorg_core=debug cargo run --example genbrain   # every delivery's span
+//! cargo run --example genbrain --features nats -- --nats nats://127.0.0.1:4222
 //! ```
+//!
+//! With `--nats`, the org runs over NATS JetStream (the streams of org
+//! `genbrain` are created if missing; `scripts/servers` starts a local
+//! server). Credentials, if the server wants them, come from `NATS_USER` and
+//! `NATS_PASSWORD` or `NATS_TOKEN`.
 //!
 //! Ctrl-C or SIGTERM stops it gracefully: intake stops, in-flight handlers
 //! finish, then it exits.
@@ -35,7 +41,8 @@ const CHART: &str = include_str!("genbrain.toml");
     about = "Run the seeds' GenBrain org: one request delegated down the chart and rolled up"
 )]
 struct Args {
-    /// NATS server URL for the transport (needs `--features nats`).
+    /// NATS server URL for the transport (needs `--features nats`); the
+    /// org's streams are created if missing.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// Firestore emulator HOST:PORT for the state store (needs `--features firestore`).
@@ -122,28 +129,44 @@ fn specialist(artifact: &'static str) -> impl Agent {
     })
 }
 
-fn backends(args: &Args) -> anyhow::Result<(Arc<dyn Transport>, Arc<dyn StateStore>)> {
-    if args.nats.is_some() {
-        if cfg!(feature = "nats") {
-            bail!("--nats: the NATS JetStream transport (agentorg-nats) is not implemented in this version yet");
-        }
-        bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`");
-    }
+async fn backends(
+    args: &Args,
+    chart: &OrgChart,
+) -> anyhow::Result<(Arc<dyn Transport>, Arc<dyn StateStore>)> {
+    let transport: Arc<dyn Transport> = match &args.nats {
+        Some(url) => nats_transport(url, chart).await?,
+        None => Arc::new(MemoryTransport::new()),
+    };
     if args.firestore.is_some() {
         if cfg!(feature = "firestore") {
             bail!("--firestore: the Firestore state store (agentorg-firestore) is not implemented in this version yet");
         }
         bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`");
     }
-    Ok((
-        Arc::new(MemoryTransport::new()),
-        Arc::new(MemoryStore::new()),
-    ))
+    Ok((transport, Arc::new(MemoryStore::new())))
+}
+
+/// A NATS JetStream transport for the chart's org on `url`.
+#[cfg(feature = "nats")]
+async fn nats_transport(url: &str, chart: &OrgChart) -> anyhow::Result<Arc<dyn Transport>> {
+    let transport = agentorg::nats::NatsTransportBuilder::from_env()
+        .with_server(url)
+        .with_org(chart.org().as_str())
+        .with_name("genbrain example")
+        .build()
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    Ok(Arc::new(transport))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_transport(_url: &str, _chart: &OrgChart) -> anyhow::Result<Arc<dyn Transport>> {
+    bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`")
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let chart = OrgChart::from_toml_str(CHART).context("loading the seed chart")?;
-    let (transport, store) = backends(&args)?;
+    let (transport, store) = backends(&args, &chart).await?;
     eprintln!(
         "genbrain: {} roles under `{}` on {transport} + {store}",
         chart.len(),

@@ -56,7 +56,7 @@
 //! | feature | what it adds | status |
 //! |---|---|---|
 //! | (none) | in-memory transport, store and tools; the runtime | available |
-//! | `nats` | NATS JetStream transport (`agentorg-nats`) | reserved, not yet implemented |
+//! | `nats` | NATS JetStream transport and broker permissions from the chart (`agentorg-nats`, re-exported as `agentorg::nats`) | available |
 //! | `firestore` | Firestore state store (`agentorg-firestore`) | reserved, not yet implemented |
 //! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
 //!
@@ -78,6 +78,12 @@ pub use agentorg_core::{
     agent, async_trait, chart, clock, codec, envelope, name, runtime, store, subject, tools,
     transport, ChartError, Name, NameError, OrgChart,
 };
+
+/// The NATS JetStream transport ([`agentorg_nats`]): `NatsTransport`, its
+/// builder, and the broker permissions derived from the chart.
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use agentorg_nats as nats;
 
 // The README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -22,9 +22,19 @@ macro_rules! paused {
             let (t, s) = backends();
             suite::$name(t, s, unique_org()).await;
         }
-    )*};
+    )*
+        const HERE: &[&str] = &[$(stringify!($name)),*];
+    };
 }
 
+/// No case of the suite is left out here.
+#[test]
+fn every_case_of_the_suite_runs_here() {
+    let cases: Vec<&str> = suite::CASES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(HERE, cases.as_slice());
+}
+
+// Every case of `runtime::CASES`, in its order.
 paused!(
     delegation_rolls_up,
     roles_split_across_processes,

@@ -51,32 +51,47 @@ pub fn suite_config() -> RuntimeConfig {
         .with_drain_timeout(Duration::from_secs(20))
 }
 
-/// Runs every behaviour of the suite, one after the other; `org` is a
-/// factory of fresh org names the transport captures.
+/// One behaviour of the suite, as a plain function pointer.
+pub type Case = fn(Arc<dyn Transport>, Arc<dyn StateStore>, Name) -> BoxFuture<'static, ()>;
+
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        /// Every behaviour of the suite by name, in the order [`run_all`]
+        /// runs them: for backends that run each case on its own (a
+        /// transport per org, or in parallel) and check that they run all.
+        pub const CASES: &[(&str, Case)] = &[
+            $((stringify!($case), |t, s, o| Box::pin($case(t, s, o)))),*
+        ];
+    };
+}
+
+cases!(
+    delegation_rolls_up,
+    roles_split_across_processes,
+    outbox_survives_a_failed_publish,
+    processed_once_under_redelivery,
+    replay_after_completion_not_rerun,
+    lease_expiry_redelivers,
+    long_handler_keeps_its_lease,
+    backoff_between_attempts,
+    dead_letter_after_max_attempts,
+    permanent_failure_fails_at_once,
+    breaker_opens_reroutes_and_half_opens,
+    probe_slot_taken_only_with_the_probe,
+    conflicting_staged_writes_rerun_without_spending_attempts,
+    a_failed_commit_does_not_spend_an_attempt,
+    sender_mismatch_refused,
+    undecodable_input_dead_lettered,
+    future_version_retried_then_dead_lettered,
+    drain_on_shutdown,
+);
+
+/// Runs every behaviour of the suite ([`CASES`]), one after the other;
+/// `org` is a factory of fresh org names the transport captures.
 pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn() -> Name) {
-    delegation_rolls_up(Arc::clone(&t), Arc::clone(&s), org()).await;
-    roles_split_across_processes(Arc::clone(&t), Arc::clone(&s), org()).await;
-    outbox_survives_a_failed_publish(Arc::clone(&t), Arc::clone(&s), org()).await;
-    processed_once_under_redelivery(Arc::clone(&t), Arc::clone(&s), org()).await;
-    replay_after_completion_not_rerun(Arc::clone(&t), Arc::clone(&s), org()).await;
-    lease_expiry_redelivers(Arc::clone(&t), Arc::clone(&s), org()).await;
-    long_handler_keeps_its_lease(Arc::clone(&t), Arc::clone(&s), org()).await;
-    backoff_between_attempts(Arc::clone(&t), Arc::clone(&s), org()).await;
-    dead_letter_after_max_attempts(Arc::clone(&t), Arc::clone(&s), org()).await;
-    permanent_failure_fails_at_once(Arc::clone(&t), Arc::clone(&s), org()).await;
-    breaker_opens_reroutes_and_half_opens(Arc::clone(&t), Arc::clone(&s), org()).await;
-    probe_slot_taken_only_with_the_probe(Arc::clone(&t), Arc::clone(&s), org()).await;
-    conflicting_staged_writes_rerun_without_spending_attempts(
-        Arc::clone(&t),
-        Arc::clone(&s),
-        org(),
-    )
-    .await;
-    a_failed_commit_does_not_spend_an_attempt(Arc::clone(&t), Arc::clone(&s), org()).await;
-    sender_mismatch_refused(Arc::clone(&t), Arc::clone(&s), org()).await;
-    undecodable_input_dead_lettered(Arc::clone(&t), Arc::clone(&s), org()).await;
-    future_version_retried_then_dead_lettered(Arc::clone(&t), Arc::clone(&s), org()).await;
-    drain_on_shutdown(t, s, org()).await;
+    for (_, case) in CASES {
+        case(Arc::clone(&t), Arc::clone(&s), org()).await;
+    }
 }
 
 /// The suite's chart: principal `p`; `m` reports to `p` and manages `w`

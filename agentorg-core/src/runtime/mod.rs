@@ -167,7 +167,8 @@ pub struct RuntimeConfig {
     /// Unacknowledged deliveries per inbox consumer (default 64).
     pub max_ack_pending: usize,
     /// Whether `start` creates the consumers it needs (default true). Turn it
-    /// off when an admin identity provisions them and roles may not.
+    /// off when an admin identity provisions them
+    /// ([`OrgConsumers::provision`]) and roles may not.
     pub provision: bool,
 }
 
@@ -555,30 +556,17 @@ impl Shared {
         self.clock.now()
     }
 
-    /// The durable consumer of a role's inbox (see [`consumer_name`]).
+    /// The durable consumer of a role's inbox (see [`OrgConsumers`]).
     pub(crate) fn inbox_consumer(&self, role: &Name) -> ConsumerConfig {
-        ConsumerConfig::new(
-            consumer_name("in", self.org(), role),
-            self.subjects.inbox_any(role),
-        )
-        .with_ack_wait(self.config.ack_wait)
-        .with_max_ack_pending(self.config.max_ack_pending)
+        inbox_consumer(self.org(), &self.subjects, &self.config, role)
     }
 
     pub(crate) fn alerts_consumer(&self) -> ConsumerConfig {
-        ConsumerConfig::new(
-            consumer_name("alerts", self.org(), self.chart.principal()),
-            crate::subject::SubjectPattern::from(self.subjects.alerts()),
-        )
-        .with_ack_wait(self.config.ack_wait)
+        alerts_consumer(&self.chart, &self.subjects, &self.config)
     }
 
     pub(crate) fn deadletter_consumer(&self) -> ConsumerConfig {
-        ConsumerConfig::new(
-            consumer_name("dead", self.org(), self.chart.principal()),
-            crate::subject::SubjectPattern::from(self.subjects.deadletter()),
-        )
-        .with_ack_wait(self.config.ack_wait)
+        deadletter_consumer(&self.chart, &self.subjects, &self.config)
     }
 
     async fn provision_principal(&self) -> Result<(), TransportError> {
@@ -592,6 +580,124 @@ impl Shared {
         self.transport
             .ensure_consumer(&self.deadletter_consumer())
             .await
+    }
+}
+
+fn inbox_consumer(
+    org: &Name,
+    subjects: &Subjects,
+    config: &RuntimeConfig,
+    role: &Name,
+) -> ConsumerConfig {
+    ConsumerConfig::new(consumer_name("in", org, role), subjects.inbox_any(role))
+        .with_ack_wait(config.ack_wait)
+        .with_max_ack_pending(config.max_ack_pending)
+}
+
+fn alerts_consumer(
+    chart: &OrgChart,
+    subjects: &Subjects,
+    config: &RuntimeConfig,
+) -> ConsumerConfig {
+    ConsumerConfig::new(
+        consumer_name("alerts", chart.org(), chart.principal()),
+        crate::subject::SubjectPattern::from(subjects.alerts()),
+    )
+    .with_ack_wait(config.ack_wait)
+}
+
+fn deadletter_consumer(
+    chart: &OrgChart,
+    subjects: &Subjects,
+    config: &RuntimeConfig,
+) -> ConsumerConfig {
+    ConsumerConfig::new(
+        consumer_name("dead", chart.org(), chart.principal()),
+        crate::subject::SubjectPattern::from(subjects.deadletter()),
+    )
+    .with_ack_wait(config.ack_wait)
+}
+
+/// The durable consumers the runtime of an org binds: one inbox per role and
+/// one for the principal, and the principal's alerts and dead letters.
+///
+/// `Org::start` creates the ones it needs unless
+/// [`RuntimeConfig::provision`] is off; then an admin identity creates them
+/// all up front with [`provision`](OrgConsumers::provision), and a backend
+/// that enforces least privilege (NATS) grants each role its own consumer by
+/// name from the same list.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use agentorg_core::chart::{OrgChart, RoleSpec};
+/// use agentorg_core::runtime::{OrgConsumers, RuntimeConfig};
+/// use agentorg_core::transport::MemoryTransport;
+///
+/// let chart = OrgChart::builder("demo")
+///     .principal("founder")
+///     .role(RoleSpec::new("ceo").reports_to("founder"))
+///     .build()?;
+/// let consumers = OrgConsumers::new(&chart, &RuntimeConfig::default());
+/// let ceo = consumers.inbox("ceo").unwrap();
+/// assert_eq!(ceo.filters[0].as_str(), "demo.agent.ceo.inbox.*");
+/// assert_eq!(consumers.all().count(), 4); // ceo's and founder's inboxes, alerts, dead letters
+/// consumers.provision(&MemoryTransport::new()).await?; // as an admin
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OrgConsumers {
+    /// The inbox consumer of every role and of the principal, by role.
+    pub inboxes: BTreeMap<Name, ConsumerConfig>,
+    /// The principal's consumer of `<org>.alerts`.
+    pub alerts: ConsumerConfig,
+    /// The principal's consumer of `<org>.deadletter`.
+    pub dead_letters: ConsumerConfig,
+}
+
+impl OrgConsumers {
+    /// The consumers the runtime binds for `chart` under `config` (names,
+    /// filters, ack wait, pending limits).
+    pub fn new(chart: &OrgChart, config: &RuntimeConfig) -> Self {
+        let subjects = Subjects::new(chart.org().clone());
+        let inboxes = chart
+            .roles()
+            .map(|r| r.name())
+            .chain(std::iter::once(chart.principal()))
+            .map(|role| {
+                (
+                    role.clone(),
+                    inbox_consumer(chart.org(), &subjects, config, role),
+                )
+            })
+            .collect();
+        Self {
+            inboxes,
+            alerts: alerts_consumer(chart, &subjects, config),
+            dead_letters: deadletter_consumer(chart, &subjects, config),
+        }
+    }
+
+    /// The inbox consumer of `role` (or of the principal).
+    pub fn inbox(&self, role: &str) -> Option<&ConsumerConfig> {
+        self.inboxes.get(role)
+    }
+
+    /// Every consumer: the inboxes by role, then alerts and dead letters.
+    pub fn all(&self) -> impl Iterator<Item = &ConsumerConfig> + '_ {
+        self.inboxes
+            .values()
+            .chain([&self.alerts, &self.dead_letters])
+    }
+
+    /// Creates (or checks) every consumer on `transport`. Idempotent; an
+    /// admin operation.
+    pub async fn provision(&self, transport: &dyn Transport) -> Result<(), TransportError> {
+        for c in self.all() {
+            transport.ensure_consumer(c).await?;
+        }
+        Ok(())
     }
 }
 
