@@ -1,6 +1,8 @@
 //! Stores on the test binary's Firestore emulator, one fresh project each.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 
 use agentorg_core::store::StateStore;
@@ -15,6 +17,24 @@ pub async fn store_on(emulator: &FirestoreEmulator) -> FirestoreStore {
         .build()
         .await
         .expect("connect to the Firestore emulator")
+}
+
+/// The emulator's REST view of a document the store wrote (`GET
+/// /v1/projects/P/databases/D/documents/<key>`): `None` if it does not exist,
+/// else the document's JSON (`fields`, `updateTime`, …). An independent check
+/// of what reached Firestore.
+pub fn rest_get(
+    emulator: &FirestoreEmulator,
+    store: &FirestoreStore,
+    key: &agentorg_core::store::DocKey,
+) -> Option<serde_json::Value> {
+    let path = format!("/v1/{}", store.document_name(key));
+    let response = emulator.request("GET", &path, None).expect("REST GET");
+    match response.status {
+        404 => None,
+        200 => Some(serde_json::from_str(&response.body).expect("REST JSON")),
+        other => panic!("GET {path}: {other} {}", response.body),
+    }
 }
 
 /// A store on a fresh project of the shared emulator, as a trait object, or
