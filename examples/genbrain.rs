@@ -10,7 +10,14 @@
 //! ```text
 //! cargo run --example genbrain
 //! RUST_LOG=agentorg_core=debug cargo run --example genbrain   # every delivery's span
+//! cargo run --example genbrain --features firestore -- --firestore 127.0.0.1:8686
 //! ```
+//!
+//! With `--firestore HOST:PORT` (a Firestore emulator, e.g. the one
+//! `scripts/servers` starts) the org keeps its state — the task tree, claims,
+//! breakers, outbox — in Firestore project `--project` (default
+//! `genbrain-demo`); at the end the example reads the tree back from
+//! Firestore over a new connection and says where it lives.
 //!
 //! Ctrl-C or SIGTERM stops it gracefully: intake stops, in-flight handlers
 //! finish, then it exits.
@@ -41,6 +48,9 @@ struct Args {
     /// Firestore emulator HOST:PORT for the state store (needs `--features firestore`).
     #[arg(long, value_name = "HOST:PORT")]
     firestore: Option<String>,
+    /// The Firestore project the state goes to (with `--firestore`).
+    #[arg(long, default_value = "genbrain-demo")]
+    project: String,
     /// How long to wait for the whole tree, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -122,28 +132,90 @@ fn specialist(artifact: &'static str) -> impl Agent {
     })
 }
 
-fn backends(args: &Args) -> anyhow::Result<(Arc<dyn Transport>, Arc<dyn StateStore>)> {
+async fn backends(args: &Args) -> anyhow::Result<(Arc<dyn Transport>, Arc<dyn StateStore>)> {
     if args.nats.is_some() {
         if cfg!(feature = "nats") {
             bail!("--nats: the NATS JetStream transport (agentorg-nats) is not implemented in this version yet");
         }
         bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`");
     }
-    if args.firestore.is_some() {
-        if cfg!(feature = "firestore") {
-            bail!("--firestore: the Firestore state store (agentorg-firestore) is not implemented in this version yet");
+    let store: Arc<dyn StateStore> = match &args.firestore {
+        Some(host_port) => firestore_store(host_port, &args.project).await?,
+        None => Arc::new(MemoryStore::new()),
+    };
+    Ok((Arc::new(MemoryTransport::new()), store))
+}
+
+/// A Firestore store on the emulator at `host_port`, project `project`.
+#[cfg(feature = "firestore")]
+async fn firestore_store(host_port: &str, project: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    let store = agentorg::firestore::FirestoreStore::builder()
+        .with_project_id(project)
+        .with_emulator(host_port)
+        .build()
+        .await
+        .with_context(|| format!("connecting to the Firestore emulator at {host_port}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "firestore"))]
+async fn firestore_store(_: &str, _: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`")
+}
+
+/// Reads every task of `tree` back from Firestore over a new connection, and
+/// says where the tree lives. Fails unless all are there, as in the tree.
+#[cfg(feature = "firestore")]
+async fn read_back_from_firestore(
+    args: &Args,
+    org: &agentorg::Name,
+    tree: &agentorg::runtime::TaskTree,
+) -> anyhow::Result<bool> {
+    use agentorg::store::{DocKey, StateStore as _};
+    let Some(host_port) = &args.firestore else {
+        return Ok(true);
+    };
+    let store = agentorg::firestore::FirestoreStore::builder()
+        .with_project_id(&args.project)
+        .with_emulator(host_port)
+        .build()
+        .await?;
+    let collection = format!("agentorg/{org}/tasks");
+    let mut found = 0;
+    for task in tree.iter() {
+        let key = DocKey::new(&collection, task.task_id.as_str())?;
+        match store.get(&key).await? {
+            Some(doc) if doc.value["status"] == serde_json::to_value(task.status)? => found += 1,
+            Some(doc) => eprintln!(
+                "genbrain: {key} in Firestore has status {}",
+                doc.value["status"]
+            ),
+            None => eprintln!("genbrain: {key} is missing from Firestore"),
         }
-        bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`");
     }
-    Ok((
-        Arc::new(MemoryTransport::new()),
-        Arc::new(MemoryStore::new()),
-    ))
+    let root = DocKey::new(&collection, tree.task_id.as_str())?;
+    eprintln!(
+        "genbrain: read {found} of {} task documents back from Firestore: project {}, collection {collection} (root {})",
+        tree.len(),
+        args.project,
+        store.document_name(&root),
+    );
+    Ok(found == tree.len())
+}
+
+#[cfg(not(feature = "firestore"))]
+async fn read_back_from_firestore(
+    _: &Args,
+    _: &agentorg::Name,
+    _: &agentorg::runtime::TaskTree,
+) -> anyhow::Result<bool> {
+    Ok(true)
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let chart = OrgChart::from_toml_str(CHART).context("loading the seed chart")?;
-    let (transport, store) = backends(&args)?;
+    let (transport, store) = backends(&args).await?;
+    let org_name = chart.org().clone();
     eprintln!(
         "genbrain: {} roles under `{}` on {transport} + {store}",
         chart.len(),
@@ -184,7 +256,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 "NOT all completed"
             }
         );
-        anyhow::Ok(ok)
+        let stored = read_back_from_firestore(&args, &org_name, &tree).await?;
+        anyhow::Ok(ok && stored)
     };
     let result = tokio::select! {
         r = outcome => r,

@@ -57,7 +57,7 @@
 //! |---|---|---|
 //! | (none) | in-memory transport, store and tools; the runtime | available |
 //! | `nats` | NATS JetStream transport (`agentorg-nats`) | reserved, not yet implemented |
-//! | `firestore` | Firestore state store (`agentorg-firestore`) | reserved, not yet implemented |
+//! | `firestore` | Firestore state store (`agentorg::firestore::FirestoreStore`, crate `agentorg-firestore`) | available |
 //! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
 //!
 //! # Where to read on
@@ -78,6 +78,12 @@ pub use agentorg_core::{
     agent, async_trait, chart, clock, codec, envelope, name, runtime, store, subject, tools,
     transport, ChartError, Name, NameError, OrgChart,
 };
+
+/// The Firestore state store: [`FirestoreStore`](firestore::FirestoreStore)
+/// (crate `agentorg-firestore`).
+#[cfg(feature = "firestore")]
+#[cfg_attr(docsrs, doc(cfg(feature = "firestore")))]
+pub use agentorg_firestore as firestore;
 
 // The README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]
