@@ -143,16 +143,19 @@
 //! # Listing
 //!
 //! [`list`](agentorg_core::store::StateStore::list) is one `ListDocuments`
-//! page of the collection's direct documents in id order (`page_size` 1 to
-//! 1000, the server's page token), so a large collection streams page by
-//! page and documents that only hold subcollections are not listed.
+//! page of the collection's direct documents in id order: `page_size` (1 to
+//! 1000) is the most a page holds — the server may send fewer (the emulator
+//! stops at 150) — and the page token is the server's, present while there
+//! may be more. So a large collection streams page by page, never held
+//! whole, and documents that only hold subcollections are not listed.
 //!
 //! # Watching
 //!
 //! [`watch`](agentorg_core::store::StateStore::watch) listens with Firestore's
 //! `Listen` stream — a document target, or a query for the collection's
 //! direct documents — and keeps the trait's semantics: `watch` returns once
-//! the initial state is in, which is yielded first; then each change, with
+//! the initial state is in (within the request timeout, else `Timeout`),
+//! which is yielded first; then each change, with
 //! per-document versions strictly increasing and never repeated, and the
 //! latest state always delivered. Changes are taken at the server's
 //! consistent snapshots and de-duplicated by version (the emulator resends a

@@ -170,6 +170,9 @@ impl Inner {
 
     /// Each document's current version (absent: missing), read together.
     async fn versions(&self, keys: &[&DocKey]) -> Result<HashMap<DocKey, Version>, Status> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
         let request = fs::BatchGetDocumentsRequest {
             database: self.names.database.clone(),
             documents: keys.iter().map(|k| self.names.doc(k)).collect(),
