@@ -684,3 +684,42 @@ mod round_trips {
         });
     }
 }
+
+/// Ids are path segments as they are — spaces, unicode, `%`, punctuation —
+/// for every operation, watches included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_ids_work_everywhere() {
+    let Some(emulator) = firestore_or_skip!() else {
+        return;
+    };
+    let store = store_on(&emulator).await;
+    let c = CollectionPath::new("odd ids/ü ✓/things").unwrap();
+    let ids = ["a b", "ünï✓", "x%20y", "-._~!$&'()*+,;=:@", "#?[]"];
+    let mut w = store
+        .watch(WatchTarget::Collection(c.clone()))
+        .await
+        .unwrap();
+    for id in ids {
+        let k = c.doc(id).unwrap();
+        let v = store.create(&k, json!({ "id": id })).await.unwrap();
+        let doc = store.get(&k).await.unwrap().unwrap();
+        assert_eq!((doc.value, doc.version), (json!({ "id": id }), v));
+        match next_change(&mut w).await {
+            Change::Put(d) => assert_eq!((d.key, d.version), (k, v)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let listed: Vec<String> = store
+        .list_all(&c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key.id().to_owned())
+        .collect();
+    let mut expected: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "listed in id order");
+    let k = c.doc("a b").unwrap();
+    store.delete(&k, Precondition::MustExist).await.unwrap();
+    assert!(matches!(next_change(&mut w).await, Change::Deleted { key } if key == k));
+}
