@@ -160,9 +160,12 @@
 //! latest state always delivered. Changes are taken at the server's
 //! consistent snapshots and de-duplicated by version (the emulator resends a
 //! collection's whole result set after each write), deletes are
-//! `Change::Deleted`. A dropped stream is re-opened and its state diffed
-//! against what was yielded, so nothing is lost or repeated across a
-//! reconnection; see the `watch` module source for the protocol.
+//! `Change::Deleted`. All the watches of a store share one `Listen` stream,
+//! each a target on it (Firestore serves at most 100 streams on a
+//! connection, which the store's other requests share). A dropped stream is
+//! re-opened and each target's state diffed against what its watch has
+//! yielded, so nothing is lost or repeated across a reconnection; see the
+//! `watch` module source for the protocol.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

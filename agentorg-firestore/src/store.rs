@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     client: Client,
     pub(crate) names: Names,
     options: StoreOptions,
+    /// The `Listen` stream all watches share, started on demand.
+    listener: watch::Listener,
 }
 
 impl FirestoreStore {
@@ -88,6 +90,7 @@ impl FirestoreStore {
                 client,
                 names,
                 options,
+                listener: watch::Listener::default(),
             }),
         }
     }
@@ -233,22 +236,26 @@ impl Inner {
         }
     }
 
-    /// A Firestore document as the contract's.
-    pub(crate) fn document(&self, key: DocKey, doc: fs::Document) -> Result<Document, StoreError> {
-        let version = doc
-            .update_time
-            .as_ref()
-            .and_then(path::version)
-            .ok_or_else(|| StoreError::Other {
-                backend: error::BACKEND,
-                source: format!("document {key} came without a valid update time").into(),
-            })?;
-        Ok(Document::new(
-            key,
-            value::fields_to_json(doc.fields),
-            version,
-        ))
+    pub(crate) fn listener(&self) -> &watch::Listener {
+        &self.listener
     }
+}
+
+/// A Firestore document as the contract's.
+pub(crate) fn document(key: DocKey, doc: fs::Document) -> Result<Document, StoreError> {
+    let version = doc
+        .update_time
+        .as_ref()
+        .and_then(path::version)
+        .ok_or_else(|| StoreError::Other {
+            backend: error::BACKEND,
+            source: format!("document {key} came without a valid update time").into(),
+        })?;
+    Ok(Document::new(
+        key,
+        value::fields_to_json(doc.fields),
+        version,
+    ))
 }
 
 #[async_trait]
@@ -266,7 +273,7 @@ impl StateStore for FirestoreStore {
             })
             .await;
         match result {
-            Ok(doc) => inner.document(key.clone(), doc).map(Some),
+            Ok(doc) => document(key.clone(), doc).map(Some),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(from_status(s, "get", Some(key))),
         }
@@ -318,7 +325,7 @@ impl StateStore for FirestoreStore {
                         backend: error::BACKEND,
                         source: format!("list of {collection} returned {:?}", doc.name).into(),
                     })?;
-                inner.document(key, doc)
+                document(key, doc)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let next = Some(response.next_page_token).filter(|t| !t.is_empty());

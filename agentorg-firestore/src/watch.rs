@@ -1,35 +1,59 @@
 //! `watch` over Firestore's `Listen` stream.
 //!
-//! One `Listen` stream per watch, with one target: the document's name, or a
-//! query for the collection's direct documents. The server sends document
-//! changes and deletes, then marks a *consistent snapshot* (a target change
-//! with no target ids and a read time, once the target is `CURRENT`). Only
-//! then are the changes gathered since the last snapshot offered to the
-//! caller, each document's newest state once: so a watcher never sees a
-//! half-applied commit, and a burst of writes may be coalesced.
+//! # One stream, many targets
+//!
+//! All the watches of a store share one `Listen` stream, as Google's client
+//! libraries do: each watch is a *target* on it (the document's name, or a
+//! query for the collection's direct documents) with its own target id. One
+//! stream per watch would not do: Firestore serves at most 100 concurrent
+//! streams on a connection, and the store's other requests share that
+//! connection, so the 101st watcher (a runtime waiting on 101 tasks) would
+//! stall every request of the store.
+//!
+//! A task, the *hub*, owns the stream: it adds and removes targets as
+//! watches start and end, applies what the server sends to each target's
+//! state, and hands each watch its changes through a [`Slot`]. It is spawned
+//! with the first watch, closes the stream when the last watch ends, and
+//! stops when neither the store nor any watch is left.
+//!
+//! # Snapshots and de-duplication
+//!
+//! The server sends document changes and deletes per target, then marks a
+//! *consistent snapshot* of the whole stream (a target change with no target
+//! ids and a read time). Only then are a target's changes since the last
+//! snapshot offered to its watch — if the target is `CURRENT` — each
+//! document's newest state once: a watcher never sees a half-applied
+//! commit, and a burst of writes may be coalesced.
 //!
 //! Every change is de-duplicated by version: a document is yielded only with
 //! a version greater than the last one yielded for it. That absorbs the
 //! emulator's habit of resending a collection's whole result set after each
-//! write (`RESET`, every document again, `CURRENT`), and makes resuming
-//! simple: after a `RESET`, or on a new stream, the server sends the target's
-//! whole state, and a document yielded as existing that is not in it has been
-//! deleted.
+//! write (`RESET`, every document again, `CURRENT`, and for a deleted
+//! document only its absence), and makes resuming simple: after a `RESET`,
+//! or on a new stream, the server sends the target's whole state, and a
+//! document yielded as existing that is not in it has been deleted.
+//!
+//! A watch that is not read keeps its changes queued in its slot, where a
+//! newer state of a document replaces an older one not yet taken, so a slow
+//! watcher costs at most about one entry per document and catches up with
+//! the latest state.
 //!
 //! # Resuming
 //!
 //! When the stream fails with a transient status (the connection dropped,
-//! the server went away, `UNAVAILABLE`…) or ends, the watch opens a new one —
+//! the server went away, `UNAVAILABLE`…) or ends, the hub opens a new one —
 //! at once, then with a doubling pause up to 5 s while that keeps failing —
-//! and diffs the state it receives against what it has yielded: newer
-//! versions are yielded, unchanged documents are not repeated, and documents
-//! gone meanwhile are yielded as deleted. It does not send resume tokens: a
-//! resumed watch re-reads its target once, which keeps the server's
-//! existence filters out of the protocol. A permanent failure (permission
-//! denied, an invalid target) is yielded as an error, and the stream ends.
+//! adds every target again, and diffs the state it receives against what
+//! each watch has yielded: newer versions are yielded, unchanged documents
+//! are not repeated, and documents gone meanwhile are yielded as deleted. It
+//! sends no resume tokens: a resumed target re-reads its state once, which
+//! keeps the server's existence filters out of the protocol. A permanent
+//! failure (permission denied, an invalid target) ends the watches it
+//! concerns with that error.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use agentorg_core::store::{Change, ChangeStream, DocKey, StoreError, Version, WatchTarget};
@@ -38,245 +62,566 @@ use firestore::gcloud_sdk::google::firestore::v1::{
     target_change::TargetChangeType,
 };
 use firestore::gcloud_sdk::tonic::{codec::Streaming, Code, Status};
-use futures::StreamExt as _;
+use futures::channel::mpsc as requests;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::error::{from_status, is_transient};
-use crate::path;
-use crate::store::Inner;
+use crate::path::{self, Names};
+use crate::store::{self, Client, Inner};
 
-/// The one target of each stream.
-const TARGET_ID: i32 = 1;
 /// The longest pause between attempts to re-open a failing stream.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The first pause after a failed attempt (the first re-open is at once).
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// The store's side of the hub: starts it on demand.
+#[derive(Debug, Default)]
+pub(crate) struct Listener {
+    /// Commands to the running hub, if one runs. A std Mutex: held only to
+    /// clone or replace the sender.
+    hub: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    next_id: AtomicI32,
+}
+
+enum Command {
+    Add {
+        id: i32,
+        target: WatchTarget,
+        slot: Arc<Slot>,
+    },
+    Remove {
+        id: i32,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Listener {
+    /// A target id no live watch of this store uses: 1, 2, … (positive, as
+    /// Firestore wants; starting over after 2^31 - 1 watches).
+    fn target_id(&self) -> i32 {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        n.rem_euclid(i32::MAX) + 1
+    }
+
+    /// Sends `command` to the hub, starting one if none runs (or the one
+    /// that ran has stopped, e.g. with the runtime it was spawned on).
+    fn send(&self, inner: &Inner, command: Command) -> mpsc::UnboundedSender<Command> {
+        let mut hub = lock(&self.hub);
+        if let Some(tx) = hub.as_ref() {
+            match tx.send(command) {
+                Ok(()) => return tx.clone(),
+                Err(mpsc::error::SendError(c)) => return self.spawn(inner, &mut hub, c),
+            }
+        }
+        self.spawn(inner, &mut hub, command)
+    }
+
+    fn spawn(
+        &self,
+        inner: &Inner,
+        hub: &mut Option<mpsc::UnboundedSender<Command>>,
+        first: Command,
+    ) -> mpsc::UnboundedSender<Command> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Cannot fail: the receiver is right here.
+        let _ = tx.send(first);
+        let task = Hub {
+            client: inner.client(),
+            names: inner.names.clone(),
+            timeout: inner.request_timeout(),
+            commands: rx,
+            targets: HashMap::new(),
+            stream: None,
+            pause: Duration::ZERO,
+            retry_at: None,
+        };
+        // The hub owns no handle to the store (the store owns this
+        // listener): it stops when every sender — the store's and each
+        // watch's — is gone.
+        tokio::spawn(task.run());
+        *hub = Some(tx.clone());
+        tx
+    }
+}
 
 /// Opens a watch and waits for the target's initial state, which the stream
-/// yields first. Transient failures are retried within the request timeout.
+/// yields first (within the request timeout).
 pub(crate) async fn start(
     inner: Arc<Inner>,
     target: WatchTarget,
 ) -> Result<ChangeStream, StoreError> {
-    let deadline = Instant::now() + inner.request_timeout();
-    let mut w = Watcher::new(inner, target);
-    while !w.synced {
-        let step = tokio::time::timeout_at(deadline, w.step()).await;
-        match step {
-            Ok(Ok(())) => {}
-            Ok(Err(s)) if is_transient(s.code()) => {
-                w.stream = None;
-                tokio::time::sleep_until((Instant::now() + w.pause).min(deadline)).await;
-                w.pause = (w.pause * 2).clamp(Watcher::FIRST_PAUSE, MAX_PAUSE);
-                if Instant::now() >= deadline {
-                    return Err(from_status(s, "watch", None));
-                }
-            }
-            Ok(Err(s)) => return Err(from_status(s, "watch", None)),
-            Err(_) => {
-                return Err(StoreError::Timeout {
-                    operation: "watch (initial state)".to_owned(),
-                })
-            }
+    let listener = inner.listener();
+    let id = listener.target_id();
+    let slot = Arc::new(Slot::default());
+    let commands = listener.send(
+        &inner,
+        Command::Add {
+            id,
+            target,
+            slot: Arc::clone(&slot),
+        },
+    );
+    // From here on, dropping the watch removes its target.
+    let watch = Watch {
+        id,
+        slot,
+        commands,
+        ended: false,
+    };
+    let timeout = inner.request_timeout();
+    match tokio::time::timeout(timeout, watch.slot.synced()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(StoreError::Timeout {
+                operation: "watch (initial state)".to_owned(),
+            })
         }
     }
-    w.pause = Duration::ZERO;
-    let stream = futures::stream::unfold(w, |mut w| async move {
+    let stream = futures::stream::unfold(watch, |mut w| async move {
         let item = w.next().await?;
         Some((item, w))
     });
     Ok(Box::pin(stream))
 }
 
-/// One watch: the stream, the protocol state of its target, and what has
-/// been yielded. Owned by the caller's stream; dropping it cancels `Listen`.
-struct Watcher {
-    inner: Arc<Inner>,
+/// Where the hub leaves a watch's changes.
+#[derive(Default)]
+struct Slot {
+    /// A std Mutex: pushes and pops are short and never await.
+    state: Mutex<SlotState>,
+    /// One permit per push: the watch is the only waiter.
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    queue: VecDeque<Change>,
+    /// The initial state has been queued.
+    synced: bool,
+    /// The error that ends the watch, once it has taken its queue.
+    failed: Option<StoreError>,
+}
+
+impl Slot {
+    /// Queues changes, a newer state of a document replacing an older one
+    /// not taken yet; the first push (even of nothing) is the initial state.
+    fn push(&self, changes: Vec<Change>) {
+        let mut st = lock(&self.state);
+        if changes.is_empty() && st.synced {
+            return;
+        }
+        for change in changes {
+            if let Change::Put(new) = &change {
+                let waiting = st
+                    .queue
+                    .iter_mut()
+                    .rev()
+                    .take_while(|c| c.key() != &new.key || matches!(c, Change::Put(_)))
+                    .find(|c| c.key() == &new.key);
+                if let Some(old) = waiting {
+                    *old = change;
+                    continue;
+                }
+            }
+            st.queue.push_back(change);
+        }
+        st.synced = true;
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    fn fail(&self, e: StoreError) {
+        lock(&self.state).failed.get_or_insert(e);
+        self.notify.notify_one();
+    }
+
+    async fn synced(&self) -> Result<(), StoreError> {
+        loop {
+            {
+                let mut st = lock(&self.state);
+                if st.synced {
+                    return Ok(());
+                }
+                if let Some(e) = st.failed.take() {
+                    return Err(e);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// One watch as its caller holds it.
+struct Watch {
+    id: i32,
+    slot: Arc<Slot>,
+    commands: mpsc::UnboundedSender<Command>,
+    ended: bool,
+}
+
+impl Watch {
+    async fn next(&mut self) -> Option<Result<Change, StoreError>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            {
+                let mut st = lock(&self.slot.state);
+                if let Some(c) = st.queue.pop_front() {
+                    return Some(Ok(c));
+                }
+                if let Some(e) = st.failed.take() {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The hub may be gone already; then there is nothing to remove.
+        let _ = self.commands.send(Command::Remove { id: self.id });
+    }
+}
+
+/// The open stream: where to add and remove targets, and what comes back.
+struct Open {
+    requests: requests::UnboundedSender<fs::ListenRequest>,
+    responses: Streaming<fs::ListenResponse>,
+}
+
+/// The task that owns the `Listen` stream.
+struct Hub {
+    client: Client,
+    names: Names,
+    timeout: Duration,
+    commands: mpsc::UnboundedReceiver<Command>,
+    targets: HashMap<i32, TargetState>,
+    stream: Option<Open>,
+    /// The pause before the next attempt after a failure.
+    pause: Duration,
+    /// When to re-open a failed stream.
+    retry_at: Option<Instant>,
+}
+
+impl Hub {
+    async fn run(mut self) {
+        loop {
+            if self.targets.is_empty() {
+                // Nobody listens: close the stream (and forget any failure).
+                self.stream = None;
+                self.retry_at = None;
+            } else if self.stream.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                if let Err(s) = self.open().await {
+                    self.failed(s);
+                }
+                continue;
+            }
+            let waiting = self.stream.is_none() && self.retry_at.is_some();
+            let retry_at = self.retry_at.unwrap_or_else(Instant::now);
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                response = next_response(&mut self.stream) => match response {
+                    Ok(Some(r)) => {
+                        if let Err(s) = self.apply(r) {
+                            self.failed(s);
+                        }
+                    }
+                    Ok(None) => self.failed(Status::unavailable("the listen stream ended")),
+                    Err(s) => self.failed(s),
+                },
+                () = tokio::time::sleep_until(retry_at), if waiting => {}
+            }
+        }
+    }
+
+    /// Opens a stream with every target on it; each target's whole state
+    /// follows.
+    async fn open(&mut self) -> Result<(), Status> {
+        let (tx, rx) = requests::unbounded();
+        for (id, t) in &mut self.targets {
+            t.restart();
+            // Cannot fail: the receiver is right here.
+            let _ = tx.unbounded_send(add_request(&self.names, *id, &t.target));
+        }
+        // The request stream stays open as long as the stream: closing it
+        // would half-close the call.
+        let response = tokio::time::timeout(self.timeout, self.client.listen(rx))
+            .await
+            .map_err(|_| Status::deadline_exceeded("Listen did not start in time"))??;
+        self.stream = Some(Open {
+            requests: tx,
+            responses: response.into_inner(),
+        });
+        self.retry_at = None;
+        Ok(())
+    }
+
+    /// The stream failed: re-open it after a pause if the failure is
+    /// transient; else end every watch with it.
+    fn failed(&mut self, s: Status) {
+        self.stream = None;
+        if is_transient(s.code()) {
+            tracing::debug!(
+                code = ?s.code(),
+                message = s.message(),
+                pause = ?self.pause,
+                "firestore watch: stream failed, listening again"
+            );
+            self.retry_at = Some(Instant::now() + self.pause);
+            self.pause = (self.pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
+        } else {
+            tracing::warn!(code = ?s.code(), message = s.message(), "firestore watch: stream failed");
+            for (_, t) in self.targets.drain() {
+                t.slot.fail(from_status(s.clone(), "watch", None));
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let request = match command {
+            Command::Add { id, target, slot } => {
+                let request = add_request(&self.names, id, &target);
+                self.targets.insert(id, TargetState::new(target, slot));
+                request
+            }
+            Command::Remove { id } => {
+                if self.targets.remove(&id).is_none() {
+                    return;
+                }
+                fs::ListenRequest {
+                    database: self.names.database.clone(),
+                    target_change: Some(listen_request::TargetChange::RemoveTarget(id)),
+                    ..Default::default()
+                }
+            }
+        };
+        if let Some(open) = &self.stream {
+            if open.requests.unbounded_send(request).is_err() {
+                self.failed(Status::unavailable("the listen stream closed"));
+            }
+        }
+    }
+
+    /// The ids a message concerns: the ones it names, or all.
+    fn ids(&self, named: &[i32]) -> Vec<i32> {
+        if named.is_empty() {
+            self.targets.keys().copied().collect()
+        } else {
+            named.to_vec()
+        }
+    }
+
+    fn apply(&mut self, response: fs::ListenResponse) -> Result<(), Status> {
+        match response.response_type {
+            Some(ResponseType::TargetChange(tc)) => {
+                let kind = TargetChangeType::try_from(tc.target_change_type);
+                for id in self.ids(&tc.target_ids) {
+                    match kind {
+                        Ok(TargetChangeType::Current) => {
+                            if let Some(t) = self.targets.get_mut(&id) {
+                                t.current = true;
+                            }
+                        }
+                        Ok(TargetChangeType::Reset) => {
+                            if let Some(t) = self.targets.get_mut(&id) {
+                                t.restart();
+                            }
+                        }
+                        Ok(TargetChangeType::Remove) => match &tc.cause {
+                            // The server refused the target: that watch ends.
+                            Some(cause) => {
+                                if let Some(t) = self.targets.remove(&id) {
+                                    let status =
+                                        Status::new(Code::from(cause.code), cause.message.clone());
+                                    t.slot.fail(from_status(status, "watch", None));
+                                }
+                            }
+                            // Removed without a reason while still wanted:
+                            // start over.
+                            None if self.targets.contains_key(&id) => {
+                                return Err(Status::unavailable(
+                                    "the server removed a listen target",
+                                ));
+                            }
+                            None => {}
+                        },
+                        Ok(TargetChangeType::Add | TargetChangeType::NoChange) | Err(_) => {}
+                    }
+                }
+                // A consistent snapshot of the whole stream.
+                if tc.target_ids.is_empty() && tc.read_time.is_some() {
+                    let names = &self.names;
+                    for t in self.targets.values_mut() {
+                        if t.current {
+                            t.flush(names);
+                        }
+                    }
+                    self.pause = Duration::ZERO;
+                }
+            }
+            Some(ResponseType::DocumentChange(dc)) => {
+                if let Some(doc) = dc.document {
+                    for id in &dc.removed_target_ids {
+                        if let Some(t) = self.targets.get_mut(id) {
+                            t.pending.insert(doc.name.clone(), None);
+                        }
+                    }
+                    for id in &dc.target_ids {
+                        if let Some(t) = self.targets.get_mut(id) {
+                            t.pending.insert(doc.name.clone(), Some(doc.clone()));
+                        }
+                    }
+                }
+            }
+            Some(ResponseType::DocumentDelete(fs::DocumentDelete {
+                document,
+                removed_target_ids,
+                ..
+            }))
+            | Some(ResponseType::DocumentRemove(fs::DocumentRemove {
+                document,
+                removed_target_ids,
+                ..
+            })) => {
+                for id in self.ids(&removed_target_ids) {
+                    if let Some(t) = self.targets.get_mut(&id) {
+                        t.pending.insert(document.clone(), None);
+                    }
+                }
+            }
+            // Only sent to resumed targets, which this hub never asks for; if
+            // one comes and disagrees with what was seen, start over.
+            Some(ResponseType::Filter(f)) => {
+                if let Some(t) = self.targets.get(&f.target_id) {
+                    let count = usize::try_from(f.count).unwrap_or(usize::MAX);
+                    if !t.reset && count != t.view_len(&self.names) {
+                        return Err(Status::aborted("existence filter mismatch"));
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Stopped with watches left (its runtime shut down): end them rather
+        // than leave them waiting forever.
+        for (_, t) in self.targets.drain() {
+            t.slot.fail(StoreError::Unavailable {
+                message: "the Firestore listener stopped".to_owned(),
+                source: None,
+            });
+        }
+    }
+}
+
+async fn next_response(stream: &mut Option<Open>) -> Result<Option<fs::ListenResponse>, Status> {
+    match stream {
+        Some(open) => open.responses.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn add_request(names: &Names, id: i32, target: &WatchTarget) -> fs::ListenRequest {
+    let target_type = match target {
+        WatchTarget::Document(key) => target::TargetType::Documents(target::DocumentsTarget {
+            documents: vec![names.doc(key)],
+        }),
+        WatchTarget::Collection(c) => {
+            let (parent, collection_id) = names.parent_and_id(c);
+            target::TargetType::Query(target::QueryTarget {
+                parent,
+                query_type: Some(target::query_target::QueryType::StructuredQuery(
+                    fs::StructuredQuery {
+                        from: vec![structured_query::CollectionSelector {
+                            collection_id,
+                            all_descendants: false,
+                        }],
+                        ..Default::default()
+                    },
+                )),
+            })
+        }
+        // `WatchTarget` is non-exhaustive: an unknown target matches no
+        // document.
+        _ => target::TargetType::Documents(target::DocumentsTarget {
+            documents: Vec::new(),
+        }),
+    };
+    fs::ListenRequest {
+        database: names.database.clone(),
+        target_change: Some(listen_request::TargetChange::AddTarget(fs::Target {
+            target_id: id,
+            target_type: Some(target_type),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// One target's protocol state and what its watch has been given.
+struct TargetState {
     target: WatchTarget,
-    stream: Option<Streaming<fs::ListenResponse>>,
-    /// The target is `CURRENT` (since it was added or last reset).
+    slot: Arc<Slot>,
+    /// `CURRENT` since it was (re-)added or last reset.
     current: bool,
-    /// What follows is the target's whole state (a new stream, or `RESET`).
+    /// What follows is the target's whole state (added, or `RESET`).
     reset: bool,
     /// Changes since the last snapshot, by document name: the newest state
     /// (`None`: deleted, or no longer in the target).
     pending: BTreeMap<String, Option<fs::Document>>,
     /// The version last yielded for each document that exists as yielded.
     seen: HashMap<DocKey, Version>,
-    queue: VecDeque<Change>,
-    /// At least one snapshot was taken.
-    synced: bool,
-    /// The pause before re-opening a failed stream.
-    pause: Duration,
-    done: bool,
 }
 
-impl Watcher {
-    const FIRST_PAUSE: Duration = Duration::from_millis(100);
-
-    fn new(inner: Arc<Inner>, target: WatchTarget) -> Self {
+impl TargetState {
+    fn new(target: WatchTarget, slot: Arc<Slot>) -> Self {
         Self {
-            inner,
             target,
-            stream: None,
+            slot,
             current: false,
             reset: true,
             pending: BTreeMap::new(),
             seen: HashMap::new(),
-            queue: VecDeque::new(),
-            synced: false,
-            pause: Duration::ZERO,
-            done: false,
         }
     }
 
-    fn listen_target(&self) -> fs::Target {
-        let names = &self.inner.names;
-        let target_type = match &self.target {
-            WatchTarget::Document(key) => target::TargetType::Documents(target::DocumentsTarget {
-                documents: vec![names.doc(key)],
-            }),
-            WatchTarget::Collection(c) => {
-                let (parent, collection_id) = names.parent_and_id(c);
-                target::TargetType::Query(target::QueryTarget {
-                    parent,
-                    query_type: Some(target::query_target::QueryType::StructuredQuery(
-                        fs::StructuredQuery {
-                            from: vec![structured_query::CollectionSelector {
-                                collection_id,
-                                all_descendants: false,
-                            }],
-                            ..Default::default()
-                        },
-                    )),
-                })
-            }
-            // `WatchTarget` is non-exhaustive: an unknown target matches no
-            // document.
-            _ => target::TargetType::Documents(target::DocumentsTarget {
-                documents: Vec::new(),
-            }),
-        };
-        fs::Target {
-            target_id: TARGET_ID,
-            target_type: Some(target_type),
-            ..Default::default()
-        }
-    }
-
-    /// Opens a new `Listen` stream; the target's whole state follows.
-    async fn open(&mut self) -> Result<(), Status> {
-        let request = fs::ListenRequest {
-            database: self.inner.names.database.clone(),
-            target_change: Some(listen_request::TargetChange::AddTarget(
-                self.listen_target(),
-            )),
-            ..Default::default()
-        };
-        // The request stream stays open (never ends) for as long as the
-        // watch: closing it would half-close the call.
-        let requests = futures::stream::iter([request]).chain(futures::stream::pending());
-        let mut client = self.inner.client();
-        let timeout = self.inner.request_timeout();
-        let response = tokio::time::timeout(timeout, client.listen(requests))
-            .await
-            .map_err(|_| Status::deadline_exceeded("Listen did not start in time"))??;
-        self.stream = Some(response.into_inner());
+    /// Its whole state is about to be sent again.
+    fn restart(&mut self) {
         self.current = false;
         self.reset = true;
         self.pending.clear();
-        Ok(())
-    }
-
-    /// Receives and applies one message (opening the stream first if there
-    /// is none). A stream that ends is a transient failure.
-    async fn step(&mut self) -> Result<(), Status> {
-        if self.stream.is_none() {
-            self.open().await?;
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(Status::internal("no listen stream"));
-        };
-        match stream.message().await? {
-            Some(response) => self.apply(response),
-            None => Err(Status::unavailable("the listen stream ended")),
-        }
-    }
-
-    fn apply(&mut self, response: fs::ListenResponse) -> Result<(), Status> {
-        let ours = |ids: &[i32]| ids.is_empty() || ids.contains(&TARGET_ID);
-        match response.response_type {
-            Some(ResponseType::TargetChange(tc)) => {
-                if ours(&tc.target_ids) {
-                    match TargetChangeType::try_from(tc.target_change_type) {
-                        Ok(TargetChangeType::Current) => self.current = true,
-                        Ok(TargetChangeType::Reset) => {
-                            self.current = false;
-                            self.reset = true;
-                            self.pending.clear();
-                        }
-                        Ok(TargetChangeType::Remove) => {
-                            return Err(match tc.cause {
-                                Some(cause) => Status::new(Code::from(cause.code), cause.message),
-                                None => Status::unavailable("the server removed the listen target"),
-                            });
-                        }
-                        Ok(TargetChangeType::Add | TargetChangeType::NoChange) | Err(_) => {}
-                    }
-                }
-                // A consistent snapshot of the whole stream.
-                if tc.target_ids.is_empty() && tc.read_time.is_some() && self.current {
-                    self.flush();
-                }
-            }
-            Some(ResponseType::DocumentChange(dc)) => {
-                if let Some(doc) = dc.document {
-                    if dc.target_ids.contains(&TARGET_ID) {
-                        self.pending.insert(doc.name.clone(), Some(doc));
-                    } else if dc.removed_target_ids.contains(&TARGET_ID) {
-                        self.pending.insert(doc.name, None);
-                    }
-                }
-            }
-            Some(ResponseType::DocumentDelete(dd)) if ours(&dd.removed_target_ids) => {
-                self.pending.insert(dd.document, None);
-            }
-            Some(ResponseType::DocumentRemove(dr)) if ours(&dr.removed_target_ids) => {
-                self.pending.insert(dr.document, None);
-            }
-            // Only sent to resumed targets, which this watch never asks for;
-            // if one comes and disagrees with what was seen, start over.
-            Some(ResponseType::Filter(f)) if f.target_id == TARGET_ID && !self.reset => {
-                let count = usize::try_from(f.count).unwrap_or(usize::MAX);
-                if count != self.view_len() {
-                    return Err(Status::aborted("existence filter mismatch"));
-                }
-            }
-            Some(
-                ResponseType::DocumentDelete(_)
-                | ResponseType::DocumentRemove(_)
-                | ResponseType::Filter(_),
-            )
-            | None => {}
-        }
-        Ok(())
     }
 
     /// How many documents the target holds as seen so far.
-    fn view_len(&self) -> usize {
-        let names = &self.inner.names;
-        let mut n = self
+    fn view_len(&self, names: &Names) -> usize {
+        let kept = self
             .seen
             .keys()
             .filter(|k| !self.pending.contains_key(&names.doc(k)))
             .count();
-        n += self.pending.values().filter(|d| d.is_some()).count();
-        n
+        kept + self.pending.values().filter(|d| d.is_some()).count()
     }
 
-    /// Offers what changed since the last snapshot.
-    fn flush(&mut self) {
+    /// Hands the watch what changed since the last snapshot.
+    fn flush(&mut self, names: &Names) {
         let pending = std::mem::take(&mut self.pending);
-        let inner = Arc::clone(&self.inner);
-        let names = &inner.names;
+        let mut changes = Vec::new();
         if self.reset {
             // The target's whole state was sent: whatever was yielded as
             // existing and is not in it has gone.
@@ -289,7 +634,7 @@ impl Watcher {
             gone.sort();
             for key in gone {
                 self.seen.remove(&key);
-                self.queue.push_back(Change::Deleted { key });
+                changes.push(Change::Deleted { key });
             }
         }
         for (name, doc) in pending {
@@ -297,67 +642,102 @@ impl Watcher {
                 continue;
             };
             match doc {
-                Some(doc) => self.offer(key, doc),
+                Some(doc) => {
+                    if let Some(c) = self.offer(key, doc) {
+                        changes.push(c);
+                    }
+                }
                 None => {
                     if self.seen.remove(&key).is_some() {
-                        self.queue.push_back(Change::Deleted { key });
+                        changes.push(Change::Deleted { key });
                     }
                 }
             }
         }
         self.reset = false;
-        self.synced = true;
-        self.pause = Duration::ZERO;
+        // Pushed even when empty: the first flush is the initial state.
+        self.slot.push(changes);
     }
 
-    /// Queues a document's state unless a version at least as new was
+    /// A document's state as a change, unless a version at least as new was
     /// yielded.
-    fn offer(&mut self, key: DocKey, doc: fs::Document) {
+    fn offer(&mut self, key: DocKey, doc: fs::Document) -> Option<Change> {
         let Some(version) = doc.update_time.as_ref().and_then(path::version) else {
             tracing::warn!(%key, "firestore watch: a document without a valid update time");
-            return;
+            return None;
         };
         if self.seen.get(&key).is_some_and(|last| *last >= version) {
-            return;
+            return None;
         }
-        match self.inner.document(key.clone(), doc) {
+        match store::document(key.clone(), doc) {
             Ok(d) => {
                 self.seen.insert(key, version);
-                self.queue.push_back(Change::Put(d));
+                Some(Change::Put(d))
             }
-            Err(e) => tracing::warn!(%key, error = %e, "firestore watch: unreadable document"),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "firestore watch: unreadable document");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentorg_core::store::Document;
+    use serde_json::json;
+
+    fn put(id: &str, v: u64) -> Change {
+        Change::Put(Document::new(
+            DocKey::new("c", id).unwrap(),
+            json!({ "v": v }),
+            Version::from_raw(v),
+        ))
+    }
+
+    fn deleted(id: &str) -> Change {
+        Change::Deleted {
+            key: DocKey::new("c", id).unwrap(),
         }
     }
 
-    /// The next change: re-opens the stream after transient failures, ends
-    /// after a permanent one (yielded as an error).
-    async fn next(&mut self) -> Option<Result<Change, StoreError>> {
-        loop {
-            if let Some(c) = self.queue.pop_front() {
-                return Some(Ok(c));
-            }
-            if self.done {
-                return None;
-            }
-            match self.step().await {
-                Ok(()) => {}
-                Err(s) if is_transient(s.code()) => {
-                    tracing::debug!(
-                        code = ?s.code(),
-                        message = s.message(),
-                        pause = ?self.pause,
-                        "firestore watch: stream failed, listening again"
-                    );
-                    self.stream = None;
-                    tokio::time::sleep(self.pause).await;
-                    self.pause = (self.pause * 2).clamp(Self::FIRST_PAUSE, MAX_PAUSE);
-                }
-                Err(s) => {
-                    self.done = true;
-                    self.stream = None;
-                    return Some(Err(from_status(s, "watch", None)));
-                }
-            }
-        }
+    fn drain(slot: &Slot) -> Vec<Change> {
+        lock(&slot.state).queue.drain(..).collect()
+    }
+
+    #[test]
+    fn a_slot_keeps_the_newest_state_of_each_document_not_yet_taken() {
+        let slot = Slot::default();
+        slot.push(vec![put("a", 1), put("b", 2)]);
+        slot.push(vec![put("a", 3)]);
+        assert_eq!(drain(&slot), vec![put("a", 3), put("b", 2)]);
+        // A delete in between is kept, and so is what follows it.
+        slot.push(vec![put("a", 4), deleted("a"), put("b", 5)]);
+        slot.push(vec![put("a", 6), put("b", 7)]);
+        assert_eq!(
+            drain(&slot),
+            vec![put("a", 4), deleted("a"), put("b", 7), put("a", 6)]
+        );
+    }
+
+    #[test]
+    fn the_first_push_is_the_initial_state_even_when_empty() {
+        let slot = Slot::default();
+        assert!(!lock(&slot.state).synced);
+        slot.push(Vec::new());
+        assert!(lock(&slot.state).synced);
+        assert!(drain(&slot).is_empty());
+    }
+
+    #[test]
+    fn target_ids_are_positive_and_distinct() {
+        let l = Listener::default();
+        assert_eq!((l.target_id(), l.target_id(), l.target_id()), (1, 2, 3));
+        l.next_id.store(i32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(l.target_id(), i32::MAX);
+        assert_eq!(l.target_id(), 1);
+        l.next_id.store(i32::MIN, Ordering::Relaxed);
+        assert!(l.target_id() > 0);
     }
 }
