@@ -27,10 +27,15 @@ pub(crate) fn from_status(
         Code::DeadlineExceeded => StoreError::Timeout {
             operation: operation.to_owned(),
         },
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => StoreError::Unavailable {
-            message,
-            source: Some(Box::new(status)),
-        },
+        // CANCELLED from the server (not from us: we never cancel a call
+        // we still wait for) — e.g. the emulator failing a commit while it
+        // drops another client's listener — is transient like UNAVAILABLE.
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
+            StoreError::Unavailable {
+                message,
+                source: Some(Box::new(status)),
+            }
+        }
         _ => StoreError::Other {
             backend: BACKEND,
             source: Box::new(status),

@@ -134,9 +134,12 @@
 //!
 //! Other failures: `INVALID_ARGUMENT` → `InvalidInput`; `PERMISSION_DENIED`,
 //! `UNAUTHENTICATED` → `Forbidden`; `UNAVAILABLE`, `ABORTED`,
-//! `RESOURCE_EXHAUSTED` → `Unavailable` and `DEADLINE_EXCEEDED` (or the
-//! request timeout, 30 s by default) → `Timeout`, both retryable; the rest →
-//! `Other`, with the gRPC status as the source. Reads are sent again up to 3
+//! `RESOURCE_EXHAUSTED`, `CANCELLED` → `Unavailable` and `DEADLINE_EXCEEDED`
+//! (or the request timeout, 30 s by default) → `Timeout`, both retryable;
+//! the rest → `Other`, with the gRPC status as the source. (The emulator
+//! sometimes fails a commit with `CANCELLED` — "call already cancelled" —
+//! when another client's listener has just gone away; it may have applied
+//! the commit.) Reads are sent again up to 3
 //! times after a transient failure; a commit never is (it may have been
 //! applied — its preconditions make the caller's retry safe).
 //!

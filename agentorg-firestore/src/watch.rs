@@ -13,8 +13,9 @@
 //! A task, the *hub*, owns the stream: it adds and removes targets as
 //! watches start and end, applies what the server sends to each target's
 //! state, and hands each watch its changes through a [`Slot`]. It is spawned
-//! with the first watch, closes the stream when the last watch ends, and
-//! stops when neither the store nor any watch is left.
+//! with the first watch, closes the stream 30 s after the last watch ended
+//! (gracefully: a half-close, which the server answers by ending the call),
+//! and stops when neither the store nor any watch is left.
 //!
 //! # Snapshots and de-duplication
 //!
@@ -74,6 +75,8 @@ use crate::store::{self, Client, Inner};
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// The first pause after a failed attempt (the first re-open is at once).
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// How long a stream with no target stays open for the next watch.
+const IDLE: Duration = Duration::from_secs(30);
 
 /// The store's side of the hub: starts it on demand.
 #[derive(Debug, Default)]
@@ -138,6 +141,7 @@ impl Listener {
             stream: None,
             pause: Duration::ZERO,
             retry_at: None,
+            idle_since: None,
         };
         // The hub owns no handle to the store (the store owns this
         // listener): it stops when every sender — the store's and each
@@ -294,7 +298,8 @@ impl Drop for Watch {
 
 /// The open stream: where to add and remove targets, and what comes back.
 struct Open {
-    requests: requests::UnboundedSender<fs::ListenRequest>,
+    /// `None` once half-closed.
+    requests: Option<requests::UnboundedSender<fs::ListenRequest>>,
     responses: Streaming<fs::ListenResponse>,
 }
 
@@ -310,23 +315,44 @@ struct Hub {
     pause: Duration,
     /// When to re-open a failed stream.
     retry_at: Option<Instant>,
+    /// Since when the open stream has had no target.
+    idle_since: Option<Instant>,
 }
 
 impl Hub {
     async fn run(mut self) {
         loop {
             if self.targets.is_empty() {
-                // Nobody listens: close the stream (and forget any failure).
-                self.stream = None;
+                // Nobody listens: forget any failure, and after a while close
+                // the stream gracefully (half-close: the server ends the
+                // call). Cancelling it instead can make the emulator fail
+                // other clients' commits with CANCELLED.
                 self.retry_at = None;
-            } else if self.stream.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
-                if let Err(s) = self.open().await {
-                    self.failed(s);
+                if let Some(open) = &mut self.stream {
+                    let since = *self.idle_since.get_or_insert_with(Instant::now);
+                    if open.requests.is_some() && since.elapsed() >= IDLE {
+                        open.requests = None;
+                    }
                 }
-                continue;
+            } else {
+                self.idle_since = None;
+                if self.stream.as_ref().is_some_and(|o| o.requests.is_none()) {
+                    // Half-closed: no target can be added. Open another.
+                    self.stream = None;
+                    self.retry_at = None;
+                }
+                if self.stream.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                    if let Err(s) = self.open().await {
+                        self.failed(s);
+                    }
+                    continue;
+                }
             }
             let waiting = self.stream.is_none() && self.retry_at.is_some();
             let retry_at = self.retry_at.unwrap_or_else(Instant::now);
+            let lingering = self.stream.as_ref().is_some_and(|o| o.requests.is_some())
+                && self.idle_since.is_some();
+            let close_at = self.idle_since.map_or_else(Instant::now, |t| t + IDLE);
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c),
@@ -338,10 +364,13 @@ impl Hub {
                             self.failed(s);
                         }
                     }
+                    // An idle or closing stream ended: nothing to resume.
+                    Ok(None) | Err(_) if self.targets.is_empty() => self.stream = None,
                     Ok(None) => self.failed(Status::unavailable("the listen stream ended")),
                     Err(s) => self.failed(s),
                 },
                 () = tokio::time::sleep_until(retry_at), if waiting => {}
+                () = tokio::time::sleep_until(close_at), if lingering => {}
             }
         }
     }
@@ -361,7 +390,7 @@ impl Hub {
             .await
             .map_err(|_| Status::deadline_exceeded("Listen did not start in time"))??;
         self.stream = Some(Open {
-            requests: tx,
+            requests: Some(tx),
             responses: response.into_inner(),
         });
         self.retry_at = None;
@@ -407,8 +436,9 @@ impl Hub {
                 }
             }
         };
-        if let Some(open) = &self.stream {
-            if open.requests.unbounded_send(request).is_err() {
+        // A half-closed stream takes no request: `run` replaces it.
+        if let Some(requests) = self.stream.as_ref().and_then(|o| o.requests.as_ref()) {
+            if requests.unbounded_send(request).is_err() {
                 self.failed(Status::unavailable("the listen stream closed"));
             }
         }

@@ -524,6 +524,30 @@ async fn a_collection_watch_under_a_burst_dedupes_resent_result_sets() {
     quiet(&mut w).await;
 }
 
+/// One write by a client while the emulator drops another client's cut-off
+/// listener. The emulator may then fail the write with CANCELLED ("call
+/// already cancelled", a grpc-java error from notifying the dead listener),
+/// whether or not it applied it: on a retryable error, read back whether it
+/// did, and send it again if not.
+async fn write_through(store: &FirestoreStore, w: Write) -> Option<Version> {
+    loop {
+        match store.commit(vec![w.clone()]).await {
+            Ok(versions) => return versions[0],
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match (&w, store.get(w.key()).await.unwrap()) {
+                    (Write::Put { value, .. }, Some(now)) if now.value == *value => {
+                        return Some(now.version)
+                    }
+                    (Write::Delete { .. }, None) => return None,
+                    _ => {}
+                }
+            }
+            Err(e) => panic!("{w:?}: {e:?}"),
+        }
+    }
+}
+
 /// A watch whose connection drops picks up where it was: the changes made
 /// while it was cut off arrive (updates, deletes, creations), nothing it had
 /// already yielded comes again, and later changes keep coming.
@@ -574,12 +598,23 @@ async fn a_watch_resumes_after_its_connection_drops() {
     assert!(matches!(next_change(&mut doc_w).await, Change::Put(x) if x.version == va1));
 
     proxy.cut();
-    let va2 = direct
-        .put(&a, json!({"n": 2}), Precondition::Version(va1))
-        .await
-        .unwrap();
-    direct.delete(&b, Precondition::Version(vb1)).await.unwrap();
-    let vd1 = direct.create(&d, json!({"n": 1})).await.unwrap();
+    let va2 = write_through(
+        &direct,
+        Write::put(a.clone(), json!({"n": 2}), Precondition::Version(va1)),
+    )
+    .await
+    .unwrap();
+    write_through(
+        &direct,
+        Write::delete(b.clone(), Precondition::Version(vb1)),
+    )
+    .await;
+    let vd1 = write_through(
+        &direct,
+        Write::put(d.clone(), json!({"n": 1}), Precondition::MustNotExist),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
 
