@@ -475,7 +475,7 @@ impl StateStore for FirestoreStore {
     }
 
     async fn watch(&self, target: WatchTarget) -> Result<ChangeStream, StoreError> {
-        watch::start(Arc::clone(&self.inner), target).await
+        watch::start(&self.inner, target).await
     }
 }
 

@@ -154,15 +154,12 @@ impl Listener {
 
 /// Opens a watch and waits for the target's initial state, which the stream
 /// yields first (within the request timeout).
-pub(crate) async fn start(
-    inner: Arc<Inner>,
-    target: WatchTarget,
-) -> Result<ChangeStream, StoreError> {
+pub(crate) async fn start(inner: &Inner, target: WatchTarget) -> Result<ChangeStream, StoreError> {
     let listener = inner.listener();
     let id = listener.target_id();
     let slot = Arc::new(Slot::default());
     let commands = listener.send(
-        &inner,
+        inner,
         Command::Add {
             id,
             target,
