@@ -11,12 +11,21 @@
 //! cargo run --example genbrain
 //! RUST_LOG=agentorg_core=debug cargo run --example genbrain   # every delivery's span
 //! cargo run --example genbrain --features nats -- --nats nats://127.0.0.1:4222
+//! cargo run --example genbrain --features firestore -- --firestore 127.0.0.1:8686
+//! cargo run --example genbrain --features nats,firestore -- --nats nats://127.0.0.1:4222 --firestore 127.0.0.1:8686
 //! ```
 //!
 //! With `--nats`, the org runs over NATS JetStream (the streams of org
 //! `genbrain` are created if missing; `scripts/servers` starts a local
 //! server). Credentials, if the server wants them, come from `NATS_USER` and
 //! `NATS_PASSWORD` or `NATS_TOKEN`.
+//!
+//! With `--firestore HOST:PORT` (a Firestore emulator, e.g. the one
+//! `scripts/servers` starts) the org keeps its state — the task tree, claims,
+//! breakers, outbox — in Firestore project `--project` (default
+//! `genbrain-demo`); at the end the example reads the tree back from
+//! Firestore over a new connection and says where it lives. With both, the
+//! org runs entirely on the seeds' stack.
 //!
 //! Ctrl-C or SIGTERM stops it gracefully: intake stops, in-flight handlers
 //! finish, then it exits.
@@ -28,7 +37,7 @@ use std::time::Duration;
 use agentorg::prelude::*;
 use agentorg::store::{MemoryStore, StateStore};
 use agentorg::transport::{MemoryTransport, Transport};
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 
@@ -48,6 +57,9 @@ struct Args {
     /// Firestore emulator HOST:PORT for the state store (needs `--features firestore`).
     #[arg(long, value_name = "HOST:PORT")]
     firestore: Option<String>,
+    /// The Firestore project the state goes to (with `--firestore`).
+    #[arg(long, default_value = "genbrain-demo")]
+    project: String,
     /// How long to wait for the whole tree, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -137,13 +149,11 @@ async fn backends(
         Some(url) => nats_transport(url, chart).await?,
         None => Arc::new(MemoryTransport::new()),
     };
-    if args.firestore.is_some() {
-        if cfg!(feature = "firestore") {
-            bail!("--firestore: the Firestore state store (agentorg-firestore) is not implemented in this version yet");
-        }
-        bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`");
-    }
-    Ok((transport, Arc::new(MemoryStore::new())))
+    let store: Arc<dyn StateStore> = match &args.firestore {
+        Some(host_port) => firestore_store(host_port, &args.project).await?,
+        None => Arc::new(MemoryStore::new()),
+    };
+    Ok((transport, store))
 }
 
 /// A NATS JetStream transport for the chart's org on `url`.
@@ -161,12 +171,79 @@ async fn nats_transport(url: &str, chart: &OrgChart) -> anyhow::Result<Arc<dyn T
 
 #[cfg(not(feature = "nats"))]
 async fn nats_transport(_url: &str, _chart: &OrgChart) -> anyhow::Result<Arc<dyn Transport>> {
-    bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`")
+    anyhow::bail!("--nats needs the NATS backend: rebuild with `cargo run --example genbrain --features nats -- --nats URL`")
+}
+
+/// A Firestore store on the emulator at `host_port`, project `project`.
+#[cfg(feature = "firestore")]
+async fn firestore_store(host_port: &str, project: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    let store = agentorg::firestore::FirestoreStore::builder()
+        .with_project_id(project)
+        .with_emulator(host_port)
+        .build()
+        .await
+        .with_context(|| format!("connecting to the Firestore emulator at {host_port}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "firestore"))]
+async fn firestore_store(_: &str, _: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    anyhow::bail!("--firestore needs the Firestore backend: rebuild with `cargo run --example genbrain --features firestore -- --firestore HOST:PORT`")
+}
+
+/// Reads every task of `tree` back from Firestore over a new connection, and
+/// says where the tree lives. Fails unless all are there, as in the tree.
+#[cfg(feature = "firestore")]
+async fn read_back_from_firestore(
+    args: &Args,
+    org: &agentorg::Name,
+    tree: &agentorg::runtime::TaskTree,
+) -> anyhow::Result<bool> {
+    use agentorg::store::{DocKey, StateStore as _};
+    let Some(host_port) = &args.firestore else {
+        return Ok(true);
+    };
+    let store = agentorg::firestore::FirestoreStore::builder()
+        .with_project_id(&args.project)
+        .with_emulator(host_port)
+        .build()
+        .await?;
+    let collection = format!("agentorg/{org}/tasks");
+    let mut found = 0;
+    for task in tree.iter() {
+        let key = DocKey::new(&collection, task.task_id.as_str())?;
+        match store.get(&key).await? {
+            Some(doc) if doc.value["status"] == serde_json::to_value(task.status)? => found += 1,
+            Some(doc) => eprintln!(
+                "genbrain: {key} in Firestore has status {}",
+                doc.value["status"]
+            ),
+            None => eprintln!("genbrain: {key} is missing from Firestore"),
+        }
+    }
+    let root = DocKey::new(&collection, tree.task_id.as_str())?;
+    eprintln!(
+        "genbrain: read {found} of {} task documents back from Firestore: project {}, collection {collection} (root {})",
+        tree.len(),
+        args.project,
+        store.document_name(&root),
+    );
+    Ok(found == tree.len())
+}
+
+#[cfg(not(feature = "firestore"))]
+async fn read_back_from_firestore(
+    _: &Args,
+    _: &agentorg::Name,
+    _: &agentorg::runtime::TaskTree,
+) -> anyhow::Result<bool> {
+    Ok(true)
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let chart = OrgChart::from_toml_str(CHART).context("loading the seed chart")?;
     let (transport, store) = backends(&args, &chart).await?;
+    let org_name = chart.org().clone();
     eprintln!(
         "genbrain: {} roles under `{}` on {transport} + {store}",
         chart.len(),
@@ -207,7 +284,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 "NOT all completed"
             }
         );
-        anyhow::Ok(ok)
+        let stored = read_back_from_firestore(&args, &org_name, &tree).await?;
+        anyhow::Ok(ok && stored)
     };
     let result = tokio::select! {
         r = outcome => r,

@@ -57,7 +57,7 @@
 //! |---|---|---|
 //! | (none) | in-memory transport, store and tools; the runtime | available |
 //! | `nats` | NATS JetStream transport and broker permissions from the chart (`agentorg-nats`, re-exported as `agentorg::nats`) | available |
-//! | `firestore` | Firestore state store (`agentorg-firestore`) | reserved, not yet implemented |
+//! | `firestore` | Firestore state store (`agentorg::firestore::FirestoreStore`, crate `agentorg-firestore`) | available |
 //! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
 //!
 //! # Where to read on
@@ -84,6 +84,12 @@ pub use agentorg_core::{
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use agentorg_nats as nats;
+
+/// The Firestore state store: [`FirestoreStore`](firestore::FirestoreStore)
+/// (crate `agentorg-firestore`).
+#[cfg(feature = "firestore")]
+#[cfg_attr(docsrs, doc(cfg(feature = "firestore")))]
+pub use agentorg_firestore as firestore;
 
 // The README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]
