@@ -53,7 +53,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{Envelope, TaskId};
+use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
 use crate::name::Name;
+use crate::peer::PeerMessage;
 
 pub use crate::runtime::context::{Context, DelegateError, Delegation};
 
@@ -166,6 +168,7 @@ agent_error_from!(
     crate::store::StoreError,
     crate::transport::TransportError,
     crate::tools::ToolError,
+    crate::peer::PeerError,
     DelegateError
 );
 
@@ -227,6 +230,11 @@ pub struct TaskSpec {
     pub input: Value,
     /// Its service-level objective, in minutes.
     pub sla_minutes: Option<u64>,
+    /// A key that makes the delegation idempotent: the same delegator with
+    /// the same key never creates a second task (the first one's handle is
+    /// returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl TaskSpec {
@@ -237,6 +245,7 @@ impl TaskSpec {
             task_type: None,
             input: Value::Null,
             sla_minutes: None,
+            idempotency_key: None,
         }
     }
 
@@ -255,6 +264,12 @@ impl TaskSpec {
     /// Sets the SLA in minutes.
     pub fn sla_minutes(mut self, minutes: u64) -> Self {
         self.sla_minutes = Some(minutes);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 }
@@ -305,8 +320,47 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Any other message addressed to this role (escalations from reports,
-    /// direct messages). The default accepts and ignores it.
+    /// An escalation from a report (or passed up through one). The default
+    /// passes it up to this role's manager; the principal sees what reaches
+    /// the top and can answer it.
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        let _ = (cx, escalation);
+        Ok(EscalationOutcome::PassUp)
+    }
+
+    /// A decision on an escalation this role raised. The default accepts it.
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        let _ = (cx, decision);
+        Ok(())
+    }
+
+    /// A message from a declared peer. Exactly once, like a task; the default
+    /// accepts and ignores it.
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        let _ = (cx, message);
+        Ok(())
+    }
+
+    /// A request from a declared peer, answered with the returned value (at
+    /// most once: a request is not retried). The default refuses.
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        let _ = cx;
+        Err(AgentError::permanent(format!(
+            "`{}` does not answer peer requests",
+            request.to
+        )))
+    }
+
+    /// Any other message addressed to this role. The default accepts and
+    /// ignores it.
     async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
         let _ = (cx, message);
         Ok(())
@@ -352,6 +406,26 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
     }
     async fn on_result(&self, cx: &Context, result: SubtaskResult) -> Result<(), AgentError> {
         (**self).on_result(cx, result).await
+    }
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        (**self).on_escalation(cx, escalation).await
+    }
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        (**self).on_decision(cx, decision).await
+    }
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        (**self).on_peer(cx, message).await
+    }
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        (**self).on_peer_request(cx, request).await
     }
     async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
         (**self).on_message(cx, message).await

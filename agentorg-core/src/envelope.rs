@@ -119,6 +119,8 @@ pub enum Kind {
     Result,
     /// An escalation up the chain of command.
     Escalation,
+    /// A decision on an escalation, flowing back down the chain.
+    Decision,
     /// A choreography event.
     Event,
     /// A message on a declared peer channel.
@@ -143,6 +145,7 @@ impl Kind {
             Self::TaskUpdate => "task_update",
             Self::Result => "result",
             Self::Escalation => "escalation",
+            Self::Decision => "decision",
             Self::Event => "event",
             Self::Peer => "peer",
             Self::Meeting => "meeting",
@@ -161,6 +164,7 @@ impl From<&str> for Kind {
             "task_update" => Self::TaskUpdate,
             "result" => Self::Result,
             "escalation" => Self::Escalation,
+            "decision" => Self::Decision,
             "event" => Self::Event,
             "peer" => Self::Peer,
             "meeting" => Self::Meeting,

@@ -84,7 +84,9 @@ pub mod codec;
 #[allow(clippy::panic)] // the suites assert by panicking, like any test
 pub mod conformance;
 pub mod envelope;
+pub mod hierarchy;
 pub mod name;
+pub mod peer;
 pub mod runtime;
 pub mod store;
 pub mod subject;

@@ -5,15 +5,18 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::docs::{TaskRecord, TaskStatus};
-use super::{breaker, Shared};
+use super::docs::{from_doc, to_value, SlaRecord, TaskRecord, TaskStatus};
+use super::{breaker, RoleStats, Shared};
 use crate::agent::TaskSpec;
 use crate::chart::{DelegationRefused, OrgChart};
+use crate::codec::Codec;
 use crate::envelope::{Envelope, Kind, MessageId, TaskId, TraceContext, TRACESTATE};
+use crate::hierarchy::Escalation;
 use crate::name::Name;
-use crate::store::{validate_document, StateStore, StoreError, Write};
+use crate::peer::PeerError;
+use crate::store::{validate_document, Precondition, StateStore, StoreError, Write};
 use crate::subject::Subject;
 use crate::tools::ToolHost;
 use crate::transport::TransportError;
@@ -107,21 +110,69 @@ pub(crate) struct ResultPayload {
     pub(crate) error: Option<String>,
 }
 
-/// A planned delegation: the task document to create and the envelope that
-/// carries it.
+/// A planned delegation: the documents to create (the task, and with it
+/// the breaker's probe slot, the idempotency index entry and the SLA record
+/// as they apply) and the envelope that carries the task.
 #[derive(Debug, Clone)]
 pub(crate) struct Planned {
     pub(crate) record: TaskRecord,
     pub(crate) envelope: Envelope,
     pub(crate) subject: Subject,
-    /// The half-open breaker's probe slot, taken in the same commit as the
-    /// task, when this delegation is the probe.
-    pub(crate) probe: Option<Write>,
+    /// The writes that create the task, committed together.
+    pub(crate) writes: Vec<Write>,
+    /// Whether those writes can conflict with another delegator's (a probe
+    /// slot or an idempotency key): a conflict then makes the plan stale.
+    pub(crate) contended: bool,
+    /// Created but not sent yet: a batch's task waiting for a slot.
+    pub(crate) queued: bool,
 }
 
-/// Plans a delegation from `from` to `to`: checks the chart, picks the target
-/// (breaker, alternate), builds the task document and envelope. Nothing is
-/// written: the caller commits the task (with the probe slot, if any).
+/// What planning found.
+pub(crate) enum Plan {
+    /// A new task, to commit.
+    New(Box<Planned>),
+    /// The idempotency key already created this task.
+    Existing(Delegation),
+}
+
+/// The envelope that carries `record` to its assignee (for a batch's task
+/// released from the queue; the first send's envelope is built by [`plan`]
+/// the same way).
+pub(crate) fn task_envelope(
+    shared: &Shared,
+    record: &TaskRecord,
+    causation: Option<MessageId>,
+) -> Result<Envelope, StoreError> {
+    let payload = TaskPayload {
+        task_id: record.task_id.clone(),
+        title: record.title.clone(),
+        task_type: record.task_type.clone(),
+        input: record.input.clone(),
+        parent: record.parent.clone(),
+        sla_minutes: record.sla_minutes,
+    };
+    let mut env = Envelope::new(
+        shared.org().clone(),
+        record.assigned_by.clone(),
+        Kind::Task,
+        to_value(&payload)?,
+    )
+    .with_id(record.task_id.clone())
+    .with_to(record.assigned_to.clone())
+    .with_created_at(shared.now());
+    if let Some(c) = causation {
+        env = env.with_causation(c);
+    }
+    if let Some(tp) = &record.traceparent {
+        env.headers
+            .insert(crate::envelope::TRACEPARENT.to_owned(), tp.clone());
+    }
+    Ok(env)
+}
+
+/// Plans a delegation from `from` to `to`: checks the chart, looks up the
+/// idempotency key, picks the target (breaker, alternate), builds the task's
+/// documents and envelope. Nothing is written: the caller commits them.
 /// `probing` names roles this caller already plans a probe for.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
@@ -133,39 +184,36 @@ pub(crate) async fn plan(
     causation: Option<MessageId>,
     trace: Option<(&TraceContext, Option<&str>)>,
     probing: &[Name],
-) -> Result<Planned, DelegateError> {
+) -> Result<Plan, DelegateError> {
     shared
         .chart
         .delegation_route(from, to, spec.task_type.as_deref())?;
     let requested = Name::new(to).map_err(|e| DelegateError::InvalidInput {
         message: e.to_string(),
     })?;
+    let mut writes = Vec::new();
+    if let Some(key) = &spec.idempotency_key {
+        let index = shared.layout.idempotency(from, key)?;
+        if let Some(doc) = shared.store.get(&index).await? {
+            let (entry, _): (IdempotencyEntry, _) = from_doc(&doc)?;
+            return Ok(Plan::Existing(Delegation {
+                task_id: entry.task_id,
+                assigned_to: entry.assigned_to,
+                rerouted_from: None,
+            }));
+        }
+    }
     let task_id = MessageId::new();
     let (target, probe_write) =
         breaker::choose_target(shared, &requested, &task_id, probing.contains(&requested)).await?;
+    let contended = probe_write.is_some() || spec.idempotency_key.is_some();
     let now = shared.now();
-    let mut envelope = Envelope::new(shared.org().clone(), from.clone(), Kind::Task, Value::Null)
-        .with_id(task_id.clone())
-        .with_to(target.clone())
-        .with_created_at(now);
-    if let Some(c) = causation {
-        envelope = envelope.with_causation(c);
-    }
-    if let Some((t, state)) = trace {
-        envelope = envelope.with_trace_parent(t, state);
-    }
-    let payload = TaskPayload {
-        task_id: task_id.clone(),
-        title: spec.title.clone(),
-        task_type: spec.task_type.clone(),
-        input: spec.input.clone(),
-        parent: parent.clone(),
-        sla_minutes: spec.sla_minutes,
-    };
-    envelope.payload = serde_json::to_value(&payload).map_err(|e| DelegateError::InvalidInput {
-        message: e.to_string(),
-    })?;
-    let record = TaskRecord {
+    let sla_deadline = spec.sla_minutes.map(|m| {
+        chrono::TimeDelta::try_minutes(i64::try_from(m).unwrap_or(i64::MAX))
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
+    let mut record = TaskRecord {
         task_id: task_id.clone(),
         title: spec.title,
         task_type: spec.task_type,
@@ -185,20 +233,74 @@ pub(crate) async fn plan(
         result: None,
         error: None,
         probe: probe_write.is_some(),
-        traceparent: envelope.headers.get(crate::envelope::TRACEPARENT).cloned(),
+        traceparent: None,
+        queued_children: Vec::new(),
+        sla_deadline,
     };
+    let mut trace_env = Envelope::new(shared.org().clone(), from.clone(), Kind::Task, Value::Null);
+    if let Some((t, state)) = trace {
+        trace_env = trace_env.with_trace_parent(t, state);
+    }
+    record.traceparent = trace_env.headers.get(crate::envelope::TRACEPARENT).cloned();
+    let mut envelope = task_envelope(shared, &record, causation)?;
+    if let Some(state) = trace_env.headers.get(TRACESTATE) {
+        envelope
+            .headers
+            .insert(TRACESTATE.to_owned(), state.clone());
+    }
     let key = shared.layout.task(&task_id)?;
-    let value = super::docs::to_value(&record)?;
+    let value = to_value(&record)?;
     validate_document(&key, &value).map_err(|e| DelegateError::InvalidInput {
         message: format!("the task cannot be stored: {e}"),
     })?;
+    Codec::default()
+        .encode(&envelope)
+        .map_err(|e| DelegateError::InvalidInput {
+            message: format!("the task cannot be sent: {e}"),
+        })?;
+    writes.push(Write::put(key, value, Precondition::MustNotExist));
+    writes.extend(probe_write);
+    if let Some(key) = &spec.idempotency_key {
+        let entry = IdempotencyEntry {
+            task_id: task_id.clone(),
+            assigned_to: target.clone(),
+        };
+        writes.push(Write::put(
+            shared.layout.idempotency(from, key)?,
+            to_value(&entry)?,
+            Precondition::MustNotExist,
+        ));
+    }
+    if let Some(deadline) = sla_deadline {
+        let sla = SlaRecord {
+            task_id: task_id.clone(),
+            delegator: from.clone(),
+            assignee: target.clone(),
+            deadline,
+            breached: false,
+        };
+        writes.push(Write::put(
+            shared.layout.sla(&task_id)?,
+            to_value(&sla)?,
+            Precondition::MustNotExist,
+        ));
+    }
     let subject = shared.subjects.inbox(&target, from);
-    Ok(Planned {
+    Ok(Plan::New(Box::new(Planned {
         record,
         envelope,
         subject,
-        probe: probe_write,
-    })
+        writes,
+        contended,
+        queued: false,
+    })))
+}
+
+/// The index entry of an idempotency key: the task it created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct IdempotencyEntry {
+    task_id: TaskId,
+    assigned_to: Name,
 }
 
 /// What a handler asked for, committed with its outcome.
@@ -209,13 +311,22 @@ pub(crate) struct Effects {
     pub(crate) messages: Vec<(Subject, Envelope)>,
 }
 
+impl Effects {
+    /// Whether committing these can conflict with someone else's writes: the
+    /// handler's staged writes, a probe slot, an idempotency key.
+    pub(crate) fn contended(&self) -> bool {
+        !self.writes.is_empty() || self.delegations.iter().any(|p| p.contended)
+    }
+}
+
 /// What a handler runs with: its identity, the chart, the delivery, and the
 /// handles of the patterns.
 ///
-/// Delegations, escalations and [staged](Context::stage) writes take effect
-/// only if the handler succeeds: they are committed atomically with the
-/// completion record, then the messages are published. A handler that fails
-/// leaves no trace of them, so a retry does not delegate twice.
+/// Delegations, escalations, peer messages and [staged](Context::stage)
+/// writes take effect only if the handler succeeds: they are committed
+/// atomically with the completion record, then the messages are published.
+/// A handler that fails leaves no trace of them, so a retry does not
+/// delegate twice.
 pub struct Context {
     pub(crate) shared: Arc<Shared>,
     pub(crate) role: Name,
@@ -224,6 +335,7 @@ pub struct Context {
     pub(crate) attempt: u32,
     pub(crate) trace: TraceContext,
     pub(crate) tools: Arc<dyn ToolHost>,
+    pub(crate) stats: Arc<RoleStats>,
     pub(crate) effects: Mutex<Effects>,
 }
 
@@ -298,61 +410,116 @@ impl Context {
         format!("{base}-{step}")
     }
 
+    /// Reports what this call used (e.g. an LLM's tokens and cost), for the
+    /// role's registry entry. Counted per call, so a retried call counts
+    /// again.
+    pub fn report_usage(&self, tokens: u64, cost_usd: f64) {
+        self.stats.add_usage(tokens, cost_usd);
+    }
+
     fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
         self.effects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Delegates a task to `to`: a direct report of this role, or a role a
-    /// chart shortcut allows for the task's type. Refused at once when the
-    /// chart does not allow it, or when `to`'s breaker is open and it has no
-    /// usable alternate (else the task goes to the alternate).
-    ///
-    /// The task is created and sent when the handler's outcome is committed.
-    pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
-        let state = self.envelope.headers.get(TRACESTATE).map(String::as_str);
+    async fn plan_here(&self, to: &str, spec: TaskSpec) -> Result<Plan, DelegateError> {
+        let state = self.envelope.headers.get(TRACESTATE).cloned();
         let probing: Vec<Name> = self
             .effects()
             .delegations
             .iter()
-            .filter(|p| p.probe.is_some())
+            .filter(|p| p.record.probe)
             .map(|p| p.record.assigned_to.clone())
             .collect();
-        let planned = plan(
+        plan(
             &self.shared,
             &self.role,
             to,
             spec,
             self.task.clone(),
             Some(self.envelope.id.clone()),
-            Some((&self.trace, state)),
+            Some((&self.trace, state.as_deref())),
             &probing,
         )
-        .await?;
-        let delegation = Delegation {
-            task_id: planned.record.task_id.clone(),
-            assigned_to: planned.record.assigned_to.clone(),
-            rerouted_from: planned.record.requested_to.clone(),
-        };
-        self.effects().delegations.push(planned);
-        Ok(delegation)
+        .await
+    }
+
+    /// Delegates a task to `to`: a direct report of this role, or a role a
+    /// chart shortcut allows for the task's type. Refused at once when the
+    /// chart does not allow it, or when `to`'s breaker is open and it has no
+    /// usable alternate (else the task goes to the alternate). With an
+    /// idempotency key that already created a task, that task is returned.
+    ///
+    /// The task is created and sent when the handler's outcome is committed.
+    pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
+        match self.plan_here(to, spec).await? {
+            Plan::Existing(d) => Ok(d),
+            Plan::New(planned) => {
+                let delegation = planned.delegation();
+                self.effects().delegations.push(*planned);
+                Ok(delegation)
+            }
+        }
+    }
+
+    /// Delegates a batch of tasks to `to` (the seed's ten parallel
+    /// sub-agents: a role's replicas, or a pool role), with at most
+    /// `max_in_flight` sent at once: the rest wait, in order, and each is
+    /// sent as an earlier one ends. Return [`AwaitSubtasks`] and use
+    /// [`gather`] in `on_subtasks_done` to keep every result, failures
+    /// included.
+    ///
+    /// [`AwaitSubtasks`]: crate::agent::Outcome::AwaitSubtasks
+    /// [`gather`]: crate::hierarchy::gather
+    pub async fn delegate_batch(
+        &self,
+        to: &str,
+        specs: Vec<TaskSpec>,
+        max_in_flight: usize,
+    ) -> Result<Vec<Delegation>, DelegateError> {
+        let mut out = Vec::with_capacity(specs.len());
+        let mut sent = 0;
+        for spec in specs {
+            match self.plan_here(to, spec).await? {
+                Plan::Existing(d) => out.push(d),
+                Plan::New(mut planned) => {
+                    planned.queued = sent >= max_in_flight.max(1);
+                    sent += 1;
+                    out.push(planned.delegation());
+                    self.effects().delegations.push(*planned);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Escalates to this role's manager (the principal, at the top), with a
-    /// reason and details. Sent when the handler's outcome is committed.
+    /// reason and details; each level's `on_escalation` decides or passes it
+    /// up, and a decision comes back to `on_decision`. Sent when the
+    /// handler's outcome is committed.
     pub fn escalate(&self, reason: impl Into<String>, details: Value) -> Result<(), DelegateError> {
         let Some(manager) = self.shared.chart.manager_of(&self.role).cloned() else {
             return Err(DelegateError::InvalidInput {
                 message: format!("`{}` has no manager to escalate to", self.role),
             });
         };
+        let id = MessageId::new();
+        let escalation = Escalation {
+            escalation_id: id.clone(),
+            origin: self.role.clone(),
+            path: vec![self.role.clone()],
+            reason: reason.into(),
+            details,
+            task_id: self.task.clone(),
+        };
         let env = Envelope::new(
             self.shared.org().clone(),
             self.role.clone(),
             Kind::Escalation,
-            json!({ "reason": reason.into(), "details": details, "task_id": self.task }),
+            to_value(&escalation).map_err(DelegateError::Store)?,
         )
+        .with_id(id)
         .with_to(manager.clone())
         .with_causation(self.envelope.id.clone())
         .with_created_at(self.shared.now())
@@ -362,13 +529,122 @@ impl Context {
         Ok(())
     }
 
+    /// Sends `message` to the peer `to` on their declared channel. Refused at
+    /// once if the chart declares none. Sent, exactly once, when the
+    /// handler's outcome is committed.
+    pub fn send_peer<T: Serialize + ?Sized>(&self, to: &str, message: &T) -> Result<(), PeerError> {
+        let (to, env) = self.peer_envelope(to, message)?;
+        let subject = self.shared.subjects.peer(&self.role, &to);
+        self.effects().messages.push((subject, env));
+        Ok(())
+    }
+
+    /// Asks the peer `to` and waits up to `timeout` for its answer (core
+    /// request/reply, at most once: not part of the handler's commit).
+    /// Refused at once if the chart declares no channel.
+    pub async fn request_peer<T, R>(
+        &self,
+        to: &str,
+        request: &T,
+        timeout: std::time::Duration,
+    ) -> Result<R, PeerError>
+    where
+        T: Serialize + ?Sized + Sync,
+        R: serde::de::DeserializeOwned,
+    {
+        let (to, env) = self.peer_envelope(to, request)?;
+        let bytes = Codec::default()
+            .encode(&env)
+            .map_err(|e| PeerError::Decode {
+                message: e.to_string(),
+            })?;
+        let answer = self
+            .shared
+            .transport
+            .request(&self.shared.subjects.rpc(&to), bytes, timeout)
+            .await?;
+        let reply: PeerReply = serde_json::from_slice(&answer).map_err(|e| PeerError::Decode {
+            message: format!("unreadable answer from `{to}`: {e}"),
+        })?;
+        match reply {
+            PeerReply::Ok(v) => serde_json::from_value(v).map_err(|e| PeerError::Decode {
+                message: e.to_string(),
+            }),
+            PeerReply::Error { retryable, message } => Err(PeerError::Remote {
+                peer: to,
+                retryable,
+                message,
+            }),
+        }
+    }
+
+    fn peer_envelope<T: Serialize + ?Sized>(
+        &self,
+        to: &str,
+        message: &T,
+    ) -> Result<(Name, Envelope), PeerError> {
+        let not_declared = || PeerError::NotDeclared {
+            from: self.role.to_string(),
+            to: to.to_owned(),
+        };
+        let to = Name::new(to).map_err(|_| not_declared())?;
+        if !self.shared.chart.are_peers(&self.role, &to) {
+            return Err(not_declared());
+        }
+        let payload = serde_json::to_value(message).map_err(|e| PeerError::Decode {
+            message: e.to_string(),
+        })?;
+        let env = Envelope::new(
+            self.shared.org().clone(),
+            self.role.clone(),
+            Kind::Peer,
+            payload,
+        )
+        .with_to(to.clone())
+        .with_causation(self.envelope.id.clone())
+        .with_created_at(self.shared.now())
+        .with_trace_parent(&self.trace, None);
+        Ok((to, env))
+    }
+
     /// Stages a write to commit atomically with this delivery's completion
     /// record: it happens exactly once, and only if the handler succeeds.
     pub fn stage(&self, write: Write) {
         self.effects().writes.push(write);
     }
 
+    /// Adds a message to send with the outcome (the runtime's own, such as
+    /// an escalation passed up).
+    pub(crate) fn push_message(&self, subject: Subject, env: Envelope) {
+        self.effects().messages.push((subject, env));
+    }
+
     pub(crate) fn take_effects(&self) -> Effects {
         std::mem::take(&mut *self.effects())
     }
+}
+
+impl Planned {
+    pub(crate) fn delegation(&self) -> Delegation {
+        Delegation {
+            task_id: self.record.task_id.clone(),
+            assigned_to: self.record.assigned_to.clone(),
+            rerouted_from: self.record.requested_to.clone(),
+        }
+    }
+}
+
+/// The answer to a peer request, on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PeerReply {
+    /// The handler's value.
+    Ok(Value),
+    /// The handler's error.
+    Error {
+        /// Whether it was transient.
+        retryable: bool,
+        /// Its message.
+        message: String,
+    },
 }

@@ -5,6 +5,11 @@
 //! agentorg/<org>/breakers/<role>                 BreakerDoc: a role's circuit breaker
 //! agentorg/<org>/claims/<role>.<msg id>          ClaimDoc: who processes a message, attempt, lease
 //! agentorg/<org>/outbox/<msg id>                OutboxDoc: a message committed but maybe not yet published
+//! agentorg/<org>/deadletters/<dead letter id>    DeadLetterRecord: a dead letter, to list, requeue or discard
+//! agentorg/<org>/slas/<task id>                  SlaRecord: an open task's SLA deadline, watched by its delegator
+//! agentorg/<org>/idempotency/<role>.<key hash>   the task a delegator's idempotency key created
+//! agentorg/<org>/agents/<role>                   AgentRecord: a role's registry entry
+//! agentorg/<org>/processes/<instance>            ProcessRecord: a running process and the roles it hosts
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -124,6 +129,121 @@ pub struct TaskRecord {
     /// The trace context it was delegated under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Subtasks delegated as a batch, waiting for a slot (published as
+    /// earlier ones finish, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued_children: Vec<TaskId>,
+    /// When its SLA runs out (delegation time plus `sla_minutes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_deadline: Option<DateTime<Utc>>,
+}
+
+/// What became of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadLetterStatus {
+    /// Waiting for someone to requeue or discard it.
+    Open,
+    /// Published again as a new envelope.
+    Requeued,
+    /// Given up: its task (if any) failed.
+    Discarded,
+}
+
+/// A dead letter, as kept in the store for operations: why, after how many
+/// attempts, and the original message (whole when it fit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetterRecord {
+    /// The id of the dead-letter envelope published on `<org>.deadletter`.
+    pub dead_letter_id: MessageId,
+    /// The original envelope's id, if it could be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<MessageId>,
+    /// The subject the original was delivered on.
+    pub subject: String,
+    /// The role that dead-lettered it (whose inbox it was in).
+    pub role: Name,
+    /// The original's sender, if it could be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Name>,
+    /// The task it carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    /// A short code: `attempts_exhausted`, `malformed`, `sender_mismatch`, …
+    pub reason_code: String,
+    /// What happened.
+    pub reason: String,
+    /// Attempts made before it was dead-lettered.
+    pub attempts: u32,
+    /// Open, requeued or discarded.
+    pub status: DeadLetterStatus,
+    /// When it was dead-lettered.
+    pub created_at: DateTime<Utc>,
+    /// The original message: `{"body": …}` or `{"body_base64": …}` when
+    /// whole, else `{"truncated": true, "prefix_base64", "sha256", "size"}`.
+    pub original: Value,
+}
+
+/// An open task's SLA, watched by the process hosting its delegator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SlaRecord {
+    pub(crate) task_id: TaskId,
+    pub(crate) delegator: Name,
+    pub(crate) assignee: Name,
+    pub(crate) deadline: DateTime<Utc>,
+    /// Set once the breach was reported (by whichever process saw it first).
+    #[serde(default)]
+    pub(crate) breached: bool,
+}
+
+/// A role's registry entry (the seed's `agents/{id}`), folded from every
+/// process hosting it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct AgentRecord {
+    /// The role.
+    pub agent_id: String,
+    /// The task it handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task: Option<TaskId>,
+    /// Tasks it completed.
+    #[serde(default)]
+    pub tasks_completed: u64,
+    /// Tasks that ended failed or dead-lettered.
+    #[serde(default)]
+    pub tasks_failed: u64,
+    /// When it last finished a delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active: Option<DateTime<Utc>>,
+    /// Its capabilities, from the chart.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Time spent in its handlers, in milliseconds.
+    #[serde(default)]
+    pub execution_ms: u64,
+    /// Tokens its handlers reported using.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Cost its handlers reported, in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+/// A running process of the org: which roles it hosts, and when it was last
+/// seen (its heartbeat).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProcessRecord {
+    /// The process's claim-owner id.
+    pub instance: String,
+    /// The roles it hosts.
+    pub roles: Vec<Name>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_seen: DateTime<Utc>,
 }
 
 /// The state of a claim.
@@ -224,6 +344,11 @@ pub(crate) struct Layout {
     breakers: CollectionPath,
     outbox: CollectionPath,
     claims: CollectionPath,
+    deadletters: CollectionPath,
+    slas: CollectionPath,
+    idempotency: CollectionPath,
+    agents: CollectionPath,
+    processes: CollectionPath,
 }
 
 impl Layout {
@@ -233,6 +358,11 @@ impl Layout {
             breakers: CollectionPath::new(format!("agentorg/{org}/breakers"))?,
             outbox: CollectionPath::new(format!("agentorg/{org}/outbox"))?,
             claims: CollectionPath::new(format!("agentorg/{org}/claims"))?,
+            deadletters: CollectionPath::new(format!("agentorg/{org}/deadletters"))?,
+            slas: CollectionPath::new(format!("agentorg/{org}/slas"))?,
+            idempotency: CollectionPath::new(format!("agentorg/{org}/idempotency"))?,
+            agents: CollectionPath::new(format!("agentorg/{org}/agents"))?,
+            processes: CollectionPath::new(format!("agentorg/{org}/processes"))?,
         })
     }
 
@@ -252,6 +382,46 @@ impl Layout {
 
     pub(crate) fn claims(&self) -> &CollectionPath {
         &self.claims
+    }
+
+    pub(crate) fn deadletters(&self) -> &CollectionPath {
+        &self.deadletters
+    }
+
+    pub(crate) fn deadletter(&self, id: &MessageId) -> Result<DocKey, StoreError> {
+        self.deadletters.doc(id.as_str())
+    }
+
+    pub(crate) fn slas(&self) -> &CollectionPath {
+        &self.slas
+    }
+
+    pub(crate) fn sla(&self, task: &MessageId) -> Result<DocKey, StoreError> {
+        self.slas.doc(task.as_str())
+    }
+
+    /// The index entry of `role`'s idempotency `key` (hashed: keys are free
+    /// text).
+    pub(crate) fn idempotency(&self, role: &Name, key: &str) -> Result<DocKey, StoreError> {
+        use sha2::{Digest, Sha256};
+        let hash: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.idempotency.doc(format!("{role}.{hash}"))
+    }
+
+    pub(crate) fn agent(&self, role: &Name) -> Result<DocKey, StoreError> {
+        self.agents.doc(role.as_str())
+    }
+
+    pub(crate) fn processes(&self) -> &CollectionPath {
+        &self.processes
+    }
+
+    pub(crate) fn process(&self, instance: &str) -> Result<DocKey, StoreError> {
+        self.processes.doc(instance)
     }
 
     pub(crate) fn outbox(&self) -> &CollectionPath {

@@ -108,12 +108,19 @@ use crate::transport::{ConsumerConfig, MemoryTransport, Transport, TransportErro
 mod breaker;
 pub(crate) mod context;
 mod docs;
+mod ops;
 mod outbox;
 mod principal;
+mod registry;
+mod sla;
 mod worker;
 
-pub use docs::{BreakerRecord, BreakerState, TaskRecord, TaskStatus};
-pub use principal::{InboxError, Principal, PrincipalStream, TaskTree, WaitError};
+pub use docs::{
+    AgentRecord, BreakerRecord, BreakerState, DeadLetterRecord, DeadLetterStatus, ProcessRecord,
+    TaskRecord, TaskStatus,
+};
+pub use ops::{OperationError, RoleLiveness};
+pub use principal::{InboxError, Principal, PrincipalStream, TaskHandle, TaskTree, WaitError};
 
 /// How the runtime behaves: attempts, leases, backoff, breakers, sweeps.
 ///
@@ -462,7 +469,16 @@ impl OrgBuilder {
             }
         }
         let org = self.chart.org().clone();
+        // This process republishes the outbox entries of its roles, and
+        // watches the SLAs they delegated; the principal's too when it is the
+        // admin (provisioning) process: under per-role broker permissions
+        // only the admin may send as the principal.
+        let mut senders: std::collections::HashSet<Name> = hosted.keys().cloned().collect();
+        if self.config.provision {
+            senders.insert(self.chart.principal().clone());
+        }
         let shared = Arc::new(Shared {
+            sla: sla::Watcher::new(senders.clone()),
             subjects: Subjects::new(org.clone()),
             layout: docs::Layout::new(&org)?,
             transport: self
@@ -490,14 +506,6 @@ impl OrgBuilder {
         let kill = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut roles = Vec::with_capacity(hosted.len());
-        // This process republishes what its roles left unpublished, and the
-        // principal's too when it is the admin (provisioning) process: under
-        // per-role broker permissions only the admin may send as the
-        // principal.
-        let mut senders: std::collections::HashSet<Name> = hosted.keys().cloned().collect();
-        if shared.config.provision {
-            senders.insert(shared.chart.principal().clone());
-        }
         let shutdown = CancellationToken::new();
         outbox::sweep(&shared, &senders, None, &shutdown).await;
         for (role, (agent, options)) in hosted {
@@ -506,9 +514,17 @@ impl OrgBuilder {
             let w = worker::Worker::new(Arc::clone(&shared), role, agent, options, stats);
             tracker.spawn(w.run(shutdown.clone(), kill.clone(), tracker.clone()));
         }
-        tracker.spawn(outbox::sweeper(
+        let started_at = shared.now();
+        let hosted_roles: Vec<Name> = roles.iter().map(|(r, _)| r.clone()).collect();
+        if let Err(e) = registry::heartbeat(&shared, &hosted_roles, started_at).await {
+            tracing::warn!(error = %e, "writing this process's heartbeat failed; retried on the next sweep");
+        }
+        tracker.spawn(sla::run(Arc::clone(&shared), shutdown.clone()));
+        tracker.spawn(maintenance(
             Arc::clone(&shared),
             senders,
+            roles.clone(),
+            started_at,
             shutdown.clone(),
         ));
         Ok(Org {
@@ -534,6 +550,8 @@ pub(crate) struct Shared {
     pub(crate) codec: Codec,
     /// This process's claim owner id.
     pub(crate) instance: String,
+    /// The SLA timers of the delegators this process watches.
+    pub(crate) sla: sla::Watcher,
 }
 
 impl fmt::Debug for Shared {
@@ -590,6 +608,7 @@ fn inbox_consumer(
     role: &Name,
 ) -> ConsumerConfig {
     ConsumerConfig::new(consumer_name("in", org, role), subjects.inbox_any(role))
+        .with_filter(subjects.peer_any(role))
         .with_ack_wait(config.ack_wait)
         .with_max_ack_pending(config.max_ack_pending)
 }
@@ -724,6 +743,53 @@ pub(crate) fn consumer_name(prefix: &str, org: &Name, name: &Name) -> Name {
         .unwrap_or_else(|_| name.clone())
 }
 
+/// Every `sweep_interval` until `shutdown`: republishes what `senders` left
+/// in the outbox, deletes expired claims, writes the heartbeat, folds the
+/// registry counters, and re-arms SLA timers from the store.
+async fn maintenance(
+    shared: Arc<Shared>,
+    senders: std::collections::HashSet<Name>,
+    roles: Vec<(Name, Arc<RoleStats>)>,
+    started_at: DateTime<Utc>,
+    shutdown: CancellationToken,
+) {
+    let hosted: Vec<Name> = roles.iter().map(|(r, _)| r.clone()).collect();
+    let mut claims_page = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(shared.config.sweep_interval) => {}
+        }
+        outbox::sweep(
+            &shared,
+            &senders,
+            Some(shared.config.outbox_grace),
+            &shutdown,
+        )
+        .await;
+        claims_page = outbox::expire_claims_some(&shared, claims_page, &shutdown).await;
+        if let Err(e) = registry::heartbeat(&shared, &hosted, started_at).await {
+            tracing::warn!(error = %e, "writing this process's heartbeat failed; retried on the next sweep");
+        }
+        flush_registry(&shared, &roles).await;
+        shared.sla.rescan(&shared).await;
+    }
+    // Shutting down: the last counters, and this process leaves the
+    // liveness view.
+    flush_registry(&shared, &roles).await;
+    if let Err(e) = registry::farewell(&shared).await {
+        tracing::debug!(error = %e, "removing this process's heartbeat failed");
+    }
+}
+
+async fn flush_registry(shared: &Shared, roles: &[(Name, Arc<RoleStats>)]) {
+    for (role, stats) in roles {
+        if let Err(e) = registry::flush(shared, role, stats).await {
+            tracing::warn!(role = %role, error = %e, "updating the registry failed; retried on the next sweep");
+        }
+    }
+}
+
 /// A hosted agent's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -767,6 +833,9 @@ pub(crate) struct RoleStats {
     pub(crate) dead_lettered: AtomicU64,
     /// Milliseconds since the epoch, 0 for never.
     pub(crate) last_active_ms: AtomicU64,
+    /// Registry counters not flushed yet.
+    pub(crate) pending: std::sync::Mutex<registry::Delta>,
+    pub(crate) dirty: std::sync::atomic::AtomicBool,
 }
 
 impl RoleStats {

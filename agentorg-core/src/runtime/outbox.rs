@@ -5,7 +5,6 @@
 //! delivery harmless).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,36 +150,27 @@ pub(crate) async fn sweep(
 /// in Firestore for more).
 const CLAIM_PAGES_PER_SWEEP: usize = 10;
 
-/// Every `sweep_interval` until `shutdown`: republishes what `roles` left in
-/// the outbox, and deletes expired claims, a few pages at a time (resuming
-/// where the last page ended, so the whole collection is covered over time).
-pub(crate) async fn sweeper(
-    shared: Arc<Shared>,
-    roles: HashSet<Name>,
-    shutdown: CancellationToken,
-) {
-    let interval = shared.config.sweep_interval;
-    let mut claims_page = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+/// Deletes expired claims, a few pages at a time, resuming after `page`
+/// (so the whole collection is covered over time); returns where to resume.
+pub(crate) async fn expire_claims_some(
+    shared: &Shared,
+    mut page: Option<String>,
+    stop: &CancellationToken,
+) -> Option<String> {
+    for _ in 0..CLAIM_PAGES_PER_SWEEP {
+        if stop.is_cancelled() {
+            return page;
         }
-        sweep(&shared, &roles, Some(shared.config.outbox_grace), &shutdown).await;
-        for _ in 0..CLAIM_PAGES_PER_SWEEP {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            match expire_claims(&shared, claims_page.take()).await {
-                Ok(Some(next)) => claims_page = Some(next),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claim expiry failed; it runs again later");
-                    break;
-                }
+        match expire_claims(shared, page.take()).await {
+            Ok(Some(next)) => page = Some(next),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim expiry failed; it runs again later");
+                return None;
             }
         }
     }
+    page
 }
 
 /// Deletes the expired settled claims of one page; returns the next page.

@@ -8,14 +8,18 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::context::{plan, DelegateError, Delegation};
-use super::docs::{from_doc, to_value, TaskRecord, TaskStatus};
+use serde_json::Value;
+
+use super::context::{plan, DelegateError, Delegation, Plan};
+use super::docs::{from_doc, to_value, AgentRecord, DeadLetterRecord, TaskRecord, TaskStatus};
+use super::ops::{self, OperationError, RoleLiveness};
 use super::{outbox, Shared};
 use crate::agent::TaskSpec;
 use crate::codec::DecodeFailure;
-use crate::envelope::{Envelope, TaskId};
+use crate::envelope::{Envelope, Kind, MessageId, TaskId};
+use crate::hierarchy::{Decision, Escalation};
 use crate::name::Name;
-use crate::store::{Change, Precondition, StateStore, StoreError, WatchTarget, Write};
+use crate::store::{Change, StateStore, StateStoreExt, StoreError, WatchTarget};
 use crate::subject::Route;
 use crate::transport::{ConsumerConfig, Delivery, TransportError};
 
@@ -65,6 +69,42 @@ pub enum InboxError {
     Transport(#[from] TransportError),
 }
 
+/// A delegated task: await its end or cancel it (with its open subtree).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TaskHandle {
+    /// The task.
+    pub task_id: TaskId,
+    /// The role it went to.
+    pub assigned_to: Name,
+    /// The role it was meant for, when a breaker rerouted it to an alternate.
+    pub rerouted_from: Option<Name>,
+    principal: Principal,
+}
+
+impl TaskHandle {
+    /// Waits until the task is completed, failed, cancelled or
+    /// dead-lettered, and returns it.
+    pub async fn wait(&self, timeout: Duration) -> Result<TaskRecord, WaitError> {
+        self.principal.wait_for(&self.task_id, timeout).await
+    }
+
+    /// Cancels the task and its open subtree (see [`Principal::cancel`]).
+    pub async fn cancel(&self) -> Result<usize, OperationError> {
+        self.principal.cancel(&self.task_id).await
+    }
+
+    /// The task as stored now.
+    pub async fn record(&self) -> Result<Option<TaskRecord>, StoreError> {
+        self.principal.task(&self.task_id).await
+    }
+
+    /// The tree under the task.
+    pub async fn tree(&self) -> Result<TaskTree, StoreError> {
+        self.principal.task_tree(&self.task_id).await
+    }
+}
+
 /// The principal's messages: each envelope is acknowledged when the next one
 /// is asked for, so one the application had not finished with comes again
 /// after a crash.
@@ -100,39 +140,159 @@ impl Principal {
 
     /// Delegates a task to one of the principal's direct reports (or a
     /// shortcut target): writes the task document and an outbox entry, then
-    /// publishes.
-    pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<Delegation, DelegateError> {
+    /// publishes. Returns a handle to await or cancel it. With an
+    /// idempotency key that already created a task, that task's handle is
+    /// returned and nothing new is created.
+    pub async fn delegate(&self, to: &str, spec: TaskSpec) -> Result<TaskHandle, DelegateError> {
         let shared = &self.shared;
         let me = self.name().clone();
         // A conflict means another delegator took a half-open breaker's probe
-        // slot first: plan again (this time rerouted or refused).
+        // slot or the same idempotency key first: plan again.
         let mut tries = 0;
         loop {
             tries += 1;
-            let planned = plan(shared, &me, to, spec.clone(), None, None, None, &[]).await?;
-            let task_key = shared.layout.task(&planned.record.task_id)?;
+            let planned = match plan(shared, &me, to, spec.clone(), None, None, None, &[]).await? {
+                Plan::Existing(d) => return Ok(self.handle(d)),
+                Plan::New(p) => p,
+            };
             let (out_write, entry) =
                 outbox::entry(shared, &me, planned.subject.clone(), &planned.envelope)?;
-            let mut writes = vec![
-                Write::put(
-                    task_key,
-                    to_value(&planned.record)?,
-                    Precondition::MustNotExist,
-                ),
-                out_write,
-            ];
-            writes.extend(planned.probe.clone());
+            let mut writes = planned.writes.clone();
+            writes.push(out_write);
             match shared.store.commit(writes).await {
                 Ok(_) => {}
                 Err(e) if e.is_precondition_failure() && tries < 8 => continue,
                 Err(e) => return Err(e.into()),
             }
             outbox::flush(shared, vec![entry]).await;
-            return Ok(Delegation {
-                task_id: planned.record.task_id,
-                assigned_to: planned.record.assigned_to,
-                rerouted_from: planned.record.requested_to,
-            });
+            if let Some(deadline) = planned.record.sla_deadline {
+                shared.sla.arm(&me, &planned.record.task_id, deadline);
+            }
+            return Ok(self.handle(planned.delegation()));
+        }
+    }
+
+    fn handle(&self, d: Delegation) -> TaskHandle {
+        TaskHandle {
+            task_id: d.task_id,
+            assigned_to: d.assigned_to,
+            rerouted_from: d.rerouted_from,
+            principal: self.clone(),
+        }
+    }
+
+    /// A handle on an existing task.
+    pub fn handle_of(&self, task_id: TaskId, assigned_to: Name) -> TaskHandle {
+        TaskHandle {
+            task_id,
+            assigned_to,
+            rerouted_from: None,
+            principal: self.clone(),
+        }
+    }
+
+    /// Cancels a task and its open subtree: every task of it not yet ended
+    /// becomes `cancelled`; handlers in flight finish but their outcomes are
+    /// dropped, and undelivered tasks are never run. The task's delegator is
+    /// told. Returns how many tasks were cancelled (0 if it had ended).
+    pub async fn cancel(&self, task_id: &TaskId) -> Result<usize, OperationError> {
+        ops::cancel_subtree(&self.shared, task_id).await
+    }
+
+    /// Answers an escalation that reached the principal (an envelope of kind
+    /// [`Kind::Escalation`](crate::envelope::Kind::Escalation) from the
+    /// inbox): the decision flows back down the chain to the role that
+    /// raised it.
+    pub async fn answer(
+        &self,
+        escalation: &Envelope,
+        decision: Value,
+    ) -> Result<(), OperationError> {
+        let invalid = |m: &str| OperationError::InvalidState {
+            message: m.to_owned(),
+        };
+        if escalation.kind != Kind::Escalation || escalation.to.as_ref() != Some(self.name()) {
+            return Err(invalid("not an escalation to the principal"));
+        }
+        let esc: Escalation = serde_json::from_value(escalation.payload.clone())
+            .map_err(|e| invalid(&format!("unreadable escalation: {e}")))?;
+        let shared = &self.shared;
+        let me = self.name().clone();
+        let d = Decision {
+            escalation_id: esc.escalation_id,
+            decided_by: me.clone(),
+            decision,
+            reason: esc.reason,
+            task_id: esc.task_id,
+            path: esc.path,
+        };
+        let env = Envelope::new(
+            shared.org().clone(),
+            me.clone(),
+            Kind::Decision,
+            to_value(&d)?,
+        )
+        .with_to(escalation.from.clone())
+        .with_causation(escalation.id.clone())
+        .with_created_at(shared.now());
+        let subject = shared.subjects.inbox(&escalation.from, &me);
+        let (w, entry) = outbox::entry(shared, &me, subject, &env)?;
+        shared.store.commit(vec![w]).await?;
+        outbox::flush(shared, vec![entry]).await;
+        Ok(())
+    }
+
+    /// The dead letters kept in the store, oldest first (open ones and those
+    /// already requeued or discarded).
+    pub async fn dead_letter_records(&self) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let mut out = Vec::new();
+        for doc in self
+            .shared
+            .store
+            .list_all(self.shared.layout.deadletters())
+            .await?
+        {
+            out.push(from_doc::<DeadLetterRecord>(&doc)?.0);
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(out)
+    }
+
+    /// Publishes a dead letter's original again as a new envelope on its
+    /// original subject (its task, if any, becomes `pending`); returns the
+    /// new envelope's id. Needs the right to publish as the original sender
+    /// (under per-role broker permissions: the admin).
+    pub async fn requeue(&self, dead_letter: &MessageId) -> Result<MessageId, OperationError> {
+        ops::requeue(&self.shared, dead_letter).await
+    }
+
+    /// Gives a dead letter up: its task, if any, fails, and its delegator is
+    /// told.
+    pub async fn discard(&self, dead_letter: &MessageId) -> Result<(), OperationError> {
+        ops::discard(&self.shared, dead_letter).await
+    }
+
+    /// Which roles are up, from the heartbeats of the processes hosting
+    /// them.
+    pub async fn liveness(&self) -> Result<Vec<RoleLiveness>, StoreError> {
+        ops::liveness(&self.shared).await
+    }
+
+    /// A role's registry entry (tasks completed, last active, capabilities,
+    /// execution time, reported usage), as last flushed by its processes.
+    pub async fn agent_record(&self, role: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let role = Name::new(role).map_err(|e| StoreError::InvalidInput {
+            key: None,
+            message: e.to_string(),
+        })?;
+        match self
+            .shared
+            .store
+            .get(&self.shared.layout.agent(&role)?)
+            .await?
+        {
+            Some(doc) => Ok(Some(from_doc::<AgentRecord>(&doc)?.0)),
+            None => Ok(None),
         }
     }
 

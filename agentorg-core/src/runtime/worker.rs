@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use base64::Engine;
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -27,22 +27,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::context::{Context, Effects, ResultPayload, TaskPayload};
+use super::context::{task_envelope, Context, Effects, PeerReply, ResultPayload, TaskPayload};
 use super::docs::{
-    clip, from_doc, to_value, ClaimDoc, ClaimState, TaskRecord, TaskStatus, UNREADABLE,
+    clip, from_doc, to_value, ClaimDoc, ClaimState, DeadLetterRecord, DeadLetterStatus, TaskRecord,
+    TaskStatus, UNREADABLE,
 };
+use super::ops;
 use super::outbox::{self, Entry};
 use super::{breaker, AgentOptions, AgentState, RoleStats, Shared};
 use crate::agent::{Agent, AgentError, Outcome, SubtaskResult, Task};
 use crate::codec::DecodeError;
 use crate::envelope::{Envelope, Kind, MessageId, TaskId, TraceContext};
+use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
 use crate::name::Name;
+use crate::peer::PeerMessage;
 use crate::store::{
     DocKey, Precondition, StateStoreExt, StoreError, Version, Write, MAX_DOCUMENT_BYTES,
 };
-use crate::subject::Route;
+use crate::subject::{Route, SubjectPattern};
 use crate::tools::{ScopedToolHost, ToolHost};
-use crate::transport::{Delivery, TransportError, TransportExt};
+use crate::transport::{Delivery, Message, TransportError, TransportExt};
 
 /// What to tell the transport about a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +209,13 @@ impl Worker {
         tracker: TaskTracker,
     ) {
         self.stats.set_state(AgentState::Starting);
+        if self.shared.chart.peers_of(&self.role).next().is_some() {
+            tracker.spawn(Arc::clone(&self).serve_requests(
+                shutdown.clone(),
+                kill.clone(),
+                tracker.clone(),
+            ));
+        }
         let consumer = self.shared.inbox_consumer(&self.role).name;
         let permits = Arc::new(Semaphore::new(self.options.concurrency));
         let mut stream = None;
@@ -414,6 +425,9 @@ impl Worker {
         match env.kind {
             Kind::Task => self.on_task(d, env, trace).await,
             Kind::Result => self.on_result(d, env, trace).await,
+            Kind::Peer => self.on_peer(d, env, trace).await,
+            Kind::Escalation => self.on_escalation(d, env, trace).await,
+            Kind::Decision => self.on_decision(d, env, trace).await,
             _ => self.on_message(d, env, trace).await,
         }
     }
@@ -422,11 +436,37 @@ impl Worker {
     /// claim: such a message is never run.
     fn refusal(&self, d: &Delivery, env: &Envelope) -> Option<Reason> {
         let chart = &self.shared.chart;
-        let Some(Route::Inbox { role, from }) = self.shared.subjects.route(d.subject()) else {
-            return Some(Reason::new(
-                "unroutable",
-                format!("{} is not an inbox subject", d.subject()),
-            ));
+        let (role, from) = match self.shared.subjects.route(d.subject()) {
+            Some(Route::Inbox { role, from }) => {
+                if env.kind == Kind::Peer {
+                    return Some(Reason::new(
+                        "wrong_subject",
+                        "peer messages travel on peer subjects",
+                    ));
+                }
+                (role, from)
+            }
+            Some(Route::Peer { from, to }) => {
+                if env.kind != Kind::Peer {
+                    return Some(Reason::new(
+                        "wrong_subject",
+                        format!("a {} envelope on a peer subject", env.kind),
+                    ));
+                }
+                if !chart.are_peers(&from, &to) {
+                    return Some(Reason::new(
+                        "not_allowed",
+                        format!("no peer channel between `{from}` and `{to}` is declared"),
+                    ));
+                }
+                (to, from)
+            }
+            _ => {
+                return Some(Reason::new(
+                    "unroutable",
+                    format!("{} is not an inbox or peer subject", d.subject()),
+                ))
+            }
         };
         if role != self.role {
             return Some(Reason::new(
@@ -464,12 +504,6 @@ impl Worker {
                     Ok(p) => p,
                     Err(e) => return Some(Reason::new("malformed_task", e.to_string())),
                 };
-                if payload.task_id != env.id {
-                    return Some(Reason::new(
-                        "malformed_task",
-                        "task id differs from the envelope id",
-                    ));
-                }
                 if !chart.may_receive_task_from(&self.role, &from, payload.task_type.as_deref()) {
                     return Some(Reason::new(
                         "not_allowed",
@@ -485,7 +519,11 @@ impl Worker {
                 "not_allowed",
                 format!("`{}` is not the manager of `{from}`", self.role),
             )),
-            Kind::Escalation | Kind::Result => None,
+            Kind::Decision if chart.manager_of(&self.role) != Some(&from) => Some(Reason::new(
+                "not_allowed",
+                format!("`{from}` is not the manager of `{}`", self.role),
+            )),
+            Kind::Escalation | Kind::Decision | Kind::Result | Kind::Peer => None,
             _ if !chart.may_address(&from).contains(&self.role) => Some(Reason::new(
                 "not_allowed",
                 format!("the chart does not let `{from}` message `{}`", self.role),
@@ -734,6 +772,7 @@ impl Worker {
             attempt,
             trace,
             tools: Arc::clone(&self.tools),
+            stats: Arc::clone(&self.stats),
             effects: Mutex::new(Effects::default()),
         }
     }
@@ -889,8 +928,13 @@ impl Worker {
         env: Envelope,
         trace: TraceContext,
     ) -> Result<Disposition, Fault> {
-        let task_id = env.id.clone();
-        let hold = match self.acquire(task_id.as_str()).await? {
+        // The task's id is in the payload; the claim is on the envelope (a
+        // requeued task travels in a new envelope, with fresh attempts).
+        let task_id = match serde_json::from_value::<TaskPayload>(env.payload.clone()) {
+            Ok(p) => p.task_id,
+            Err(_) => env.id.clone(),
+        };
+        let hold = match self.acquire(env.id.as_str()).await? {
             Acquire::Run(hold) => hold,
             Acquire::Exhausted {
                 version,
@@ -920,9 +964,7 @@ impl Worker {
                     .await;
             };
             if rec.status.is_terminal() {
-                return self
-                    .commit_effects(d, &env, &hold, Effects::default())
-                    .await;
+                return self.commit_ended(&hold, &rec).await;
             }
             if rec.assigned_to != self.role {
                 let reason = Reason::new(
@@ -959,12 +1001,48 @@ impl Worker {
             }
         };
         let cx = self.context(&env, Some(task_id.clone()), hold.attempt, trace);
+        let started = tokio::time::Instant::now();
         let outcome = self
             .guarded(d, &hold, self.agent.on_task(&cx, to_task(&record)))
             .await;
         let effects = cx.take_effects();
-        self.end_task(d, &env, &hold, &task_id, None, outcome, effects)
+        let ran = Some(started.elapsed());
+        self.end_task(d, &env, &hold, &task_id, None, outcome, effects, ran)
             .await
+    }
+
+    /// Commits the completion record for a task that had already ended
+    /// (cancelled, say): nothing to run; a cancelled task's delegator is
+    /// told (with the notice's fixed id, so once however often it is sent).
+    async fn commit_ended(&self, hold: &Hold, task: &TaskRecord) -> Result<Disposition, Fault> {
+        if task.status != TaskStatus::Cancelled {
+            return self.commit_done(hold).await;
+        }
+        for _ in 0..16 {
+            let (w, entry) = ops::result_entry(
+                &self.shared,
+                task,
+                Some(ops::notice_id(&task.task_id, "cancelled")),
+            )?;
+            match self
+                .shared
+                .store
+                .commit(vec![self.done_write(hold)?, w])
+                .await
+            {
+                Ok(_) => {
+                    outbox::flush(&self.shared, vec![entry]).await;
+                    return Ok(Disposition::Ack);
+                }
+                Err(e) if e.is_precondition_failure() => {
+                    if let Next::Settled(d) = self.after_conflict(hold, None).await? {
+                        return Ok(d);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.rerun(hold, "the claim kept changing").await
     }
 
     /// Records a task handler's outcome.
@@ -978,6 +1056,7 @@ impl Worker {
         rollup_child: Option<&TaskId>,
         outcome: Result<Outcome, AgentError>,
         effects: Effects,
+        ran: Option<Duration>,
     ) -> Result<Disposition, Fault> {
         let end = match outcome {
             Ok(Outcome::Complete(v)) => End::Completed(v),
@@ -996,7 +1075,7 @@ impl Worker {
                 End::Failed(clip(describe(&e)))
             }
         };
-        self.finish_task(hold, task_id, rollup_child, end, effects)
+        self.finish_task(hold, task_id, rollup_child, end, effects, ran)
             .await
     }
 
@@ -1009,14 +1088,15 @@ impl Worker {
         rollup_child: Option<&TaskId>,
         mut end: End,
         effects: Effects,
+        ran: Option<Duration>,
     ) -> Result<Disposition, Fault> {
         for _ in 0..16 {
             let Some((mut task, task_v)) = self.read_task(task_id).await? else {
                 return self.commit_done(hold).await;
             };
             if task.status.is_terminal() {
-                // Cancelled (or ended) meanwhile: nothing more to record.
-                return self.commit_done(hold).await;
+                // Cancelled (or ended) meanwhile: the outcome is dropped.
+                return self.commit_ended(hold, &task).await;
             }
             if let Some(child) = rollup_child {
                 if !task.open_children.contains(child) {
@@ -1029,10 +1109,15 @@ impl Worker {
             let mut entries = Vec::new();
             let keep_effects = !matches!(end, End::Failed(_));
             if keep_effects {
+                // Subtasks join the tree; while the task waits they are open
+                // (queued ones too, until they end).
                 for p in &effects.delegations {
                     task.children.push(p.record.task_id.clone());
                     if matches!(end, End::Waiting) {
                         task.open_children.push(p.record.task_id.clone());
+                        if p.queued {
+                            task.queued_children.push(p.record.task_id.clone());
+                        }
                     }
                 }
             }
@@ -1071,18 +1156,13 @@ impl Worker {
                         }
                     }
                 }
-                let result = ResultPayload {
-                    task_id: task.task_id.clone(),
-                    status: task.status,
-                    result: task.result.clone(),
-                    error: task.error.clone(),
-                };
-                let result_env = self
-                    .envelope(Kind::Result, to_value(&result)?)
-                    .with_to(task.assigned_by.clone())
-                    .with_correlation(task.task_id.clone());
-                let subject = self.shared.subjects.inbox(&task.assigned_by, &self.role);
-                let (w, e) = outbox::entry(&self.shared, &self.role, subject, &result_env)?;
+                if task.sla_deadline.is_some() {
+                    writes.push(Write::delete(
+                        self.shared.layout.sla(task_id)?,
+                        Precondition::None,
+                    ));
+                }
+                let (w, e) = ops::result_entry(&self.shared, &task, None)?;
                 writes.push(w);
                 entries.push(e);
             }
@@ -1098,6 +1178,12 @@ impl Worker {
             match self.shared.store.commit(writes).await {
                 Ok(_) => {
                     outbox::flush(&self.shared, entries).await;
+                    if keep_effects {
+                        self.arm_slas(&effects);
+                    }
+                    if let (Some(success), Some(ran), None) = (ended, ran, rollup_child) {
+                        self.stats.record_task(task_id, success, ran, now);
+                    }
                     return Ok(Disposition::Ack);
                 }
                 Err(e) if e.is_precondition_failure() => {
@@ -1131,9 +1217,7 @@ impl Worker {
                 self.shared.config.retry_delay,
             )));
         }
-        let stale = effects.is_some_and(|e| {
-            !e.writes.is_empty() || e.delegations.iter().any(|p| p.probe.is_some())
-        });
+        let stale = effects.is_some_and(Effects::contended);
         if stale {
             return self
                 .rerun(hold, "a write of the handler conflicted")
@@ -1141,6 +1225,15 @@ impl Worker {
                 .map(Next::Settled);
         }
         Ok(Next::Again)
+    }
+
+    /// Starts watching the SLAs of committed delegations.
+    fn arm_slas(&self, effects: &Effects) {
+        for p in &effects.delegations {
+            if let Some(deadline) = p.record.sla_deadline {
+                self.shared.sla.arm(&self.role, &p.record.task_id, deadline);
+            }
+        }
     }
 
     fn envelope(&self, kind: Kind, payload: Value) -> Envelope {
@@ -1166,13 +1259,11 @@ impl Worker {
         entries: &mut Vec<Entry>,
     ) -> Result<(), StoreError> {
         for p in &effects.delegations {
-            let key = self.shared.layout.task(&p.record.task_id)?;
-            writes.push(Write::put(
-                key,
-                to_value(&p.record)?,
-                Precondition::MustNotExist,
-            ));
-            writes.extend(p.probe.clone());
+            writes.extend(p.writes.iter().cloned());
+            if p.queued {
+                // Sent when a slot frees up (see `on_result`).
+                continue;
+            }
             let (w, e) = outbox::entry(&self.shared, &self.role, p.subject.clone(), &p.envelope)?;
             writes.push(w);
             entries.push(e);
@@ -1218,6 +1309,7 @@ impl Worker {
             match self.shared.store.commit(writes).await {
                 Ok(_) => {
                     outbox::flush(&self.shared, entries).await;
+                    self.arm_slas(&effects);
                     return Ok(Disposition::Ack);
                 }
                 Err(e) if e.is_precondition_failure() => {
@@ -1428,18 +1520,36 @@ impl Worker {
                         Some(&child_id),
                         outcome,
                         effects,
+                        None,
                     )
                     .await;
             }
             let mut updated = parent;
             updated.open_children = remaining;
             let key = self.shared.layout.task(&parent_id)?;
-            let writes = vec![
-                self.done_write(&hold)?,
-                Write::put(key, to_value(&updated)?, Precondition::Version(parent_v)),
-            ];
+            let mut writes = vec![self.done_write(&hold)?];
+            let mut entries = Vec::new();
+            // A batch: the slot this subtask held goes to the next queued one.
+            if !updated.queued_children.is_empty() {
+                let next = updated.queued_children.remove(0);
+                if let Some((queued, _)) = self.read_task(&next).await? {
+                    let env = task_envelope(&self.shared, &queued, Some(env.id.clone()))?;
+                    let subject = self.shared.subjects.inbox(&queued.assigned_to, &self.role);
+                    let (w, e) = outbox::entry(&self.shared, &self.role, subject, &env)?;
+                    writes.push(w);
+                    entries.push(e);
+                }
+            }
+            writes.push(Write::put(
+                key,
+                to_value(&updated)?,
+                Precondition::Version(parent_v),
+            ));
             match self.shared.store.commit(writes).await {
-                Ok(_) => return Ok(Disposition::Ack),
+                Ok(_) => {
+                    outbox::flush(&self.shared, entries).await;
+                    return Ok(Disposition::Ack);
+                }
                 Err(e) if e.is_precondition_failure() => {
                     if let Next::Settled(d) = self.after_conflict(&hold, None).await? {
                         return Ok(d);
@@ -1521,7 +1631,27 @@ impl Worker {
         attempts: u32,
         task: Option<&TaskId>,
     ) -> Result<Disposition, Fault> {
-        let (dl, alert) = self.dead_letter_envelopes(d, env, &reason, attempts, task);
+        let (dl, alert, original) = self.dead_letter_envelopes(d, env, &reason, attempts, task);
+        let record = DeadLetterRecord {
+            dead_letter_id: dl.id.clone(),
+            original_id: env.map(|e| e.id.clone()),
+            subject: d.subject().to_string(),
+            role: self.role.clone(),
+            sender: env.map(|e| e.from.clone()),
+            task_id: task.cloned(),
+            reason_code: reason.code.to_owned(),
+            reason: reason.message.clone(),
+            attempts,
+            status: DeadLetterStatus::Open,
+            created_at: self.shared.now(),
+            original,
+        };
+        let record_write = Write::put(
+            self.shared.layout.deadletter(&dl.id)?,
+            to_value(&record)?,
+            Precondition::MustNotExist,
+        );
+        let mut counted = None;
         for _ in 0..8 {
             let doc = self.claim_doc(
                 ClaimState::DeadLettered,
@@ -1529,7 +1659,10 @@ impl Worker {
                 Duration::ZERO,
                 Some(reason.message.clone()),
             );
-            let mut writes = vec![Write::put(claim.clone(), to_value(&doc)?, claim_pre)];
+            let mut writes = vec![
+                Write::put(claim.clone(), to_value(&doc)?, claim_pre),
+                record_write.clone(),
+            ];
             let mut entries = Vec::new();
             for (subject, e) in [
                 (self.shared.subjects.deadletter(), &dl),
@@ -1544,6 +1677,7 @@ impl Worker {
                     if !rec.status.is_terminal() && rec.assigned_to == self.role {
                         rec.status = TaskStatus::DeadLettered;
                         rec.error = Some(clip(format!("{}: {}", reason.code, reason.message)));
+                        counted = Some(task_id.clone());
                         let probe = rec.probe;
                         writes.push(Write::put(
                             self.shared.layout.task(task_id)?,
@@ -1567,6 +1701,10 @@ impl Worker {
                 Ok(_) => {
                     tracing::warn!(code = reason.code, reason = %reason.message, attempts, dead_letter = %dl.id, "dead-lettered");
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(t) = &counted {
+                        self.stats
+                            .record_task(t, false, Duration::ZERO, self.shared.now());
+                    }
                     outbox::flush(&self.shared, entries).await;
                     return Ok(Disposition::Term);
                 }
@@ -1609,7 +1747,7 @@ impl Worker {
     async fn dead_letter_direct(&self, d: &Delivery, why: &str) -> Disposition {
         let reason = Reason::new("store_refused", why.to_owned());
         let env = d.message().ok();
-        let (dl, alert) = self.dead_letter_envelopes(d, env, &reason, 0, None);
+        let (dl, alert, _) = self.dead_letter_envelopes(d, env, &reason, 0, None);
         let t = &self.shared.transport;
         let published = async {
             t.publish_envelope(&self.shared.subjects.deadletter(), &dl)
@@ -1640,22 +1778,9 @@ impl Worker {
         reason: &Reason,
         attempts: u32,
         task: Option<&TaskId>,
-    ) -> (Envelope, Envelope) {
+    ) -> (Envelope, Envelope, Value) {
         let raw = d.raw();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let whole = match std::str::from_utf8(raw) {
-            Ok(s) => json!({ "body": s }),
-            Err(_) => json!({ "body_base64": b64.encode(raw) }),
-        };
-        let digest = hex(&Sha256::digest(raw), 32);
-        let prefix = &raw[..raw.len().min(4096)];
-        let truncated = json!({
-            "truncated": true,
-            "prefix_base64": b64.encode(prefix),
-            "sha256": digest,
-            "size": raw.len(),
-        });
-        let make = |original: Value| {
+        let make = |original: &Value| {
             let mut e = self.envelope(
                 Kind::DeadLetter,
                 json!({
@@ -1675,12 +1800,17 @@ impl Worker {
             }
             e
         };
-        // Whole if the dead letter still fits an outbox document.
+        // Whole if the dead letter still fits a document (its outbox entry,
+        // and its record).
         let budget = MAX_DOCUMENT_BYTES - 16 * 1024;
-        let full = make(whole);
-        let dl = match self.shared.codec.encode(&full) {
-            Ok(bytes) if bytes.len() <= budget => full,
-            _ => make(truncated),
+        let whole = ops::original_body(raw, true);
+        let full = make(&whole);
+        let (dl, original) = match self.shared.codec.encode(&full) {
+            Ok(bytes) if bytes.len() <= budget => (full, whole),
+            _ => {
+                let cut = ops::original_body(raw, false);
+                (make(&cut), cut)
+            }
         };
         let alert = self
             .envelope(
@@ -1696,7 +1826,310 @@ impl Worker {
             )
             .with_to(self.shared.chart.principal().clone())
             .with_causation(dl.id.clone());
-        (dl, alert)
+        (dl, alert, original)
+    }
+
+    /// A message from a declared peer: exactly once, like a task.
+    async fn on_peer(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let hold = match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                return self
+                    .exhausted(d, &env, version, attempts, last_error, None)
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        let message = PeerMessage::new(
+            env.id.clone(),
+            env.from.clone(),
+            self.role.clone(),
+            env.payload.clone(),
+        );
+        let cx = self.context(&env, None, hold.attempt, trace);
+        let r = self
+            .guarded(d, &hold, self.agent.on_peer(&cx, message))
+            .await;
+        self.end_message(d, &env, &hold, &cx, r).await
+    }
+
+    /// An escalation from a report: decide it, or pass it up.
+    async fn on_escalation(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let esc: Escalation = match serde_json::from_value(env.payload.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                let key = self.claim_key(env.id.as_str())?;
+                let reason = Reason::new("malformed_escalation", e.to_string());
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::MustNotExist,
+                        reason,
+                        0,
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let hold = match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                return self
+                    .exhausted(d, &env, version, attempts, last_error, None)
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        let cx = self.context(&env, esc.task_id.clone(), hold.attempt, trace);
+        let r = self
+            .guarded(d, &hold, self.agent.on_escalation(&cx, esc.clone()))
+            .await;
+        let r = match r {
+            Ok(EscalationOutcome::PassUp) => match self.shared.chart.manager_of(&self.role) {
+                Some(manager) => {
+                    let mut up = esc;
+                    up.path.push(self.role.clone());
+                    to_value(&up).map(|payload| {
+                        let fwd = self
+                            .envelope(Kind::Escalation, payload)
+                            .with_to(manager.clone())
+                            .with_causation(env.id.clone())
+                            .with_trace_parent(&cx.trace, None);
+                        cx.push_message(self.shared.subjects.inbox(manager, &self.role), fwd);
+                    })?;
+                    Ok(())
+                }
+                None => Ok(()),
+            },
+            Ok(EscalationOutcome::Decide(decision)) => {
+                let down = Decision {
+                    escalation_id: esc.escalation_id,
+                    decided_by: self.role.clone(),
+                    decision,
+                    reason: esc.reason,
+                    task_id: esc.task_id,
+                    path: esc.path,
+                };
+                let back = self
+                    .envelope(Kind::Decision, to_value(&down)?)
+                    .with_to(env.from.clone())
+                    .with_causation(env.id.clone())
+                    .with_trace_parent(&cx.trace, None);
+                cx.push_message(self.shared.subjects.inbox(&env.from, &self.role), back);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        self.end_message(d, &env, &hold, &cx, r).await
+    }
+
+    /// A decision from this role's manager: for this role if it raised the
+    /// escalation, else passed down to the role below it on the way up.
+    async fn on_decision(
+        &self,
+        d: &Delivery,
+        env: Envelope,
+        trace: TraceContext,
+    ) -> Result<Disposition, Fault> {
+        let refuse = |code: &'static str, message: String| Reason::new(code, message);
+        let decision: Decision = match serde_json::from_value(env.payload.clone()) {
+            Ok(x) => x,
+            Err(e) => {
+                let key = self.claim_key(env.id.as_str())?;
+                return self
+                    .dead_letter(
+                        d,
+                        Some(&env),
+                        key,
+                        Precondition::MustNotExist,
+                        refuse("malformed_decision", e.to_string()),
+                        0,
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let Some(at) = decision.path.iter().position(|r| r == &self.role) else {
+            let key = self.claim_key(env.id.as_str())?;
+            return self
+                .dead_letter(
+                    d,
+                    Some(&env),
+                    key,
+                    Precondition::MustNotExist,
+                    refuse(
+                        "not_in_path",
+                        format!("`{}` did not pass this escalation up", self.role),
+                    ),
+                    0,
+                    None,
+                )
+                .await;
+        };
+        let hold = match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => hold,
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => {
+                return self
+                    .exhausted(d, &env, version, attempts, last_error, None)
+                    .await;
+            }
+            other => return Ok(self.settled(other)),
+        };
+        let cx = self.context(&env, decision.task_id.clone(), hold.attempt, trace);
+        let r = if at == 0 {
+            self.guarded(d, &hold, self.agent.on_decision(&cx, decision))
+                .await
+        } else {
+            let below = decision.path[at - 1].clone();
+            let down = self
+                .envelope(Kind::Decision, to_value(&decision)?)
+                .with_to(below.clone())
+                .with_causation(env.id.clone())
+                .with_trace_parent(&cx.trace, None);
+            cx.push_message(self.shared.subjects.inbox(&below, &self.role), down);
+            Ok(())
+        };
+        self.end_message(d, &env, &hold, &cx, r).await
+    }
+
+    /// Answers peer requests on `<org>.rpc.<role>` until `shutdown`: core
+    /// request/reply, at most once, outside the role's concurrency limit.
+    pub(crate) async fn serve_requests(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        kill: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let pattern = SubjectPattern::from(self.shared.subjects.rpc(&self.role));
+        let mut requests = loop {
+            let subscribed = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.shared.transport.subscribe(&pattern) => r,
+            };
+            match subscribed {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(role = %self.role, error = %e, "cannot subscribe to peer requests; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = requests.next() => next,
+            };
+            match next {
+                Some(Ok(m)) => {
+                    let w = Arc::clone(&self);
+                    let kill = kill.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            () = kill.cancelled() => {}
+                            () = w.answer(m) => {}
+                        }
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(role = %self.role, error = %e, "peer request subscription reported an error")
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn answer(&self, m: Message) {
+        let reply = match self.answer_inner(&m).await {
+            Ok(v) => PeerReply::Ok(v),
+            Err(e) => PeerReply::Error {
+                retryable: e.is_retryable(),
+                message: describe(&e),
+            },
+        };
+        let bytes = match serde_json::to_vec(&reply) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a peer answer");
+                return;
+            }
+        };
+        if let Err(e) = self.shared.transport.respond(&m, bytes).await {
+            tracing::warn!(error = %e, "sending a peer answer failed");
+        }
+    }
+
+    async fn answer_inner(&self, m: &Message) -> Result<Value, AgentError> {
+        let env = m
+            .envelope(&self.shared.codec)
+            .map_err(|e| AgentError::permanent(format!("undecodable request: {e}")))?;
+        let allowed = env.kind == Kind::Peer
+            && &env.org == self.shared.org()
+            && env.to.as_ref() == Some(&self.role)
+            && self.shared.chart.are_peers(&env.from, &self.role);
+        if !allowed {
+            return Err(AgentError::permanent(format!(
+                "refused: `{}` has no peer channel to `{}`",
+                env.from, self.role
+            )));
+        }
+        let trace = env
+            .trace()
+            .map_or_else(TraceContext::new_root, |t| t.child());
+        let cx = self.context(&env, None, 0, trace);
+        let message = PeerMessage::new(
+            env.id.clone(),
+            env.from.clone(),
+            self.role.clone(),
+            env.payload.clone(),
+        );
+        let fut = AssertUnwindSafe(self.agent.on_peer_request(&cx, message)).catch_unwind();
+        let answer = match self.options.handler_timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => return Err(AgentError::transient(format!("timed out after {t:?}"))),
+            },
+            None => fut.await,
+        }
+        .map_err(|_| AgentError::transient("the request handler panicked"))??;
+        // What the handler staged is committed, without a claim (a request is
+        // not redelivered).
+        let effects = cx.take_effects();
+        let mut writes = Vec::new();
+        let mut entries = Vec::new();
+        self.effect_writes(&effects, &mut writes, &mut entries)?;
+        if !writes.is_empty() {
+            self.shared.store.commit(writes).await?;
+            outbox::flush(&self.shared, entries).await;
+            self.arm_slas(&effects);
+        }
+        Ok(answer)
     }
 }
 

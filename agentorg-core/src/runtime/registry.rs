@@ -1,0 +1,167 @@
+//! The agent registry and process heartbeats.
+//!
+//! Each hosted role accumulates its counters in memory (tasks completed and
+//! failed, handler time, reported usage, the last task) and each sweep folds
+//! what changed into the role's registry document — the seed's
+//! `agents/{id}` — by an optimistic update, so replicas add up. An idle role
+//! writes nothing. Each process also writes one heartbeat document listing
+//! the roles it hosts; the liveness view reads those.
+
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+
+use super::docs::{to_value, AgentRecord, ProcessRecord};
+use super::{RoleStats, Shared};
+use crate::name::Name;
+use crate::store::{Precondition, StateStoreExt, StoreError};
+
+/// Folds `stats`' changes since the last flush into `role`'s registry entry.
+pub(crate) async fn flush(
+    shared: &Shared,
+    role: &Name,
+    stats: &RoleStats,
+) -> Result<(), StoreError> {
+    let Some(delta) = stats.take_delta() else {
+        return Ok(());
+    };
+    let key = shared.layout.agent(role)?;
+    let capabilities: Vec<String> = shared
+        .chart
+        .role(role)
+        .map(|r| r.capabilities().to_vec())
+        .unwrap_or_default();
+    let result = shared
+        .store
+        .update(&key, 16, |current| {
+            let mut rec: AgentRecord = current
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            rec.agent_id = role.to_string();
+            rec.capabilities = capabilities.clone();
+            rec.tasks_completed += delta.completed;
+            rec.tasks_failed += delta.failed;
+            rec.execution_ms += delta.execution_ms;
+            rec.tokens += delta.tokens;
+            rec.cost_usd += delta.cost_usd;
+            if delta.current_task.is_some() {
+                rec.current_task = delta.current_task.clone();
+            }
+            if let Some(t) = delta.last_active {
+                rec.last_active = Some(rec.last_active.map_or(t, |l| l.max(t)));
+            }
+            serde_json::to_value(&rec).ok()
+        })
+        .await;
+    if let Err(e) = result {
+        // Keep the counts for the next flush.
+        stats.restore(delta);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Writes this process's heartbeat.
+pub(crate) async fn heartbeat(
+    shared: &Shared,
+    roles: &[Name],
+    started_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let record = ProcessRecord {
+        instance: shared.instance.clone(),
+        roles: roles.to_vec(),
+        started_at,
+        last_seen: shared.now(),
+    };
+    shared
+        .store
+        .put(
+            &shared.layout.process(&shared.instance)?,
+            to_value(&record)?,
+            Precondition::None,
+        )
+        .await
+        .map(drop)
+}
+
+/// Removes this process's heartbeat (at shutdown).
+pub(crate) async fn farewell(shared: &Shared) -> Result<(), StoreError> {
+    shared
+        .store
+        .delete(
+            &shared.layout.process(&shared.instance)?,
+            Precondition::None,
+        )
+        .await
+}
+
+/// The changes of a role's counters since the last flush.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Delta {
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    pub(crate) execution_ms: u64,
+    pub(crate) tokens: u64,
+    pub(crate) cost_usd: f64,
+    pub(crate) current_task: Option<crate::envelope::TaskId>,
+    pub(crate) last_active: Option<DateTime<Utc>>,
+}
+
+impl RoleStats {
+    /// Counts a task of this role that ended.
+    pub(crate) fn record_task(
+        &self,
+        task: &crate::envelope::TaskId,
+        success: bool,
+        execution: std::time::Duration,
+        now: DateTime<Utc>,
+    ) {
+        let mut d = self.delta();
+        if success {
+            d.completed += 1;
+        } else {
+            d.failed += 1;
+        }
+        d.execution_ms += u64::try_from(execution.as_millis()).unwrap_or(u64::MAX);
+        d.current_task = Some(task.clone());
+        d.last_active = Some(now);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds usage a handler reported.
+    pub(crate) fn add_usage(&self, tokens: u64, cost_usd: f64) {
+        let mut d = self.delta();
+        d.tokens += tokens;
+        d.cost_usd += cost_usd;
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn delta(&self) -> std::sync::MutexGuard<'_, Delta> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the changes to flush, if any.
+    pub(crate) fn take_delta(&self) -> Option<Delta> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(std::mem::take(&mut *self.delta()))
+    }
+
+    /// Puts back changes whose flush failed.
+    pub(crate) fn restore(&self, back: Delta) {
+        let mut d = self.delta();
+        d.completed += back.completed;
+        d.failed += back.failed;
+        d.execution_ms += back.execution_ms;
+        d.tokens += back.tokens;
+        d.cost_usd += back.cost_usd;
+        if d.current_task.is_none() {
+            d.current_task = back.current_task;
+        }
+        d.last_active = d.last_active.max(back.last_active);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
