@@ -26,7 +26,7 @@
 //! * **SLAs**: a task past its `sla_minutes` emits a
 //!   `<org>.events.sla.breach` event and escalates once to its delegator's
 //!   manager.
-//! * **Dead letters** are records to [list](Principal::dead_letters_list),
+//! * **Dead letters** are records to [list](Principal::dead_letter_records),
 //!   [requeue](Principal::requeue) or [discard](Principal::discard).
 //!
 //! ```
@@ -93,7 +93,7 @@
 //! [`Principal::delegate`]: crate::runtime::Principal::delegate
 //! [`Principal::task_tree`]: crate::runtime::Principal::task_tree
 //! [`Principal::answer`]: crate::runtime::Principal::answer
-//! [`Principal::dead_letters_list`]: crate::runtime::Principal::dead_letters_list
+//! [`Principal::dead_letter_records`]: crate::runtime::Principal::dead_letter_records
 //! [`Principal::requeue`]: crate::runtime::Principal::requeue
 //! [`Principal::discard`]: crate::runtime::Principal::discard
 

@@ -18,8 +18,8 @@
 //! | what | subjects |
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
-//! | publish on its declared peer channels | `<org>.peer.<r>.<peer>` |
-//! | publish the events it is granted ([`OrgAuthBuilder::with_events`]) | `<org>.events.<pattern>` |
+//! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
+//! | publish the events it is granted ([`OrgAuthBuilder::with_events`]), and the runtime's SLA breaches | `<org>.events.<pattern>`, `<org>.events.sla.breach` |
 //! | dead-letter and alert | `<org>.deadletter`, `<org>.alerts` |
 //! | send requests to the roles it may address; serve its own | `<org>.rpc.<to>` (publish), `<org>.rpc.<r>` (subscribe, and answer: `allow_responses`) |
 //! | bind its own durable consumers, pull and settle their messages | `$JS.API.CONSUMER.INFO.<stream>.<consumer>`, `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, `$JS.ACK.<stream>.<consumer>.>` |
@@ -326,7 +326,11 @@ impl OrgAuthBuilder {
             }
             for peer in chart.peers_of(&role) {
                 publish.push(s.peer(&role, peer).to_string());
+                publish.push(s.rpc(peer).to_string());
             }
+            // The runtime reports a missed SLA as this event, sent by the
+            // delegator.
+            publish.push(format!("{org}.events.sla.breach"));
             for pattern in self.events.get(role.as_str()).into_iter().flatten() {
                 let p = s
                     .events_matching(pattern)

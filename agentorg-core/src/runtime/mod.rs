@@ -45,9 +45,9 @@
 //!
 //! # Known limits (this version)
 //!
-//! * A dead-lettered subtask keeps its parent waiting: the principal is
-//!   alerted, and requeueing or discarding dead letters is not built yet.
-//! * SLA deadlines are stored (`sla_minutes`) but not yet watched.
+//! * A dead-lettered subtask keeps its parent waiting until the dead letter
+//!   is [requeued](Principal::requeue) or [discarded](Principal::discard)
+//!   (the principal is alerted once per dead letter).
 //! * Only a process hosting a role republishes that role's outbox entries
 //!   (and the principal's only the provisioning process): a role scaled to
 //!   zero holds its unpublished messages until it runs again.

@@ -254,7 +254,7 @@ impl Principal {
         {
             out.push(from_doc::<DeadLetterRecord>(&doc)?.0);
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out.sort_by_key(|r| r.created_at);
         Ok(out)
     }
 
