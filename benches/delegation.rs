@@ -1,0 +1,267 @@
+//! Delegation round trip: the principal delegates a task, the agent handles
+//! it, the result comes back to the principal — each beside its raw baseline
+//! in the same run.
+//!
+//! * `delegation_memory/runtime`: `Principal::delegate` → the agent's
+//!   handler → the result envelope read from the principal's inbox, on the
+//!   memory transport and store; beside `delegation_memory/mpsc_ping_pong`, a
+//!   tokio `mpsc` ping-pong (the task there, the result back).
+//! * with `--features nats`, `delegation_nats/runtime`: the same on NATS
+//!   JetStream with the memory store, beside `delegation_nats/raw_async_nats`
+//!   making the same hops with raw async-nats (publish the task and await its
+//!   ack, consume it, ack, publish the result and await its ack, consume it,
+//!   ack).
+//!
+//! ```text
+//! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
+//! cargo bench --bench delegation --features nats -- --warm-up-time 1 --measurement-time 5
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentorg::prelude::*;
+use agentorg::runtime::PrincipalStream;
+use agentorg::store::MemoryStore;
+use agentorg::transport::{MemoryTransport, Transport};
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn chart(org: &str) -> OrgChart {
+    OrgChart::builder(org)
+        .principal("founder")
+        .role(RoleSpec::new("worker").reports_to("founder"))
+        .build()
+        .expect("a valid chart")
+}
+
+/// An org with one worker that completes every task at once, and the
+/// principal's inbox (where results arrive).
+async fn org(transport: Arc<dyn Transport>, org: &str) -> (Org, PrincipalStream) {
+    let org = Org::builder(chart(org))
+        .transport(transport)
+        .store(Arc::new(MemoryStore::new()))
+        .agent(
+            "worker",
+            agent_fn(|task| async move { Ok(Outcome::Complete(json!({ "done": task.title }))) }),
+        )
+        .start()
+        .await
+        .expect("the org starts");
+    let inbox = org.principal().inbox().await.expect("the principal's inbox");
+    (org, inbox)
+}
+
+/// One delegation there and back: delegate, then the result envelope.
+async fn round_trip(org: &Org, inbox: &mut PrincipalStream) {
+    let task = org
+        .principal()
+        .delegate("worker", TaskSpec::new("ping"))
+        .await
+        .expect("delegated");
+    loop {
+        let env = inbox
+            .next()
+            .await
+            .expect("the inbox goes on")
+            .expect("a readable result");
+        if env.correlation_id.as_ref() == Some(&task.task_id) {
+            break;
+        }
+    }
+}
+
+async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        round_trip(org, inbox).await;
+    }
+    start.elapsed()
+}
+
+fn memory(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("delegation_memory");
+    group.bench_function("mpsc_ping_pong", |b| {
+        // The task out to a worker task, the result back.
+        let (task_tx, mut task_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
+        let (result_tx, result_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
+        rt.spawn(async move {
+            while let Some(task) = task_rx.recv().await {
+                if result_tx.send(json!({ "done": task["title"] })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let result_rx = Arc::new(tokio::sync::Mutex::new(result_rx));
+        b.to_async(&rt).iter_custom(|iters| {
+            let task_tx = task_tx.clone();
+            let result_rx = Arc::clone(&result_rx);
+            async move {
+                let mut rx = result_rx.lock().await;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    task_tx
+                        .send(json!({ "title": "ping" }))
+                        .await
+                        .expect("the worker is there");
+                    rx.recv().await.expect("a result");
+                }
+                start.elapsed()
+            }
+        });
+    });
+    let (org, inbox) = rt.block_on(org(Arc::new(MemoryTransport::new()), "bench"));
+    let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+    let org = Arc::new(org);
+    group.bench_function("runtime", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let org = Arc::clone(&org);
+            let inbox = Arc::clone(&inbox);
+            async move {
+                let mut inbox = inbox.lock().await;
+                timed(iters, &org, &mut inbox).await
+            }
+        });
+    });
+    group.finish();
+    rt.block_on(org.shutdown());
+}
+
+#[cfg(feature = "nats")]
+fn nats(c: &mut Criterion) {
+    use agentorg::nats::async_nats;
+    use agentorg::nats::NatsTransportBuilder;
+
+    let rt = runtime();
+    let Some(server) = agentorg_testkit::nats_or_skip!() else {
+        return;
+    };
+    let mut group = c.benchmark_group("delegation_nats");
+
+    // Raw async-nats: two work-queue streams' worth of hops on one stream,
+    // the same consumers' settings as the transport's (explicit ack, pull).
+    let raw = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "RAW".into(),
+                subjects: vec!["raw.>".into()],
+                retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await
+            .expect("a stream");
+        let consumer = |name: &str, filter: &str| {
+            let stream = stream.clone();
+            let (name, filter) = (name.to_owned(), filter.to_owned());
+            async move {
+                stream
+                    .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                        durable_name: Some(name),
+                        filter_subject: filter,
+                        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("a consumer")
+                    .stream()
+                    .max_messages_per_batch(1)
+                    .messages()
+                    .await
+                    .expect("a message stream")
+            }
+        };
+        let tasks = consumer("worker", "raw.task").await;
+        let results = consumer("founder", "raw.result").await;
+        (js, tasks, results)
+    });
+    let raw = Arc::new(tokio::sync::Mutex::new(raw));
+    group.bench_function("raw_async_nats", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let raw = Arc::clone(&raw);
+            async move {
+                let mut guard = raw.lock().await;
+                let (js, tasks, results) = &mut *guard;
+                let payload = bytes::Bytes::from_static(br#"{"title":"ping"}"#);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    js.publish("raw.task", payload.clone())
+                        .await
+                        .expect("published")
+                        .await
+                        .expect("stored");
+                    let task = tasks.next().await.expect("a task").expect("readable");
+                    task.ack().await.expect("acked");
+                    js.publish("raw.result", payload.clone())
+                        .await
+                        .expect("published")
+                        .await
+                        .expect("stored");
+                    let result = results.next().await.expect("a result").expect("readable");
+                    result.ack().await.expect("acked");
+                }
+                start.elapsed()
+            }
+        });
+    });
+
+    let (org, inbox) = rt.block_on(async {
+        let transport = NatsTransportBuilder::new()
+            .with_server(server.url())
+            .with_org("bench")
+            .build()
+            .await
+            .expect("a NATS transport");
+        org(Arc::new(transport), "bench").await
+    });
+    let org = Arc::new(org);
+    let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+    let mut samples = Vec::new();
+    group.bench_function("runtime", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let org = Arc::clone(&org);
+            let inbox = Arc::clone(&inbox);
+            async move {
+                let mut inbox = inbox.lock().await;
+                timed(iters, &org, &mut inbox).await
+            }
+        });
+    });
+    group.finish();
+    // The p50 of single round trips, measured apart from criterion.
+    rt.block_on(async {
+        let mut inbox = inbox.lock().await;
+        for _ in 0..500 {
+            let start = Instant::now();
+            round_trip(&org, &mut inbox).await;
+            samples.push(start.elapsed());
+        }
+    });
+    samples.sort();
+    println!(
+        "delegation_nats/runtime single round trips: p50 {:?}, p90 {:?}, p99 {:?} (500 samples)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() * 99 / 100]
+    );
+    rt.block_on(org.shutdown());
+    drop(server);
+}
+
+#[cfg(feature = "nats")]
+criterion_group!(benches, memory, nats);
+#[cfg(not(feature = "nats"))]
+criterion_group!(benches, memory);
+criterion_main!(benches);
