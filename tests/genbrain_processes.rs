@@ -1,0 +1,528 @@
+//! The seeds' org as 8 OS processes on NATS + Firestore, one of them killed
+//! with SIGKILL mid-task and started again: its task completes exactly once
+//! and the tree completes.
+//!
+//! The processes are the `genbrain` example itself (`examples/genbrain.rs`),
+//! one per role plus the founder's (`--roles <role>`), on a fresh nats-server
+//! and a unique project of the Firestore emulator (both from
+//! `agentorg-testkit`), with the lease and ack wait cut to 2 s
+//! (`--lease-secs 2`) and each specialist working 3 s (`--work-ms 3000`).
+//! While Backend's task is `in_progress` (polled in Firestore), the backend
+//! process gets SIGKILL and is started again with the same arguments. Then:
+//!
+//! * the founder's process exits 0 with the whole tree completed (its stdout,
+//!   and every task document in Firestore);
+//! * every task was counted exactly once: the example's specialists stage an
+//!   increment of a per-task counter with their outcome (exactly-once
+//!   bookkeeping), and every counter in Firestore is 1;
+//! * Backend's handler ran twice: its claim says 2 attempts, the counter was
+//!   committed by attempt 2, the killed process's log shows attempt 1 started
+//!   and never finished, the new one's shows attempt 2 finished;
+//! * Frontend handled Backend's API contract change exactly once;
+//! * every role process, sent SIGTERM, drains and exits 0.
+//!
+//! A `harness = false` test (`[[test]]` in the root Cargo.toml, features
+//! `nats` and `firestore`): one scenario, its own tokio runtime.
+//!
+//! **Finding the example binary.** The test runs `$CARGO build --example
+//! genbrain` itself, with the features and the profile the test was built
+//! with (read from `cfg!` and from the test binary's path,
+//! `<target>/<profile>/deps/…`) and the environment it was run with
+//! (`CARGO_TARGET_DIR` is inherited), and takes the binary's path from
+//! cargo's JSON messages. So `cargo test` never runs a stale example, and
+//! when the example is up to date the build is a no-op (no second full
+//! build: the features match the test's, so every artifact is shared). A
+//! test run with `--target-dir` on the command line (not in the environment)
+//! builds the example in the default target directory instead: slower, still
+//! correct.
+//!
+//! Servers: skipped, loudly, without `nats-server` or the emulator, unless
+//! `AGENTORG_REQUIRE_SERVERS=1` (then it fails), like the test kit's
+//! `nats_or_skip!`. Every process is killed when the test ends, also on
+//! failure (a guard with `Drop`); and each reads a pipe from the test
+//! (`--stop-on-stdin-eof`), so none outlives the test binary even if it is
+//! killed. The processes' logs are kept under `CARGO_TARGET_TMPDIR`, and the
+//! end of each is printed on failure.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use agentorg::firestore::FirestoreStore;
+use agentorg::store::{CollectionPath, DocKey, StateStore, StateStoreExt};
+use agentorg_testkit::{firestore_or_skip, nats_or_skip, FirestoreEmulator, NatsServer};
+use serde_json::Value;
+
+const NAME: &str = "genbrain_processes";
+/// The roles, each in a process of its own (the founder's is the eighth).
+const ROLES: [&str; 7] = [
+    "ceo",
+    "cto",
+    "cso",
+    "marketing",
+    "backend",
+    "frontend",
+    "devops",
+];
+/// The role whose process is killed mid-task.
+const VICTIM: &str = "backend";
+const LEASE_SECS: &str = "2";
+const WORK_MS: &str = "3000";
+/// How long the founder waits for the tree (its `--timeout`), and a little
+/// less than what the test waits for the founder.
+const FOUNDER_TIMEOUT: Duration = Duration::from_secs(45);
+const TASKS: &str = "agentorg/genbrain/tasks";
+const CLAIMS: &str = "agentorg/genbrain/claims";
+/// The example's exactly-once bookkeeping (see `examples/genbrain.rs`).
+const WORK: &str = "examples/genbrain/work";
+const PEER_MESSAGES: &str = "examples/genbrain/peer_messages";
+
+fn main() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let Some(firestore) = firestore_or_skip!() else {
+        return;
+    };
+    let started = Instant::now();
+    let exe = build_example();
+    eprintln!(
+        "{NAME}: example {} ready after {:.1} s",
+        exe.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(scenario(&exe, &nats, &firestore));
+    eprintln!(
+        "test {NAME} ... ok ({:.1} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Builds the genbrain example with this test's features and profile, and
+/// returns the executable's path (from cargo's JSON messages).
+fn build_example() -> PathBuf {
+    let me = std::env::current_exe().expect("the test binary's path");
+    // <target>/<profile dir>/deps/<this test>
+    let profile_dir = me
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let profile = match profile_dir {
+        "debug" => "dev",
+        other => other,
+    };
+    let mut features = vec!["nats", "firestore"];
+    if cfg!(feature = "mcp") {
+        features.push("mcp");
+    }
+    let mut cargo = Command::new(env!("CARGO"));
+    // What cargo set for running this test (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+    // …) must not reach the build: build scripts that watch such variables
+    // (ring's watches CARGO_MANIFEST_DIR) would see a change and rebuild, here
+    // and again in the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            cargo.env_remove(name);
+        }
+    }
+    let output = cargo
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--example", "genbrain", "--profile", profile])
+        .args(["--features", &features.join(",")])
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running cargo build --example genbrain");
+    assert!(
+        output.status.success(),
+        "cargo build --example genbrain --features {} failed: {}",
+        features.join(","),
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "genbrain"
+                && m["target"]["kind"][0] == "example"
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo named no executable for the genbrain example")
+}
+
+async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) {
+    let t0 = Instant::now();
+    let project = firestore.unique_project();
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(NAME)
+        .join(&project);
+    std::fs::create_dir_all(&logs).expect("a directory for the processes' logs");
+    eprintln!(
+        "{NAME}: project {project} on {}, nats {}; logs in {}",
+        firestore.host_port(),
+        nats.url(),
+        logs.display()
+    );
+    let args: Vec<String> = [
+        "--nats",
+        &nats.url(),
+        "--firestore",
+        &firestore.host_port(),
+        "--project",
+        &project,
+        "--lease-secs",
+        LEASE_SECS,
+        "--work-ms",
+        WORK_MS,
+        "--timeout",
+        &FOUNDER_TIMEOUT.as_secs().to_string(),
+        "--stop-on-stdin-eof",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut org = Processes::new(exe, args, logs);
+    for role in ROLES {
+        org.start(role);
+    }
+    org.start("founder");
+    let store = FirestoreStore::builder()
+        .with_project_id(&project)
+        .with_emulator(firestore.host_port())
+        .build()
+        .await
+        .expect("a Firestore store on the emulator");
+
+    // Backend's task in progress: SIGKILL its process, start it again.
+    let task = until(
+        "backend's task to be in_progress",
+        Duration::from_secs(30),
+        || async {
+            tasks(&store)
+                .await
+                .into_iter()
+                .find(|t| t["assigned_to"] == VICTIM && t["status"] == "in_progress")
+        },
+    )
+    .await;
+    let task_id = task["task_id"].as_str().expect("a task id").to_owned();
+    org.kill9(VICTIM);
+    eprintln!(
+        "{NAME}: {:.1} s: {VICTIM}'s task {task_id} in_progress: SIGKILLed its process",
+        t0.elapsed().as_secs_f64()
+    );
+    org.start(VICTIM);
+
+    // The founder ends, happily.
+    let status = org
+        .wait_founder(FOUNDER_TIMEOUT + Duration::from_secs(10))
+        .await;
+    eprintln!(
+        "{NAME}: {:.1} s: the founder's process exited: {status}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "the founder's process failed: {status}");
+    let printed: Value = serde_json::from_str(&org.read("founder.stdout"))
+        .expect("the founder printed the tree as JSON");
+    let printed: Vec<&Value> = flatten(&printed);
+    assert_eq!(printed.len(), 7, "the printed tree has 7 tasks");
+    assert!(
+        printed.iter().all(|t| t["status"] == "completed"),
+        "the printed tree is all completed"
+    );
+
+    // The tree in Firestore: 7 tasks, all completed.
+    let stored = tasks(&store).await;
+    assert_eq!(stored.len(), 7, "7 task documents: {stored:#?}");
+    for t in &stored {
+        assert_eq!(t["status"], "completed", "task {t:#}");
+    }
+
+    // Exactly once: every task counted once; backend's by its attempt 2.
+    let counters = docs(&store, WORK).await;
+    assert_eq!(counters.len(), 7, "one counter per task: {counters:#?}");
+    for c in &counters {
+        assert_eq!(c["count"], 1, "counted once: {c:#}");
+    }
+    let counter = counters
+        .iter()
+        .find(|c| c["task_id"] == task_id.as_str())
+        .expect("backend's counter");
+    assert_eq!(counter["attempt"], 2, "committed by attempt 2: {counter:#}");
+    let claim = get(&store, CLAIMS, &format!("{VICTIM}.{task_id}"))
+        .await
+        .expect("backend's claim on its task");
+    assert_eq!(claim["attempts"], 2, "two runs of the handler: {claim:#}");
+    assert_eq!(claim["state"], "done", "claim {claim:#}");
+    let first = org.read(&format!("{VICTIM}.1.log"));
+    let second = org.read(&format!("{VICTIM}.2.log"));
+    assert!(
+        first.contains(&format!("{VICTIM} started task {task_id}"))
+            && first.contains("(attempt 1,")
+            && !first.contains("finished task"),
+        "the killed process started attempt 1 and never finished it:\n{first}"
+    );
+    assert!(
+        second.contains("(attempt 2,") && second.contains(&format!("finished task {task_id}")),
+        "the restarted process ran attempt 2 to its end:\n{second}"
+    );
+
+    // Frontend handled backend's contract change, once.
+    let receipts = docs(&store, PEER_MESSAGES).await;
+    assert_eq!(receipts.len(), 1, "one contract change: {receipts:#?}");
+    let receipt = &receipts[0];
+    assert_eq!(receipt["count"], 1, "{receipt:#}");
+    assert_eq!(receipt["from"], VICTIM, "{receipt:#}");
+    assert_eq!(receipt["to"], "frontend", "{receipt:#}");
+    assert_eq!(receipt["cause"], task_id.as_str(), "{receipt:#}");
+    assert_eq!(receipt["endpoint"], "/api/v2/analytics", "{receipt:#}");
+
+    // SIGTERM stops each role process gracefully.
+    let stopped = org.terminate_all(Duration::from_secs(30)).await;
+    for (name, status) in &stopped {
+        assert!(
+            status.success(),
+            "{name} exited {status} after SIGTERM:\n{}",
+            org.read(&format!("{name}.log"))
+        );
+    }
+    eprintln!(
+        "{NAME}: {:.1} s: {} role processes stopped by SIGTERM, all with status 0",
+        t0.elapsed().as_secs_f64(),
+        stopped.len()
+    );
+}
+
+/// Polls `check` every 50 ms until it yields, for up to `limit`.
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every task of a tree as printed, depth first.
+fn flatten(tree: &Value) -> Vec<&Value> {
+    let mut out = vec![tree];
+    if let Some(children) = tree["children"].as_array() {
+        for c in children {
+            out.extend(flatten(c));
+        }
+    }
+    out
+}
+
+async fn docs(store: &FirestoreStore, collection: &str) -> Vec<Value> {
+    let collection = CollectionPath::new(collection).expect("a collection path");
+    store
+        .list_all(&collection)
+        .await
+        .unwrap_or_else(|e| panic!("listing {collection}: {e}"))
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+async fn tasks(store: &FirestoreStore) -> Vec<Value> {
+    docs(store, TASKS).await
+}
+
+async fn get(store: &FirestoreStore, collection: &str, id: &str) -> Option<Value> {
+    let key = DocKey::new(collection, id).expect("a document key");
+    store
+        .get(&key)
+        .await
+        .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+        .map(|d| d.value)
+}
+
+/// One process of the org.
+struct Process {
+    /// `founder` or a role, with the run number for a restarted one.
+    name: String,
+    role: String,
+    child: Child,
+    /// The write end of its stdin: when the test ends, however it ends, the
+    /// process reads end of file and stops (`--stop-on-stdin-eof`).
+    _stdin: Option<ChildStdin>,
+    status: Option<ExitStatus>,
+}
+
+/// The org's processes: started, killed, stopped; every one still running
+/// is killed on drop.
+struct Processes {
+    exe: PathBuf,
+    args: Vec<String>,
+    logs: PathBuf,
+    procs: Vec<Process>,
+}
+
+impl Processes {
+    fn new(exe: &Path, args: Vec<String>, logs: PathBuf) -> Self {
+        Self {
+            exe: exe.to_owned(),
+            args,
+            logs,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Starts the process of `role` (`founder` drives): stderr (and for the
+    /// roles stdout) to `<role>.<run>.log`, the founder's stdout to
+    /// `founder.stdout`.
+    fn start(&mut self, role: &str) {
+        let run = 1 + self.procs.iter().filter(|p| p.role == role).count();
+        let log = File::create(self.logs.join(format!("{role}.{run}.log"))).expect("a log file");
+        let stdout = if role == "founder" {
+            File::create(self.logs.join("founder.stdout")).expect("a stdout file")
+        } else {
+            log.try_clone().expect("the log file again")
+        };
+        let mut child = Command::new(&self.exe)
+            .args(&self.args)
+            .args(["--roles", role])
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.exe.display()));
+        let stdin = child.stdin.take();
+        self.procs.push(Process {
+            name: format!("{role}.{run}"),
+            role: role.to_owned(),
+            child,
+            _stdin: stdin,
+            status: None,
+        });
+    }
+
+    fn running(&mut self, role: &str) -> &mut Process {
+        self.procs
+            .iter_mut()
+            .rfind(|p| p.role == role && p.status.is_none())
+            .unwrap_or_else(|| panic!("no running process of {role}"))
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill9(&mut self, role: &str) {
+        let p = self.running(role);
+        p.child.kill().expect("SIGKILL");
+        p.status = Some(p.child.wait().expect("reaping the killed process"));
+    }
+
+    /// Waits up to `limit` for the founder's process to exit, and returns
+    /// its status; panics if a role process exits meanwhile (they serve until
+    /// told to stop).
+    async fn wait_founder(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            for p in self.procs.iter_mut().filter(|p| p.status.is_none()) {
+                if let Some(status) = p.child.try_wait().expect("waiting for a process") {
+                    p.status = Some(status);
+                    assert_eq!(p.role, "founder", "{} exited on its own: {status}", p.name);
+                    return status;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the founder's process still running after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM to every process still running; their exit statuses, each
+    /// within `limit`.
+    async fn terminate_all(&mut self, limit: Duration) -> Vec<(String, ExitStatus)> {
+        let running: Vec<usize> = (0..self.procs.len())
+            .filter(|&i| self.procs[i].status.is_none())
+            .collect();
+        for &i in &running {
+            let pid = self.procs[i].child.id().to_string();
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("running kill -TERM");
+            assert!(sent.success(), "kill -TERM {pid} failed");
+        }
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        for i in running {
+            let p = &mut self.procs[i];
+            let status = loop {
+                if let Some(s) = p.child.try_wait().expect("waiting for a process") {
+                    break s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} still running {limit:?} after SIGTERM",
+                    p.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            p.status = Some(status);
+            out.push((p.name.clone(), status));
+        }
+        out
+    }
+
+    /// A file of the logs directory (e.g. `backend.1.log`), as text.
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.logs.join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if p.status.is_none() {
+                let _ = p.child.kill();
+                p.status = p.child.wait().ok();
+            }
+        }
+        if std::thread::panicking() {
+            let mut err = std::io::stderr().lock();
+            for p in &self.procs {
+                let log = self.read(&format!("{}.log", p.name));
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let _ = writeln!(err, "---- {NAME}: {}.log (last lines) ----", p.name);
+                for line in tail.iter().rev() {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            let _ = writeln!(
+                err,
+                "---- {NAME}: logs kept in {} ----",
+                self.logs.display()
+            );
+        }
+    }
+}
