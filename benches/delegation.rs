@@ -58,7 +58,11 @@ async fn org(transport: Arc<dyn Transport>, org: &str) -> (Org, PrincipalStream)
         .start()
         .await
         .expect("the org starts");
-    let inbox = org.principal().inbox().await.expect("the principal's inbox");
+    let inbox = org
+        .principal()
+        .inbox()
+        .await
+        .expect("the principal's inbox");
     (org, inbox)
 }
 
@@ -98,7 +102,11 @@ fn memory(c: &mut Criterion) {
         let (result_tx, result_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
         rt.spawn(async move {
             while let Some(task) = task_rx.recv().await {
-                if result_tx.send(json!({ "done": task["title"] })).await.is_err() {
+                if result_tx
+                    .send(json!({ "done": task["title"] }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

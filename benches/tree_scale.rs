@@ -31,8 +31,11 @@ struct Ceo {
 impl Agent for Ceo {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         for i in 0..self.fanout {
-            cx.delegate("manager", TaskSpec::new(format!("{} / part {i}", task.title)))
-                .await?;
+            cx.delegate(
+                "manager",
+                TaskSpec::new(format!("{} / part {i}", task.title)),
+            )
+            .await?;
         }
         Ok(Outcome::AwaitSubtasks)
     }
@@ -46,8 +49,11 @@ struct Manager {
 impl Agent for Manager {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         for i in 0..self.fanout {
-            cx.delegate("worker", TaskSpec::new(format!("{} / leaf {i}", task.title)))
-                .await?;
+            cx.delegate(
+                "worker",
+                TaskSpec::new(format!("{} / leaf {i}", task.title)),
+            )
+            .await?;
         }
         Ok(Outcome::AwaitSubtasks)
     }
