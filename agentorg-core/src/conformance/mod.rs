@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use crate::name::Name;
 
+pub mod patterns;
 pub mod runtime;
 pub mod store;
 pub mod tools;

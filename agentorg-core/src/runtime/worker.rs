@@ -1353,17 +1353,25 @@ impl Worker {
             failures = rec.consecutive_failures,
             "circuit breaker opened; escalating to `{manager}`"
         );
+        // An escalation like any other (see `hierarchy::Escalation`), so the
+        // manager's `on_escalation` decides it or passes it up.
+        let id = MessageId::new();
+        let escalation = Escalation {
+            escalation_id: id.clone(),
+            origin: self.role.clone(),
+            path: vec![self.role.clone()],
+            reason: "breaker_open".to_owned(),
+            details: json!({
+                "role": self.role,
+                "consecutive_failures": rec.consecutive_failures,
+                "until": rec.until,
+                "alternate": self.shared.chart.alternate_of(&self.role),
+            }),
+            task_id: None,
+        };
         let env = self
-            .envelope(
-                Kind::Escalation,
-                json!({
-                    "reason": "breaker_open",
-                    "role": self.role,
-                    "consecutive_failures": rec.consecutive_failures,
-                    "until": rec.until,
-                    "alternate": self.shared.chart.alternate_of(&self.role),
-                }),
-            )
+            .envelope(Kind::Escalation, to_value(&escalation)?)
+            .with_id(id)
             .with_to(manager.clone());
         let subject = self.shared.subjects.inbox(&manager, &self.role);
         let (w, e) = outbox::entry(&self.shared, &self.role, subject, &env)?;
