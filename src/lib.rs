@@ -91,6 +91,12 @@ pub use agentorg_nats as nats;
 #[cfg_attr(docsrs, doc(cfg(feature = "firestore")))]
 pub use agentorg_firestore as firestore;
 
+/// MCP ([`agentorg_mcp`]): role-scoped MCP tools over rmcp, with pinning, and
+/// the org MCP server.
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub use agentorg_mcp as mcp;
+
 // The README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

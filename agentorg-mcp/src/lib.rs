@@ -1,0 +1,18 @@
+//! # agentorg-mcp
+//!
+//! [MCP](https://modelcontextprotocol.io) for agentorg, over
+//! [rmcp](https://docs.rs/rmcp): role-scoped MCP tools with pinning (an
+//! [`agentorg_core::tools::ToolHost`] over MCP servers), and an MCP server
+//! that gives an LLM client a seat in the org. The facade re-exports it as
+//! `agentorg::mcp` behind the feature `mcp`.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::clone_on_ref_ptr
+)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// pub mod seat; (the org MCP server)
