@@ -15,4 +15,15 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
+pub mod catalog;
+mod config;
+mod host;
+pub mod pin;
 // pub mod seat; (the org MCP server)
+
+pub use audit::AuditedToolHost;
+pub use catalog::{CatalogError, McpCatalog, McpTools, StartOptions};
+pub use config::{McpEndpoint, McpServerConfig, RespawnPolicy};
+pub use host::McpToolHost;
+pub use pin::{AlertSink, OrgAlerts, PinAlert, PinnedToolHost, ToolLock, ToolPin};
