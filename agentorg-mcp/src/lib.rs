@@ -20,7 +20,7 @@ pub mod catalog;
 mod config;
 mod host;
 pub mod pin;
-// pub mod seat; (the org MCP server)
+pub mod seat;
 
 pub use audit::AuditedToolHost;
 pub use catalog::{CatalogError, McpCatalog, McpTools, StartOptions};
