@@ -542,3 +542,97 @@ async fn cto_seat_over_streamable_http_with_a_bearer_token() -> TestResult {
     org.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_client_takes_is_released_and_dead_lettered() -> TestResult {
+    let options = seat_options().with_pickup_timeout(Duration::from_millis(200));
+    let config = RuntimeConfig::default()
+        .with_max_attempts(2)
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .with_jitter(false);
+    // No MCP client ever connects to the backend seat.
+    let (org, _seat) = org_with_seat("backend", options, config).await;
+    let founder = org.principal();
+    founder
+        .delegate("ceo", TaskSpec::new("Analytics endpoints"))
+        .await?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let dead = loop {
+        let records = founder.dead_letter_records().await?;
+        if let Some(r) = records.into_iter().find(|r| r.role.as_str() == "backend") {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the untaken task was not dead-lettered within {DEADLINE:?}"
+        );
+        // A poll interval, not a timing assumption.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.attempts, 2, "{dead:?}");
+    assert!(
+        dead.reason
+            .contains("no MCP client of seat `backend` took the task"),
+        "{dead:?}"
+    );
+    let task = dead.task_id.ok_or("the dead letter names its task")?;
+    let record = founder.task(&task).await?.ok_or("the task exists")?;
+    assert_eq!(record.status, TaskStatus::DeadLettered);
+    org.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_escalates_up_the_chain_to_the_founder() -> TestResult {
+    use futures::StreamExt;
+    let (org, seat) = org_with_seat("backend", seat_options(), RuntimeConfig::default()).await;
+    let (client, server) = duplex_client(&seat).await;
+    let founder = org.principal();
+    let mut inbox = founder.inbox().await?;
+    let root = founder
+        .delegate("ceo", TaskSpec::new("Analytics endpoints"))
+        .await?;
+    let task = next_event(&client).await;
+    assert_eq!(task["event"], "task");
+    let up = ok(
+        &client,
+        "escalate",
+        json!({"reason": "needs a ClickHouse budget", "details": {"usd": 2000}}),
+    )
+    .await;
+    assert_eq!(up["escalated_to"], "cto");
+    ok(
+        &client,
+        "complete_task",
+        json!({"result": "done pending budget"}),
+    )
+    .await;
+    // The CTO and CEO agents pass it up (their default); it reaches the founder.
+    let escalation = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match inbox.next().await {
+                Some(Ok(env)) if env.kind == agentorg_core::envelope::Kind::Escalation => {
+                    break Some(env)
+                }
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    })
+    .await?
+    .ok_or("the founder's inbox ended")?;
+    assert_eq!(escalation.payload["origin"], "backend");
+    assert_eq!(escalation.payload["reason"], "needs a ClickHouse budget");
+    // The founder decides; the decision comes back to the seat as a notice.
+    founder
+        .answer(&escalation, json!({"approved": true}))
+        .await?;
+    let decision = next_event(&client).await;
+    assert_eq!(decision["event"], "decision", "{decision}");
+    assert_eq!(decision["decision"]["decision"]["approved"], true);
+    assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
+    client.cancel().await?;
+    server.cancel().await?;
+    org.shutdown().await;
+    Ok(())
+}
