@@ -58,7 +58,7 @@
 //! | (none) | in-memory transport, store and tools; the runtime | available |
 //! | `nats` | NATS JetStream transport and broker permissions from the chart (`agentorg-nats`, re-exported as `agentorg::nats`) | available |
 //! | `firestore` | Firestore state store (`agentorg::firestore::FirestoreStore`, crate `agentorg-firestore`) | available |
-//! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
+//! | `mcp` | MCP tool host over rmcp with a catalog, per-role grants, failover and pinning, and the org MCP server (`agentorg-mcp`, re-exported as `agentorg::mcp`) | available |
 //!
 //! # Where to read on
 //!

@@ -5,7 +5,7 @@
 //!
 //! * [`McpToolHost`](crate::McpToolHost) opens a span `mcp.call` with fields
 //!   `server`, `tool`, `args_sha256`, `duration_ms` and `outcome`;
-//! * [`AuditedToolHost`] (what [`McpCatalog::for_role`](crate::McpCatalog::for_role)
+//! * [`AuditedToolHost`] (what [`McpTools::for_role`](crate::McpTools::for_role)
 //!   returns) opens a span `tool.call` with `role`, `server`, `tool`,
 //!   `args_sha256`, `duration_ms` and `outcome` around the role-scoped call,
 //!   and can write one document per call to a store collection.
