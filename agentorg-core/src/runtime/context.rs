@@ -428,7 +428,8 @@ impl Context {
 
     /// Reports what this call used (e.g. an LLM's tokens and cost), for the
     /// role's registry entry. Counted per call, so a retried call counts
-    /// again.
+    /// again. Tokens saturate at `u64::MAX`; a cost that is not a finite,
+    /// non-negative number is ignored.
     pub fn report_usage(&self, tokens: u64, cost_usd: f64) {
         self.stats.add_usage(tokens, cost_usd);
     }
