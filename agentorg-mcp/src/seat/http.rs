@@ -17,8 +17,10 @@ use super::{Seat, SeatError};
 /// `Authorization: Bearer <token>`, or it is refused with `401 Unauthorized`
 /// before it reaches the MCP server.
 ///
-/// Its `Debug` output does not show the token.
-#[derive(Clone, PartialEq, Eq)]
+/// The scheme name (`Bearer`) matches in any case. The token is compared
+/// in constant time, and only there: `SeatToken` has no `PartialEq`, and
+/// its `Debug` output does not show it.
+#[derive(Clone)]
 pub struct SeatToken(Arc<str>);
 
 impl fmt::Debug for SeatToken {
@@ -49,7 +51,10 @@ impl SeatToken {
     /// Whether an `Authorization` header value carries this token (compared
     /// in time independent of where they differ).
     fn admits(&self, header: Option<&[u8]>) -> bool {
-        let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        let Some(given) = header.and_then(|h| {
+            let (scheme, rest) = h.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+        }) else {
             return false;
         };
         let want = self.0.as_bytes();
@@ -89,10 +94,42 @@ impl SeatHttp {
         }
     }
 
-    /// Serves at `path` instead of `/mcp`.
-    pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
+    /// Serves at `path` instead of `/mcp`: a `/` and one or more segments
+    /// of letters, digits, `-`, `_`, `.` and `~`, separated by single `/`
+    /// (no trailing `/`, no `{…}` captures or wildcards).
+    ///
+    /// ```
+    /// # use agentorg_core::chart::OrgChart;
+    /// # use agentorg_mcp::seat::{Seat, SeatToken};
+    /// # let chart = OrgChart::from_toml_str("org = \"o\"\nprincipal = \"p\"\nroles.cto.reports_to = \"p\"").unwrap();
+    /// # let seat = Seat::builder(chart, "cto").build().unwrap();
+    /// let token = || SeatToken::new("s3cret-token-for-the-cto").unwrap();
+    /// assert!(seat.http(token()).with_path("/seats/cto").is_ok());
+    /// for bad in ["", "/", "seats", "/seats/", "/{id}", "/a//b", "/.."] {
+    ///     assert!(seat.http(token()).with_path(bad).is_err(), "{bad}");
+    /// }
+    /// ```
+    pub fn with_path(mut self, path: impl Into<String>) -> Result<Self, SeatError> {
+        let path = path.into();
+        let segment_ok = |seg: &str| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        };
+        match path.strip_prefix('/') {
+            Some(rest) if rest.split('/').all(segment_ok) => {
+                self.path = path;
+                Ok(self)
+            }
+            _ => Err(SeatError::InvalidInput {
+                message: format!(
+                    "`{path}` is not a seat path: use `/` and segments of letters, digits, `-`, `_`, `.`, `~` (like `/mcp` or `/seats/cto`)"
+                ),
+            }),
+        }
     }
 
     /// Sets rmcp's streamable HTTP server configuration.

@@ -20,8 +20,14 @@
 //! `report_usage`) with the handler's `Context`, until the client ends the
 //! turn (`complete_task`, `fail_task`, `await_subtasks`). While the handler
 //! is open the runtime keeps extending the claim's lease, so the task stays
-//! this seat's. Everything the client did in the turn is committed
-//! atomically with its end, exactly once, like any agent's effects.
+//! this seat's. The turn's delegations, escalations and peer messages are
+//! staged and committed atomically with its end, like any agent's effects:
+//! a turn the seat releases commits none of them, so its retry does not
+//! send them twice. Two things are outside that commit: `report_usage`
+//! counts at once (a retried turn's report counts again), and
+//! `call_granted_tool` calls the tool at once (a retried turn may call it
+//! again). A turn stages at most [`MAX_DELEGATIONS_PER_TURN`] (100)
+//! delegations; more are refused with a message naming the cap.
 //!
 //! A manager seat delegates subtasks and ends the turn with
 //! `await_subtasks`; when they have all ended, their results come back as a
@@ -36,11 +42,35 @@
 //!   back with backoff and dead-letters it when its attempts run out (3 by
 //!   default; the principal is alerted);
 //! * **idle** (default 5 min): a turn with no call of the client for that
-//!   long is released the same way (every call on the turn, and every
-//!   `call_granted_tool`, `list_granted_tools` or `seat_info`, starts the
-//!   timer again). Its staged delegations are dropped, so the retry does
-//!   not delegate twice. Later calls on the released turn are refused
-//!   (`released`).
+//!   long is released the same way. A call on the turn starts the timer
+//!   again, and so do the calls that name no turn (`call_granted_tool`,
+//!   before and after the tool runs, `list_granted_tools`, `seat_info`) for
+//!   the turns held by the *same* MCP session; `wait_for_event` does not.
+//!   Its staged delegations are dropped, so the retry does not delegate
+//!   twice;
+//! * **max_turn** (default 30 min): a turn held that long is released the
+//!   same way, however busy the client keeps it.
+//!
+//! Later calls naming a released turn are refused with `released` and the
+//! reason (the seat remembers the last 64 turns that ended); so is the
+//! first call of the session that held it that names no turn and finds
+//! none held.
+//!
+//! A notice (`decision`, `result`, `peer_message`) is *acknowledged* by
+//! the next call of any seat tool on the MCP session whose `wait_for_event`
+//! returned it: that call shows the response arrived. Until then its
+//! handler stays open; if no such call comes within the idle timeout, the
+//! handler fails transiently and the runtime delivers the notice again. A
+//! `wait_for_event` whose request is cancelled before it hands an event
+//! over puts the event back, first in line. So a notice is delivered at
+//! least once: dedupe by its id (`escalation_id`, `task_id`,
+//! `message_id`). A client that cancels a wait after its response was
+//! sent, and then calls again, acknowledges a notice it never read.
+//!
+//! At most `max_offers` (default 256) offers wait for a client at once; a
+//! delivery beyond that fails transiently and the runtime retries it with
+//! backoff. An offer whose handler ends (pickup timeout, `handler_timeout`,
+//! shutdown) leaves the queue at once.
 //!
 //! A runtime `handler_timeout` (in `AgentOptions`), if set, bounds a turn's
 //! total length as well.
@@ -70,12 +100,17 @@
 //! | `decide_escalation`, `pass_up_escalation` | end an escalation turn |
 //! | `answer_peer_request` | ends a peer request turn |
 //! | `read_task_tree` | the tree of a task the role was assigned or delegated |
-//! | `report_usage` | tokens and cost spent on the task in hand |
+//! | `report_usage` | tokens (at most 10⁹ a report) and cost (finite, ≥ 0) spent on the task in hand |
 //! | `list_granted_tools`, `call_granted_tool` | the role's granted tools |
-//! | `seat_info` | role, manager, reports, peers, shortcuts, grants |
+//! | `seat_info` | role, manager, reports, peers, shortcuts, grants, the turns held (`id`, `kind`) |
+//!
+//! The granted tools are those of the [`ToolHost`] given to
+//! [`SeatBuilder::tools`], scoped to the role's grants: they are the seat's
+//! own, separate from the tools the org's runtime gives its agents (pass
+//! the same host to both to share them).
 //!
 //! Commands name their task with `task_id`, which may be left out when the
-//! seat holds one task. Delegations, escalations and peer messages are sent
+//! seat holds one task (when it holds several, the refusal lists them). Delegations, escalations and peer messages are sent
 //! when the turn ends, as for any agent.
 //!
 //! # Example
@@ -171,7 +206,7 @@ mod bridge;
 mod http;
 mod server;
 
-pub use bridge::SeatAgent;
+pub use bridge::{SeatAgent, MAX_DELEGATIONS_PER_TURN};
 pub use http::{SeatHttp, SeatToken};
 pub use server::SeatServer;
 
@@ -199,8 +234,9 @@ pub enum SeatError {
         /// What was missing.
         message: String,
     },
-    /// The turn was released (its pickup or idle timeout passed) or has
-    /// already ended; the runtime retries the delivery.
+    /// The turn is no longer held: the seat released it (its idle timeout
+    /// or `max_turn` passed; the runtime retries the delivery) or it has
+    /// ended. The message gives the reason.
     #[error("released: {message}")]
     Released {
         /// Which turn.
@@ -300,8 +336,16 @@ pub struct SeatOptions {
     /// How long a held turn may go without a call of the client before it
     /// is released for retry (default 5 min).
     pub idle_timeout: Duration,
-    /// The longest one `wait_for_event` call waits (default 60 s).
+    /// The longest a client may hold one turn, however busy it keeps it
+    /// (default 30 min); then it is released for retry.
+    pub max_turn: Duration,
+    /// The longest one `wait_for_event` call waits (default 25 s, under
+    /// common MCP clients' request timeouts).
     pub max_wait: Duration,
+    /// How many offers may wait for a client at once (default 256); a
+    /// delivery beyond that fails transiently, and the runtime retries it
+    /// with backoff.
+    pub max_offers: usize,
 }
 
 impl Default for SeatOptions {
@@ -309,7 +353,9 @@ impl Default for SeatOptions {
         Self {
             pickup_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),
-            max_wait: Duration::from_secs(60),
+            max_turn: Duration::from_secs(30 * 60),
+            max_wait: Duration::from_secs(25),
+            max_offers: 256,
         }
     }
 }
@@ -327,9 +373,21 @@ impl SeatOptions {
         self
     }
 
+    /// Sets the longest a client may hold one turn.
+    pub fn with_max_turn(mut self, d: Duration) -> Self {
+        self.max_turn = d;
+        self
+    }
+
     /// Sets the longest wait of one `wait_for_event`.
     pub fn with_max_wait(mut self, d: Duration) -> Self {
         self.max_wait = d;
+        self
+    }
+
+    /// Sets how many offers may wait for a client at once (at least 1).
+    pub fn with_max_offers(mut self, n: usize) -> Self {
+        self.max_offers = n.max(1);
         self
     }
 }
@@ -380,8 +438,10 @@ impl SeatBuilder {
             .unwrap_or_else(|| Arc::new(ToolRouter::new()) as Arc<dyn ToolHost>);
         let grants = self.chart.tool_grants(&role).to_vec();
         let tools: Arc<dyn ToolHost> = Arc::new(ScopedToolHost::new(inner, role.clone(), grants));
+        let mut options = self.options;
+        options.max_offers = options.max_offers.max(1);
         Ok(Seat {
-            shared: Arc::new(Shared::new(role, self.chart, tools, self.options)),
+            shared: Arc::new(Shared::new(role, self.chart, tools, options)),
         })
     }
 }
@@ -427,7 +487,9 @@ impl Seat {
         }
     }
 
-    /// An MCP server of the seat (one per MCP session; they share the seat).
+    /// An MCP server of the seat: one per MCP session (its notices are
+    /// acknowledged, and its calls keep its turns alive, per server); they
+    /// share the seat's offers and turns.
     pub fn server(&self) -> SeatServer {
         SeatServer::new(Arc::clone(&self.shared))
     }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentorg_core::agent::TaskSpec;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::bridge::{ActiveTurn, Command, End, Shared, TurnKind};
+use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
 use super::SeatError;
 
 /// The MCP server of one seat: the tools an LLM client uses to sit in the
@@ -33,7 +33,20 @@ use super::SeatError;
 #[derive(Clone)]
 pub struct SeatServer {
     shared: Arc<Shared>,
+    session: Arc<Session>,
 }
+
+/// What one MCP session (one [`SeatServer`] and its clones) keeps.
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    /// Notices this session's `wait_for_event` returned and its client has
+    /// not acknowledged yet (by a later call).
+    unacked: Mutex<Vec<Arc<Offer>>>,
+}
+
+/// The most tokens one `report_usage` may report.
+const MAX_USAGE_TOKENS: u64 = 1_000_000_000;
 
 impl fmt::Debug for SeatServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,7 +75,7 @@ fn seat_tools() -> Vec<Tool> {
     vec![
         tool(
             "wait_for_event",
-            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call, or it is released for retry.",
+            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
             json!({"type": "object", "properties": {
                 "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
             }}),
@@ -174,7 +187,7 @@ fn seat_tools() -> Vec<Tool> {
         ),
         tool(
             "seat_info",
-            "This seat's role, manager, reports, peers, shortcuts and tool grants.",
+            "This seat's role, manager, reports, peers, shortcuts, tool grants, and the turns it holds (`held`: id and kind).",
             json!({"type": "object", "properties": {}}),
         ),
     ]
@@ -268,17 +281,61 @@ fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, SeatError> {
     })
 }
 
-fn released(id: &str) -> SeatError {
+fn released(r: &ReleasedTurn) -> SeatError {
     SeatError::Released {
         message: format!(
-            "{id} is no longer held by this seat (its idle or pickup timeout passed, or it ended)"
+            "{} {} is no longer held by this seat: {}",
+            r.kind.noun(),
+            r.id,
+            r.reason
         ),
     }
 }
 
+fn held_list<'a>(turns: impl Iterator<Item = (&'a String, &'a ActiveTurn)>) -> Vec<Value> {
+    let mut held: Vec<Value> = turns
+        .map(|(id, t)| json!({"id": id, "kind": t.kind.name()}))
+        .collect();
+    held.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    held
+}
+
 impl SeatServer {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        let session = Arc::new(Session {
+            id: shared.next_session(),
+            unacked: Mutex::new(Vec::new()),
+        });
+        Self { shared, session }
+    }
+
+    /// The session's client made another call: the notices its earlier
+    /// `wait_for_event`s returned reached it.
+    fn acknowledge(&self) {
+        let unacked = std::mem::take(
+            &mut *self
+                .session
+                .unacked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for offer in unacked {
+            offer.advance(OfferState::Taken, OfferState::Acked);
+        }
+    }
+
+    /// Why turn `id` is not held: `released` (with the reason) if the seat
+    /// remembers it, else `no_turn`.
+    fn not_held(&self, id: &str) -> SeatError {
+        match self.shared.released_named(id) {
+            Some(r) => released(&r),
+            None => SeatError::NoTurn {
+                message: format!(
+                    "`{}` holds no {id}; call wait_for_event to take one",
+                    self.shared.role
+                ),
+            },
+        }
     }
 
     /// The role this server seats.
@@ -296,28 +353,46 @@ impl SeatServer {
         if let Some(id) = id {
             return match turns.get(id) {
                 Some(t) if kinds.contains(&t.kind) => Ok((id.to_owned(), t.clone())),
-                Some(_) => Err(SeatError::InvalidInput {
-                    message: format!("{id} is not a turn this tool can act on"),
-                }),
-                None => Err(SeatError::NoTurn {
+                Some(t) => Err(SeatError::InvalidInput {
                     message: format!(
-                        "`{}` holds no {id}; call wait_for_event to take one",
-                        self.shared.role
+                        "{id} is a {} turn, which this tool cannot act on",
+                        t.kind.noun()
                     ),
                 }),
+                None => {
+                    drop(turns);
+                    Err(self.not_held(id))
+                }
             };
         }
-        let mut held = turns.iter().filter(|(_, t)| kinds.contains(&t.kind));
-        match (held.next(), held.next()) {
-            (Some((id, t)), None) => Ok((id.clone(), t.clone())),
-            (None, _) => Err(SeatError::NoTurn {
+        let held: Vec<(&String, &ActiveTurn)> = turns
+            .iter()
+            .filter(|(_, t)| kinds.contains(&t.kind))
+            .collect();
+        match held.as_slice() {
+            [(id, t)] => Ok(((*id).clone(), (*t).clone())),
+            [] => {
+                drop(held);
+                drop(turns);
+                match self.shared.released_unreported(self.session.id, kinds) {
+                    Some(r) => Err(released(&r)),
+                    None => Err(SeatError::NoTurn {
+                        message: format!(
+                            "`{}` holds nothing this tool can act on; call wait_for_event to take it",
+                            self.shared.role
+                        ),
+                    }),
+                }
+            }
+            several => Err(SeatError::InvalidInput {
                 message: format!(
-                    "`{}` holds nothing this tool can act on; call wait_for_event to take it",
-                    self.shared.role
+                    "several are held, name one by its id: {}",
+                    several
+                        .iter()
+                        .map(|(id, t)| format!("{id} ({})", t.kind.noun()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
-            }),
-            (Some(_), Some(_)) => Err(SeatError::InvalidInput {
-                message: "several are held: name one by its id".to_owned(),
             }),
         }
     }
@@ -331,10 +406,9 @@ impl SeatServer {
     ) -> Result<T, SeatError> {
         let (tx, rx) = oneshot::channel();
         if turn.commands.send(make(tx)).await.is_err() {
-            self.shared.forget(id, turn.serial);
-            return Err(released(id));
+            return Err(self.not_held(id));
         }
-        rx.await.map_err(|_| released(id))?
+        rx.await.map_err(|_| self.not_held(id))?
     }
 
     /// Ends a held turn.
@@ -351,10 +425,13 @@ impl SeatServer {
         Ok(json!({"ended": id}))
     }
 
-    /// Tells every held turn that the client is alive.
+    /// Tells the turns this session holds that its client is alive (a
+    /// call naming no turn).
     fn touch(&self) {
         for t in self.shared.turns().values() {
-            let _ = t.commands.try_send(Command::Touch);
+            if t.session == self.session.id {
+                let _ = t.commands.try_send(Command::Touch);
+            }
         }
     }
 
@@ -367,42 +444,77 @@ impl SeatServer {
         let limit = args
             .timeout_secs
             .map_or(max, |s| Duration::from_secs(s).min(max));
-        let deadline = tokio::time::Instant::now() + limit;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400));
         let none = || Ok(json!({"event": "none"}));
-        let mut offers = tokio::select! {
-            () = ct.cancelled() => return none(),
-            r = tokio::time::timeout_at(deadline, self.shared.offers_rx.lock()) => match r {
-                Ok(guard) => guard,
-                Err(_) => return none(),
-            },
-        };
         loop {
-            let offer = tokio::select! {
+            // Listen before looking, so an offer that comes in between is
+            // not missed.
+            let offered = self.shared.offered.notified();
+            tokio::pin!(offered);
+            offered.as_mut().enable();
+            if ct.is_cancelled() {
+                return none();
+            }
+            if let Some(offer) = self.shared.take_offer() {
+                if let Some(event) = self.hand_over(offer, ct) {
+                    return Ok(event);
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
                 () = ct.cancelled() => return none(),
-                r = tokio::time::timeout_at(deadline, offers.recv()) => match r {
-                    Err(_) => return none(),
-                    Ok(None) => return Err(SeatError::Unavailable { message: "the seat is closed".to_owned() }),
-                    Ok(Some(o)) => o,
-                },
-            };
+                () = tokio::time::sleep_until(deadline) => return none(),
+                () = &mut offered => {}
+            }
+        }
+    }
+
+    /// Hands an offer taken from the queue to this session's client:
+    /// registers its turn, then moves it `Pending → Taken` (unless the agent
+    /// withdrew it first). `None`: not handed over (the request was
+    /// cancelled, and the offer is put back; or the agent withdrew it).
+    fn hand_over(
+        &self,
+        offer: Arc<Offer>,
+        ct: &tokio_util::sync::CancellationToken,
+    ) -> Option<Value> {
+        if ct.is_cancelled() {
+            // Its response would be dropped: leave it to the next wait.
+            self.shared.put_back(offer);
+            return None;
+        }
+        if let Some(commands) = &offer.commands {
             // Register the turn before telling the agent, so the client's
             // next command finds it.
-            if let Some(commands) = &offer.commands {
-                self.shared.turns().insert(
-                    offer.id.clone(),
-                    ActiveTurn {
-                        serial: offer.serial,
-                        kind: offer.kind,
-                        commands: commands.clone(),
-                    },
-                );
+            let turn = ActiveTurn {
+                serial: offer.serial,
+                kind: offer.kind,
+                commands: commands.clone(),
+                session: self.session.id,
+            };
+            if !self.shared.hold(&offer.id, turn) {
+                // A newer delivery of the same id is held: this one is stale.
+                offer.advance(OfferState::Pending, OfferState::Withdrawn);
+                return None;
             }
-            if offer.taken.send(()).is_ok() {
-                return Ok(offer.event);
-            }
+        }
+        if !offer.advance(OfferState::Pending, OfferState::Taken) {
             // The agent gave up on it (pickup timeout): skip it.
             self.shared.forget(&offer.id, offer.serial);
+            return None;
         }
+        if offer.commands.is_none() {
+            self.session
+                .unacked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::clone(&offer));
+        }
+        Some(offer.event.clone())
     }
 
     fn info(&self) -> Value {
@@ -420,8 +532,10 @@ impl SeatServer {
                 "to": sc.to(), "task_types": sc.task_types(),
             })).collect::<Vec<_>>(),
             "tool_grants": chart.tool_grants(role).iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "held": held_list(s.turns().iter()),
             "idle_timeout_secs": s.options.idle_timeout.as_secs(),
             "pickup_timeout_secs": s.options.pickup_timeout.as_secs(),
+            "max_turn_secs": s.options.max_turn.as_secs(),
             "max_wait_secs": s.options.max_wait.as_secs(),
         })
     }
@@ -560,11 +674,10 @@ impl SeatServer {
                 Ok(a) => {
                     self.touch();
                     let arguments = a.arguments.unwrap_or_else(|| json!({}));
-                    self.shared
-                        .tools
-                        .call_tool(&a.name, arguments)
-                        .await
-                        .map(|out| json!({"structured": out.structured, "text": out.text}))
+                    let out = self.shared.tools.call_tool(&a.name, arguments).await;
+                    // The call may have taken a while: the client is alive.
+                    self.touch();
+                    out.map(|out| json!({"structured": out.structured, "text": out.text}))
                         .map_err(SeatError::from_tool)
                 }
                 Err(e) => Err(e),
@@ -673,6 +786,22 @@ impl SeatServer {
     }
 
     async fn report_usage(&self, a: UsageArgs) -> Result<Value, SeatError> {
+        if !a.cost_usd.is_finite() || a.cost_usd < 0.0 {
+            return Err(SeatError::InvalidInput {
+                message: format!(
+                    "cost_usd must be a finite, non-negative number, not {}",
+                    a.cost_usd
+                ),
+            });
+        }
+        if a.tokens > MAX_USAGE_TOKENS {
+            return Err(SeatError::InvalidInput {
+                message: format!(
+                    "tokens must be at most {MAX_USAGE_TOKENS} in one report, not {}",
+                    a.tokens
+                ),
+            });
+        }
         let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
         let (tokens, cost_usd) = (a.tokens, a.cost_usd);
         self.ask(&id, &turn, |reply| Command::ReportUsage {
@@ -729,6 +858,8 @@ impl ServerHandler for SeatServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.unwrap_or_default());
         let name: Cow<'static, str> = request.name;
+        // Any call shows that the responses before it reached the client.
+        self.acknowledge();
         match self.dispatch(&name, args, &context.ct).await {
             Some(r) => Ok(render(r).into()),
             None => Err(ErrorData::invalid_params(
