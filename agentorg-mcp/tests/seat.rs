@@ -156,6 +156,16 @@ fn seat_options() -> SeatOptions {
 /// ordinary agents: the CEO delegates to the CTO, the CTO to backend, and
 /// the specialists complete.
 async fn org_with_seat(seated: &str, options: SeatOptions, config: RuntimeConfig) -> (Org, Seat) {
+    org_with(seated, options, config, Vec::new()).await
+}
+
+/// As [`org_with_seat`], with some roles' agents replaced.
+async fn org_with(
+    seated: &str,
+    options: SeatOptions,
+    config: RuntimeConfig,
+    overrides: Vec<(&'static str, Arc<dyn Agent>)>,
+) -> (Org, Seat) {
     let chart = chart();
     let seat = match Seat::builder(chart.clone(), seated)
         .tools(tools())
@@ -167,8 +177,13 @@ async fn org_with_seat(seated: &str, options: SeatOptions, config: RuntimeConfig
     };
     let mut b = Org::builder(chart).tools(tools()).config(config);
     for role in ["ceo", "cto", "backend", "frontend", "cso"] {
+        let replaced = overrides
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, a)| Arc::clone(a));
         let agent: Arc<dyn Agent> = match role {
             _ if role == seated => Arc::new(seat.agent()),
+            _ if replaced.is_some() => replaced.unwrap_or_else(|| Arc::new(leaf("none"))),
             "ceo" => Arc::new(Manager {
                 to: "cto",
                 task_type: None,
@@ -431,14 +446,34 @@ async fn backend_seat_is_held_to_the_chart() -> TestResult {
     Ok(())
 }
 
+/// Polls (through `watcher`, a session that holds nothing, so its calls
+/// keep no turn alive) until the seat no longer holds `id`.
+async fn until_not_held(watcher: &Client, id: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let info = ok(watcher, "seat_info", json!({})).await;
+        let held = info["held"].as_array().cloned().unwrap_or_default();
+        if !held.iter().any(|t| t["id"] == id) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} still held after {DEADLINE:?}"
+        );
+        // A poll interval, not a timing assumption.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_client_does_not_hold_the_task_forever() -> TestResult {
     let options = seat_options().with_idle_timeout(Duration::from_millis(300));
     let config = RuntimeConfig::default()
         .with_backoff(Duration::from_millis(20), Duration::from_millis(50))
         .with_jitter(false);
-    let (org, seat) = org_with_seat("backend", options, config).await;
+    let (org, seat) = org_with_seat("cto", options, config).await;
     let (client, server) = duplex_client(&seat).await;
+    let (watcher, watcher_server) = duplex_client(&seat).await;
     let root = org
         .principal()
         .delegate("ceo", TaskSpec::new("Analytics endpoints"))
@@ -446,12 +481,48 @@ async fn an_idle_client_does_not_hold_the_task_forever() -> TestResult {
     let first = next_event(&client).await;
     assert_eq!(first["event"], "task");
     assert_eq!(first["attempt"], 1);
-    // The client goes quiet. The seat releases the task (a transient
-    // failure) and the runtime offers it again: the next event is attempt 2.
+    let id = first["task_id"].as_str().unwrap_or_default().to_owned();
+    let info = ok(&watcher, "seat_info", json!({})).await;
+    assert_eq!(info["held"], json!([{"id": id, "kind": "task"}]), "{info}");
+    // It delegates, then goes quiet. The seat releases the task (a
+    // transient failure), dropping the staged delegation.
+    ok(
+        &client,
+        "delegate",
+        json!({"to": "backend", "title": "endpoints"}),
+    )
+    .await;
+    until_not_held(&watcher, &id).await;
+    // Calls on the released task are refused as `released`, with the
+    // reason: the session's first call naming no task, and any naming it.
+    let (kind, why) = refused(&client, "complete_task", json!({"result": 1})).await;
+    assert_eq!(kind, "released", "{why}");
+    assert!(why.contains("was idle for"), "{why}");
+    let (kind, why) = refused(
+        &client,
+        "delegate",
+        json!({"to": "backend", "title": "again", "task_id": id}),
+    )
+    .await;
+    assert_eq!(kind, "released", "{why}");
+    assert!(why.contains("was idle for"), "{why}");
+    // Told once when naming none; then nothing is held.
+    let (kind, _) = refused(&client, "complete_task", json!({"result": 1})).await;
+    assert_eq!(kind, "no_turn");
+    // The runtime offers it again: the next event is attempt 2.
     let again = next_event(&client).await;
     assert_eq!(again["event"], "task", "{again}");
-    assert_eq!(again["task_id"], first["task_id"]);
+    assert_eq!(again["task_id"], id.as_str());
     assert_eq!(again["attempt"], 2, "{again}");
+    ok(
+        &client,
+        "delegate",
+        json!({"to": "backend", "title": "endpoints"}),
+    )
+    .await;
+    ok(&client, "await_subtasks", json!({})).await;
+    let done = next_event(&client).await;
+    assert_eq!(done["event"], "subtasks_done", "{done}");
     ok(
         &client,
         "complete_task",
@@ -459,8 +530,298 @@ async fn an_idle_client_does_not_hold_the_task_forever() -> TestResult {
     )
     .await;
     assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
+    // The retry did not delegate twice: the CTO's task has one subtask.
+    let tree = org.principal().task_tree(&root.task_id).await?;
+    let cto = &tree.children[0];
+    assert_eq!(cto.assigned_to.as_str(), "cto");
+    assert_eq!(cto.children.len(), 1, "{tree:#?}");
+    assert_eq!(tree.len(), 3, "{tree:#?}");
     client.cancel().await?;
     server.cancel().await?;
+    watcher.cancel().await?;
+    watcher_server.cancel().await?;
+    org.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_turn_releases_a_turn_kept_alive_by_seat_info() -> TestResult {
+    let idle = Duration::from_millis(300);
+    let max_turn = Duration::from_millis(1200);
+    let options = seat_options()
+        .with_idle_timeout(idle)
+        .with_max_turn(max_turn);
+    let config = RuntimeConfig::default()
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .with_jitter(false);
+    let (org, seat) = org_with_seat("backend", options, config).await;
+    let (client, server) = duplex_client(&seat).await;
+    org.principal()
+        .delegate("ceo", TaskSpec::new("Analytics endpoints"))
+        .await?;
+    let task = next_event(&client).await;
+    assert_eq!(task["event"], "task");
+    let id = task["task_id"].as_str().unwrap_or_default().to_owned();
+    let taken = tokio::time::Instant::now();
+    // The client keeps calling seat_info (which keeps its turns alive past
+    // the idle timeout) but never ends the turn.
+    let deadline = taken + DEADLINE;
+    loop {
+        let info = ok(&client, "seat_info", json!({})).await;
+        let held = info["held"].as_array().cloned().unwrap_or_default();
+        if !held.iter().any(|t| t["id"] == id.as_str()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never released");
+        // A poll interval, well under the idle timeout.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kept well past the idle timeout: released by max_turn.
+    assert!(taken.elapsed() > idle * 2, "{:?}", taken.elapsed());
+    let (kind, why) = refused(
+        &client,
+        "complete_task",
+        json!({"result": 1, "task_id": id}),
+    )
+    .await;
+    assert_eq!(kind, "released", "{why}");
+    assert!(why.contains("max_turn"), "{why}");
+    client.cancel().await?;
+    server.cancel().await?;
+    org.shutdown().await;
+    Ok(())
+}
+
+/// Backend: escalates every task to its manager, completes it, and passes
+/// the decisions it gets to the test.
+struct Escalating {
+    decisions: tokio::sync::mpsc::UnboundedSender<Value>,
+}
+
+#[agentorg_core::async_trait]
+impl Agent for Escalating {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        cx.escalate(format!("budget for {}", task.title), json!({"usd": 100}))?;
+        Ok(Outcome::Complete(json!({"by": "backend"})))
+    }
+
+    async fn on_decision(
+        &self,
+        _cx: &Context,
+        decision: agentorg_core::hierarchy::Decision,
+    ) -> Result<(), AgentError> {
+        let _ = self
+            .decisions
+            .send(serde_json::to_value(&decision).unwrap_or(Value::Null));
+        Ok(())
+    }
+}
+
+/// The CTO seat's part: take the CEO's task, delegate to backend, and
+/// handle the escalation (with `end`) and the results, in whatever order.
+async fn cto_with_an_escalation(client: &Client, end: &'static str, args: Value) -> Value {
+    let task = next_event(client).await;
+    assert_eq!(task["event"], "task", "{task}");
+    ok(
+        client,
+        "delegate",
+        json!({"to": "backend", "title": "endpoints"}),
+    )
+    .await;
+    ok(client, "await_subtasks", json!({})).await;
+    let (mut escalation, mut done) = (Value::Null, false);
+    while escalation.is_null() || !done {
+        let e = next_event(client).await;
+        match e["event"].as_str() {
+            Some("escalation") => {
+                escalation = e.clone();
+                ok(client, end, args.clone()).await;
+            }
+            Some("subtasks_done") => {
+                done = true;
+                ok(client, "complete_task", json!({"result": "ok"})).await;
+            }
+            _ => panic!("unexpected event {e}"),
+        }
+    }
+    escalation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_decides_one_escalation_and_passes_another_up() -> TestResult {
+    use futures::StreamExt;
+    let (decisions, mut decided) = tokio::sync::mpsc::unbounded_channel();
+    let backend: Arc<dyn Agent> = Arc::new(Escalating { decisions });
+    let (org, seat) = org_with(
+        "cto",
+        seat_options(),
+        RuntimeConfig::default(),
+        vec![("backend", backend)],
+    )
+    .await;
+    let (client, server) = duplex_client(&seat).await;
+    let founder = org.principal();
+    let mut inbox = founder.inbox().await?;
+
+    // Decided by the seat: the decision goes back to backend.
+    let root = founder.delegate("ceo", TaskSpec::new("first")).await?;
+    let escalation = cto_with_an_escalation(
+        &client,
+        "decide_escalation",
+        json!({"decision": {"approved": true}}),
+    )
+    .await;
+    assert_eq!(
+        escalation["escalation"]["origin"], "backend",
+        "{escalation}"
+    );
+    let decision = tokio::time::timeout(DEADLINE, decided.recv())
+        .await?
+        .ok_or("no decision")?;
+    assert_eq!(decision["decision"]["approved"], true, "{decision}");
+    assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
+
+    // Passed up by the seat: the CEO passes it up too; the founder gets it.
+    let root = founder.delegate("ceo", TaskSpec::new("second")).await?;
+    cto_with_an_escalation(&client, "pass_up_escalation", json!({})).await;
+    let up = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match inbox.next().await {
+                Some(Ok(env)) if env.kind == agentorg_core::envelope::Kind::Escalation => {
+                    break Some(env)
+                }
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    })
+    .await?
+    .ok_or("the founder's inbox ended")?;
+    assert_eq!(up.payload["origin"], "backend");
+    assert_eq!(up.payload["reason"], "budget for endpoints");
+    assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
+    client.cancel().await?;
+    server.cancel().await?;
+    org.shutdown().await;
+    Ok(())
+}
+
+/// Frontend: asks its peer backend for the API contract, completes with it.
+struct Asking;
+
+#[agentorg_core::async_trait]
+impl Agent for Asking {
+    async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+        let answer: Value = cx
+            .request_peer("backend", &json!({"need": "contract"}), DEADLINE)
+            .await
+            .map_err(|e| AgentError::transient(e.to_string()))?;
+        Ok(Outcome::Complete(json!({"answer": answer})))
+    }
+}
+
+/// Frontend: tells its peer backend, then completes.
+struct Telling;
+
+#[agentorg_core::async_trait]
+impl Agent for Telling {
+    async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+        cx.send_peer("backend", &json!({"hello": "backend"}))
+            .map_err(|e| AgentError::permanent(e.to_string()))?;
+        Ok(Outcome::Complete(json!({"told": true})))
+    }
+}
+
+fn cto_to_frontend() -> Arc<dyn Agent> {
+    Arc::new(Manager {
+        to: "frontend",
+        task_type: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_answers_a_peer_request() -> TestResult {
+    let (org, seat) = org_with(
+        "backend",
+        seat_options(),
+        RuntimeConfig::default(),
+        vec![("cto", cto_to_frontend()), ("frontend", Arc::new(Asking))],
+    )
+    .await;
+    let (client, server) = duplex_client(&seat).await;
+    let root = org
+        .principal()
+        .delegate("ceo", TaskSpec::new("dashboard"))
+        .await?;
+    let request = next_event(&client).await;
+    assert_eq!(request["event"], "peer_request", "{request}");
+    assert_eq!(request["from"], "frontend");
+    assert_eq!(request["request"]["need"], "contract");
+    // A task tool cannot end it.
+    let (kind, _) = refused(&client, "complete_task", json!({"result": 1})).await;
+    assert_eq!(kind, "no_turn");
+    ok(
+        &client,
+        "answer_peer_request",
+        json!({"answer": {"contract": "/api/v2/analytics"}}),
+    )
+    .await;
+    assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
+    let tree = org.principal().task_tree(&root.task_id).await?;
+    let frontend = &tree.children[0].children[0];
+    let record = org
+        .principal()
+        .task(&frontend.task_id)
+        .await?
+        .ok_or("the frontend task")?;
+    assert_eq!(
+        record
+            .result
+            .as_ref()
+            .map(|r| r["answer"]["contract"].clone()),
+        Some(json!("/api/v2/analytics")),
+        "{record:?}"
+    );
+    client.cancel().await?;
+    server.cancel().await?;
+    org.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_whose_client_went_away_unacknowledged_is_offered_again() -> TestResult {
+    let options = seat_options().with_idle_timeout(Duration::from_millis(400));
+    let config = RuntimeConfig::default()
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .with_jitter(false);
+    let (org, seat) = org_with(
+        "backend",
+        options,
+        config,
+        vec![("cto", cto_to_frontend()), ("frontend", Arc::new(Telling))],
+    )
+    .await;
+    let (first, first_server) = duplex_client(&seat).await;
+    org.principal()
+        .delegate("ceo", TaskSpec::new("dashboard"))
+        .await?;
+    let message = next_event(&first).await;
+    assert_eq!(message["event"], "peer_message", "{message}");
+    assert_eq!(message["message"]["hello"], "backend");
+    // The first client goes away without another call: the notice is not
+    // acknowledged, and a second client gets it again.
+    first.cancel().await?;
+    first_server.cancel().await?;
+    let (second, second_server) = duplex_client(&seat).await;
+    let again = next_event(&second).await;
+    assert_eq!(again["event"], "peer_message", "{again}");
+    assert_eq!(again["message_id"], message["message_id"]);
+    // Acknowledged by the next call: not offered a third time.
+    ok(&second, "seat_info", json!({})).await;
+    let none = ok(&second, "wait_for_event", json!({"timeout_secs": 1})).await;
+    assert_eq!(none["event"], "none", "{none}");
+    second.cancel().await?;
+    second_server.cancel().await?;
     org.shutdown().await;
     Ok(())
 }
@@ -630,6 +991,8 @@ async fn a_seat_escalates_up_the_chain_to_the_founder() -> TestResult {
     let decision = next_event(&client).await;
     assert_eq!(decision["event"], "decision", "{decision}");
     assert_eq!(decision["decision"]["decision"]["approved"], true);
+    // The next call acknowledges the notice (else it would come again).
+    ok(&client, "seat_info", json!({})).await;
     assert_eq!(root.wait(DEADLINE).await?.status, TaskStatus::Completed);
     client.cancel().await?;
     server.cancel().await?;
