@@ -548,9 +548,12 @@ async fn an_idle_client_does_not_hold_the_task_forever() -> TestResult {
 async fn max_turn_releases_a_turn_kept_alive_by_seat_info() -> TestResult {
     let idle = Duration::from_millis(300);
     let max_turn = Duration::from_millis(1200);
+    // A short pickup, so that the retry no one takes does not hold up the
+    // org's shutdown.
     let options = seat_options()
         .with_idle_timeout(idle)
-        .with_max_turn(max_turn);
+        .with_max_turn(max_turn)
+        .with_pickup_timeout(Duration::from_millis(500));
     let config = RuntimeConfig::default()
         .with_backoff(Duration::from_millis(20), Duration::from_millis(50))
         .with_jitter(false);
