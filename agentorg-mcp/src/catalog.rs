@@ -10,7 +10,8 @@
 //! args = ["--local-timezone", "UTC"]
 //! env = { LOG_LEVEL = "warn" }   # optional, added to the inherited environment
 //! cwd = "/tmp"                   # optional
-//! call_timeout_ms = 10000        # optional, default 30000
+//! call_timeout_ms = 10000        # optional, default 30000 (> 0)
+//! connect_timeout_ms = 5000      # optional, default 10000 (> 0): one connection attempt
 //! max_result_bytes = 262144      # optional, default 1 MiB
 //! respawn_attempts = 3           # optional, default 3
 //!
@@ -39,14 +40,19 @@ use std::time::Duration;
 
 use agentorg_core::chart::OrgChart;
 use agentorg_core::store::{CollectionPath, StateStore};
-use agentorg_core::tools::{FailoverToolHost, ScopedToolHost, ToolError, ToolHost, ToolRouter};
+use agentorg_core::tools::{
+    CallOptions, FailoverToolHost, ScopedToolHost, ToolError, ToolHost, ToolOutput, ToolRouter,
+    ToolSpec,
+};
 use agentorg_core::Name;
+use async_trait::async_trait;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::audit::AuditedToolHost;
 use crate::config::{McpEndpoint, McpServerConfig, RespawnPolicy};
 use crate::host::McpToolHost;
-use crate::pin::{AlertSink, Alerted, PinnedToolHost, ToolLock};
+use crate::pin::{AlertSink, Alerted, Pins, ToolLock};
 
 /// A catalog that could not be read or used.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +104,7 @@ struct ServerEntry {
     bearer_token: Option<String>,
     equivalent: Option<String>,
     call_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
     max_result_bytes: Option<usize>,
     respawn_attempts: Option<usize>,
 }
@@ -211,8 +218,16 @@ impl McpCatalog {
                 )));
             }
             let mut config = McpServerConfig::new(server, endpoint);
+            if entry.call_timeout_ms == Some(0) || entry.connect_timeout_ms == Some(0) {
+                return Err(invalid(format!(
+                    "server `{name}`: call_timeout_ms and connect_timeout_ms must be > 0"
+                )));
+            }
             if let Some(ms) = entry.call_timeout_ms {
                 config = config.with_call_timeout(Duration::from_millis(ms));
+            }
+            if let Some(ms) = entry.connect_timeout_ms {
+                config = config.with_connect_timeout(Duration::from_millis(ms));
             }
             if let Some(limit) = entry.max_result_bytes {
                 config = config.with_max_result_bytes(limit);
@@ -260,7 +275,8 @@ impl McpCatalog {
 
     /// Makes every server a tool host (connecting lazily, on first use, so a
     /// server that is down stops only its own tools), pins them to `lock`
-    /// if given, and mounts them in one router: the primaries under their
+    /// if given (inside each host, against the definition each call is sent
+    /// with), and mounts them in one router: the primaries under their
     /// names, each with its equivalents behind it in a
     /// [`FailoverToolHost`].
     ///
@@ -270,6 +286,7 @@ impl McpCatalog {
         let alerted = Arc::new(Alerted::default());
         let lock = options.lock.map(Arc::new);
         let mut hosts = Vec::new();
+        let mut mounts = BTreeMap::new();
         let mut router = ToolRouter::new();
         let primaries = self.servers.iter().filter(|s| s.equivalent.is_none());
         for primary in primaries {
@@ -281,34 +298,80 @@ impl McpCatalog {
                         .filter(|s| s.equivalent.as_ref() == Some(&mount)),
                 )
                 .collect();
+            let pins = lock.as_ref().map(|lock| {
+                Arc::new(Pins::new(
+                    mount.clone(),
+                    Arc::clone(lock),
+                    options.alerts.clone(),
+                    Arc::clone(&alerted),
+                ))
+            });
             let mut members: Vec<Arc<dyn ToolHost>> = Vec::with_capacity(group.len());
+            let mut group_hosts = Vec::with_capacity(group.len());
             for server in group {
-                let host = McpToolHost::lazy(server.config.clone());
+                let host = McpToolHost::lazy_pinned(server.config.clone(), pins.clone());
                 hosts.push(host.clone());
-                let host: Arc<dyn ToolHost> = Arc::new(host);
-                members.push(match &lock {
-                    Some(lock) => Arc::new(PinnedToolHost::with_alerted(
-                        host,
-                        mount.clone(),
-                        Arc::clone(lock),
-                        options.alerts.clone(),
-                        Arc::clone(&alerted),
-                    )),
-                    None => host,
-                });
+                group_hosts.push(host.clone());
+                members.push(Arc::new(host));
             }
             let mounted: Arc<dyn ToolHost> = if members.len() == 1 {
                 members.remove(0)
             } else {
                 Arc::new(FailoverToolHost::new(members)?)
             };
-            router = router.mount(mount, mounted)?;
+            let mounted: Arc<dyn ToolHost> = Arc::new(TolerantListing {
+                server: mount.clone(),
+                inner: mounted,
+            });
+            router = router.mount(mount.clone(), Arc::clone(&mounted))?;
+            mounts.insert(mount, (mounted, group_hosts));
         }
         Ok(McpTools {
             router: Arc::new(router),
+            mounts,
             hosts,
             audit_store: options.audit_store,
         })
+    }
+}
+
+/// A mounted server group whose listing leaves it out, with a warning, when
+/// it is unavailable or does not answer in time (retryable errors): one
+/// server down must not stop every role from listing its other tools. Its
+/// calls still fail with the error.
+#[derive(Debug)]
+struct TolerantListing {
+    server: Name,
+    inner: Arc<dyn ToolHost>,
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ToolHost for TolerantListing {
+    async fn list_tools(&self) -> Result<Vec<ToolSpec>, ToolError> {
+        match self.inner.list_tools().await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(server = %self.server, error = %e,
+                    "MCP server left out of the tool listing: it did not answer");
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    async fn call_tool_opts(
+        &self,
+        name: &str,
+        arguments: Value,
+        options: CallOptions,
+    ) -> Result<ToolOutput, ToolError> {
+        self.inner.call_tool_opts(name, arguments, options).await
+    }
+}
+
+impl fmt::Display for TolerantListing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
     }
 }
 
@@ -352,6 +415,8 @@ impl StartOptions {
 #[derive(Debug, Clone)]
 pub struct McpTools {
     router: Arc<ToolRouter>,
+    /// Each mounted server group, and its hosts (primary first).
+    mounts: BTreeMap<Name, (Arc<dyn ToolHost>, Vec<McpToolHost>)>,
     hosts: Vec<McpToolHost>,
     audit_store: Option<(Arc<dyn StateStore>, CollectionPath)>,
 }
@@ -360,6 +425,11 @@ impl McpTools {
     /// The org-wide host, `server.tool` names: give it to
     /// `Org::builder(chart).tools(…)`, and the runtime scopes it per role by
     /// the chart's grants.
+    ///
+    /// Its listing leaves out, with a warning, a server that is unavailable
+    /// or does not answer in time, so that one server down does not stop
+    /// every role from listing the others' tools; calls to that server fail
+    /// `Unavailable` (or `Timeout`).
     pub fn router(&self) -> Arc<dyn ToolHost> {
         Arc::clone(&self.router) as Arc<dyn ToolHost>
     }
@@ -374,9 +444,11 @@ impl McpTools {
         self.hosts.iter().find(|h| h.name().as_str() == name)
     }
 
-    /// What `role` may use: the router scoped by the chart's grants to the
-    /// role (anything else is invisible and `Forbidden`), with every call
-    /// audited ([`AuditedToolHost`]).
+    /// What `role` may use: a router of only the servers the role's grants
+    /// name, scoped by those grants (anything else is invisible and
+    /// `Forbidden`), with every call audited ([`AuditedToolHost`]). Servers
+    /// of other roles are never asked, and a granted server that is down is
+    /// left out of the listing (see [`router`](Self::router)).
     ///
     /// # Errors
     /// `Invalid` if the chart has no such role.
@@ -384,7 +456,14 @@ impl McpTools {
         let Some(spec) = chart.role(role) else {
             return Err(invalid(format!("the chart has no role `{role}`")));
         };
-        let scoped = ScopedToolHost::new(self.router(), spec.name().clone(), spec.tools().to_vec());
+        let mut router = ToolRouter::new();
+        for (server, (mounted, _)) in &self.mounts {
+            if spec.tools().iter().any(|g| g.server_name() == server) {
+                router = router.mount(server.clone(), Arc::clone(mounted))?;
+            }
+        }
+        let scoped =
+            ScopedToolHost::new(Arc::new(router), spec.name().clone(), spec.tools().to_vec());
         let audited = AuditedToolHost::new(Arc::new(scoped), spec.name().clone());
         Ok(match &self.audit_store {
             Some((store, collection)) => audited.with_store(Arc::clone(store), collection.clone()),
@@ -397,18 +476,43 @@ impl McpTools {
     /// equivalent servers are pinned under the primary's name; they must
     /// match it.
     ///
+    /// The definitions are the servers' own, whatever lock the catalog was
+    /// started with; each group is listed from its first server that
+    /// answers.
+    ///
     /// # Errors
-    /// A server that cannot be listed.
+    /// A granted server none of whose group can be listed.
     pub async fn lock(&self, chart: &OrgChart) -> Result<ToolLock, ToolError> {
         let grants: Vec<_> = chart
             .roles()
             .flat_map(|r| r.tools().iter().cloned())
             .collect();
         let mut lock = ToolLock::new();
-        for spec in self.router.list_tools().await? {
-            if grants.iter().any(|g| g.allows(&spec.name)) {
-                let qualified = spec.name.clone();
-                lock.pin(qualified, &spec);
+        for (server, (_, group)) in &self.mounts {
+            if !grants.iter().any(|g| g.server_name() == server) {
+                continue;
+            }
+            let mut listed = None;
+            let mut last = None;
+            for host in group {
+                match host.list_unpinned().await {
+                    Ok(specs) => {
+                        listed = Some(specs);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let specs = match (listed, last) {
+                (Some(specs), _) => specs,
+                (None, Some(e)) => return Err(e),
+                (None, None) => Vec::new(),
+            };
+            for spec in specs {
+                let qualified = format!("{server}.{}", spec.name);
+                if grants.iter().any(|g| g.allows(&qualified)) {
+                    lock.pin(qualified, &spec);
+                }
             }
         }
         Ok(lock)
@@ -524,6 +628,8 @@ mod tests {
             "[servers.A]\ncommand = \"x\"\n",
             "[servers.a]\ncommand = \"x\"\nbogus = 1\n",
             "[servers.a]\nurl = \"http://h\"\nargs = [\"x\"]\n",
+            "[servers.a]\ncommand = \"x\"\ncall_timeout_ms = 0\n",
+            "[servers.a]\ncommand = \"x\"\nconnect_timeout_ms = 0\n",
         ] {
             assert!(
                 matches!(

@@ -33,20 +33,26 @@ pub enum McpEndpoint {
 }
 
 impl fmt::Debug for McpEndpoint {
-    // The token and the environment may hold secrets: never printed.
+    // Secrets may sit in the token, in the URL (userinfo, query), in the
+    // arguments and in the environment: only the command, the redacted URL
+    // and counts are printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Stdio {
-                command, args, cwd, ..
+                command,
+                args,
+                env,
+                cwd,
             } => f
                 .debug_struct("Stdio")
                 .field("command", command)
-                .field("args", args)
+                .field("args", &format_args!("[{} redacted]", args.len()))
+                .field("env", &format_args!("[{} redacted]", env.len()))
                 .field("cwd", cwd)
-                .finish_non_exhaustive(),
+                .finish(),
             Self::Http { url, bearer_token } => f
                 .debug_struct("Http")
-                .field("url", url)
+                .field("url", &redact_url(url))
                 .field("bearer_token", &bearer_token.as_ref().map(|_| "…"))
                 .finish(),
         }
@@ -54,12 +60,53 @@ impl fmt::Debug for McpEndpoint {
 }
 
 impl fmt::Display for McpEndpoint {
+    /// `stdio:<command>`, or the URL without its userinfo, query and
+    /// fragment (they may hold secrets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Stdio { command, .. } => write!(f, "stdio:{command}"),
-            Self::Http { url, .. } => f.write_str(url),
+            Self::Http { url, .. } => f.write_str(&redact_url(url)),
         }
     }
+}
+
+/// `url` with its userinfo, query and fragment replaced by `…` (they may
+/// hold credentials: `https://user:pass@host/mcp?token=…`).
+pub(crate) fn redact_url(url: &str) -> String {
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((b, _)) => (b, true),
+        None => (url, false),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((b, _)) => (b, true),
+        None => (before_fragment, false),
+    };
+    let mut out = String::with_capacity(base.len() + 8);
+    let (scheme, rest) = match base.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, base),
+    };
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => {
+            out.push_str("…@");
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(path);
+    if query {
+        out.push_str("?…");
+    }
+    if fragment {
+        out.push_str("#…");
+    }
+    out
 }
 
 /// How a crashed stdio server (or a dropped HTTP session) is reconnected: on
@@ -128,11 +175,19 @@ pub struct McpServerConfig {
     pub name: Name,
     /// Where it is.
     pub endpoint: McpEndpoint,
-    /// The timeout of a call that gives none ([`CallOptions`]); the call is
-    /// cancelled on the server when it expires.
+    /// The timeout of a call that gives none ([`CallOptions`]): it bounds
+    /// the listing the call needs and the request; the request is cancelled
+    /// on the server when it expires.
     ///
     /// [`CallOptions`]: agentorg_core::tools::CallOptions
     pub call_timeout: Duration,
+    /// The bound of one connection attempt (spawning or reaching the server
+    /// and the MCP handshake); an attempt that takes longer is abandoned and
+    /// counts as failed (`Unavailable`, retryable). Reconnection makes at
+    /// most [`RespawnPolicy::max_attempts`] attempts, so a server that
+    /// accepts connections but never answers holds a call for at most about
+    /// `max_attempts × connect_timeout` (plus backoff).
+    pub connect_timeout: Duration,
     /// Results larger than this (serialized JSON bytes of the structured and
     /// text content) are refused with `TooLarge`.
     pub max_result_bytes: usize,
@@ -143,6 +198,8 @@ pub struct McpServerConfig {
 impl McpServerConfig {
     /// The default call timeout: 30 s.
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default connection timeout: 10 s.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default result limit: 1 MiB.
     pub const DEFAULT_MAX_RESULT_BYTES: usize = 1 << 20;
 
@@ -176,6 +233,7 @@ impl McpServerConfig {
             name,
             endpoint,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_result_bytes: Self::DEFAULT_MAX_RESULT_BYTES,
             respawn: RespawnPolicy::default(),
         }
@@ -227,6 +285,12 @@ impl McpServerConfig {
         self
     }
 
+    /// Sets the bound of one connection attempt.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Sets the result size limit.
     pub fn with_max_result_bytes(mut self, limit: usize) -> Self {
         self.max_result_bytes = limit;
@@ -237,5 +301,84 @@ impl McpServerConfig {
     pub fn with_respawn(mut self, respawn: RespawnPolicy) -> Self {
         self.respawn = respawn;
         self
+    }
+}
+
+/// `text` (an error message about `url`) with the secret parts of `url` —
+/// userinfo, query, fragment — replaced by `…`, wherever they appear (an
+/// HTTP client may quote the URL rewritten, e.g. without its userinfo).
+pub(crate) fn scrub_url_secrets(text: &str, url: &str) -> String {
+    let mut secrets = Vec::new();
+    let (before_fragment, fragment) = url.split_once('#').unwrap_or((url, ""));
+    let (base, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        secrets.push(userinfo);
+    }
+    secrets.extend([query, fragment]);
+    let mut out = text.replace(url, &redact_url(url));
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret, "…");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@mcp.example.com:8443/mcp?token=s3cret#x"),
+            "https://…@mcp.example.com:8443/mcp?…#…"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:3001/mcp"),
+            "http://127.0.0.1:3001/mcp"
+        );
+    }
+
+    #[test]
+    fn error_texts_lose_url_secrets() {
+        let url = "http://u:pw@h:1/mcp?token=s3cret";
+        let text = "error sending request for url (http://h:1/mcp?token=s3cret) as u:pw";
+        let scrubbed = scrub_url_secrets(text, url);
+        assert!(
+            !scrubbed.contains("s3cret") && !scrubbed.contains("u:pw"),
+            "{scrubbed}"
+        );
+    }
+
+    #[test]
+    fn debug_and_display_never_show_secrets() {
+        let http = McpServerConfig::http(
+            "search".parse().unwrap(),
+            "https://alice:pa55@mcp.example.com/mcp?token=qu3ry-s3cret",
+        )
+        .bearer_token("b3arer-s3cret");
+        let stdio = McpServerConfig::stdio("time".parse().unwrap(), "mcp-server-time")
+            .arg("--api-key=arg-s3cret")
+            .env("API_KEY", "env-s3cret");
+        for shown in [
+            format!("{http:?}"),
+            format!("{}", http.endpoint),
+            format!("{stdio:?}"),
+            format!("{}", stdio.endpoint),
+        ] {
+            for secret in [
+                "pa55",
+                "qu3ry-s3cret",
+                "b3arer-s3cret",
+                "arg-s3cret",
+                "env-s3cret",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(format!("{http:?}").contains("mcp.example.com/mcp"));
     }
 }

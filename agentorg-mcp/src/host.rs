@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,12 @@ use agentorg_core::tools::{CallOptions, ToolError, ToolHost, ToolOutput, ToolSpe
 use agentorg_core::Name;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
+use process_wrap::tokio::CommandWrap;
+#[cfg(unix)]
+use process_wrap::tokio::ProcessGroup;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ContentBlock, ErrorCode,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotification,
+    CancelledNotificationParam, ClientRequest, ContentBlock, ErrorCode, RequestId,
     ResourceContents, ServerResult,
 };
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService, ServiceError};
@@ -23,7 +27,8 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::audit::{args_digest, Outcome};
-use crate::config::{McpEndpoint, McpServerConfig, RespawnPolicy};
+use crate::config::{redact_url, scrub_url_secrets, McpEndpoint, McpServerConfig, RespawnPolicy};
+use crate::pin::Pins;
 
 const BACKEND: &str = "mcp";
 
@@ -32,23 +37,35 @@ const BACKEND: &str = "mcp";
 ///
 /// # Behaviour
 ///
+/// * **Connecting**: each connection attempt (spawn or reach the server, MCP
+///   handshake) is bounded by
+///   [`connect_timeout`](McpServerConfig::connect_timeout); an attempt that
+///   takes longer fails `Unavailable` (retryable, so a
+///   [`FailoverToolHost`](agentorg_core::tools::FailoverToolHost) moves on).
 /// * **Listing**: all pages of `tools/list` (following cursors), cached for
 ///   the session; the cache is dropped when the server sends
 ///   `notifications/tools/list_changed`, on reconnection, and by
-///   [`refresh`](Self::refresh).
+///   [`refresh`](Self::refresh). A tool not in the cached listing makes a
+///   call list again before deciding. A listing is bounded by the call
+///   timeout (`Timeout`).
 /// * **Calls**: the arguments are checked against the tool's input schema
 ///   before anything is sent (`InvalidInput`). The result is the structured
 ///   content when the server gives it, plus the text blocks (and the text of
 ///   embedded text resources) in order.
-/// * **Errors**: a tool the server does not know is `NotFound`, whether the
-///   server answers with a JSON-RPC error (rmcp servers: `-32602`) or with
-///   an `is_error` result (the TypeScript SDK's servers); an `is_error`
-///   result of a tool the server lists is the tool's own failure, `Failed`,
-///   carrying its content.
+/// * **Errors**: a tool the server does not list (in a fresh listing) is
+///   `NotFound`, whether the server answers with a JSON-RPC error (rmcp
+///   servers: `-32602`) or with an `is_error` result (the TypeScript SDK's
+///   servers). For a tool the server lists, `-32602` is `InvalidInput` (the
+///   server refused the arguments), and any other JSON-RPC error or an
+///   `is_error` result is the tool's own failure, `Failed`, carrying its
+///   content (the error's message for a JSON-RPC error).
 /// * **Timeouts**: each call has a timeout ([`CallOptions::timeout`], else
-///   the server's [`call_timeout`](McpServerConfig::call_timeout)); when it
-///   expires that one request is cancelled on the server
-///   (`notifications/cancelled`) and the session stays up.
+///   the server's [`call_timeout`](McpServerConfig::call_timeout)) bounding
+///   the listing it needs and the request, measured from the start of the
+///   call; when it expires that one request is cancelled on the server
+///   (`notifications/cancelled`) and the session stays up. A call whose
+///   future is dropped before the answer (an outer timeout, a lost
+///   `select!`) is cancelled on the server the same way.
 /// * **Result size**: a result over
 ///   [`max_result_bytes`](McpServerConfig::max_result_bytes) is refused
 ///   (`TooLarge`).
@@ -57,11 +74,16 @@ const BACKEND: &str = "mcp";
 ///   retries and exponential backoff ([`RespawnPolicy`]); when they are
 ///   spent the call is `Unavailable` (retryable, so a
 ///   [`FailoverToolHost`](agentorg_core::tools::FailoverToolHost) moves on).
-///   A call in flight when the server died is `Unavailable` and is not sent
-///   again (it may have had effects).
-/// * **Shutdown**: [`shutdown`](Self::shutdown) closes the session and waits
-///   for the child process to exit (stdin closed, then `SIGTERM`, then
-///   `SIGKILL`); dropping the host kills the child (`kill_on_drop`).
+///   A call already sent when the session died is not sent again, here or
+///   on an equivalent server (it may have had effects): it fails with
+///   [`ToolError::Other`], which is not retryable, saying the outcome is
+///   unknown.
+/// * **Shutdown**: a stdio server runs as the leader of its own process
+///   group, so that its own children (`npx`, `uvx` launchers start the real
+///   server as a grandchild) are signalled with it.
+///   [`shutdown`](Self::shutdown) closes the session and waits for the
+///   child to exit (stdin closed, then `SIGTERM` to the group, then
+///   `SIGKILL` to the group); dropping the host kills the group.
 ///
 /// Every call is a `tracing` span `mcp.call` with the server, tool, argument
 /// hash, duration and outcome (see [`crate::audit`]).
@@ -77,8 +99,11 @@ struct Inner {
     /// How to (re)connect; `None` for a host made from a one-shot transport.
     endpoint: Option<McpEndpoint>,
     call_timeout: Duration,
+    connect_timeout: Duration,
     max_result_bytes: usize,
     respawn: RespawnPolicy,
+    /// Pin checks, when the catalog pins this server's tools.
+    pins: Option<Arc<Pins>>,
     /// The live session. A std `RwLock`: held only to clone or swap the
     /// `Arc`, never across an `.await`.
     current: RwLock<Option<Arc<Session>>>,
@@ -96,43 +121,77 @@ struct Session {
     /// service loop, which drops the transport (and kills the child).
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, Handler>>>,
     pid: Option<u32>,
-    /// Set by the server's `notifications/tools/list_changed`.
-    stale: Arc<AtomicBool>,
+    /// Counts the server's `notifications/tools/list_changed`.
+    changes: Arc<AtomicU64>,
     /// The cached listing (std lock: never held across an `.await`).
     index: RwLock<Option<Arc<ToolIndex>>>,
 }
 
 /// The listed tools of a session, with their compiled argument validators.
 struct ToolIndex {
+    /// The value of `Session::changes` when the listing was asked for: the
+    /// listing is stale once a change notification has arrived since.
+    generation: u64,
     specs: Vec<ToolSpec>,
     by_name: HashMap<String, (usize, Option<Arc<jsonschema::Validator>>)>,
 }
 
 /// The client side of a session: notes that the tool list changed.
 struct Handler {
-    stale: Arc<AtomicBool>,
+    changes: Arc<AtomicU64>,
 }
 
 impl ClientHandler for Handler {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.stale.store(true, Ordering::Release);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends `notifications/cancelled` for a request when dropped armed: when
+/// the call's future is dropped (its timeout, or the caller's) before the
+/// answer arrives.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+    reason: &'static str,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        let notification = CancelledNotification::new(CancelledNotificationParam::new(
+            Some(id),
+            Some(self.reason.to_owned()),
+        ));
+        runtime.spawn(async move {
+            // Best effort: the session may be gone.
+            let _ = peer.send_notification(notification.into()).await;
+        });
     }
 }
 
 impl McpToolHost {
-    /// Connects to the server (spawning it for stdio) and lists its tools.
+    /// Connects to the server (spawning it for stdio) and completes the MCP
+    /// handshake. Tools are listed on first use.
     ///
     /// # Errors
-    /// `Unavailable` when the server cannot be started or reached within the
-    /// [respawn policy](McpServerConfig::respawn).
+    /// `Unavailable` when the server cannot be started or reached (each
+    /// attempt within [`connect_timeout`](McpServerConfig::connect_timeout))
+    /// within the [respawn policy](McpServerConfig::respawn).
     pub async fn connect(config: McpServerConfig) -> Result<Self, ToolError> {
-        let host = Self::unconnected(
-            config.name,
-            Some(config.endpoint),
-            config.call_timeout,
-            config.max_result_bytes,
-            config.respawn,
-        );
+        let host = Self::lazy(config);
         host.session().await?;
         Ok(host)
     }
@@ -140,13 +199,13 @@ impl McpToolHost {
     /// A host that connects on first use (a catalog uses it so that one
     /// server being down does not stop the others from starting).
     pub fn lazy(config: McpServerConfig) -> Self {
-        Self::unconnected(
-            config.name,
-            Some(config.endpoint),
-            config.call_timeout,
-            config.max_result_bytes,
-            config.respawn,
-        )
+        Self::lazy_pinned(config, None)
+    }
+
+    /// A lazy host whose tools are checked against pins (the catalog's).
+    pub(crate) fn lazy_pinned(config: McpServerConfig, pins: Option<Arc<Pins>>) -> Self {
+        let endpoint = Some(config.endpoint.clone());
+        Self::unconnected(config, endpoint, pins)
     }
 
     /// A host over an already-open rmcp client transport (for example one
@@ -164,32 +223,31 @@ impl McpToolHost {
         T: IntoTransport<RoleClient, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let host = Self::unconnected(
-            config.name,
-            None,
-            config.call_timeout,
-            config.max_result_bytes,
-            config.respawn,
-        );
-        let session = Session::start(&host.inner.name, transport, None).await?;
+        let host = Self::unconnected(config, None, None);
+        let session = tokio::time::timeout(
+            host.inner.connect_timeout,
+            Session::start(&host.inner.name, transport, None),
+        )
+        .await
+        .map_err(|_| host.connect_timed_out())??;
         *host.write_current() = Some(Arc::new(session));
         Ok(host)
     }
 
     fn unconnected(
-        name: Name,
+        config: McpServerConfig,
         endpoint: Option<McpEndpoint>,
-        call_timeout: Duration,
-        max_result_bytes: usize,
-        respawn: RespawnPolicy,
+        pins: Option<Arc<Pins>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                name,
+                name: config.name,
                 endpoint,
-                call_timeout,
-                max_result_bytes,
-                respawn,
+                call_timeout: config.call_timeout,
+                connect_timeout: config.connect_timeout,
+                max_result_bytes: config.max_result_bytes,
+                respawn: config.respawn,
+                pins,
                 current: RwLock::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
@@ -279,7 +337,13 @@ impl McpToolHost {
             .with_max_times(policy.max_attempts.saturating_sub(1))
             .with_jitter();
         let name = &self.inner.name;
-        let session = (|| Session::open(name, &endpoint))
+        let connect_timeout = self.inner.connect_timeout;
+        let attempt = || async {
+            tokio::time::timeout(connect_timeout, Session::open(name, &endpoint))
+                .await
+                .map_err(|_| self.connect_timed_out())?
+        };
+        let session = attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .notify(|e, after| {
@@ -291,33 +355,67 @@ impl McpToolHost {
         Ok(session)
     }
 
+    fn connect_timed_out(&self) -> ToolError {
+        self.unavailable(
+            &format!(
+                "no MCP session within the connect timeout ({:?})",
+                self.inner.connect_timeout
+            ),
+            None,
+        )
+    }
+
     fn unavailable(&self, message: &str, source: Option<ServiceError>) -> ToolError {
         ToolError::Unavailable {
             server: self.inner.name.to_string(),
             message: message.to_owned(),
-            source: source.map(|e| Box::new(e) as _),
+            source: source.map(|e| self.boxed(e)),
         }
     }
 
-    /// The session's listing, asking the server when not cached.
-    async fn index(&self, session: &Session, force: bool) -> Result<Arc<ToolIndex>, ToolError> {
-        if !force && !session.stale.load(Ordering::Acquire) {
+    /// `e` as an error source, its text scrubbed of the URL's secrets when
+    /// the server's URL has any (the HTTP client's errors quote the URL).
+    fn boxed(&self, e: ServiceError) -> Box<dyn std::error::Error + Send + Sync> {
+        match &self.inner.endpoint {
+            Some(McpEndpoint::Http { url, .. }) if redact_url(url) != *url => {
+                scrub_url_secrets(&e.to_string(), url).into()
+            }
+            _ => Box::new(e),
+        }
+    }
+
+    /// The session's listing, asking the server when not cached (or when
+    /// `force`), within `deadline`. `tool` names the call it is for (for a
+    /// `Timeout`), empty for a listing.
+    async fn index(
+        &self,
+        session: &Session,
+        force: bool,
+        tool: &str,
+        deadline: Deadline,
+    ) -> Result<Arc<ToolIndex>, ToolError> {
+        let generation = session.changes.load(Ordering::Acquire);
+        if !force {
             if let Some(index) = session
                 .index
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
+                .filter(|index| index.generation == generation)
             {
                 return Ok(Arc::clone(index));
             }
         }
-        session.stale.store(false, Ordering::Release);
-        let tools = session
-            .peer
-            .list_all_tools()
+        let tools = tokio::time::timeout_at(deadline.at, session.peer.list_all_tools())
             .await
+            .map_err(|_| ToolError::Timeout {
+                tool: if tool.is_empty() { "tools/list" } else { tool }.to_owned(),
+                after: deadline.after,
+            })?
             .map_err(|e| self.service_error("", e))?;
-        let index = Arc::new(ToolIndex::new(&self.inner.name, tools));
+        // Kept with the generation seen before asking: a change notified
+        // meanwhile makes the next use list again.
+        let index = Arc::new(ToolIndex::new(&self.inner.name, generation, tools));
         *session
             .index
             .write()
@@ -325,26 +423,32 @@ impl McpToolHost {
         Ok(index)
     }
 
+    /// Tools of the server with their pins checked (hidden when they do not
+    /// match), for `list_tools` and for the catalog's lock.
+    async fn listing(&self, pinned: bool) -> Result<Vec<ToolSpec>, ToolError> {
+        let deadline = Deadline::after(self.inner.call_timeout);
+        let session = self.session().await?;
+        let mut specs = self
+            .index(&session, false, "", deadline)
+            .await?
+            .specs
+            .clone();
+        if let (true, Some(pins)) = (pinned, &self.inner.pins) {
+            pins.filter(&mut specs).await;
+        }
+        Ok(specs)
+    }
+
+    /// The tools as the server offers them, pins not applied (what a lock is
+    /// written from).
+    pub(crate) async fn list_unpinned(&self) -> Result<Vec<ToolSpec>, ToolError> {
+        self.listing(false).await
+    }
+
     /// Maps an rmcp error of a request about `tool` (empty for listings).
+    /// `listed`: whether a fresh listing has the tool.
     fn service_error(&self, tool: &str, e: ServiceError) -> ToolError {
         match e {
-            ServiceError::McpError(err)
-                if !tool.is_empty()
-                    && err.code == ErrorCode::INVALID_PARAMS
-                    && says_unknown_tool(&err.message) =>
-            {
-                ToolError::NotFound {
-                    tool: tool.to_owned(),
-                }
-            }
-            ServiceError::McpError(err)
-                if !tool.is_empty() && err.code == ErrorCode::INVALID_PARAMS =>
-            {
-                ToolError::InvalidInput {
-                    tool: tool.to_owned(),
-                    message: err.message.into_owned(),
-                }
-            }
             ServiceError::Timeout { timeout } => ToolError::Timeout {
                 tool: tool.to_owned(),
                 after: timeout,
@@ -354,7 +458,42 @@ impl McpToolHost {
             }
             e => ToolError::Other {
                 backend: BACKEND,
-                source: Box::new(e),
+                source: self.boxed(e),
+            },
+        }
+    }
+
+    /// Maps a JSON-RPC error answered to a call of `name`, given whether
+    /// the tool is listed (asking for a fresh listing when the cached one
+    /// has it: the server may have dropped it).
+    async fn call_error(
+        &self,
+        session: &Session,
+        name: &str,
+        listed: bool,
+        err: rmcp::ErrorData,
+        deadline: Deadline,
+    ) -> ToolError {
+        let listed = listed
+            && match self.index(session, true, name, deadline).await {
+                Ok(index) => index.lookup(name).is_some(),
+                // Cannot tell: trust the listing the call was made with.
+                Err(_) => true,
+            };
+        match (listed, err.code) {
+            (false, ErrorCode::INVALID_PARAMS) => ToolError::NotFound {
+                tool: name.to_owned(),
+            },
+            (false, _) if says_unknown_tool(&err.message) => ToolError::NotFound {
+                tool: name.to_owned(),
+            },
+            (true, ErrorCode::INVALID_PARAMS) => ToolError::InvalidInput {
+                tool: name.to_owned(),
+                message: err.message.into_owned(),
+            },
+            (_, code) => ToolError::Failed {
+                tool: name.to_owned(),
+                output: ToolOutput::text_block(format!("MCP error {}: {}", code.0, err.message)),
             },
         }
     }
@@ -376,16 +515,25 @@ impl McpToolHost {
             }
         };
         let timeout = options.timeout.unwrap_or(self.inner.call_timeout);
+        let deadline = Deadline::after(timeout);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let session = self.session().await?;
-            let listed = match self.index(&session, false).await?.lookup(name) {
-                Some(found) => Some(found),
+            let mut index = self.index(&session, false, name, deadline).await?;
+            if index.lookup(name).is_none() {
                 // Not in the cached listing: ask again before deciding.
-                None => self.index(&session, true).await?.lookup(name),
-            };
-            if let Some(Some(validator)) = &listed {
+                index = self.index(&session, true, name, deadline).await?;
+            }
+            let listed = index.lookup(name);
+            // Pins are checked against the definition the arguments are
+            // validated with and the call is sent for; with pins, a tool
+            // the server does not list is refused here.
+            if let Some(pins) = &self.inner.pins {
+                pins.check_call(name, listed.as_ref().map(|(spec, _)| *spec))
+                    .await?;
+            }
+            if let Some((_, Some(validator))) = &listed {
                 let arguments = Value::Object(arguments.clone());
                 let violations: Vec<String> = validator
                     .iter_errors(&arguments)
@@ -401,18 +549,17 @@ impl McpToolHost {
                     });
                 }
             }
-            // An unlisted tool is still sent: the server has the last word,
-            // and its answer (an error or an `is_error` result) is mapped to
-            // `NotFound` below.
+            let listed = listed.is_some();
+            drop(index);
+            // Without pins an unlisted tool is still sent: the server has
+            // the last word, and its answer (an error or an `is_error`
+            // result) is mapped to `NotFound` below.
             let request = ClientRequest::CallToolRequest(CallToolRequest::new(
                 CallToolRequestParams::new(name.to_owned()).with_arguments(arguments.clone()),
             ));
-            // The cancellable-request handle: on timeout it sends
-            // `notifications/cancelled` for this request only; the session
-            // (`RunningService::cancel` would close it) stays up.
             let handle = match session
                 .peer
-                .send_cancellable_request(request, PeerRequestOptions::with_timeout(timeout))
+                .send_cancellable_request(request, PeerRequestOptions::no_options())
                 .await
             {
                 Ok(handle) => handle,
@@ -427,7 +574,28 @@ impl McpToolHost {
                 }
                 Err(e) => return Err(self.service_error(name, e)),
             };
-            let result = match handle.await_response().await {
+            // Armed until the answer arrives: on the timeout below, or when
+            // this future is dropped, `notifications/cancelled` is sent for
+            // this request only; the session stays up.
+            let mut guard = CancelOnDrop {
+                peer: session.peer.clone(),
+                id: Some(handle.id.clone()),
+                reason: "timed out or abandoned by the caller",
+            };
+            let answer = tokio::time::timeout_at(deadline.at, handle.await_response()).await;
+            let answer = match answer {
+                Err(_) => {
+                    return Err(ToolError::Timeout {
+                        tool: name.to_owned(),
+                        after: timeout,
+                    })
+                }
+                Ok(answer) => {
+                    guard.disarm();
+                    answer
+                }
+            };
+            let result = match answer {
                 Ok(ServerResult::CallToolResult(result)) => result,
                 Ok(_) => {
                     return Err(ToolError::Other {
@@ -439,15 +607,26 @@ impl McpToolHost {
                         .into(),
                     })
                 }
-                Err(ServiceError::Timeout { .. }) => {
-                    return Err(ToolError::Timeout {
-                        tool: name.to_owned(),
-                        after: timeout,
+                Err(ServiceError::McpError(err)) => {
+                    return Err(self.call_error(&session, name, listed, err, deadline).await)
+                }
+                // Sent, and the session died before the answer: the call
+                // may have run. Not retryable, so it is not sent again,
+                // here or on an equivalent server.
+                Err(ServiceError::TransportClosed) => {
+                    return Err(ToolError::Other {
+                        backend: BACKEND,
+                        source: format!(
+                            "the session to MCP server `{}` closed while tool `{name}` was \
+                             running: its outcome is unknown (not retried)",
+                            self.inner.name
+                        )
+                        .into(),
                     })
                 }
                 Err(e) => return Err(self.service_error(name, e)),
             };
-            return self.output(&session, name, listed.is_some(), result).await;
+            return self.output(&session, name, listed, result, deadline).await;
         }
     }
 
@@ -458,6 +637,7 @@ impl McpToolHost {
         name: &str,
         listed: bool,
         result: CallToolResult,
+        deadline: Deadline,
     ) -> Result<ToolOutput, ToolError> {
         let output = to_output(result.structured_content, &result.content);
         let size = json_size(&output);
@@ -477,7 +657,11 @@ impl McpToolHost {
         // listing: a tool's own failure can mention "not found" too.
         let unknown = !listed
             || (output.text.iter().any(|t| says_unknown_tool(t))
-                && self.index(session, true).await?.lookup(name).is_none());
+                && self
+                    .index(session, true, name, deadline)
+                    .await?
+                    .lookup(name)
+                    .is_none());
         if unknown {
             return Err(ToolError::NotFound {
                 tool: name.to_owned(),
@@ -487,6 +671,22 @@ impl McpToolHost {
             tool: name.to_owned(),
             output,
         })
+    }
+}
+
+/// When a call (or a listing) must be done by, and the timeout it came from.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+}
+
+impl Deadline {
+    fn after(after: Duration) -> Self {
+        Self {
+            at: tokio::time::Instant::now() + after,
+            after,
+        }
     }
 }
 
@@ -535,7 +735,7 @@ fn json_size(output: &ToolOutput) -> usize {
 }
 
 impl ToolIndex {
-    fn new(server: &Name, tools: Vec<rmcp::model::Tool>) -> Self {
+    fn new(server: &Name, generation: u64, tools: Vec<rmcp::model::Tool>) -> Self {
         let mut specs = Vec::with_capacity(tools.len());
         let mut by_name = HashMap::with_capacity(tools.len());
         for tool in tools {
@@ -555,12 +755,18 @@ impl ToolIndex {
                 schema,
             ));
         }
-        Self { specs, by_name }
+        Self {
+            generation,
+            specs,
+            by_name,
+        }
     }
 
-    /// `None` if not listed; `Some(validator)` if listed.
-    fn lookup(&self, name: &str) -> Option<Option<Arc<jsonschema::Validator>>> {
-        self.by_name.get(name).map(|(_, v)| v.clone())
+    /// `None` if not listed; else its definition and argument validator.
+    fn lookup(&self, name: &str) -> Option<(&ToolSpec, Option<Arc<jsonschema::Validator>>)> {
+        self.by_name
+            .get(name)
+            .map(|(i, v)| (&self.specs[*i], v.clone()))
     }
 }
 
@@ -578,6 +784,11 @@ impl Session {
                 if let Some(cwd) = cwd {
                     cmd.current_dir(cwd);
                 }
+                // Its own process group: SIGTERM and SIGKILL (on shutdown
+                // and on drop) reach the server's children too.
+                let mut cmd = CommandWrap::from(cmd);
+                #[cfg(unix)]
+                cmd.wrap(ProcessGroup::leader());
                 let (transport, _stderr) = TokioChildProcess::builder(cmd)
                     .stderr(std::process::Stdio::inherit())
                     .spawn()
@@ -594,12 +805,27 @@ impl Session {
                 if let Some(token) = bearer_token {
                     config = config.auth_header(token.as_str());
                 }
-                Self::start(
+                let started = Self::start(
                     name,
                     StreamableHttpClientTransport::from_config(config),
                     None,
                 )
-                .await
+                .await;
+                // The HTTP client's errors quote the URL, which may hold
+                // credentials: redacted, and the source dropped.
+                if redact_url(url) == *url {
+                    return started;
+                }
+                started.map_err(|e| match e {
+                    ToolError::Unavailable {
+                        server, message, ..
+                    } => ToolError::Unavailable {
+                        server,
+                        message: scrub_url_secrets(&message, url),
+                        source: None,
+                    },
+                    other => other,
+                })
             }
         }
     }
@@ -609,9 +835,9 @@ impl Session {
         T: IntoTransport<RoleClient, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let stale = Arc::new(AtomicBool::new(false));
+        let changes = Arc::new(AtomicU64::new(0));
         let handler = Handler {
-            stale: Arc::clone(&stale),
+            changes: Arc::clone(&changes),
         };
         let service = handler
             .serve(transport)
@@ -625,7 +851,7 @@ impl Session {
             peer: service.peer().clone(),
             service: tokio::sync::Mutex::new(Some(service)),
             pid,
-            stale,
+            changes,
             index: RwLock::new(None),
         })
     }
@@ -650,8 +876,7 @@ impl Session {
 #[deny(clippy::missing_trait_methods)]
 impl ToolHost for McpToolHost {
     async fn list_tools(&self) -> Result<Vec<ToolSpec>, ToolError> {
-        let session = self.session().await?;
-        Ok(self.index(&session, false).await?.specs.clone())
+        self.listing(true).await
     }
 
     async fn call_tool_opts(
@@ -685,6 +910,8 @@ impl fmt::Debug for McpToolHost {
             .field("name", &self.inner.name)
             .field("endpoint", &self.inner.endpoint)
             .field("call_timeout", &self.inner.call_timeout)
+            .field("connect_timeout", &self.inner.connect_timeout)
+            .field("pinned", &self.inner.pins.is_some())
             .field("max_result_bytes", &self.inner.max_result_bytes)
             .field("connected", &self.is_connected())
             .finish()

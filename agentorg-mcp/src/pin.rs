@@ -26,7 +26,10 @@
 //! ```
 //!
 //! Tools are named `server.tool` as in grants. When a lock is in force, a
-//! tool missing from it is refused too ("not pinned").
+//! tool missing from it is hidden and refused too ("not pinned"), and a
+//! tool the server does not list is refused without asking the server. The
+//! principal is alerted when a pinned tool's definition changed and when an
+//! unpinned tool is called, not when an unpinned tool is merely listed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -300,40 +303,34 @@ impl Alerted {
     }
 }
 
-/// One server's host with its tools checked against a [`ToolLock`]: a tool
-/// whose definition differs from its pin (or is not pinned) is hidden from
-/// [`list_tools`](ToolHost::list_tools) and refused with
-/// [`ToolError::DefinitionChanged`]; the [`AlertSink`] hears of each change
-/// once.
-#[derive(Debug, Clone)]
-pub struct PinnedToolHost {
-    inner: Arc<dyn ToolHost>,
+/// The pin checks of one server (mounted as `server`): shared by
+/// [`PinnedToolHost`] and the pinned [`McpToolHost`](crate::McpToolHost)s
+/// of a catalog, which check inside the host against the very definition
+/// the call is validated and sent with.
+#[derive(Debug)]
+pub(crate) struct Pins {
     server: Name,
     lock: Arc<ToolLock>,
     alerts: Option<Arc<dyn AlertSink>>,
     alerted: Arc<Alerted>,
 }
 
-impl PinnedToolHost {
-    /// Checks the tools of `inner`, mounted as `server`, against `lock`.
-    pub fn new(
-        inner: Arc<dyn ToolHost>,
-        server: Name,
-        lock: Arc<ToolLock>,
-        alerts: Option<Arc<dyn AlertSink>>,
-    ) -> Self {
-        Self::with_alerted(inner, server, lock, alerts, Arc::default())
-    }
+/// How an offered definition relates to the lock.
+enum Mismatch {
+    /// Not in the lock: hidden, and refused when called.
+    Unpinned(PinAlert),
+    /// Pinned, and the definition differs.
+    Changed(PinAlert),
+}
 
-    pub(crate) fn with_alerted(
-        inner: Arc<dyn ToolHost>,
+impl Pins {
+    pub(crate) fn new(
         server: Name,
         lock: Arc<ToolLock>,
         alerts: Option<Arc<dyn AlertSink>>,
         alerted: Arc<Alerted>,
     ) -> Self {
         Self {
-            inner,
             server,
             lock,
             alerts,
@@ -341,24 +338,26 @@ impl PinnedToolHost {
         }
     }
 
-    /// `Some(reason)` if `spec` does not match its pin.
-    fn mismatch(&self, spec: &ToolSpec) -> Option<(String, PinAlert)> {
+    fn mismatch(&self, spec: &ToolSpec) -> Option<Mismatch> {
         let qualified = format!("{}.{}", self.server, spec.name);
         let offered = ToolPin::of(spec);
-        let (reason, pinned) = match self.lock.get(&qualified) {
-            Some(pin) => (pin.change(&offered)?, Some(pin.sha256.clone())),
-            None => (
-                "not pinned in the lock file; review it and renew the lock file".to_owned(),
-                None,
-            ),
-        };
-        let alert = PinAlert {
-            tool: qualified,
-            reason: reason.clone(),
-            pinned_sha256: pinned,
-            offered_sha256: offered.sha256,
-        };
-        Some((reason, alert))
+        Some(match self.lock.get(&qualified) {
+            Some(pin) => {
+                let reason = pin.change(&offered)?;
+                Mismatch::Changed(PinAlert {
+                    tool: qualified,
+                    reason,
+                    pinned_sha256: Some(pin.sha256.clone()),
+                    offered_sha256: offered.sha256,
+                })
+            }
+            None => Mismatch::Unpinned(PinAlert {
+                tool: qualified,
+                reason: "not pinned in the lock file; review it and renew the lock file".to_owned(),
+                pinned_sha256: None,
+                offered_sha256: offered.sha256,
+            }),
+        })
     }
 
     async fn report(&self, alert: PinAlert) {
@@ -370,6 +369,85 @@ impl PinnedToolHost {
             sink.alert(alert).await;
         }
     }
+
+    /// Keeps the tools that match their pins. A pinned tool whose definition
+    /// changed is reported (once per change); an unpinned one is hidden
+    /// silently (it is normally a tool no role is granted).
+    pub(crate) async fn filter(&self, tools: &mut Vec<ToolSpec>) {
+        let mut changed = Vec::new();
+        tools.retain(|spec| match self.mismatch(spec) {
+            None => true,
+            Some(Mismatch::Unpinned(_)) => false,
+            Some(Mismatch::Changed(alert)) => {
+                changed.push(alert);
+                false
+            }
+        });
+        for alert in changed {
+            self.report(alert).await;
+        }
+    }
+
+    /// Whether `name` may be called, given its listed definition (`None`:
+    /// not listed). Refused, before anything is sent: a tool not listed
+    /// (`NotFound`), and one whose definition is not the pinned one or is
+    /// not pinned (`DefinitionChanged`, reported once).
+    pub(crate) async fn check_call(
+        &self,
+        name: &str,
+        listed: Option<&ToolSpec>,
+    ) -> Result<(), ToolError> {
+        let Some(spec) = listed else {
+            return Err(ToolError::NotFound {
+                tool: name.to_owned(),
+            });
+        };
+        match self.mismatch(spec) {
+            None => Ok(()),
+            Some(Mismatch::Unpinned(alert) | Mismatch::Changed(alert)) => {
+                let reason = alert.reason.clone();
+                self.report(alert).await;
+                Err(ToolError::DefinitionChanged {
+                    tool: name.to_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+/// One server's host with its tools checked against a [`ToolLock`]: a tool
+/// whose definition differs from its pin, or that is not pinned, is hidden
+/// from [`list_tools`](ToolHost::list_tools) and refused with
+/// [`ToolError::DefinitionChanged`]; a tool the host does not list is
+/// refused `NotFound` without reaching it. The [`AlertSink`] hears once of
+/// each changed definition of a pinned tool, and of each call of an
+/// unpinned tool — not of unpinned tools merely listed (a listing through
+/// the whole router sees tools no role is granted).
+///
+/// It checks the host's listing, which the host may refresh between the
+/// check and the call; the catalog ([`McpCatalog::start`](crate::McpCatalog::start))
+/// pins inside each [`McpToolHost`](crate::McpToolHost) instead, against
+/// the very definition each call is sent with.
+#[derive(Debug, Clone)]
+pub struct PinnedToolHost {
+    inner: Arc<dyn ToolHost>,
+    pins: Arc<Pins>,
+}
+
+impl PinnedToolHost {
+    /// Checks the tools of `inner`, mounted as `server`, against `lock`.
+    pub fn new(
+        inner: Arc<dyn ToolHost>,
+        server: Name,
+        lock: Arc<ToolLock>,
+        alerts: Option<Arc<dyn AlertSink>>,
+    ) -> Self {
+        Self {
+            inner,
+            pins: Arc::new(Pins::new(server, lock, alerts, Arc::default())),
+        }
+    }
 }
 
 #[async_trait]
@@ -377,17 +455,7 @@ impl PinnedToolHost {
 impl ToolHost for PinnedToolHost {
     async fn list_tools(&self) -> Result<Vec<ToolSpec>, ToolError> {
         let mut tools = self.inner.list_tools().await?;
-        let mut changed = Vec::new();
-        tools.retain(|spec| match self.mismatch(spec) {
-            Some((_, alert)) => {
-                changed.push(alert);
-                false
-            }
-            None => true,
-        });
-        for alert in changed {
-            self.report(alert).await;
-        }
+        self.pins.filter(&mut tools).await;
         Ok(tools)
     }
 
@@ -398,24 +466,20 @@ impl ToolHost for PinnedToolHost {
         options: CallOptions,
     ) -> Result<ToolOutput, ToolError> {
         let tools = self.inner.list_tools().await?;
-        // A tool the server does not list goes through: the server answers
-        // `NotFound`, and nothing unpinned can run.
-        if let Some(spec) = tools.iter().find(|t| t.name == name) {
-            if let Some((reason, alert)) = self.mismatch(spec) {
-                self.report(alert).await;
-                return Err(ToolError::DefinitionChanged {
-                    tool: name.to_owned(),
-                    reason,
-                });
-            }
-        }
+        self.pins
+            .check_call(name, tools.iter().find(|t| t.name == name))
+            .await?;
         self.inner.call_tool_opts(name, arguments, options).await
     }
 }
 
 impl fmt::Display for PinnedToolHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PinnedToolHost({} over {})", self.server, self.inner)
+        write!(
+            f,
+            "PinnedToolHost({} over {})",
+            self.pins.server, self.inner
+        )
     }
 }
 

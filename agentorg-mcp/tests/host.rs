@@ -14,7 +14,8 @@ use agentorg_core::envelope::Kind;
 use agentorg_core::runtime::Org;
 use agentorg_core::tools::{CallOptions, ToolError, ToolHost, ToolHostExt};
 use agentorg_mcp::{
-    McpCatalog, McpServerConfig, McpToolHost, OrgAlerts, RespawnPolicy, StartOptions,
+    AlertSink, McpCatalog, McpServerConfig, McpToolHost, OrgAlerts, PinAlert, RespawnPolicy,
+    StartOptions,
 };
 use agentorg_testkit::{mcp_everything_command, mcp_or_skip, mcp_time_command, EverythingHttp};
 use futures::StreamExt;
@@ -125,39 +126,46 @@ async fn err_is_retryable(host: &McpToolHost) -> bool {
 async fn rmcp_http_timeout_cancels_the_call_on_the_server_and_keeps_the_session() {
     let server = TestServer::start().await;
     let host = McpToolHost::connect(ours(&server.url)).await.unwrap();
+    let timeout = Duration::from_secs(2);
     let started = Instant::now();
     let err = host
         .call_tool_opts(
             "slow",
-            json!({"ms": 30_000}),
-            CallOptions::with_timeout(Duration::from_millis(300)),
+            json!({"ms": 120_000}),
+            CallOptions::with_timeout(timeout),
         )
         .await
         .unwrap_err();
     let waited = started.elapsed();
     assert!(
-        matches!(err, ToolError::Timeout { after, .. } if after == Duration::from_millis(300)),
+        matches!(err, ToolError::Timeout { after, .. } if after == timeout),
         "{err:?}"
     );
     assert!(err.is_retryable());
+    assert!(waited >= timeout, "not before the timeout: {waited:?}");
     assert!(
-        waited >= Duration::from_millis(300),
-        "not before the timeout: {waited:?}"
+        eventually(Duration::from_secs(30), || server
+            .probe
+            .slow_started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the slow call reached the server"
     );
-    assert!(
-        waited < Duration::from_secs(10),
-        "well before the tool would end: {waited:?}"
-    );
-    assert_eq!(server.probe.slow_started.load(Ordering::SeqCst), 1);
     // The server saw that one request cancelled (notifications/cancelled).
     assert!(
-        eventually(Duration::from_secs(5), || server
+        eventually(Duration::from_secs(30), || server
             .probe
             .cancelled
             .load(Ordering::SeqCst)
             == 1)
         .await,
         "the server did not see the cancellation"
+    );
+    assert_eq!(
+        server.probe.slow_completed.load(Ordering::SeqCst),
+        0,
+        "the slow call never ran to its end"
     );
     // The session is still up: the next call works on it.
     let out = host
@@ -171,10 +179,31 @@ async fn rmcp_http_timeout_cancels_the_call_on_the_server_and_keeps_the_session(
             .await
             .unwrap();
     let err = quick
-        .call_tool("slow", json!({"ms": 30_000}))
+        .call_tool("slow", json!({"ms": 120_000}))
         .await
         .unwrap_err();
     assert!(matches!(err, ToolError::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_http_a_dropped_call_is_cancelled_on_the_server() {
+    let server = TestServer::start().await;
+    let host = McpToolHost::connect(ours(&server.url)).await.unwrap();
+    let call = host.call_tool("slow", json!({"ms": 120_000}));
+    // The caller gives up (its own timeout): the future is dropped.
+    let dropped = tokio::time::timeout(Duration::from_secs(1), call).await;
+    assert!(dropped.is_err());
+    assert!(
+        eventually(Duration::from_secs(30), || server
+            .probe
+            .cancelled
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the server did not see the cancellation"
+    );
+    assert_eq!(server.probe.slow_completed.load(Ordering::SeqCst), 0);
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +335,7 @@ async fn pinned_tool_whose_definition_changed_is_refused_and_the_principal_alert
 
     // The principal hears of it once.
     let mut stream = org.principal().alerts().await.unwrap();
-    let alert = tokio::time::timeout(Duration::from_secs(5), stream.next())
+    let alert = tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await
         .expect("an alert")
         .expect("stream open")
@@ -322,9 +351,11 @@ async fn pinned_tool_whose_definition_changed_is_refused_and_the_principal_alert
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_the_equivalent_server_when_the_first_is_down() {
-    let down = TestServer::start().await;
-    let url_down = down.url.clone();
-    drop(down); // nothing listens there any more
+    // Bound but not listening, for the whole test: connections are refused
+    // and the port is not reused by anything else.
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url_down = format!("http://{}/mcp", down.local_addr().unwrap());
     let backup = TestServer::start().await;
     let catalog = McpCatalog::from_toml_str(&format!(
         "[servers.ours]\nurl = \"{url_down}\"\nrespawn_attempts = 1\n\
@@ -341,6 +372,281 @@ async fn failover_to_the_equivalent_server_when_the_first_is_down() {
     assert_eq!(out.structured, Some(json!({"sum": 3.0})));
     assert_eq!(backup.probe.calls.load(Ordering::SeqCst), 1);
     tools.shutdown().await;
+    drop(down);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_from_a_server_that_accepts_and_never_answers() {
+    // Accepts connections and never says a word.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_mute = format!("http://{}/mcp", mute.local_addr().unwrap());
+    let accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = mute.accept().await {
+            held.push(socket);
+        }
+    });
+    let backup = TestServer::start().await;
+    let catalog = McpCatalog::from_toml_str(&format!(
+        "[servers.ours]\nurl = \"{url_mute}\"\nrespawn_attempts = 1\nconnect_timeout_ms = 1000\n\
+         [servers.ours-backup]\nurl = \"{}\"\nequivalent = \"ours\"\n",
+        backup.url
+    ))
+    .unwrap();
+    let tools = catalog.start(StartOptions::default()).unwrap();
+    let ceo = tools.for_role(&chart(), "ceo").unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        ceo.call_tool("ours.add", json!({"a": 1, "b": 2})),
+    )
+    .await
+    .expect("the call does not hang on the mute server")
+    .unwrap();
+    assert_eq!(out.structured, Some(json!({"sum": 3.0})));
+    assert_eq!(backup.probe.calls.load(Ordering::SeqCst), 1);
+    let mut names: Vec<_> = ceo
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ours.add", "ours.echo"]);
+    tools.shutdown().await;
+    accepting.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_down_does_not_hide_the_others_tools() {
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url_down = format!("http://{}/mcp", down.local_addr().unwrap());
+    let up = TestServer::start().await;
+    let catalog = McpCatalog::from_toml_str(&format!(
+        "[servers.gone]\nurl = \"{url_down}\"\nrespawn_attempts = 1\n\
+         [servers.ours]\nurl = \"{}\"\n",
+        up.url
+    ))
+    .unwrap();
+    let tools = catalog.start(StartOptions::default()).unwrap();
+    let chart = OrgChart::builder("acme")
+        .principal("founder")
+        .role(
+            RoleSpec::new("ceo")
+                .reports_to("founder")
+                .tools(["ours.add", "gone.*"]),
+        )
+        .role(RoleSpec::new("cfo").reports_to("ceo").tools(["ours.echo"]))
+        .build()
+        .unwrap();
+    // A role granted both: the down server is left out of its listing.
+    let ceo = tools.for_role(&chart, "ceo").unwrap();
+    let names: Vec<_> = ceo
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["ours.add"]);
+    let err = ceo.call_tool("gone.anything", json!({})).await.unwrap_err();
+    assert!(matches!(err, ToolError::Unavailable { .. }), "{err:?}");
+    // A role granted only the healthy server never asks the other.
+    let cfo = tools.for_role(&chart, "cfo").unwrap();
+    let names: Vec<_> = cfo
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["ours.echo"]);
+    // The org-wide router lists the healthy server's tools too.
+    assert_eq!(tools.router().list_tools().await.unwrap().len(), 5);
+    tools.shutdown().await;
+    drop(down);
+}
+
+#[derive(Debug, Default)]
+struct RecordedAlerts(std::sync::Mutex<Vec<PinAlert>>);
+
+#[async_trait::async_trait]
+impl AlertSink for RecordedAlerts {
+    async fn alert(&self, alert: PinAlert) {
+        self.0.lock().unwrap().push(alert);
+    }
+}
+
+impl RecordedAlerts {
+    fn tools(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.tool.clone())
+            .collect()
+    }
+}
+
+fn one_tool_chart() -> OrgChart {
+    OrgChart::builder("acme")
+        .principal("founder")
+        .role(
+            RoleSpec::new("ceo")
+                .reports_to("founder")
+                .tools(["ours.add"]),
+        )
+        .role(RoleSpec::new("devops").reports_to("ceo").tools(["ours.*"]))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_listing_of_ungranted_tools_raises_no_alert() {
+    let server = TestServer::start().await;
+    let catalog =
+        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url)).unwrap();
+    // The lock of a chart whose only grant is `ours.add`.
+    let only_add = OrgChart::builder("acme")
+        .principal("founder")
+        .role(
+            RoleSpec::new("ceo")
+                .reports_to("founder")
+                .tools(["ours.add"]),
+        )
+        .build()
+        .unwrap();
+    let unpinned = catalog.start(StartOptions::default()).unwrap();
+    let lock = unpinned.lock(&only_add).await.unwrap();
+    assert_eq!(lock.tools.len(), 1, "{lock:?}");
+    unpinned.shutdown().await;
+
+    let alerts = Arc::new(RecordedAlerts::default());
+    let tools = catalog
+        .start(
+            StartOptions::default()
+                .with_lock(lock)
+                .with_alerts(Arc::clone(&alerts) as Arc<dyn AlertSink>),
+        )
+        .unwrap();
+    let ceo = tools.for_role(&only_add, "ceo").unwrap();
+    let names: Vec<_> = ceo
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["ours.add"]);
+    // Listing through the whole router sees four unpinned tools: hidden,
+    // and no alert.
+    let all: Vec<_> = tools
+        .router()
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(all, ["ours.add"]);
+    assert_eq!(alerts.tools(), Vec::<String>::new());
+    // Calling an unpinned tool (a wider grant) is refused and alerted.
+    let devops = tools.for_role(&one_tool_chart(), "devops").unwrap();
+    let err = devops
+        .call_tool("ours.echo", json!({"text": "hi"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ToolError::DefinitionChanged { ref reason, .. } if reason.contains("not pinned")),
+        "{err:?}"
+    );
+    assert_eq!(alerts.tools(), ["ours.echo"]);
+    assert_eq!(server.probe.calls.load(Ordering::SeqCst), 0);
+    tools.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_tool_added_without_notice_is_refused_before_the_server() {
+    let server = TestServer::start().await;
+    let catalog =
+        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url)).unwrap();
+    let chart = one_tool_chart();
+    let unpinned = catalog.start(StartOptions::default()).unwrap();
+    let lock = unpinned.lock(&chart).await.unwrap();
+    assert_eq!(lock.tools.len(), 5, "{lock:?}");
+    unpinned.shutdown().await;
+
+    let alerts = Arc::new(RecordedAlerts::default());
+    let tools = catalog
+        .start(
+            StartOptions::default()
+                .with_lock(lock)
+                .with_alerts(Arc::clone(&alerts) as Arc<dyn AlertSink>),
+        )
+        .unwrap();
+    let devops = tools.for_role(&chart, "devops").unwrap();
+    assert_eq!(
+        devops.list_tools().await.unwrap().len(),
+        5,
+        "listing cached"
+    );
+    // The server now offers `extra`, without notifying list_changed.
+    server.probe.extra.store(true, Ordering::SeqCst);
+    let err = devops.call_tool("ours.extra", json!({})).await.unwrap_err();
+    assert!(
+        matches!(err, ToolError::DefinitionChanged { ref tool, ref reason }
+            if tool == "ours.extra" && reason.contains("not pinned")),
+        "{err:?}"
+    );
+    assert_eq!(
+        server.probe.calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the server"
+    );
+    assert_eq!(alerts.tools(), ["ours.extra"]);
+    // A tool the server does not list at all is refused without asking it.
+    let err = devops.call_tool("ours.nope", json!({})).await.unwrap_err();
+    assert!(matches!(err, ToolError::NotFound { .. }), "{err:?}");
+    assert_eq!(server.probe.calls.load(Ordering::SeqCst), 0);
+    tools.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_token_is_sent_to_an_http_server_that_requires_it() {
+    let server = TestServer::start_with_bearer("t0ken-s3cret").await;
+    let without = McpToolHost::connect(ours(&server.url)).await;
+    assert!(
+        matches!(without, Err(ToolError::Unavailable { .. })),
+        "{without:?}"
+    );
+    assert!(server.probe.unauthorized.load(Ordering::SeqCst) >= 1);
+    let host = McpToolHost::connect(ours(&server.url).bearer_token("t0ken-s3cret"))
+        .await
+        .unwrap();
+    let out = host
+        .call_tool("add", json!({"a": 1, "b": 1}))
+        .await
+        .unwrap();
+    assert_eq!(out.structured, Some(json!({"sum": 2.0})));
+    assert!(!format!("{host:?} {host}").contains("t0ken-s3cret"));
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_do_not_quote_url_secrets() {
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!(
+        "http://user:pa55@{}/mcp?token=qu3ry-s3cret",
+        down.local_addr().unwrap()
+    );
+    let config = ours(&url).with_respawn(RespawnPolicy::with_max_attempts(1));
+    let err = McpToolHost::connect(config).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("qu3ry-s3cret"), "{shown}");
+    assert!(!shown.contains("pa55"), "{shown}");
+    drop(down);
 }
 
 // ---- third-party servers ------------------------------------------------
@@ -416,7 +722,7 @@ async fn mcp_server_time_over_stdio() {
         .unwrap();
     assert!(status.success());
     assert!(
-        eventually(Duration::from_secs(5), || !host.is_connected()).await,
+        eventually(Duration::from_secs(30), || !host.is_connected()).await,
         "the loss was noticed"
     );
     let out = host
@@ -430,7 +736,7 @@ async fn mcp_server_time_over_stdio() {
     // Shutdown leaves no process behind.
     host.shutdown().await;
     assert!(
-        eventually(Duration::from_secs(5), || process_gone(new_pid)).await,
+        eventually(Duration::from_secs(30), || process_gone(new_pid)).await,
         "pid {new_pid} still runs"
     );
     let err = host
@@ -449,7 +755,7 @@ async fn a_dropped_host_kills_its_stdio_server() {
     let pid = host.pid().unwrap();
     drop(host);
     assert!(
-        eventually(Duration::from_secs(5), || process_gone(pid)).await,
+        eventually(Duration::from_secs(30), || process_gone(pid)).await,
         "pid {pid} still runs"
     );
 }
@@ -548,7 +854,7 @@ async fn server_everything_over_stdio() {
     check_everything(&host).await;
     let pid = host.pid().unwrap();
     host.shutdown().await;
-    assert!(eventually(Duration::from_secs(5), || process_gone(pid)).await);
+    assert!(eventually(Duration::from_secs(30), || process_gone(pid)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

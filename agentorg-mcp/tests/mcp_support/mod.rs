@@ -7,12 +7,16 @@
 //! description depends on [`TestServer::start_with_description`], for
 //! pinning). `tools/list` is paginated, two tools per page. Unknown tools
 //! are answered as rmcp's own tool router does: error -32602 "tool not found".
+//! Setting [`Probe::extra`] adds a tool `extra` to the listing without
+//! notifying `list_changed`. [`TestServer::start_with_bearer`] refuses
+//! requests without the right `Authorization: Bearer` header.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -32,6 +36,12 @@ pub struct Probe {
     pub cancelled: AtomicUsize,
     /// Calls of `slow` that started.
     pub slow_started: AtomicUsize,
+    /// Calls of `slow` that ran to the end (not cancelled).
+    pub slow_completed: AtomicUsize,
+    /// Whether `extra` is listed (changed silently: no `list_changed`).
+    pub extra: AtomicBool,
+    /// Requests refused for a missing or wrong bearer token.
+    pub unauthorized: AtomicUsize,
     /// Calls of any tool.
     pub calls: AtomicUsize,
 }
@@ -55,7 +65,7 @@ impl Server {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        vec![
+        let mut tools = vec![
             Tool::new(
                 "add",
                 "Adds two numbers",
@@ -85,7 +95,15 @@ impl Server {
                     json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
                 ),
             ),
-        ]
+        ];
+        if self.probe.extra.load(Ordering::SeqCst) {
+            tools.push(Tool::new(
+                "extra",
+                "Added later, without notice",
+                obj(json!({"type": "object"})),
+            ));
+        }
+        tools
     }
 }
 
@@ -137,6 +155,7 @@ impl ServerHandler for Server {
                         CallToolResult::error(vec![ContentBlock::text("cancelled")])
                     }
                     _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                        self.probe.slow_completed.fetch_add(1, Ordering::SeqCst);
                         CallToolResult::success(vec![ContentBlock::text(format!("slept {ms} ms"))])
                     }
                 }
@@ -148,6 +167,9 @@ impl ServerHandler for Server {
             "fail" => CallToolResult::error(vec![ContentBlock::text(
                 "the tool failed on purpose: record not found",
             )]),
+            "extra" if self.probe.extra.load(Ordering::SeqCst) => {
+                CallToolResult::success(vec![ContentBlock::text("extra ran")])
+            }
             "echo" => CallToolResult::success(vec![ContentBlock::text(
                 args.get("text")
                     .and_then(Value::as_str)
@@ -173,6 +195,15 @@ impl TestServer {
     }
 
     pub async fn start_with_description(echo_description: &str) -> Self {
+        Self::serve(echo_description, None).await
+    }
+
+    /// A server that answers only requests bearing `Authorization: Bearer <token>`.
+    pub async fn start_with_bearer(token: &str) -> Self {
+        Self::serve(ECHO_DESCRIPTION, Some(token.to_owned())).await
+    }
+
+    async fn serve(echo_description: &str, bearer: Option<String>) -> Self {
         let server = Server::new(echo_description);
         let probe = Arc::clone(&server.probe);
         let ct = CancellationToken::new();
@@ -184,7 +215,29 @@ impl TestServer {
                 Arc::new(LocalSessionManager::default()),
                 config,
             );
-        let router = axum::Router::new().nest_service("/mcp", service);
+        let mut router = axum::Router::new().nest_service("/mcp", service);
+        if let Some(token) = bearer {
+            let expected = format!("Bearer {token}");
+            let probe = Arc::clone(&probe);
+            router = router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let ok = request
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        == Some(expected.as_str());
+                    let probe = Arc::clone(&probe);
+                    async move {
+                        if ok {
+                            next.run(request).await
+                        } else {
+                            probe.unauthorized.fetch_add(1, Ordering::SeqCst);
+                            axum::http::StatusCode::UNAUTHORIZED.into_response()
+                        }
+                    }
+                },
+            ));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
