@@ -431,18 +431,23 @@ impl Agent for Specialist {
 async fn devops_checks_the_time(cx: &Context) -> Result<(), AgentError> {
     const TOOL: &str = "time.get_current_time";
     use agentorg::tools::ToolHostExt as _;
+    // Retried only when the tool error says a retry can help.
+    fn to_agent(e: agentorg::tools::ToolError) -> AgentError {
+        if e.is_retryable() {
+            AgentError::transient(e.to_string())
+        } else {
+            AgentError::permanent(e.to_string())
+        }
+    }
     let tools = cx.tools();
-    let listed = tools
-        .list_tools()
-        .await
-        .map_err(|e| AgentError::transient(e.to_string()))?;
+    let listed = tools.list_tools().await.map_err(to_agent)?;
     if !listed.iter().any(|t| t.name == TOOL) {
         return Ok(());
     }
     let out = tools
         .call_tool(TOOL, json!({ "timezone": "UTC" }))
         .await
-        .map_err(|e| AgentError::transient(e.to_string()))?;
+        .map_err(to_agent)?;
     eprintln!(
         "genbrain: {} called MCP tool {TOOL}: {}",
         cx.role(),
