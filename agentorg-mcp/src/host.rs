@@ -83,7 +83,8 @@ const BACKEND: &str = "mcp";
 ///   server as a grandchild) are signalled with it.
 ///   [`shutdown`](Self::shutdown) closes the session and waits for the
 ///   child to exit (stdin closed, then `SIGTERM` to the group, then
-///   `SIGKILL` to the group); dropping the host kills the group.
+///   `SIGKILL` to the group), then kills what is left of the group;
+///   dropping the host kills the group.
 ///
 /// Every call is a `tracing` span `mcp.call` with the server, tool, argument
 /// hash, duration and outcome (see [`crate::audit`]).
@@ -120,7 +121,10 @@ struct Session {
     /// The rmcp service task; taken by `close`. Dropping it cancels the
     /// service loop, which drops the transport (and kills the child).
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, Handler>>>,
+    /// The stdio server's pid, also its process group id.
     pid: Option<u32>,
+    /// Set once the process group has been killed.
+    group_killed: AtomicBool,
     /// Counts the server's `notifications/tools/list_changed`.
     changes: Arc<AtomicU64>,
     /// The cached listing (std lock: never held across an `.await`).
@@ -851,6 +855,7 @@ impl Session {
             peer: service.peer().clone(),
             service: tokio::sync::Mutex::new(Some(service)),
             pid,
+            group_killed: AtomicBool::new(false),
             changes,
             index: RwLock::new(None),
         })
@@ -868,7 +873,35 @@ impl Session {
             if let Err(e) = service.close_with_timeout(Duration::from_secs(10)).await {
                 tracing::warn!(error = %e, "MCP session task failed while closing");
             }
+            // The leader may have exited on its own, leaving children of
+            // its own (launchers' servers, helpers) in its process group.
+            self.kill_group();
         }
+    }
+
+    /// Kills the stdio server's process group (once).
+    fn kill_group(&self) {
+        if self.group_killed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        #[cfg(unix)]
+        if let Some(pgid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            use nix::sys::signal::{killpg, Signal};
+            match killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    tracing::warn!(pgid, error = %e, "could not kill the MCP server's process group");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    /// Dropping the host kills the stdio server with its process group (the
+    /// service loop, dropped too, would only close the server's stdin).
+    fn drop(&mut self) {
+        self.kill_group();
     }
 }
 

@@ -113,6 +113,25 @@ async fn rmcp_http_unknown_tool_is_not_found_and_a_tool_failure_is_failed() {
         other => panic!("expected Failed, got {other:?}"),
     }
     assert!(!err_is_retryable(&host).await);
+
+    // A listed tool's JSON-RPC errors: -32602 is the server refusing the
+    // arguments, anything else the tool's failure.
+    let err = host
+        .call_tool("add", json!({"a": 1e13, "b": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ToolError::InvalidInput { ref message, .. } if message.contains("too large")),
+        "{err:?}"
+    );
+    let err = host
+        .call_tool("big", json!({"bytes": 13}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ToolError::Failed { ref output, .. } if output.text[0].contains("unlucky size")),
+        "{err:?}"
+    );
 }
 
 async fn err_is_retryable(host: &McpToolHost) -> bool {
@@ -758,6 +777,49 @@ async fn a_dropped_host_kills_its_stdio_server() {
         eventually(Duration::from_secs(30), || process_gone(pid)).await,
         "pid {pid} still runs"
     );
+}
+
+/// The children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_servers_own_children_go_with_it() {
+    let Some(program) = mcp_or_skip!(mcp_time_command()) else {
+        return;
+    };
+    // Like an `npx`/`uvx` launcher: the server has a child of its own, here
+    // one that ignores stdin being closed.
+    for shut_down in [true, false] {
+        let config = McpServerConfig::stdio("time".parse().unwrap(), "/bin/sh").args([
+            "-c".to_owned(),
+            "sleep 600 & exec \"$0\" --local-timezone=UTC".to_owned(),
+            program.display().to_string(),
+        ]);
+        let host = McpToolHost::connect(config).await.unwrap();
+        host.call_tool("get_current_time", json!({"timezone": "UTC"}))
+            .await
+            .unwrap();
+        let pid = host.pid().unwrap();
+        let grandchildren = children(pid);
+        assert!(!grandchildren.is_empty(), "the server's child runs");
+        if shut_down {
+            host.shutdown().await;
+        } else {
+            drop(host);
+        }
+        for p in grandchildren.into_iter().chain([pid]) {
+            assert!(
+                eventually(Duration::from_secs(30), || process_gone(p)).await,
+                "pid {p} still runs (shut down: {shut_down})"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

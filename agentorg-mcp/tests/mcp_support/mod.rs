@@ -140,6 +140,14 @@ impl ServerHandler for Server {
         let args = request.arguments.unwrap_or_default();
         let num = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         let result = match request.name.as_ref() {
+            // A listed tool refusing arguments its schema allows.
+            "add" if num("a") > 1e12 => {
+                return Err(ErrorData::invalid_params("a is too large", None))
+            }
+            // A listed tool failing with a JSON-RPC error.
+            "big" if args.get("bytes").and_then(Value::as_u64) == Some(13) => {
+                return Err(ErrorData::internal_error("unlucky size", None))
+            }
             "add" => {
                 let sum = num("a") + num("b");
                 let mut r = CallToolResult::structured(json!({ "sum": sum }));
