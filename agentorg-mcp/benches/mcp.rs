@@ -11,6 +11,9 @@
 //!   (`AuditedToolHost`) → grants (`ScopedToolHost`) → `ToolRouter` →
 //!   `McpToolHost` (cached listing, schema check, cancellable request with a
 //!   timeout, result size cap, `mcp.call` span) — calling `ours.add`.
+//! * `role_scoped_pinned_host`: the same with the catalog started with a
+//!   lock of the granted tools (`StartOptions::with_lock`): each call also
+//!   checks the tool's definition against its pin inside `McpToolHost`.
 //!
 //! Both sides run on the same 2-worker multi-thread tokio runtime, one call
 //! at a time; sessions are opened (and the listing cached) before timing.
@@ -41,7 +44,7 @@ fn call(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let (server, raw, role) = rt.block_on(async {
+    let (server, raw, role, pinned) = rt.block_on(async {
         let server = TestServer::start().await;
         let raw =
             ().serve(StreamableHttpClientTransport::from_uri(server.url.as_str()))
@@ -56,16 +59,26 @@ fn call(c: &mut Criterion) {
             )
             .build()
             .expect("chart");
-        let tools =
+        let catalog =
             McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url))
-                .expect("catalog")
-                .start(StartOptions::default())
-                .expect("tools");
+                .expect("catalog");
+        let tools = catalog.start(StartOptions::default()).expect("tools");
         let role = tools.for_role(&chart, "devops").expect("role view");
         role.call_tool("ours.add", json!({"a": 1, "b": 2}))
             .await
             .expect("warm-up call");
-        (server, raw, role)
+        let lock = tools.lock(&chart).await.expect("lock");
+        let pinned_tools = catalog
+            .start(StartOptions::default().with_lock(lock))
+            .expect("pinned tools");
+        let pinned = pinned_tools
+            .for_role(&chart, "devops")
+            .expect("pinned role view");
+        pinned
+            .call_tool("ours.add", json!({"a": 1, "b": 2}))
+            .await
+            .expect("warm-up pinned call");
+        (server, raw, role, pinned)
     });
     let args = json!({"a": 1, "b": 2});
     let map = args.as_object().cloned().unwrap_or_default();
@@ -86,6 +99,15 @@ fn call(c: &mut Criterion) {
                 .call_tool("ours.add", args.clone())
                 .await
                 .expect("host call");
+            black_box(out);
+        })
+    });
+    group.bench_function("role_scoped_pinned_host", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = pinned
+                .call_tool("ours.add", args.clone())
+                .await
+                .expect("pinned host call");
             black_box(out);
         })
     });
