@@ -19,6 +19,7 @@
 //! cargo run --example genbrain --features nats -- --nats nats://127.0.0.1:4222
 //! cargo run --example genbrain --features firestore -- --firestore 127.0.0.1:8686
 //! cargo run --example genbrain --features nats,firestore -- --nats nats://127.0.0.1:4222 --firestore 127.0.0.1:8686
+//! cargo run --example genbrain --features mcp -- --mcp examples/tools.toml
 //! ```
 //!
 //! With `--nats`, the org runs over NATS JetStream (the streams of org
@@ -74,6 +75,11 @@
 //! * `--nats URL`, `--firestore HOST:PORT`, `--project ID`: the backends (see
 //!   above).
 //! * `--roles ROLE,…`: host only these roles (default: all, and drive).
+//! * `--mcp CATALOG` (needs `--features mcp`): the org's tools are the MCP
+//!   servers of the catalog (`examples/tools.toml`: `mcp-server-time` over
+//!   stdio, from `$AGENTORG_MCP_TIME` or `PATH`); each role sees its chart
+//!   grants, and DevOps calls `time.get_current_time` while it works and
+//!   prints what it got.
 //! * `--timeout SECS` (default 60): how long the founder waits for the tree.
 //! * `--lease-secs SECS` (default: the runtime's 30 s): the claims' lease and
 //!   the inbox consumers' ack wait, i.e. how soon the task of a crashed
@@ -149,6 +155,10 @@ struct Args {
     /// supervisor holding a pipe to it: the process cannot outlive it).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// An MCP catalog (TOML) whose servers are the org's tools (needs
+    /// `--features mcp`), e.g. `examples/tools.toml`.
+    #[arg(long, value_name = "CATALOG")]
+    mcp: Option<std::path::PathBuf>,
 }
 
 /// What the agents of this process share.
@@ -346,6 +356,9 @@ struct Specialist {
 impl Agent for Specialist {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         announce_start(self.knobs, cx, &task);
+        if cx.role() == "devops" {
+            devops_checks_the_time(cx).await?;
+        }
         tokio::time::sleep(self.knobs.work).await;
         if cx.role() == "backend" {
             // Sent when this handler's outcome commits: exactly once, even if
@@ -412,6 +425,37 @@ impl Agent for Specialist {
     }
 }
 
+/// DevOps stamps its pipeline with the time from the `time` MCP server, when
+/// the org has one (`--mcp`): a real MCP tool call through the role's
+/// granted tools.
+async fn devops_checks_the_time(cx: &Context) -> Result<(), AgentError> {
+    const TOOL: &str = "time.get_current_time";
+    use agentorg::tools::ToolHostExt as _;
+    // Retried only when the tool error says a retry can help.
+    fn to_agent(e: agentorg::tools::ToolError) -> AgentError {
+        if e.is_retryable() {
+            AgentError::transient(e.to_string())
+        } else {
+            AgentError::permanent(e.to_string())
+        }
+    }
+    let tools = cx.tools();
+    let listed = tools.list_tools().await.map_err(to_agent)?;
+    if !listed.iter().any(|t| t.name == TOOL) {
+        return Ok(());
+    }
+    let out = tools
+        .call_tool(TOOL, json!({ "timezone": "UTC" }))
+        .await
+        .map_err(to_agent)?;
+    eprintln!(
+        "genbrain: {} called MCP tool {TOOL}: {}",
+        cx.role(),
+        out.into_json()
+    );
+    Ok(())
+}
+
 /// The agent of `role`.
 fn agent_for(role: &str, knobs: Knobs) -> anyhow::Result<Arc<dyn Agent>> {
     let specialist = |artifact| -> Arc<dyn Agent> { Arc::new(Specialist { artifact, knobs }) };
@@ -440,6 +484,30 @@ async fn backends(
         None => Arc::new(MemoryStore::new()),
     };
     Ok((transport, store))
+}
+
+/// The MCP servers of `catalog`, started lazily (each on first use).
+#[cfg(feature = "mcp")]
+fn mcp_tools(catalog: &std::path::Path) -> anyhow::Result<agentorg::mcp::McpTools> {
+    let catalog = agentorg::mcp::McpCatalog::load(catalog)?;
+    Ok(catalog.start(agentorg::mcp::StartOptions::default())?)
+}
+
+#[cfg(not(feature = "mcp"))]
+fn mcp_tools(_catalog: &std::path::Path) -> anyhow::Result<NoMcp> {
+    anyhow::bail!("--mcp needs the MCP tool host: rebuild with `cargo run --example genbrain --features mcp -- --mcp examples/tools.toml`")
+}
+
+/// Stands in for `McpTools` without the `mcp` feature (never built).
+#[cfg(not(feature = "mcp"))]
+struct NoMcp;
+
+#[cfg(not(feature = "mcp"))]
+impl NoMcp {
+    fn router(&self) -> Arc<dyn agentorg::tools::ToolHost> {
+        Arc::new(agentorg::tools::ToolRouter::new())
+    }
+    async fn shutdown(&self) {}
 }
 
 /// A NATS JetStream transport for the chart's org on `url`.
@@ -607,6 +675,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     for role in &hosted {
         builder = builder.agent_with(role, agent_for(role, knobs)?, AgentOptions::default());
     }
+    let mcp = match &args.mcp {
+        Some(catalog) => Some(mcp_tools(catalog)?),
+        None => None,
+    };
+    if let Some(mcp) = &mcp {
+        builder = builder.tools(mcp.router());
+    }
     let org = builder.start().await?;
 
     let result = if drives {
@@ -624,6 +699,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(true)
     };
     org.shutdown().await;
+    if let Some(mcp) = &mcp {
+        mcp.shutdown().await; // every MCP server process exits
+    }
     if !drives {
         eprintln!("genbrain: {me} stopped");
     }

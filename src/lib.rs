@@ -58,7 +58,7 @@
 //! | (none) | in-memory transport, store and tools; the runtime | available |
 //! | `nats` | NATS JetStream transport and broker permissions from the chart (`agentorg-nats`, re-exported as `agentorg::nats`) | available |
 //! | `firestore` | Firestore state store (`agentorg::firestore::FirestoreStore`, crate `agentorg-firestore`) | available |
-//! | `mcp` | MCP tool host and org MCP server (`agentorg-mcp`) | reserved, not yet implemented |
+//! | `mcp` | MCP tool host over rmcp with a catalog, per-role grants, failover and pinning, and the org MCP server (`agentorg-mcp`, re-exported as `agentorg::mcp`) | available |
 //!
 //! # Where to read on
 //!
@@ -90,6 +90,12 @@ pub use agentorg_nats as nats;
 #[cfg(feature = "firestore")]
 #[cfg_attr(docsrs, doc(cfg(feature = "firestore")))]
 pub use agentorg_firestore as firestore;
+
+/// MCP ([`agentorg_mcp`]): role-scoped MCP tools over rmcp, with pinning, and
+/// the org MCP server.
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub use agentorg_mcp as mcp;
 
 // The README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]

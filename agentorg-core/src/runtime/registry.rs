@@ -42,7 +42,7 @@ pub(crate) async fn flush(
             rec.tasks_completed += delta.completed;
             rec.tasks_failed += delta.failed;
             rec.execution_ms += delta.execution_ms;
-            rec.tokens += delta.tokens;
+            rec.tokens = rec.tokens.saturating_add(delta.tokens);
             rec.cost_usd += delta.cost_usd;
             if delta.current_task.is_some() {
                 rec.current_task = delta.current_task.clone();
@@ -128,11 +128,14 @@ impl RoleStats {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Adds usage a handler reported.
+    /// Adds usage a handler reported. Tokens saturate; a cost that is not
+    /// a finite, non-negative number is ignored.
     pub(crate) fn add_usage(&self, tokens: u64, cost_usd: f64) {
         let mut d = self.delta();
-        d.tokens += tokens;
-        d.cost_usd += cost_usd;
+        d.tokens = d.tokens.saturating_add(tokens);
+        if cost_usd.is_finite() && cost_usd >= 0.0 {
+            d.cost_usd += cost_usd;
+        }
         self.dirty.store(true, Ordering::Relaxed);
     }
 
@@ -156,7 +159,7 @@ impl RoleStats {
         d.completed += back.completed;
         d.failed += back.failed;
         d.execution_ms += back.execution_ms;
-        d.tokens += back.tokens;
+        d.tokens = d.tokens.saturating_add(back.tokens);
         d.cost_usd += back.cost_usd;
         if d.current_task.is_none() {
             d.current_task = back.current_task;

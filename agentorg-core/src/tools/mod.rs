@@ -138,6 +138,17 @@ pub enum ToolError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The tool's definition (description or input schema) is not the one
+    /// pinned for it (a lock file of tool definitions, as `agentorg-mcp`
+    /// writes): calls are refused until the change is reviewed and the pin
+    /// renewed. `reason` names what changed. Not retryable.
+    #[error("tool `{tool}` refused: {reason}")]
+    DefinitionChanged {
+        /// The tool.
+        tool: String,
+        /// What changed, e.g. "description changed since it was pinned".
+        reason: String,
+    },
     /// Any other backend error.
     #[error("{backend} error: {source}")]
     Other {

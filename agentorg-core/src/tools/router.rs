@@ -80,7 +80,8 @@ fn qualify(server: &str, mut err: ToolError) -> ToolError {
         | ToolError::InvalidInput { tool, .. }
         | ToolError::Failed { tool, .. }
         | ToolError::Timeout { tool, .. }
-        | ToolError::TooLarge { tool, .. } => *tool = format!("{server}.{tool}"),
+        | ToolError::TooLarge { tool, .. }
+        | ToolError::DefinitionChanged { tool, .. } => *tool = format!("{server}.{tool}"),
         ToolError::Unavailable { .. } | ToolError::Other { .. } => {}
     }
     err

@@ -1,0 +1,841 @@
+//! The runtime side of a seat: [`SeatAgent`] hands each delivery to the MCP
+//! side as an *offer* and serves the client's commands with the handler's
+//! [`Context`] until the client ends the turn (or is too slow).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use agentorg_core::agent::TaskSpec;
+use agentorg_core::agent::{Agent, AgentError, Context, Delegation, Outcome, SubtaskResult, Task};
+use agentorg_core::async_trait;
+use agentorg_core::chart::OrgChart;
+use agentorg_core::envelope::TaskId;
+use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
+use agentorg_core::name::Name;
+use agentorg_core::peer::PeerMessage;
+use agentorg_core::tools::ToolHost;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use super::{SeatError, SeatOptions};
+
+/// What kind of turn an offer opens: which commands may end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TurnKind {
+    /// A task (or its subtasks' results): `complete_task`, `fail_task`,
+    /// `await_subtasks`.
+    Task,
+    /// An escalation from a report: `decide_escalation`, `pass_up_escalation`.
+    Escalation,
+    /// A peer's request: `answer_peer_request`, `fail_task`.
+    PeerRequest,
+}
+
+impl TurnKind {
+    /// The kind as clients see it (`seat_info`'s `held`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Escalation => "escalation",
+            Self::PeerRequest => "peer_request",
+        }
+    }
+
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Escalation => "escalation",
+            Self::PeerRequest => "peer request",
+        }
+    }
+}
+
+/// How the client ends a turn.
+#[derive(Debug, Clone)]
+pub(crate) enum End {
+    Complete(Value),
+    AwaitSubtasks,
+    Fail { message: String, retryable: bool },
+    Decide(Value),
+    PassUp,
+    Answer(Value),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SeatError>>;
+
+impl End {
+    /// The tool that ends a turn this way.
+    fn tool(&self) -> &'static str {
+        match self {
+            Self::Complete(_) => "complete_task",
+            Self::AwaitSubtasks => "await_subtasks",
+            Self::Fail { .. } => "fail_task",
+            Self::Decide(_) => "decide_escalation",
+            Self::PassUp => "pass_up_escalation",
+            Self::Answer(_) => "answer_peer_request",
+        }
+    }
+}
+
+/// A command of the client on a turn it holds, served with the turn's
+/// [`Context`].
+#[derive(Debug)]
+pub(crate) enum Command {
+    Delegate {
+        to: String,
+        spec: TaskSpec,
+        reply: Reply<Delegation>,
+    },
+    Escalate {
+        reason: String,
+        details: Value,
+        reply: Reply<()>,
+    },
+    SendPeer {
+        to: String,
+        message: Value,
+        reply: Reply<()>,
+    },
+    ReportUsage {
+        tokens: u64,
+        cost_usd: f64,
+        reply: Reply<()>,
+    },
+    ReadTree {
+        root: Option<TaskId>,
+        reply: Reply<TaskTree>,
+    },
+    /// Any seat call: the client is alive, so the idle timer starts again.
+    Touch,
+    Finish {
+        end: End,
+        reply: Reply<()>,
+    },
+}
+
+/// Where an offer stands. It moves only by compare-and-swap
+/// ([`Offer::advance`]): `Pending → Taken` (a client's `wait_for_event`
+/// took it) or `Pending → Withdrawn` (the agent gave up on it: pickup
+/// timeout, handler cancelled); a notice then `Taken → Acked` (the taking
+/// session's next call) or `Taken → Withdrawn` (no such call in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OfferState {
+    Pending,
+    Taken,
+    Acked,
+    Withdrawn,
+}
+
+/// A delivery offered to the client: taken by `wait_for_event`.
+#[derive(Debug)]
+pub(crate) struct Offer {
+    pub(crate) serial: u64,
+    /// The turn's id (task, escalation or peer request id).
+    pub(crate) id: String,
+    pub(crate) kind: TurnKind,
+    /// What `wait_for_event` returns.
+    pub(crate) event: Value,
+    /// Where the client's commands go; `None` for a notice (nothing to
+    /// answer).
+    pub(crate) commands: Option<mpsc::Sender<Command>>,
+    state: watch::Sender<OfferState>,
+}
+
+impl Offer {
+    pub(crate) fn state(&self) -> OfferState {
+        *self.state.borrow()
+    }
+
+    /// Moves the offer from `from` to `to`, if it is still in `from`.
+    pub(crate) fn advance(&self, from: OfferState, to: OfferState) -> bool {
+        self.state.send_if_modified(|s| {
+            if *s == from {
+                *s = to;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// A turn a client holds.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveTurn {
+    pub(crate) serial: u64,
+    pub(crate) kind: TurnKind,
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// The MCP session that took it.
+    pub(crate) session: u64,
+}
+
+/// A turn that is no longer held, kept a while so that later calls on it
+/// are told why (`released`) rather than that nothing is held.
+#[derive(Debug, Clone)]
+pub(crate) struct ReleasedTurn {
+    pub(crate) id: String,
+    pub(crate) kind: TurnKind,
+    /// The session that held it, if it was held when it ended.
+    pub(crate) session: Option<u64>,
+    pub(crate) reason: String,
+    /// Whether a call naming no turn should still be told (the seat, not
+    /// the client, ended it).
+    pub(crate) unreported: bool,
+}
+
+/// How many released turns a seat remembers.
+const RELEASED_KEPT: usize = 64;
+
+/// State shared by a seat's agent and its MCP servers (one per MCP session).
+pub(crate) struct Shared {
+    pub(crate) role: Name,
+    pub(crate) chart: OrgChart,
+    pub(crate) tools: Arc<dyn ToolHost>,
+    pub(crate) options: SeatOptions,
+    /// Offers no client has taken yet, oldest first; at most
+    /// `options.max_offers`. Withdrawn offers are removed by their agent.
+    /// A std mutex: never held across an await.
+    offers: Mutex<VecDeque<Arc<Offer>>>,
+    /// Wakes the `wait_for_event`s when an offer comes in.
+    pub(crate) offered: Notify,
+    /// The turns clients hold, by id. A std mutex: held only to look up,
+    /// insert or remove, never across an await.
+    turns: Mutex<HashMap<String, ActiveTurn>>,
+    released: Mutex<VecDeque<ReleasedTurn>>,
+    serial: AtomicU64,
+    sessions: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("role", &self.role)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        role: Name,
+        chart: OrgChart,
+        tools: Arc<dyn ToolHost>,
+        options: SeatOptions,
+    ) -> Self {
+        Self {
+            role,
+            chart,
+            tools,
+            options,
+            offers: Mutex::new(VecDeque::new()),
+            offered: Notify::new(),
+            turns: Mutex::new(HashMap::new()),
+            released: Mutex::new(VecDeque::new()),
+            serial: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+        }
+    }
+
+    /// A new MCP session's number.
+    pub(crate) fn next_session(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn turns(&self) -> MutexGuard<'_, HashMap<String, ActiveTurn>> {
+        lock(&self.turns)
+    }
+
+    /// Queues an offer; `Err(n)` when `n` offers already wait (the cap).
+    fn push_offer(&self, offer: Arc<Offer>) -> Result<(), usize> {
+        {
+            let mut offers = lock(&self.offers);
+            if offers.len() >= self.options.max_offers {
+                return Err(offers.len());
+            }
+            offers.push_back(offer);
+        }
+        self.offered.notify_waiters();
+        Ok(())
+    }
+
+    /// The oldest offer still pending (dropping any withdrawn on the way).
+    pub(crate) fn take_offer(&self) -> Option<Arc<Offer>> {
+        let mut offers = lock(&self.offers);
+        while let Some(o) = offers.pop_front() {
+            if o.state() == OfferState::Pending {
+                return Some(o);
+            }
+        }
+        None
+    }
+
+    /// Puts back an offer a cancelled `wait_for_event` took from the queue
+    /// but did not hand over: first in line again.
+    pub(crate) fn put_back(&self, offer: Arc<Offer>) {
+        if offer.state() == OfferState::Pending {
+            lock(&self.offers).push_front(offer);
+            self.offered.notify_waiters();
+        }
+    }
+
+    /// Withdraws the offer numbered `serial` from the queue.
+    fn unqueue(&self, serial: u64) {
+        lock(&self.offers).retain(|o| o.serial != serial);
+    }
+
+    /// Holds turn `id` for a client, unless a newer turn of the same id is
+    /// held (a retry of the same task reuses the id).
+    pub(crate) fn hold(&self, id: &str, turn: ActiveTurn) -> bool {
+        let mut turns = self.turns();
+        if turns.get(id).is_some_and(|t| t.serial > turn.serial) {
+            return false;
+        }
+        turns.insert(id.to_owned(), turn);
+        drop(turns);
+        lock(&self.released).retain(|r| r.id != id);
+        true
+    }
+
+    /// Forgets turn `id` if it is still the one numbered `serial`.
+    pub(crate) fn forget(&self, id: &str, serial: u64) -> Option<ActiveTurn> {
+        let mut turns = self.turns();
+        if turns.get(id).is_some_and(|t| t.serial == serial) {
+            turns.remove(id)
+        } else {
+            None
+        }
+    }
+
+    fn record_release(&self, r: ReleasedTurn) {
+        if self.turns().contains_key(&r.id) {
+            // Already held again (a retry): nothing to tell.
+            return;
+        }
+        let mut released = lock(&self.released);
+        released.retain(|x| x.id != r.id);
+        released.push_back(r);
+        while released.len() > RELEASED_KEPT {
+            released.pop_front();
+        }
+    }
+
+    /// Why turn `id` is no longer held, if the seat remembers it.
+    pub(crate) fn released_named(&self, id: &str) -> Option<ReleasedTurn> {
+        let mut released = lock(&self.released);
+        let r = released.iter_mut().find(|r| r.id == id)?;
+        r.unreported = false;
+        Some(r.clone())
+    }
+
+    /// The latest turn of these kinds that `session` held and the seat
+    /// released without its client being told yet; marks it told.
+    pub(crate) fn released_unreported(
+        &self,
+        session: u64,
+        kinds: &[TurnKind],
+    ) -> Option<ReleasedTurn> {
+        let mut released = lock(&self.released);
+        let r = released
+            .iter_mut()
+            .rev()
+            .find(|r| r.unreported && r.session == Some(session) && kinds.contains(&r.kind))?;
+        r.unreported = false;
+        Some(r.clone())
+    }
+}
+
+/// Withdraws the offer when the handler returns, however it returns
+/// (pickup timeout, the runtime dropping the handler, …): a client can no
+/// longer take it, and it leaves the queue.
+struct OfferGuard<'a> {
+    shared: &'a Shared,
+    offer: Arc<Offer>,
+}
+
+impl Drop for OfferGuard<'_> {
+    fn drop(&mut self) {
+        self.offer
+            .advance(OfferState::Pending, OfferState::Withdrawn);
+        self.offer.advance(OfferState::Taken, OfferState::Withdrawn);
+        self.shared.unqueue(self.offer.serial);
+    }
+}
+
+/// Forgets the turn when the handler returns, however it returns, and
+/// records why (before the command channel closes, so that a call that
+/// finds it closed finds the reason too).
+struct TurnGuard<'a> {
+    shared: &'a Shared,
+    id: String,
+    kind: TurnKind,
+    serial: u64,
+    /// Set before the handler returns; `None` if the runtime dropped it.
+    end: Option<(String, bool)>,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let held = self.shared.forget(&self.id, self.serial);
+        let (reason, unreported) = self.end.take().unwrap_or_else(|| {
+            (
+                "the runtime stopped the turn's handler (its handler_timeout passed, or the org shut down); the delivery is retried".to_owned(),
+                true,
+            )
+        });
+        self.shared.record_release(ReleasedTurn {
+            id: self.id.clone(),
+            kind: self.kind,
+            session: held.map(|t| t.session),
+            reason,
+            unreported,
+        });
+    }
+}
+
+/// How many delegations one turn may stage.
+pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
+
+/// The [`Agent`] of a seat: host it for the seat's role
+/// (`Org::builder(chart).agent(role, seat.agent())`). See the
+/// [module docs](super) for the protocol and the timeouts.
+///
+/// Every delivery becomes an event of `wait_for_event`:
+///
+/// * a task (`on_task`) or its subtasks' results (`on_subtasks_done`) opens a
+///   *task turn*, ended by `complete_task`, `fail_task` or `await_subtasks`;
+/// * an escalation from a report (`on_escalation`) opens a turn ended by
+///   `decide_escalation` or `pass_up_escalation`;
+/// * a peer's request (`on_peer_request`) opens a turn ended by
+///   `answer_peer_request` (or `fail_task`);
+/// * decisions, peer messages and results of tasks delegated outside a task
+///   are *notices*: the handler returns once a client has taken them.
+#[derive(Clone)]
+pub struct SeatAgent {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SeatAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeatAgent")
+            .field("role", &self.shared.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn task_json(task: &Task) -> Value {
+    serde_json::to_value(task).unwrap_or(Value::Null)
+}
+
+impl SeatAgent {
+    /// Offers `event` and waits for a client to take it (within the pickup
+    /// timeout). Returns the offer's guard (which withdraws it when
+    /// dropped) and the receiver of the client's commands (none for a
+    /// notice).
+    async fn offer(
+        &self,
+        cx: &Context,
+        id: String,
+        kind: TurnKind,
+        event: Value,
+        turn: bool,
+    ) -> Result<(OfferGuard<'_>, Option<mpsc::Receiver<Command>>), AgentError> {
+        let shared = &*self.shared;
+        if cx.role() != &shared.role {
+            return Err(AgentError::permanent(format!(
+                "the seat of `{}` is hosted for role `{}`; host each role's own seat",
+                shared.role,
+                cx.role()
+            )));
+        }
+        let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
+        let (commands, rx) = if turn {
+            let (tx, rx) = mpsc::channel(32);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let what = event["event"].as_str().unwrap_or("event").to_owned();
+        let (state, mut watch) = watch::channel(OfferState::Pending);
+        let offer = Arc::new(Offer {
+            serial,
+            id,
+            kind,
+            event,
+            commands,
+            state,
+        });
+        if let Err(n) = shared.push_offer(Arc::clone(&offer)) {
+            return Err(AgentError::transient(format!(
+                "seat `{}` already has {n} offers waiting for a client (its max_offers); refused for retry",
+                shared.role
+            )));
+        }
+        let guard = OfferGuard { shared, offer };
+        let pickup = shared.options.pickup_timeout;
+        let state = match tokio::time::timeout(
+            pickup,
+            watch.wait_for(|s| *s != OfferState::Pending),
+        )
+        .await
+        {
+            Ok(Ok(s)) => *s,
+            Ok(Err(_)) => OfferState::Withdrawn,
+            // A client may take it right now: only one of the two wins.
+            Err(_) if guard.offer.advance(OfferState::Pending, OfferState::Withdrawn) => {
+                return Err(AgentError::transient(format!(
+                    "no MCP client of seat `{}` took the {what} within {pickup:?}; released for retry",
+                    shared.role
+                )))
+            }
+            Err(_) => guard.offer.state(),
+        };
+        match state {
+            OfferState::Taken | OfferState::Acked => Ok((guard, rx)),
+            _ => Err(AgentError::transient(format!(
+                "seat `{}` withdrew the {what}; released for retry",
+                shared.role
+            ))),
+        }
+    }
+
+    /// Offers a turn and serves the client's commands with `cx` until it
+    /// ends the turn, or until it has been idle for the idle timeout or
+    /// held for `max_turn` (transient failures: the runtime retries the
+    /// delivery with backoff and dead-letters it when its attempts run out).
+    async fn turn(
+        &self,
+        cx: &Context,
+        id: String,
+        kind: TurnKind,
+        event: Value,
+    ) -> Result<End, AgentError> {
+        let (offer, rx) = self.offer(cx, id.clone(), kind, event, true).await?;
+        let Some(commands) = rx else {
+            return Err(AgentError::transient("the seat is closed"));
+        };
+        let mut guard = TurnGuard {
+            shared: &self.shared,
+            id,
+            kind,
+            serial: offer.offer.serial,
+            end: None,
+            commands,
+        };
+        let r = self.serve(cx, &mut guard).await;
+        guard.end = Some(match &r {
+            Ok(end) => (format!("it was ended with {}", end.tool()), false),
+            Err(e) => (e.clone(), true),
+        });
+        drop(guard);
+        drop(offer);
+        r.map_err(AgentError::transient)
+    }
+
+    /// Serves the commands of a held turn until the client ends it (`Ok`),
+    /// or the seat releases it (`Err`: why).
+    async fn serve(&self, cx: &Context, guard: &mut TurnGuard<'_>) -> Result<End, String> {
+        let role = &self.shared.role;
+        let (id, kind) = (guard.id.clone(), guard.kind);
+        let idle = self.shared.options.idle_timeout;
+        let max_turn = self.shared.options.max_turn;
+        let hard = Instant::now().checked_add(max_turn);
+        let mut delegated = 0usize;
+        loop {
+            let soft = Instant::now().checked_add(idle);
+            let (at, by_max) = match (soft, hard) {
+                (Some(s), Some(h)) if h <= s => (Some(h), true),
+                (Some(s), _) => (Some(s), false),
+                (None, h) => (h, true),
+            };
+            let next = match at {
+                Some(at) => tokio::time::timeout_at(at, guard.commands.recv())
+                    .await
+                    .ok(),
+                None => Some(guard.commands.recv().await),
+            };
+            let command = match next {
+                None if by_max => {
+                    return Err(format!(
+                        "the MCP client of seat `{role}` held {} {id} longer than its max_turn ({max_turn:?}); released for retry",
+                        kind.noun()
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "the MCP client of seat `{role}` was idle for {idle:?} holding {} {id}; released for retry",
+                        kind.noun()
+                    ))
+                }
+                Some(None) => return Err("the seat is closed".to_owned()),
+                Some(Some(c)) => c,
+            };
+            match command {
+                Command::Touch => {}
+                Command::Delegate { reply, .. } if delegated >= MAX_DELEGATIONS_PER_TURN => {
+                    let _ = reply.send(Err(SeatError::InvalidInput {
+                        message: format!(
+                            "a turn may stage at most {MAX_DELEGATIONS_PER_TURN} delegations; end this one (await_subtasks) and delegate more in the next"
+                        ),
+                    }));
+                }
+                Command::Delegate { to, spec, reply } => {
+                    let r = cx
+                        .delegate(&to, spec)
+                        .await
+                        .map_err(SeatError::from_delegate);
+                    if r.is_ok() {
+                        delegated += 1;
+                    }
+                    let _ = reply.send(r);
+                }
+                Command::Escalate {
+                    reason,
+                    details,
+                    reply,
+                } => {
+                    let _ = reply.send(
+                        cx.escalate(reason, details)
+                            .map_err(SeatError::from_delegate),
+                    );
+                }
+                Command::SendPeer { to, message, reply } => {
+                    let _ = reply.send(cx.send_peer(&to, &message).map_err(SeatError::from_peer));
+                }
+                Command::ReportUsage {
+                    tokens,
+                    cost_usd,
+                    reply,
+                } => {
+                    cx.report_usage(tokens, cost_usd);
+                    let _ = reply.send(Ok(()));
+                }
+                Command::ReadTree { root, reply } => {
+                    let _ = reply.send(self.read_tree(cx, root).await);
+                }
+                Command::Finish { end, reply } => match check_end(kind, &end, delegated) {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(()));
+                        return Ok(end);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+            }
+        }
+    }
+
+    /// The tree under `root` (default: the turn's task), if this role was
+    /// assigned or delegated that task.
+    async fn read_tree(&self, cx: &Context, root: Option<TaskId>) -> Result<TaskTree, SeatError> {
+        let Some(root) = root.or_else(|| cx.task_id().cloned()) else {
+            return Err(SeatError::InvalidInput {
+                message: "name the task whose tree to read (`task_id`)".to_owned(),
+            });
+        };
+        let record = cx
+            .task_record(&root)
+            .await
+            .map_err(SeatError::from_store)?
+            .ok_or_else(|| SeatError::InvalidInput {
+                message: format!("no task {root}"),
+            })?;
+        let role = &self.shared.role;
+        if &record.assigned_to != role && &record.assigned_by != role {
+            return Err(SeatError::NotAllowed {
+                message: format!(
+                    "`{role}` may read only the trees of tasks it was assigned or delegated; task {root} went from `{}` to `{}`",
+                    record.assigned_by, record.assigned_to
+                ),
+            });
+        }
+        cx.task_tree(&root).await.map_err(SeatError::from_store)
+    }
+
+    /// Offers a notice and waits until the client has it: taken by a
+    /// `wait_for_event` and acknowledged by the same session's next seat
+    /// call. Not acknowledged within the idle timeout, it fails transiently
+    /// and the runtime delivers it again.
+    async fn notice(&self, cx: &Context, id: String, event: Value) -> Result<(), AgentError> {
+        let what = event["event"].as_str().unwrap_or("notice").to_owned();
+        let (guard, _) = self.offer(cx, id, TurnKind::Task, event, false).await?;
+        let ack = self.shared.options.idle_timeout;
+        let mut watch = guard.offer.state.subscribe();
+        let state =
+            match tokio::time::timeout(ack, watch.wait_for(|s| *s != OfferState::Taken)).await {
+                Ok(Ok(s)) => *s,
+                Ok(Err(_)) => OfferState::Withdrawn,
+                Err(_)
+                    if guard
+                        .offer
+                        .advance(OfferState::Taken, OfferState::Withdrawn) =>
+                {
+                    OfferState::Withdrawn
+                }
+                Err(_) => guard.offer.state(),
+            };
+        if state == OfferState::Acked {
+            Ok(())
+        } else {
+            Err(AgentError::transient(format!(
+                "the MCP client of seat `{}` took the {what} but made no further call within {ack:?} to acknowledge it; offered again on retry",
+                self.shared.role
+            )))
+        }
+    }
+}
+
+/// Whether `end` may end a turn of `kind` after `delegated` delegations.
+fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatError> {
+    let wrong = |what: &str| {
+        Err(SeatError::InvalidInput {
+            message: format!("{what} cannot end a {} turn", kind.noun()),
+        })
+    };
+    match (kind, end) {
+        (_, End::Fail { .. }) => Ok(()),
+        (TurnKind::Task, End::Complete(_)) => Ok(()),
+        (TurnKind::Task, End::AwaitSubtasks) if delegated == 0 => Err(SeatError::InvalidInput {
+            message: "await_subtasks needs at least one delegation made in this turn".to_owned(),
+        }),
+        (TurnKind::Task, End::AwaitSubtasks) => Ok(()),
+        (TurnKind::Escalation, End::Decide(_) | End::PassUp) => Ok(()),
+        (TurnKind::PeerRequest, End::Answer(_)) => Ok(()),
+        (_, End::Complete(_)) => wrong("complete_task"),
+        (_, End::AwaitSubtasks) => wrong("await_subtasks"),
+        (_, End::Decide(_)) => wrong("decide_escalation"),
+        (_, End::PassUp) => wrong("pass_up_escalation"),
+        (_, End::Answer(_)) => wrong("answer_peer_request"),
+    }
+}
+
+fn fail(message: String, retryable: bool) -> AgentError {
+    if retryable {
+        AgentError::transient(message)
+    } else {
+        AgentError::permanent(message)
+    }
+}
+
+fn outcome(end: End) -> Result<Outcome, AgentError> {
+    match end {
+        End::Complete(v) => Ok(Outcome::Complete(v)),
+        End::AwaitSubtasks => Ok(Outcome::AwaitSubtasks),
+        End::Fail { message, retryable } => Err(fail(message, retryable)),
+        // check_end lets nothing else end a task turn.
+        _ => Err(AgentError::permanent("the seat ended a task turn wrongly")),
+    }
+}
+
+#[async_trait]
+impl Agent for SeatAgent {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        let event = json!({
+            "event": "task",
+            "task_id": task.id,
+            "task": task_json(&task),
+            "attempt": cx.attempt(),
+            "idle_timeout_secs": self.shared.options.idle_timeout.as_secs(),
+            "max_turn_secs": self.shared.options.max_turn.as_secs(),
+        });
+        outcome(
+            self.turn(cx, task.id.to_string(), TurnKind::Task, event)
+                .await?,
+        )
+    }
+
+    async fn on_subtasks_done(
+        &self,
+        cx: &Context,
+        task: Task,
+        results: Vec<SubtaskResult>,
+    ) -> Result<Outcome, AgentError> {
+        let event = json!({
+            "event": "subtasks_done",
+            "task_id": task.id,
+            "task": task_json(&task),
+            "results": serde_json::to_value(&results).unwrap_or(Value::Null),
+            "attempt": cx.attempt(),
+            "idle_timeout_secs": self.shared.options.idle_timeout.as_secs(),
+            "max_turn_secs": self.shared.options.max_turn.as_secs(),
+        });
+        outcome(
+            self.turn(cx, task.id.to_string(), TurnKind::Task, event)
+                .await?,
+        )
+    }
+
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        let id = escalation.escalation_id.to_string();
+        let event = json!({
+            "event": "escalation",
+            "escalation_id": id,
+            "escalation": serde_json::to_value(&escalation).unwrap_or(Value::Null),
+        });
+        match self.turn(cx, id, TurnKind::Escalation, event).await? {
+            End::Decide(v) => Ok(EscalationOutcome::Decide(v)),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Ok(EscalationOutcome::PassUp),
+        }
+    }
+
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        let id = decision.escalation_id.to_string();
+        let event = json!({
+            "event": "decision",
+            "decision": serde_json::to_value(&decision).unwrap_or(Value::Null),
+        });
+        self.notice(cx, id, event).await
+    }
+
+    async fn on_result(&self, cx: &Context, result: SubtaskResult) -> Result<(), AgentError> {
+        let event = json!({
+            "event": "result",
+            "result": serde_json::to_value(&result).unwrap_or(Value::Null),
+        });
+        self.notice(cx, result.task_id.to_string(), event).await
+    }
+
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        let event = json!({
+            "event": "peer_message",
+            "message_id": message.id,
+            "from": message.from,
+            "message": message.payload,
+        });
+        self.notice(cx, message.id.to_string(), event).await
+    }
+
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        let id = request.id.to_string();
+        let event = json!({
+            "event": "peer_request",
+            "request_id": id,
+            "from": request.from,
+            "request": request.payload,
+        });
+        match self.turn(cx, id, TurnKind::PeerRequest, event).await? {
+            End::Answer(v) => Ok(v),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Err(AgentError::permanent(
+                "the seat ended a peer request wrongly",
+            )),
+        }
+    }
+}

@@ -1,0 +1,877 @@
+//! The MCP side of a seat: [`SeatServer`], an rmcp [`ServerHandler`] whose
+//! tools drive the seat's turns.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use agentorg_core::agent::TaskSpec;
+use agentorg_core::envelope::TaskId;
+use agentorg_core::tools::{ToolError, ToolHostExt};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
+use super::SeatError;
+
+/// The MCP server of one seat: the tools an LLM client uses to sit in the
+/// org as the seat's role. Made by [`Seat::server`](super::Seat::server);
+/// serve it on any rmcp transport (stdio, a duplex pipe, or streamable HTTP
+/// through [`SeatHttp`](super::SeatHttp)). Several servers (MCP sessions) of
+/// one seat share its offers and turns.
+///
+/// The tools are listed in the [module docs](super#tools).
+#[derive(Clone)]
+pub struct SeatServer {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+}
+
+/// What one MCP session (one [`SeatServer`] and its clones) keeps.
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    /// Notices this session's `wait_for_event` returned and its client has
+    /// not acknowledged yet (by a later call).
+    unacked: Mutex<Vec<Arc<Offer>>>,
+}
+
+/// The most tokens one `report_usage` may report.
+const MAX_USAGE_TOKENS: u64 = 1_000_000_000;
+
+impl fmt::Debug for SeatServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeatServer")
+            .field("role", &self.shared.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn schema(v: Value) -> Arc<JsonObject> {
+    match v {
+        Value::Object(m) => Arc::new(m),
+        _ => Arc::new(JsonObject::new()),
+    }
+}
+
+fn tool(name: &'static str, description: &'static str, input: Value) -> Tool {
+    Tool::new(name, description, schema(input))
+}
+
+const TURN_ID: &str = "The id of the task in hand (optional when only one is held)";
+
+/// The seat's tools, in the order listed.
+fn seat_tools() -> Vec<Tool> {
+    let id = |what: &str| json!({"type": "string", "description": what});
+    vec![
+        tool(
+            "wait_for_event",
+            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
+            json!({"type": "object", "properties": {
+                "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
+            }}),
+        ),
+        tool(
+            "complete_task",
+            "Complete the task in hand with a result; the result goes to whoever delegated it.",
+            json!({"type": "object", "properties": {
+                "task_id": id(TURN_ID),
+                "result": {"description": "The result (any JSON)"}
+            }, "required": ["result"]}),
+        ),
+        tool(
+            "fail_task",
+            "Fail the task (or escalation, or peer request) in hand. Retryable failures are retried later; others fail the task at once and the delegator sees the reason.",
+            json!({"type": "object", "properties": {
+                "task_id": id("The id of the task, escalation or peer request in hand (optional when only one is held)"),
+                "reason": {"type": "string"},
+                "retryable": {"type": "boolean", "default": false}
+            }, "required": ["reason"]}),
+        ),
+        tool(
+            "await_subtasks",
+            "End this turn of the task in hand and wait for the subtasks delegated in it: their results come back as a `subtasks_done` event of wait_for_event.",
+            json!({"type": "object", "properties": {"task_id": id(TURN_ID)}}),
+        ),
+        tool(
+            "delegate",
+            "Delegate a subtask of the task in hand to a direct report (or a role a chart shortcut allows for the task type). Refused when the chart does not allow it.",
+            json!({"type": "object", "properties": {
+                "to": {"type": "string", "description": "The role to delegate to"},
+                "title": {"type": "string"},
+                "task_type": {"type": "string"},
+                "input": {"description": "The subtask's input (any JSON)"},
+                "sla_minutes": {"type": "integer", "minimum": 0},
+                "idempotency_key": {"type": "string"},
+                "task_id": id(TURN_ID)
+            }, "required": ["to", "title"]}),
+        ),
+        tool(
+            "escalate",
+            "Escalate to this role's manager, with a reason; a decision comes back later as a `decision` event.",
+            json!({"type": "object", "properties": {
+                "reason": {"type": "string"},
+                "details": {"description": "Any JSON"},
+                "task_id": id(TURN_ID)
+            }, "required": ["reason"]}),
+        ),
+        tool(
+            "send_peer",
+            "Send a message to a peer on a channel the chart declares (sent when the turn ends).",
+            json!({"type": "object", "properties": {
+                "to": {"type": "string"},
+                "message": {"description": "Any JSON"},
+                "task_id": id(TURN_ID)
+            }, "required": ["to", "message"]}),
+        ),
+        tool(
+            "decide_escalation",
+            "Decide an escalation in hand; the decision goes back to the role that raised it.",
+            json!({"type": "object", "properties": {
+                "escalation_id": id("The escalation in hand (optional when only one is held)"),
+                "decision": {"description": "Any JSON"}
+            }, "required": ["decision"]}),
+        ),
+        tool(
+            "pass_up_escalation",
+            "Pass an escalation in hand up to this role's manager.",
+            json!({"type": "object", "properties": {
+                "escalation_id": id("The escalation in hand (optional when only one is held)")
+            }}),
+        ),
+        tool(
+            "answer_peer_request",
+            "Answer a peer's request in hand.",
+            json!({"type": "object", "properties": {
+                "request_id": id("The request in hand (optional when only one is held)"),
+                "answer": {"description": "Any JSON"}
+            }, "required": ["answer"]}),
+        ),
+        tool(
+            "read_task_tree",
+            "Read the tree of a task this role was assigned or delegated (default: the task in hand), with each task's status.",
+            json!({"type": "object", "properties": {
+                "task_id": id("The root of the tree (default: the task in hand)")
+            }}),
+        ),
+        tool(
+            "report_usage",
+            "Report what working on the task in hand used (an LLM's tokens and cost).",
+            json!({"type": "object", "properties": {
+                "tokens": {"type": "integer", "minimum": 0},
+                "cost_usd": {"type": "number", "minimum": 0},
+                "task_id": id(TURN_ID)
+            }, "required": ["tokens", "cost_usd"]}),
+        ),
+        tool(
+            "list_granted_tools",
+            "List the tools this role is granted (name, description, input schema).",
+            json!({"type": "object", "properties": {}}),
+        ),
+        tool(
+            "call_granted_tool",
+            "Call a tool this role is granted, by its qualified name (`server.tool`).",
+            json!({"type": "object", "properties": {
+                "name": {"type": "string"},
+                "arguments": {"type": "object"}
+            }, "required": ["name"]}),
+        ),
+        tool(
+            "seat_info",
+            "This seat's role, manager, reports, peers, shortcuts, tool grants, and the turns it holds (`held`: id and kind).",
+            json!({"type": "object", "properties": {}}),
+        ),
+    ]
+}
+
+#[derive(Deserialize)]
+struct WaitArgs {
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompleteArgs {
+    task_id: Option<String>,
+    result: Value,
+}
+
+#[derive(Deserialize)]
+struct FailArgs {
+    task_id: Option<String>,
+    reason: String,
+    #[serde(default)]
+    retryable: bool,
+}
+
+#[derive(Deserialize)]
+struct TurnArgs {
+    task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DelegateArgs {
+    to: String,
+    title: String,
+    task_type: Option<String>,
+    #[serde(default)]
+    input: Value,
+    sla_minutes: Option<u64>,
+    idempotency_key: Option<String>,
+    task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EscalateArgs {
+    reason: String,
+    #[serde(default)]
+    details: Value,
+    task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PeerArgs {
+    to: String,
+    message: Value,
+    task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DecideArgs {
+    escalation_id: Option<String>,
+    decision: Value,
+}
+
+#[derive(Deserialize)]
+struct PassUpArgs {
+    escalation_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnswerArgs {
+    request_id: Option<String>,
+    answer: Value,
+}
+
+#[derive(Deserialize)]
+struct UsageArgs {
+    tokens: u64,
+    cost_usd: f64,
+    task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CallArgs {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, SeatError> {
+    serde_json::from_value(args).map_err(|e| SeatError::InvalidInput {
+        message: format!("arguments of `{tool}`: {e}"),
+    })
+}
+
+fn released(r: &ReleasedTurn) -> SeatError {
+    SeatError::Released {
+        message: format!(
+            "{} {} is no longer held by this seat: {}",
+            r.kind.noun(),
+            r.id,
+            r.reason
+        ),
+    }
+}
+
+fn held_list<'a>(turns: impl Iterator<Item = (&'a String, &'a ActiveTurn)>) -> Vec<Value> {
+    let mut held: Vec<Value> = turns
+        .map(|(id, t)| json!({"id": id, "kind": t.kind.name()}))
+        .collect();
+    held.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    held
+}
+
+impl SeatServer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let session = Arc::new(Session {
+            id: shared.next_session(),
+            unacked: Mutex::new(Vec::new()),
+        });
+        Self { shared, session }
+    }
+
+    /// The session's client made another call: the notices its earlier
+    /// `wait_for_event`s returned reached it.
+    fn acknowledge(&self) {
+        let unacked = std::mem::take(
+            &mut *self
+                .session
+                .unacked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for offer in unacked {
+            offer.advance(OfferState::Taken, OfferState::Acked);
+        }
+    }
+
+    /// Why turn `id` is not held: `released` (with the reason) if the seat
+    /// remembers it, else `no_turn`.
+    fn not_held(&self, id: &str) -> SeatError {
+        match self.shared.released_named(id) {
+            Some(r) => released(&r),
+            None => SeatError::NoTurn {
+                message: format!(
+                    "`{}` holds no {id}; call wait_for_event to take one",
+                    self.shared.role
+                ),
+            },
+        }
+    }
+
+    /// The role this server seats.
+    pub fn role(&self) -> &agentorg_core::name::Name {
+        &self.shared.role
+    }
+
+    /// The turn named `id`, or the only one held of these kinds.
+    fn pick(
+        &self,
+        id: Option<&str>,
+        kinds: &[TurnKind],
+    ) -> Result<(String, ActiveTurn), SeatError> {
+        let turns = self.shared.turns();
+        if let Some(id) = id {
+            return match turns.get(id) {
+                Some(t) if kinds.contains(&t.kind) => Ok((id.to_owned(), t.clone())),
+                Some(t) => Err(SeatError::InvalidInput {
+                    message: format!(
+                        "{id} is a {} turn, which this tool cannot act on",
+                        t.kind.noun()
+                    ),
+                }),
+                None => {
+                    drop(turns);
+                    Err(self.not_held(id))
+                }
+            };
+        }
+        let held: Vec<(&String, &ActiveTurn)> = turns
+            .iter()
+            .filter(|(_, t)| kinds.contains(&t.kind))
+            .collect();
+        match held.as_slice() {
+            [(id, t)] => Ok(((*id).clone(), (*t).clone())),
+            [] => {
+                drop(held);
+                drop(turns);
+                match self.shared.released_unreported(self.session.id, kinds) {
+                    Some(r) => Err(released(&r)),
+                    None => Err(SeatError::NoTurn {
+                        message: format!(
+                            "`{}` holds nothing this tool can act on; call wait_for_event to take it",
+                            self.shared.role
+                        ),
+                    }),
+                }
+            }
+            several => Err(SeatError::InvalidInput {
+                message: format!(
+                    "several are held, name one by its id: {}",
+                    several
+                        .iter()
+                        .map(|(id, t)| format!("{id} ({})", t.kind.noun()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Sends a command to a held turn and waits for its answer.
+    async fn ask<T>(
+        &self,
+        id: &str,
+        turn: &ActiveTurn,
+        make: impl FnOnce(oneshot::Sender<Result<T, SeatError>>) -> Command,
+    ) -> Result<T, SeatError> {
+        let (tx, rx) = oneshot::channel();
+        if turn.commands.send(make(tx)).await.is_err() {
+            return Err(self.not_held(id));
+        }
+        rx.await.map_err(|_| self.not_held(id))?
+    }
+
+    /// Ends a held turn.
+    async fn finish(
+        &self,
+        id: Option<&str>,
+        kinds: &[TurnKind],
+        end: End,
+    ) -> Result<Value, SeatError> {
+        let (id, turn) = self.pick(id, kinds)?;
+        self.ask(&id, &turn, |reply| Command::Finish { end, reply })
+            .await?;
+        self.shared.forget(&id, turn.serial);
+        Ok(json!({"ended": id}))
+    }
+
+    /// Tells the turns this session holds that its client is alive (a
+    /// call naming no turn).
+    fn touch(&self) {
+        for t in self.shared.turns().values() {
+            if t.session == self.session.id {
+                let _ = t.commands.try_send(Command::Touch);
+            }
+        }
+    }
+
+    async fn wait(
+        &self,
+        args: WaitArgs,
+        ct: &tokio_util::sync::CancellationToken,
+    ) -> Result<Value, SeatError> {
+        let max = self.shared.options.max_wait;
+        let limit = args
+            .timeout_secs
+            .map_or(max, |s| Duration::from_secs(s).min(max));
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400));
+        let none = || Ok(json!({"event": "none"}));
+        loop {
+            // Listen before looking, so an offer that comes in between is
+            // not missed.
+            let offered = self.shared.offered.notified();
+            tokio::pin!(offered);
+            offered.as_mut().enable();
+            if ct.is_cancelled() {
+                return none();
+            }
+            if let Some(offer) = self.shared.take_offer() {
+                if let Some(event) = self.hand_over(offer, ct) {
+                    return Ok(event);
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = ct.cancelled() => return none(),
+                () = tokio::time::sleep_until(deadline) => return none(),
+                () = &mut offered => {}
+            }
+        }
+    }
+
+    /// Hands an offer taken from the queue to this session's client:
+    /// registers its turn, then moves it `Pending → Taken` (unless the agent
+    /// withdrew it first). `None`: not handed over (the request was
+    /// cancelled, and the offer is put back; or the agent withdrew it).
+    fn hand_over(
+        &self,
+        offer: Arc<Offer>,
+        ct: &tokio_util::sync::CancellationToken,
+    ) -> Option<Value> {
+        if ct.is_cancelled() {
+            // Its response would be dropped: leave it to the next wait.
+            self.shared.put_back(offer);
+            return None;
+        }
+        if let Some(commands) = &offer.commands {
+            // Register the turn before telling the agent, so the client's
+            // next command finds it.
+            let turn = ActiveTurn {
+                serial: offer.serial,
+                kind: offer.kind,
+                commands: commands.clone(),
+                session: self.session.id,
+            };
+            if !self.shared.hold(&offer.id, turn) {
+                // A newer delivery of the same id is held: this one is stale.
+                offer.advance(OfferState::Pending, OfferState::Withdrawn);
+                return None;
+            }
+        }
+        if !offer.advance(OfferState::Pending, OfferState::Taken) {
+            // The agent gave up on it (pickup timeout): skip it.
+            self.shared.forget(&offer.id, offer.serial);
+            return None;
+        }
+        if offer.commands.is_none() {
+            self.session
+                .unacked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::clone(&offer));
+        }
+        Some(offer.event.clone())
+    }
+
+    fn info(&self) -> Value {
+        let s = &self.shared;
+        let chart = &s.chart;
+        let role = s.role.as_str();
+        json!({
+            "org": chart.org(),
+            "role": role,
+            "description": chart.role(role).map(|r| r.description()),
+            "manager": chart.manager_of(role),
+            "reports": chart.reports_of(role).collect::<Vec<_>>(),
+            "peers": chart.peers_of(role).collect::<Vec<_>>(),
+            "shortcuts": chart.shortcuts().filter(|sc| sc.from().as_str() == role).map(|sc| json!({
+                "to": sc.to(), "task_types": sc.task_types(),
+            })).collect::<Vec<_>>(),
+            "tool_grants": chart.tool_grants(role).iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "held": held_list(s.turns().iter()),
+            "idle_timeout_secs": s.options.idle_timeout.as_secs(),
+            "pickup_timeout_secs": s.options.pickup_timeout.as_secs(),
+            "max_turn_secs": s.options.max_turn.as_secs(),
+            "max_wait_secs": s.options.max_wait.as_secs(),
+        })
+    }
+
+    fn instructions(&self) -> String {
+        let s = &self.shared;
+        let role = s.role.as_str();
+        let chart = &s.chart;
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        format!(
+            "You hold the seat of role `{role}` in the org `{org}`{desc}. Manager: {manager}. Reports: {reports}. Peers: {peers}. \
+             Call wait_for_event to get work. On a `task` event, do it: call granted tools (list_granted_tools, call_granted_tool), \
+             delegate subtasks to reports, then end the turn with complete_task, fail_task, or await_subtasks (after delegating; \
+             the results come back as a `subtasks_done` event). Act within {idle}s between calls or the task is released for retry. \
+             The org chart limits what this seat may do; refusals come back as tool errors naming the rule.",
+            org = chart.org(),
+            desc = chart
+                .role(role)
+                .map(|r| format!(" ({})", r.description()))
+                .filter(|d| d != " ()")
+                .unwrap_or_default(),
+            manager = chart.manager_of(role).map_or("none".to_owned(), ToString::to_string),
+            reports = list(chart.reports_of(role).map(ToString::to_string).collect()),
+            peers = list(chart.peers_of(role).map(ToString::to_string).collect()),
+            idle = s.options.idle_timeout.as_secs(),
+        )
+    }
+
+    /// Runs one seat tool. `Ok(None)`: no such tool.
+    async fn dispatch(
+        &self,
+        name: &str,
+        args: Value,
+        ct: &tokio_util::sync::CancellationToken,
+    ) -> Option<Result<Value, SeatError>> {
+        let task = &[TurnKind::Task][..];
+        Some(match name {
+            "wait_for_event" => match parse(name, args) {
+                Ok(a) => self.wait(a, ct).await,
+                Err(e) => Err(e),
+            },
+            "complete_task" => match parse::<CompleteArgs>(name, args) {
+                Ok(a) => {
+                    self.finish(a.task_id.as_deref(), task, End::Complete(a.result))
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            "fail_task" => match parse::<FailArgs>(name, args) {
+                Ok(a) => {
+                    let end = End::Fail {
+                        message: a.reason,
+                        retryable: a.retryable,
+                    };
+                    let kinds = [TurnKind::Task, TurnKind::Escalation, TurnKind::PeerRequest];
+                    self.finish(a.task_id.as_deref(), &kinds, end).await
+                }
+                Err(e) => Err(e),
+            },
+            "await_subtasks" => match parse::<TurnArgs>(name, args) {
+                Ok(a) => {
+                    self.finish(a.task_id.as_deref(), task, End::AwaitSubtasks)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            "delegate" => match parse::<DelegateArgs>(name, args) {
+                Ok(a) => self.delegate(a).await,
+                Err(e) => Err(e),
+            },
+            "escalate" => match parse::<EscalateArgs>(name, args) {
+                Ok(a) => self.escalate(a).await,
+                Err(e) => Err(e),
+            },
+            "send_peer" => match parse::<PeerArgs>(name, args) {
+                Ok(a) => self.send_peer(a).await,
+                Err(e) => Err(e),
+            },
+            "decide_escalation" => match parse::<DecideArgs>(name, args) {
+                Ok(a) => {
+                    self.finish(
+                        a.escalation_id.as_deref(),
+                        &[TurnKind::Escalation],
+                        End::Decide(a.decision),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            "pass_up_escalation" => match parse::<PassUpArgs>(name, args) {
+                Ok(a) => {
+                    self.finish(
+                        a.escalation_id.as_deref(),
+                        &[TurnKind::Escalation],
+                        End::PassUp,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            "answer_peer_request" => match parse::<AnswerArgs>(name, args) {
+                Ok(a) => {
+                    self.finish(
+                        a.request_id.as_deref(),
+                        &[TurnKind::PeerRequest],
+                        End::Answer(a.answer),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            "read_task_tree" => match parse::<TurnArgs>(name, args) {
+                Ok(a) => self.read_tree(a).await,
+                Err(e) => Err(e),
+            },
+            "report_usage" => match parse::<UsageArgs>(name, args) {
+                Ok(a) => self.report_usage(a).await,
+                Err(e) => Err(e),
+            },
+            "list_granted_tools" => {
+                self.touch();
+                self.shared
+                    .tools
+                    .list_tools()
+                    .await
+                    .map(|tools| json!({"tools": tools}))
+                    .map_err(SeatError::from_tool)
+            }
+            "call_granted_tool" => match parse::<CallArgs>(name, args) {
+                Ok(a) => {
+                    self.touch();
+                    let arguments = a.arguments.unwrap_or_else(|| json!({}));
+                    let out = self.shared.tools.call_tool(&a.name, arguments).await;
+                    // The call may have taken a while: the client is alive.
+                    self.touch();
+                    out.map(|out| json!({"structured": out.structured, "text": out.text}))
+                        .map_err(SeatError::from_tool)
+                }
+                Err(e) => Err(e),
+            },
+            "seat_info" => {
+                self.touch();
+                Ok(self.info())
+            }
+            _ => return None,
+        })
+    }
+
+    async fn delegate(&self, a: DelegateArgs) -> Result<Value, SeatError> {
+        // The chart first, so a refusal names the rule even with no task in hand.
+        self.shared
+            .chart
+            .delegation_route(&self.shared.role, &a.to, a.task_type.as_deref())
+            .map_err(|e| SeatError::NotAllowed {
+                message: e.to_string(),
+            })?;
+        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
+        let mut spec = TaskSpec::new(a.title).input(a.input);
+        if let Some(t) = a.task_type {
+            spec = spec.task_type(t);
+        }
+        if let Some(m) = a.sla_minutes {
+            spec = spec.sla_minutes(m);
+        }
+        if let Some(k) = a.idempotency_key {
+            spec = spec.idempotency_key(k);
+        }
+        let to = a.to;
+        let d = self
+            .ask(&id, &turn, |reply| Command::Delegate { to, spec, reply })
+            .await?;
+        Ok(json!({
+            "task_id": d.task_id,
+            "assigned_to": d.assigned_to,
+            "rerouted_from": d.rerouted_from,
+            "note": "created when this turn ends (complete_task or await_subtasks)",
+        }))
+    }
+
+    async fn escalate(&self, a: EscalateArgs) -> Result<Value, SeatError> {
+        if self.shared.chart.manager_of(&self.shared.role).is_none() {
+            return Err(SeatError::NotAllowed {
+                message: format!("`{}` has no manager to escalate to", self.shared.role),
+            });
+        }
+        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
+        let (reason, details) = (a.reason, a.details);
+        self.ask(&id, &turn, |reply| Command::Escalate {
+            reason,
+            details,
+            reply,
+        })
+        .await?;
+        Ok(json!({"escalated_to": self.shared.chart.manager_of(&self.shared.role)}))
+    }
+
+    async fn send_peer(&self, a: PeerArgs) -> Result<Value, SeatError> {
+        let role = &self.shared.role;
+        if !self.shared.chart.are_peers(role, &a.to) {
+            return Err(SeatError::NotAllowed {
+                message: format!(
+                    "the chart declares no peer channel between `{role}` and `{}`",
+                    a.to
+                ),
+            });
+        }
+        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
+        let to = a.to.clone();
+        let message = a.message;
+        self.ask(&id, &turn, |reply| Command::SendPeer { to, message, reply })
+            .await?;
+        Ok(json!({"to": a.to, "note": "sent when this turn ends"}))
+    }
+
+    async fn read_tree(&self, a: TurnArgs) -> Result<Value, SeatError> {
+        let root = match a.task_id.as_deref() {
+            Some(s) => Some(s.parse::<TaskId>().map_err(|e| SeatError::InvalidInput {
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        // Any task turn serves the read; the one named, if it is held.
+        let held = a
+            .task_id
+            .as_deref()
+            .filter(|id| self.shared.turns().contains_key(*id));
+        let (id, turn) = self.pick(held, &[TurnKind::Task]).or_else(|e| {
+            let first = self
+                .shared
+                .turns()
+                .iter()
+                .find(|(_, t)| t.kind == TurnKind::Task)
+                .map(|(id, t)| (id.clone(), t.clone()));
+            first.ok_or(e)
+        })?;
+        let tree = self
+            .ask(&id, &turn, |reply| Command::ReadTree { root, reply })
+            .await?;
+        serde_json::to_value(&tree).map_err(|e| SeatError::Unavailable {
+            message: e.to_string(),
+        })
+    }
+
+    async fn report_usage(&self, a: UsageArgs) -> Result<Value, SeatError> {
+        if !a.cost_usd.is_finite() || a.cost_usd < 0.0 {
+            return Err(SeatError::InvalidInput {
+                message: format!(
+                    "cost_usd must be a finite, non-negative number, not {}",
+                    a.cost_usd
+                ),
+            });
+        }
+        if a.tokens > MAX_USAGE_TOKENS {
+            return Err(SeatError::InvalidInput {
+                message: format!(
+                    "tokens must be at most {MAX_USAGE_TOKENS} in one report, not {}",
+                    a.tokens
+                ),
+            });
+        }
+        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
+        let (tokens, cost_usd) = (a.tokens, a.cost_usd);
+        self.ask(&id, &turn, |reply| Command::ReportUsage {
+            tokens,
+            cost_usd,
+            reply,
+        })
+        .await?;
+        Ok(json!({"reported": true}))
+    }
+}
+
+/// The MCP result of a seat tool: structured content on success; on a
+/// refusal, an `is_error` result whose text is the reason and whose
+/// structured content is `{"error": {"kind", "message", "retryable"}}`.
+fn render(r: Result<Value, SeatError>) -> CallToolResult {
+    match r {
+        Ok(v) => CallToolResult::structured(v),
+        Err(e) => {
+            let message = e.to_string();
+            let mut out = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
+            out.structured_content = Some(json!({"error": {
+                "kind": e.kind_name(),
+                "message": message,
+                "retryable": e.is_retryable(),
+            }}));
+            out
+        }
+    }
+}
+
+impl ServerHandler for SeatServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                format!("agentorg-seat-{}", self.shared.role),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(self.instructions())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(seat_tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let name: Cow<'static, str> = request.name;
+        // Any call shows that the responses before it reached the client.
+        self.acknowledge();
+        match self.dispatch(&name, args, &context.ct).await {
+            Some(r) => Ok(render(r).into()),
+            None => Err(ErrorData::invalid_params(
+                format!("unknown tool `{name}`"),
+                None,
+            )),
+        }
+    }
+}
+
+impl From<ToolError> for SeatError {
+    fn from(e: ToolError) -> Self {
+        SeatError::from_tool(e)
+    }
+}
