@@ -17,6 +17,9 @@
 //!
 //! Both sides run on the same 2-worker multi-thread tokio runtime, one call
 //! at a time; sessions are opened (and the listing cached) before timing.
+//! After the criterion groups, 3,000 rounds call the three in turn and the
+//! medians are printed with their ratios to raw (paired: drift on a shared
+//! machine hits every side alike).
 //!
 //! ```text
 //! export CARGO_TARGET_DIR=$HOME/.cache/agentorg/target
@@ -112,6 +115,48 @@ fn call(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Paired, apart from criterion: the three calls interleaved, so drift
+    // on a shared VM hits every side alike; medians and their ratios.
+    let rounds = 3000;
+    let mut times: [Vec<std::time::Duration>; 3] = Default::default();
+    rt.block_on(async {
+        for _ in 0..rounds {
+            let start = std::time::Instant::now();
+            let out = raw
+                .call_tool(CallToolRequestParams::new("add").with_arguments(map.clone()))
+                .await
+                .expect("raw call");
+            times[0].push(start.elapsed());
+            black_box(out);
+            let start = std::time::Instant::now();
+            let out = role
+                .call_tool("ours.add", args.clone())
+                .await
+                .expect("host call");
+            times[1].push(start.elapsed());
+            black_box(out);
+            let start = std::time::Instant::now();
+            let out = pinned
+                .call_tool("ours.add", args.clone())
+                .await
+                .expect("pinned host call");
+            times[2].push(start.elapsed());
+            black_box(out);
+        }
+    });
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let [raw_t, role_t, pinned_t] = &mut times;
+    let (r, h, p) = (median(raw_t), median(role_t), median(pinned_t));
+    println!(
+        "mcp_call paired over {rounds} interleaved rounds: medians raw_rmcp {r:.1} µs, \
+         role_scoped_host {h:.1} µs ({:.3}×), role_scoped_pinned_host {p:.1} µs ({:.3}×)",
+        h / r,
+        p / r
+    );
     drop(server);
 }
 

@@ -1,10 +1,10 @@
 //! [`McpToolHost`]: one MCP server as a [`ToolHost`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use agentorg_core::tools::{CallOptions, ToolError, ToolHost, ToolOutput, ToolSpec};
@@ -138,6 +138,10 @@ struct ToolIndex {
     generation: u64,
     specs: Vec<ToolSpec>,
     by_name: HashMap<String, (usize, Option<Arc<jsonschema::Validator>>)>,
+    /// Tools of this listing whose definitions matched their pins: the
+    /// listing never changes, so each is hashed and checked once per
+    /// listing, not on every call.
+    pins_matched: Mutex<HashSet<String>>,
 }
 
 /// The client side of a session: notes that the tool list changed.
@@ -534,8 +538,20 @@ impl McpToolHost {
             // validated with and the call is sent for; with pins, a tool
             // the server does not list is refused here.
             if let Some(pins) = &self.inner.pins {
-                pins.check_call(name, listed.as_ref().map(|(spec, _)| *spec))
-                    .await?;
+                let matched = index
+                    .pins_matched
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(name);
+                if !matched {
+                    pins.check_call(name, listed.as_ref().map(|(spec, _)| *spec))
+                        .await?;
+                    index
+                        .pins_matched
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name.to_owned());
+                }
             }
             if let Some((_, Some(validator))) = &listed {
                 let arguments = Value::Object(arguments.clone());
@@ -763,6 +779,7 @@ impl ToolIndex {
             generation,
             specs,
             by_name,
+            pins_matched: Mutex::new(HashSet::new()),
         }
     }
 
