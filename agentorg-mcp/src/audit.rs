@@ -257,6 +257,60 @@ impl fmt::Display for AuditedToolHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentorg_core::store::MemoryStore;
+    use agentorg_core::tools::{LocalToolHost, ToolHostExt, ToolRouter};
+
+    #[tokio::test]
+    async fn every_call_writes_one_audit_document_with_its_outcome() {
+        let clock = LocalToolHost::new();
+        clock
+            .register(
+                "now",
+                "The time",
+                json!({"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}),
+                |_| async move { Ok(ToolOutput::structured(json!({"time": "12:00"}))) },
+            )
+            .unwrap();
+        let router = ToolRouter::new()
+            .mount("time".parse().unwrap(), Arc::new(clock))
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let collection = CollectionPath::new("audit").unwrap();
+        let audited = AuditedToolHost::new(Arc::new(router), "devops".parse().unwrap())
+            .with_store(store.clone(), collection.clone());
+
+        audited
+            .call_tool("time.now", json!({"tz": "UTC"}))
+            .await
+            .unwrap();
+        let bad = audited.call_tool("time.now", json!({})).await;
+        assert!(
+            matches!(bad, Err(ToolError::InvalidInput { .. })),
+            "{bad:?}"
+        );
+
+        let docs = store.list_all(&collection).await.unwrap();
+        assert_eq!(docs.len(), 2, "{docs:?}");
+        let mut outcomes: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                assert_eq!(d.value["role"], "devops");
+                assert_eq!(d.value["server"], "time");
+                assert_eq!(d.value["tool"], "now");
+                d.value["outcome"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [Outcome::InvalidInput.as_str(), Outcome::Ok.as_str()]
+        );
+        let ok = docs
+            .iter()
+            .find(|d| d.value["outcome"] == Outcome::Ok.as_str())
+            .unwrap();
+        assert_eq!(ok.value["args_sha256"], args_digest(&json!({"tz": "UTC"})));
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
