@@ -276,8 +276,10 @@ mod tests {
             .unwrap();
         let store = Arc::new(MemoryStore::new());
         let collection = CollectionPath::new("audit").unwrap();
-        let audited = AuditedToolHost::new(Arc::new(router), "devops".parse().unwrap())
-            .with_store(store.clone(), collection.clone());
+        let audited = AuditedToolHost::new(Arc::new(router), "devops".parse().unwrap()).with_store(
+            Arc::clone(&store) as Arc<dyn StateStore>,
+            collection.clone(),
+        );
 
         audited
             .call_tool("time.now", json!({"tz": "UTC"}))
