@@ -25,7 +25,10 @@
 //!   ([`Agent::on_decision`]).
 //! * **SLAs**: a task past its `sla_minutes` emits a
 //!   `<org>.events.sla.breach` event and escalates once to its delegator's
-//!   manager.
+//!   manager (reason `sla_breach`).
+//! * **Breakers**: a role's breaker opening escalates once to its manager,
+//!   as an [`Escalation`] like any other (reason `breaker_open`; details:
+//!   `role`, `consecutive_failures`, `until`, `alternate`).
 //! * **Dead letters** are records to [list](Principal::dead_letter_records),
 //!   [requeue](Principal::requeue) or [discard](Principal::discard).
 //!
