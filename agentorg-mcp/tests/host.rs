@@ -14,8 +14,8 @@ use agentorg_core::envelope::Kind;
 use agentorg_core::runtime::Org;
 use agentorg_core::tools::{CallOptions, ToolError, ToolHost, ToolHostExt};
 use agentorg_mcp::{
-    AlertSink, McpCatalog, McpServerConfig, McpToolHost, OrgAlerts, PinAlert, RespawnPolicy,
-    StartOptions,
+    AlertSink, McpCatalog, McpServerConfig, McpToolHost, McpTools, OrgAlerts, PinAlert,
+    RespawnPolicy, StartOptions, ToolLock,
 };
 use agentorg_testkit::{mcp_everything_command, mcp_or_skip, mcp_time_command, EverythingHttp};
 use futures::StreamExt;
@@ -24,6 +24,16 @@ use serde_json::json;
 
 fn ours(url: &str) -> McpServerConfig {
     McpServerConfig::http("ours".parse().unwrap(), url)
+}
+
+/// The names of the tools `host` lists.
+async fn tool_names(host: &dyn ToolHost) -> Vec<String> {
+    host.list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
 }
 
 /// Polls `cond` every 10 ms until it holds or `within` passes.
@@ -42,13 +52,7 @@ async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 async fn rmcp_http_lists_every_page_and_calls_with_structured_results() {
     let server = TestServer::start().await;
     let host = McpToolHost::connect(ours(&server.url)).await.unwrap();
-    let mut names: Vec<_> = host
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let mut names = tool_names(&host).await;
     names.sort();
     // Two tools per page: three pages.
     assert_eq!(names, ["add", "big", "echo", "fail", "slow"]);
@@ -259,18 +263,11 @@ fn chart() -> OrgChart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_role_sees_and_calls_only_its_grants() {
     let server = TestServer::start().await;
-    let catalog =
-        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url)).unwrap();
+    let catalog = catalog_of(&server.url);
     let tools = catalog.start(StartOptions::default()).unwrap();
     let chart = chart();
     let ceo = tools.for_role(&chart, "ceo").unwrap();
-    let mut names: Vec<_> = ceo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let mut names = tool_names(&ceo).await;
     names.sort();
     assert_eq!(names, ["ours.add", "ours.echo"]);
     let out = ceo
@@ -299,15 +296,10 @@ async fn catalog_role_sees_and_calls_only_its_grants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_tool_whose_definition_changed_is_refused_and_the_principal_alerted_once() {
     let chart = chart();
-    let catalog_for = |url: &str| {
-        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{url}\"\n")).unwrap()
-    };
     // The lock, written from the server as it was reviewed.
     let v1 = TestServer::start().await;
-    let tools = catalog_for(&v1.url).start(StartOptions::default()).unwrap();
-    let lock = tools.lock(&chart).await.unwrap();
+    let lock = lock_of(&catalog_of(&v1.url), &chart).await;
     assert_eq!(lock.tools.len(), 5, "{lock:?}");
-    tools.shutdown().await;
 
     // The server now describes `echo` differently.
     let v2 = TestServer::start_with_description(
@@ -317,17 +309,11 @@ async fn pinned_tool_whose_definition_changed_is_refused_and_the_principal_alert
     let org = Org::builder(chart.clone()).start().await.unwrap();
     let alerts = Arc::new(OrgAlerts::new(&chart));
     alerts.attach(Arc::clone(org.transport())).await;
-    let tools = catalog_for(&v2.url)
+    let tools = catalog_of(&v2.url)
         .start(StartOptions::default().with_lock(lock).with_alerts(alerts))
         .unwrap();
     let ceo = tools.for_role(&chart, "ceo").unwrap();
-    let names: Vec<_> = ceo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&ceo).await;
     assert_eq!(names, ["ours.add"], "the changed tool is hidden");
     for _ in 0..3 {
         let err = ceo
@@ -423,13 +409,7 @@ async fn failover_from_a_server_that_accepts_and_never_answers() {
     .unwrap();
     assert_eq!(out.structured, Some(json!({"sum": 3.0})));
     assert_eq!(backup.probe.calls.load(Ordering::SeqCst), 1);
-    let mut names: Vec<_> = ceo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let mut names = tool_names(&ceo).await;
     names.sort();
     assert_eq!(names, ["ours.add", "ours.echo"]);
     tools.shutdown().await;
@@ -461,25 +441,13 @@ async fn one_server_down_does_not_hide_the_others_tools() {
         .unwrap();
     // A role granted both: the down server is left out of its listing.
     let ceo = tools.for_role(&chart, "ceo").unwrap();
-    let names: Vec<_> = ceo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&ceo).await;
     assert_eq!(names, ["ours.add"]);
     let err = ceo.call_tool("gone.anything", json!({})).await.unwrap_err();
     assert!(matches!(err, ToolError::Unavailable { .. }), "{err:?}");
     // A role granted only the healthy server never asks the other.
     let cfo = tools.for_role(&chart, "cfo").unwrap();
-    let names: Vec<_> = cfo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&cfo).await;
     assert_eq!(names, ["ours.echo"]);
     // The org-wide router lists the healthy server's tools too.
     assert_eq!(tools.router().list_tools().await.unwrap().len(), 5);
@@ -508,6 +476,32 @@ impl RecordedAlerts {
     }
 }
 
+/// The catalog of one server, `ours`, at `url`.
+fn catalog_of(url: &str) -> McpCatalog {
+    McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{url}\"\n")).unwrap()
+}
+
+/// The lock of `chart`'s granted tools as `catalog`'s servers define them
+/// now (what the `mcp-lock` example writes).
+async fn lock_of(catalog: &McpCatalog, chart: &OrgChart) -> ToolLock {
+    let unpinned = catalog.start(StartOptions::default()).unwrap();
+    let lock = unpinned.lock(chart).await.unwrap();
+    unpinned.shutdown().await;
+    lock
+}
+
+/// `catalog` started with `lock`, its alerts recorded.
+fn pinned(catalog: &McpCatalog, lock: ToolLock) -> (McpTools, Arc<RecordedAlerts>) {
+    let alerts = Arc::new(RecordedAlerts::default());
+    let tools = catalog
+        .start(
+            StartOptions::default()
+                .with_lock(lock)
+                .with_alerts(Arc::clone(&alerts) as Arc<dyn AlertSink>),
+        )
+        .unwrap();
+    (tools, alerts)
+}
 fn one_tool_chart() -> OrgChart {
     OrgChart::builder("acme")
         .principal("founder")
@@ -524,8 +518,7 @@ fn one_tool_chart() -> OrgChart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_listing_of_ungranted_tools_raises_no_alert() {
     let server = TestServer::start().await;
-    let catalog =
-        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url)).unwrap();
+    let catalog = catalog_of(&server.url);
     // The lock of a chart whose only grant is `ours.add`.
     let only_add = OrgChart::builder("acme")
         .principal("founder")
@@ -536,38 +529,15 @@ async fn pinned_listing_of_ungranted_tools_raises_no_alert() {
         )
         .build()
         .unwrap();
-    let unpinned = catalog.start(StartOptions::default()).unwrap();
-    let lock = unpinned.lock(&only_add).await.unwrap();
+    let lock = lock_of(&catalog, &only_add).await;
     assert_eq!(lock.tools.len(), 1, "{lock:?}");
-    unpinned.shutdown().await;
-
-    let alerts = Arc::new(RecordedAlerts::default());
-    let tools = catalog
-        .start(
-            StartOptions::default()
-                .with_lock(lock)
-                .with_alerts(Arc::clone(&alerts) as Arc<dyn AlertSink>),
-        )
-        .unwrap();
+    let (tools, alerts) = pinned(&catalog, lock);
     let ceo = tools.for_role(&only_add, "ceo").unwrap();
-    let names: Vec<_> = ceo
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&ceo).await;
     assert_eq!(names, ["ours.add"]);
     // Listing through the whole router sees four unpinned tools: hidden,
     // and no alert.
-    let all: Vec<_> = tools
-        .router()
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let all = tool_names(&tools.router()).await;
     assert_eq!(all, ["ours.add"]);
     assert_eq!(alerts.tools(), Vec::<String>::new());
     // Calling an unpinned tool (a wider grant) is refused and alerted.
@@ -588,22 +558,11 @@ async fn pinned_listing_of_ungranted_tools_raises_no_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_tool_added_without_notice_is_refused_before_the_server() {
     let server = TestServer::start().await;
-    let catalog =
-        McpCatalog::from_toml_str(&format!("[servers.ours]\nurl = \"{}\"\n", server.url)).unwrap();
+    let catalog = catalog_of(&server.url);
     let chart = one_tool_chart();
-    let unpinned = catalog.start(StartOptions::default()).unwrap();
-    let lock = unpinned.lock(&chart).await.unwrap();
+    let lock = lock_of(&catalog, &chart).await;
     assert_eq!(lock.tools.len(), 5, "{lock:?}");
-    unpinned.shutdown().await;
-
-    let alerts = Arc::new(RecordedAlerts::default());
-    let tools = catalog
-        .start(
-            StartOptions::default()
-                .with_lock(lock)
-                .with_alerts(Arc::clone(&alerts) as Arc<dyn AlertSink>),
-        )
-        .unwrap();
+    let (tools, alerts) = pinned(&catalog, lock);
     let devops = tools.for_role(&chart, "devops").unwrap();
     assert_eq!(
         devops.list_tools().await.unwrap().len(),
@@ -693,13 +652,7 @@ async fn mcp_server_time_over_stdio() {
         return;
     };
     let host = McpToolHost::connect(time_config(&program)).await.unwrap();
-    let names: Vec<_> = host
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&host).await;
     assert!(names.contains(&"get_current_time".to_string()), "{names:?}");
     assert!(names.contains(&"convert_time".to_string()), "{names:?}");
 
@@ -849,13 +802,7 @@ async fn stdio_failover_from_a_server_that_cannot_start() {
         .await
         .unwrap();
     assert!(out.structured.is_some() || !out.text.is_empty());
-    let names: Vec<_> = devops
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(&devops).await;
     assert_eq!(
         names,
         ["time.get_current_time"],
@@ -870,13 +817,7 @@ async fn stdio_failover_from_a_server_that_cannot_start() {
 }
 
 async fn check_everything(host: &McpToolHost) {
-    let names: Vec<_> = host
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = tool_names(host).await;
     for tool in ["echo", "get-sum", "get-structured-content"] {
         assert!(names.contains(&tool.to_string()), "{tool} not in {names:?}");
     }
