@@ -409,18 +409,7 @@ impl Worker {
         };
         if let Some(reason) = self.refusal(d, &env) {
             tracing::warn!(code = reason.code, reason = %reason.message, "refused");
-            let key = self.claim_key(env.id.as_str())?;
-            return self
-                .dead_letter(
-                    d,
-                    Some(&env),
-                    key,
-                    Precondition::MustNotExist,
-                    reason,
-                    0,
-                    None,
-                )
-                .await;
+            return self.refuse_unclaimed(d, &env, reason).await;
         }
         match env.kind {
             Kind::Task => self.on_task(d, env, trace).await,
@@ -888,6 +877,50 @@ impl Worker {
     /// Dead-letters a message whose attempts are spent (the last attempt's
     /// error, if recorded, is the reason).
     #[allow(clippy::too_many_arguments)]
+    /// Claims `env` to run its handler. `Err` with the disposition when it
+    /// is not to run now: already done or dead-lettered, held by a live
+    /// claim elsewhere, or its attempts spent (then dead-lettered here, with
+    /// `task` marked dead-lettered if given).
+    async fn claim_to_run(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        task: Option<&TaskId>,
+    ) -> Result<Result<Hold, Disposition>, Fault> {
+        Ok(match self.acquire(env.id.as_str()).await? {
+            Acquire::Run(hold) => Ok(hold),
+            Acquire::Exhausted {
+                version,
+                attempts,
+                last_error,
+            } => Err(self
+                .exhausted(d, env, version, attempts, last_error, task)
+                .await?),
+            other => Err(self.settled(other)),
+        })
+    }
+
+    /// Dead-letters `env` for `reason` before any claim was taken (refused or
+    /// undecodable input): no attempt is spent on it.
+    async fn refuse_unclaimed(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        reason: Reason,
+    ) -> Result<Disposition, Fault> {
+        let key = self.claim_key(env.id.as_str())?;
+        self.dead_letter(
+            d,
+            Some(env),
+            key,
+            Precondition::MustNotExist,
+            reason,
+            0,
+            None,
+        )
+        .await
+    }
+
     async fn exhausted(
         &self,
         d: &Delivery,
@@ -934,18 +967,9 @@ impl Worker {
             Ok(p) => p.task_id,
             Err(_) => env.id.clone(),
         };
-        let hold = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(hold) => hold,
-            Acquire::Exhausted {
-                version,
-                attempts,
-                last_error,
-            } => {
-                return self
-                    .exhausted(d, &env, version, attempts, last_error, Some(&task_id))
-                    .await;
-            }
-            other => return Ok(self.settled(other)),
+        let hold = match self.claim_to_run(d, &env, Some(&task_id)).await? {
+            Ok(hold) => hold,
+            Err(settled) => return Ok(settled),
         };
         // Mark the task started (the document was written before the message).
         let record = loop {
@@ -1389,18 +1413,8 @@ impl Worker {
         let payload: ResultPayload = match serde_json::from_value(env.payload.clone()) {
             Ok(p) => p,
             Err(e) => {
-                let key = self.claim_key(env.id.as_str())?;
-                let reason = Reason::new("malformed_result", e.to_string());
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::MustNotExist,
-                        reason,
-                        0,
-                        None,
-                    )
+                    .refuse_unclaimed(d, &env, Reason::new("malformed_result", e.to_string()))
                     .await;
             }
         };
@@ -1575,18 +1589,9 @@ impl Worker {
         env: Envelope,
         trace: TraceContext,
     ) -> Result<Disposition, Fault> {
-        let hold = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(hold) => hold,
-            Acquire::Exhausted {
-                version,
-                attempts,
-                last_error,
-            } => {
-                return self
-                    .exhausted(d, &env, version, attempts, last_error, None)
-                    .await;
-            }
-            other => return Ok(self.settled(other)),
+        let hold = match self.claim_to_run(d, &env, None).await? {
+            Ok(hold) => hold,
+            Err(settled) => return Ok(settled),
         };
         let cx = self.context(&env, None, hold.attempt, trace);
         let r = self
@@ -1844,18 +1849,9 @@ impl Worker {
         env: Envelope,
         trace: TraceContext,
     ) -> Result<Disposition, Fault> {
-        let hold = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(hold) => hold,
-            Acquire::Exhausted {
-                version,
-                attempts,
-                last_error,
-            } => {
-                return self
-                    .exhausted(d, &env, version, attempts, last_error, None)
-                    .await;
-            }
-            other => return Ok(self.settled(other)),
+        let hold = match self.claim_to_run(d, &env, None).await? {
+            Ok(hold) => hold,
+            Err(settled) => return Ok(settled),
         };
         let message = PeerMessage::new(
             env.id.clone(),
@@ -1880,33 +1876,14 @@ impl Worker {
         let esc: Escalation = match serde_json::from_value(env.payload.clone()) {
             Ok(e) => e,
             Err(e) => {
-                let key = self.claim_key(env.id.as_str())?;
-                let reason = Reason::new("malformed_escalation", e.to_string());
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::MustNotExist,
-                        reason,
-                        0,
-                        None,
-                    )
+                    .refuse_unclaimed(d, &env, Reason::new("malformed_escalation", e.to_string()))
                     .await;
             }
         };
-        let hold = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(hold) => hold,
-            Acquire::Exhausted {
-                version,
-                attempts,
-                last_error,
-            } => {
-                return self
-                    .exhausted(d, &env, version, attempts, last_error, None)
-                    .await;
-            }
-            other => return Ok(self.settled(other)),
+        let hold = match self.claim_to_run(d, &env, None).await? {
+            Ok(hold) => hold,
+            Err(settled) => return Ok(settled),
         };
         let cx = self.context(&env, esc.task_id.clone(), hold.attempt, trace);
         let r = self
@@ -1963,49 +1940,26 @@ impl Worker {
         let decision: Decision = match serde_json::from_value(env.payload.clone()) {
             Ok(x) => x,
             Err(e) => {
-                let key = self.claim_key(env.id.as_str())?;
                 return self
-                    .dead_letter(
-                        d,
-                        Some(&env),
-                        key,
-                        Precondition::MustNotExist,
-                        refuse("malformed_decision", e.to_string()),
-                        0,
-                        None,
-                    )
+                    .refuse_unclaimed(d, &env, refuse("malformed_decision", e.to_string()))
                     .await;
             }
         };
         let Some(at) = decision.path.iter().position(|r| r == &self.role) else {
-            let key = self.claim_key(env.id.as_str())?;
             return self
-                .dead_letter(
+                .refuse_unclaimed(
                     d,
-                    Some(&env),
-                    key,
-                    Precondition::MustNotExist,
+                    &env,
                     refuse(
                         "not_in_path",
                         format!("`{}` did not pass this escalation up", self.role),
                     ),
-                    0,
-                    None,
                 )
                 .await;
         };
-        let hold = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(hold) => hold,
-            Acquire::Exhausted {
-                version,
-                attempts,
-                last_error,
-            } => {
-                return self
-                    .exhausted(d, &env, version, attempts, last_error, None)
-                    .await;
-            }
-            other => return Ok(self.settled(other)),
+        let hold = match self.claim_to_run(d, &env, None).await? {
+            Ok(hold) => hold,
+            Err(settled) => return Ok(settled),
         };
         let cx = self.context(&env, decision.task_id.clone(), hold.attempt, trace);
         let r = if at == 0 {
