@@ -30,7 +30,9 @@ async fn killing_the_stream_leader_loses_nothing() {
     let org = unique_org();
     let t = common::builder(cluster.urls(), &org)
         .with_replicas(3)
-        .with_request_timeout(Duration::from_secs(2))
+        // Generous: an R3 stream is created at build time, and a loaded machine
+        // can take seconds over it.
+        .with_request_timeout(Duration::from_secs(10))
         .with_publish_timeout(Duration::from_secs(60))
         .build()
         .await

@@ -158,8 +158,8 @@ impl NatsServerBuilder {
 
     /// Starts a [`NatsCluster`] of `size` nodes with these options (each node
     /// gets the configuration text and extra arguments), routed on loopback.
-    /// Waits until every node's `/healthz` answers 200 and every node knows
-    /// the JetStream meta leader; the readiness timeout defaults to 30 s here.
+    /// Waits until the cluster's JetStream is current (see
+    /// [`NatsCluster::start`]); the readiness timeout defaults to 30 s here.
     ///
     /// # Panics
     /// If `size` is 0.
@@ -430,8 +430,9 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts `size` nodes and waits until every node's `/healthz` answers
-    /// 200 and every node knows the JetStream meta leader (timeout 30 s).
+    /// Starts `size` nodes and waits until their JetStream is current: every
+    /// node's `/healthz` answers 200, all name the same meta leader, and the
+    /// leader sees every other node as a current replica (timeout 30 s).
     /// For another binary or extra configuration, see
     /// [`NatsServerBuilder::start_cluster`].
     pub fn start(size: usize) -> Result<NatsCluster, TestkitError> {
@@ -442,27 +443,96 @@ impl NatsCluster {
         for node in &mut self.nodes {
             node.launch()?;
         }
-        for i in 0..self.nodes.len() {
-            self.wait_node(i)?;
+        for node in &mut self.nodes {
+            node.wait_ready()?;
         }
-        Ok(())
+        self.wait_current()
     }
 
-    /// Waits until node `i` is healthy and knows the meta leader.
-    fn wait_node(&mut self, i: usize) -> Result<(), TestkitError> {
-        let node = &mut self.nodes[i];
-        node.wait_ready()?;
-        let deadline = Instant::now() + node.ready_timeout;
+    /// Waits until the running nodes form one JetStream cluster that can take
+    /// work: each answers `/healthz` with 200 (which a node only does once its
+    /// JetStream is current with the meta leader), all name the same meta
+    /// leader, and the leader sees every other running node as a current
+    /// replica — twice in a row, 50 ms apart, so a node that is still
+    /// catching up is not taken for ready. A healthy node alone is not enough:
+    /// a stream created while a follower is not current times out.
+    fn wait_current(&mut self) -> Result<(), TestkitError> {
+        let timeout = self
+            .nodes
+            .iter()
+            .map(|n| n.ready_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(30));
+        let deadline = Instant::now() + timeout;
+        let mut passes = 0;
         loop {
-            let jsz = node.monitor_get("/jsz").map(|r| r.body).unwrap_or_default();
-            if meta_leader(&jsz).is_some() {
-                return Ok(());
+            match self.not_current() {
+                None => {
+                    passes += 1;
+                    if passes >= 2 {
+                        return Ok(());
+                    }
+                }
+                Some(why) => {
+                    passes = 0;
+                    if Instant::now() > deadline {
+                        let node = self
+                            .nodes
+                            .iter()
+                            .find(|n| n.process.is_some())
+                            .unwrap_or(&self.nodes[0]);
+                        return Err(node.start_error(format!(
+                            "the cluster's JetStream is not current after {timeout:?}: {why}"
+                        )));
+                    }
+                }
             }
-            if Instant::now() > deadline {
-                return Err(node.start_error("no JetStream meta leader".to_string()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Why the running nodes are not a current JetStream cluster yet, or
+    /// `None` when they are.
+    fn not_current(&mut self) -> Option<String> {
+        let mut leader: Option<String> = None;
+        let mut running = Vec::new();
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                continue;
+            }
+            if !node.healthz_ok() {
+                return Some(format!(
+                    "{} is not healthy (JetStream not current)",
+                    node.name
+                ));
+            }
+            let jsz = node.monitor_get("/jsz").map(|r| r.body).unwrap_or_default();
+            let Some(seen) = meta_leader(&jsz) else {
+                return Some(format!("{} knows no meta leader", node.name));
+            };
+            match &leader {
+                Some(l) if l != seen => {
+                    return Some(format!(
+                        "{} names leader {seen}, another node {l}",
+                        node.name
+                    ))
+                }
+                _ => leader = Some(seen.to_owned()),
+            }
+            running.push(node.name.clone());
+        }
+        let leader = leader?;
+        let Some(node) = self.nodes.iter().find(|n| n.name == leader) else {
+            return Some(format!(
+                "the meta leader {leader} is not a node of this cluster"
+            ));
+        };
+        let jsz = node.monitor_get("/jsz").map(|r| r.body).unwrap_or_default();
+        let current = current_replicas(&jsz);
+        running
+            .iter()
+            .find(|name| **name != leader && !current.contains(name))
+            .map(|name| format!("the meta leader {leader} does not see {name} as current yet"))
     }
 
     fn fail(mut self, err: TestkitError) -> TestkitError {
@@ -516,14 +586,32 @@ impl NatsCluster {
         self.nodes[i].kill9();
     }
 
-    /// Restarts node `i` on its ports and store, and waits until it is
-    /// healthy and knows the meta leader.
+    /// Restarts node `i` on its ports and store, and waits until the running
+    /// nodes are a current JetStream cluster again (see [`start`](Self::start)).
     pub fn restart(&mut self, i: usize) -> Result<(), TestkitError> {
         let node = &mut self.nodes[i];
         node.stop();
         node.launch()?;
-        self.wait_node(i)
+        node.wait_ready()?;
+        self.wait_current()
     }
+}
+
+/// The names of the replicas a meta leader's `/jsz` body reports current.
+fn current_replicas(jsz: &str) -> Vec<String> {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(jsz) else {
+        return Vec::new();
+    };
+    body["meta_cluster"]["replicas"]
+        .as_array()
+        .map(|replicas| {
+            replicas
+                .iter()
+                .filter(|r| r["current"].as_bool() == Some(true))
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The meta leader's name in a `/jsz` body, if one is known.
@@ -606,7 +694,7 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{meta_leader, parse_version};
+    use super::{current_replicas, meta_leader, parse_version};
 
     #[test]
     fn parses_versions() {
@@ -625,5 +713,14 @@ mod tests {
         );
         assert_eq!(meta_leader(r#"{"meta_cluster":{"name":"c"}}"#), None);
         assert_eq!(meta_leader("{}"), None);
+    }
+
+    #[test]
+    fn finds_current_replicas() {
+        let jsz = r#"{"meta_cluster":{"leader":"n3","replicas":[
+            {"name":"n1","current":true},{"name":"n2","current":false}]}}"#;
+        assert_eq!(current_replicas(jsz), ["n1"]);
+        assert!(current_replicas("{}").is_empty());
+        assert!(current_replicas("not json").is_empty());
     }
 }

@@ -20,7 +20,12 @@ async fn r3_stream_survives_one_node_killed() {
         .connect(cluster.urls())
         .await
         .expect("connect");
-    let js = jetstream::new(client.clone());
+    // Generous request timeouts: on a loaded machine an R3 stream's creation
+    // (a round of the meta group and one of the new stream's group) can take
+    // longer than the default 5 s.
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(client.clone());
     let mut stream = js
         .create_stream(stream::Config {
             name: "r3".to_string(),
