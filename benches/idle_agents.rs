@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use agentorg::agent::{agent_fn, Outcome, TaskSpec};
 use agentorg::chart::{OrgChart, RoleSpec};
-use agentorg::runtime::{Org, TaskStatus};
+use agentorg::hierarchy::TaskStatus;
+use agentorg::runtime::Org;
 use serde_json::json;
 
 const DEFAULT_AGENTS: usize = 10_000;

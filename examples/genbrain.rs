@@ -62,9 +62,11 @@
 //! # Exactly-once bookkeeping
 //!
 //! Every task handler stages (`Context::stage`) an increment of a counter
-//! document for its task, `examples/genbrain/work/<task id>` (`count`, and the
+//! document for its task in its role's own namespace,
+//! `agentorg/genbrain/roles/<role>/work/<task id>` (`count`, and the
 //! `attempt` that committed it), and Frontend stages one for each contract
-//! change it gets, `examples/genbrain/peer_messages/<message id>`. Staged
+//! change it gets, `agentorg/genbrain/roles/frontend/peer_messages/<message
+//! id>`. Staged
 //! writes commit atomically with the handler's outcome, so a handler that
 //! crashed or ran twice still counts once. The driving process checks that
 //! every task of the tree counted exactly 1 and that Frontend handled
@@ -99,10 +101,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-// The facade does not re-export `peer` (yet): reach it through `agentorg_core`.
-use agentorg::agentorg_core::peer::PeerMessage;
 use agentorg::prelude::*;
-use agentorg::store::{DocKey, MemoryStore, Precondition, StateStore, StateStoreExt, Write};
+use agentorg::runtime::role_collection;
+use agentorg::store::{MemoryStore, Precondition, StateStore, StateStoreExt, Write};
 use agentorg::transport::{MemoryTransport, Transport};
 use anyhow::Context as _;
 use clap::Parser;
@@ -113,10 +114,12 @@ use serde_json::json;
 /// frontend, devops; four peer channels; one delegation shortcut.
 const CHART: &str = include_str!("genbrain.toml");
 
-/// The exactly-once counters of the tasks, one document per task.
-const WORK: &str = "examples/genbrain/work";
-/// Frontend's receipts of contract changes, one document per message.
-const PEER_MESSAGES: &str = "examples/genbrain/peer_messages";
+/// The exactly-once counters of a role's tasks, one document per task, in
+/// the role's own namespace.
+const WORK: &str = "work";
+/// Frontend's receipts of contract changes, one document per message, in its
+/// namespace.
+const PEER_MESSAGES: &str = "peer_messages";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -223,7 +226,8 @@ impl ApiContractChange {
     }
 }
 
-/// Stages an increment of the counter document `<collection>/<id>` with
+/// Stages an increment of the counter document `<collection>/<id>` of the
+/// role's namespace with
 /// `fields` (exactly-once bookkeeping: it commits with the handler's outcome
 /// or not at all; a concurrent change makes the runtime run the handler
 /// again). Returns the count it will have.
@@ -233,7 +237,7 @@ async fn stage_count(
     id: &str,
     fields: serde_json::Value,
 ) -> Result<u64, AgentError> {
-    let key = DocKey::new(collection, id)?;
+    let key = cx.collection(collection)?.doc(id)?;
     let (count, precondition) = match cx.store().get(&key).await? {
         Some(doc) => (
             doc.value["count"].as_u64().unwrap_or(0),
@@ -244,7 +248,7 @@ async fn stage_count(
     let mut value = fields;
     value["count"] = json!(count + 1);
     value["attempt"] = json!(cx.attempt());
-    cx.stage(Write::put(key, value, precondition));
+    cx.stage(Write::put(key, value, precondition))?;
     Ok(count + 1)
 }
 
@@ -551,7 +555,7 @@ async fn firestore_store(_: &str, _: &str) -> anyhow::Result<Arc<dyn StateStore>
 async fn read_back_from_firestore(
     args: &Args,
     org: &agentorg::Name,
-    tree: &agentorg::runtime::TaskTree,
+    tree: &TaskTree,
 ) -> anyhow::Result<bool> {
     use agentorg::store::{DocKey, StateStore as _};
     let Some(host_port) = &args.firestore else {
@@ -589,7 +593,7 @@ async fn read_back_from_firestore(
 async fn read_back_from_firestore(
     _: &Args,
     _: &agentorg::Name,
-    _: &agentorg::runtime::TaskTree,
+    _: &TaskTree,
 ) -> anyhow::Result<bool> {
     Ok(true)
 }
@@ -733,22 +737,20 @@ async fn drive(org: &Org, args: &Args, org_name: &Name) -> anyhow::Result<bool> 
         }
     );
     let checked = ok
-        && counted_once(&**org.store(), &tree).await?
-        && contract_change_handled(&**org.store(), &tree, Duration::from_secs(20)).await?;
+        && counted_once(&**org.store(), org_name, &tree).await?
+        && contract_change_handled(&**org.store(), org_name, &tree, Duration::from_secs(20))
+            .await?;
     let stored = read_back_from_firestore(args, org_name, &tree).await?;
     Ok(ok && checked && stored)
 }
 
-/// Whether every task of `tree` was counted exactly once in [`WORK`]; says
-/// which tasks were committed by a later attempt.
-async fn counted_once(
-    store: &dyn StateStore,
-    tree: &agentorg::runtime::TaskTree,
-) -> anyhow::Result<bool> {
+/// Whether every task of `tree` was counted exactly once in its role's
+/// [`WORK`]; says which tasks were committed by a later attempt.
+async fn counted_once(store: &dyn StateStore, org: &Name, tree: &TaskTree) -> anyhow::Result<bool> {
     let mut once = 0;
     let mut retried = Vec::new();
     for task in tree.iter() {
-        let key = DocKey::new(WORK, task.task_id.as_str())?;
+        let key = role_collection(org, &task.assigned_to, WORK)?.doc(task.task_id.as_str())?;
         let doc = store.get(&key).await?;
         let count = doc.as_ref().and_then(|d| d.value["count"].as_u64());
         match count {
@@ -781,14 +783,15 @@ async fn counted_once(
 /// Backend's task of `tree` sent; whether it came, once.
 async fn contract_change_handled(
     store: &dyn StateStore,
-    tree: &agentorg::runtime::TaskTree,
+    org: &Name,
+    tree: &TaskTree,
     limit: Duration,
 ) -> anyhow::Result<bool> {
     let Some(backend) = tree.iter().find(|t| t.assigned_to == "backend") else {
         eprintln!("genbrain: the tree has no backend task");
         return Ok(false);
     };
-    let collection = agentorg::store::CollectionPath::new(PEER_MESSAGES)?;
+    let collection = role_collection(org, &Name::new("frontend")?, PEER_MESSAGES)?;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let receipts: Vec<_> = store

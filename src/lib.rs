@@ -62,9 +62,14 @@
 //!
 //! # Where to read on
 //!
-//! * [`runtime`]: what happens to every delivery (claims, retries, dead
-//!   letters, breakers, outbox) and the [`Org`](runtime::Org) builder.
-//! * [`agent`]: the [`Agent`](agent::Agent) trait and its context.
+//! * [`agent`]: the [`Agent`](agent::Agent) trait, with a method per
+//!   pattern, and its context.
+//! * [`hierarchy`], [`peer`]: the coordination patterns — delegation, task
+//!   trees, escalation, SLAs and breakers; declared peer channels.
+//! * [`runtime`]: the kernel — what happens to every delivery (claims,
+//!   retries, dead letters, outbox, durable timers) — the
+//!   [`Org`](runtime::Org) builder, and the seam a pattern of your own plugs
+//!   into.
 //! * [`chart`]: roles, reporting lines, peers, shortcuts, tool grants.
 //! * [`transport`], [`store`], [`tools`]: the three backend traits and their
 //!   guarantees.
@@ -75,8 +80,8 @@
 
 pub use agentorg_core;
 pub use agentorg_core::{
-    agent, async_trait, chart, clock, codec, envelope, name, runtime, store, subject, tools,
-    transport, ChartError, Name, NameError, OrgChart,
+    agent, async_trait, chart, clock, codec, envelope, hierarchy, name, peer, runtime, store,
+    subject, tools, transport, ChartError, Name, NameError, OrgChart,
 };
 
 /// The NATS JetStream transport ([`agentorg_nats`]): `NatsTransport`, its
@@ -102,14 +107,22 @@ pub use agentorg_mcp as mcp;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// The names most agent code needs: `use agentorg::prelude::*;`.
+/// The names most agent code needs: `use agentorg::prelude::*;` — every
+/// type an [`Agent`](agent::Agent)'s methods take or return, and what it
+/// takes to start an org and act as its principal.
 pub mod prelude {
     pub use agentorg_core::agent::{
-        agent_fn, Agent, AgentError, Context, DelegateError, Delegation, Outcome, SubtaskResult,
-        Task, TaskSpec,
+        agent_fn, agent_fn_cx, Agent, AgentError, Context, DelegateError, Delegation, Outcome,
+        SubtaskResult, Task, TaskSpec,
     };
     pub use agentorg_core::async_trait;
     pub use agentorg_core::chart::{OrgChart, RoleSpec};
-    pub use agentorg_core::runtime::{AgentOptions, Org, Principal, RuntimeConfig, TaskStatus};
+    pub use agentorg_core::envelope::Envelope;
+    pub use agentorg_core::hierarchy::{
+        gather, Decision, Escalation, EscalationOutcome, TaskHandle, TaskRecord, TaskStatus,
+        TaskTree,
+    };
+    pub use agentorg_core::peer::{PeerError, PeerMessage};
+    pub use agentorg_core::runtime::{AgentOptions, Org, Principal, RuntimeConfig};
     pub use agentorg_core::Name;
 }

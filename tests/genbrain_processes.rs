@@ -75,9 +75,11 @@ const WORK_MS: &str = "3000";
 const FOUNDER_TIMEOUT: Duration = Duration::from_secs(45);
 const TASKS: &str = "agentorg/genbrain/tasks";
 const CLAIMS: &str = "agentorg/genbrain/claims";
-/// The example's exactly-once bookkeeping (see `examples/genbrain.rs`).
-const WORK: &str = "examples/genbrain/work";
-const PEER_MESSAGES: &str = "examples/genbrain/peer_messages";
+/// The example's exactly-once bookkeeping (see `examples/genbrain.rs`): the
+/// counters of tasks, `work` in each role's namespace…
+const WORK: &str = "work";
+/// …and Frontend's receipts of contract changes, in its namespace.
+const PEER_MESSAGES: &str = "peer_messages";
 
 fn main() {
     let Some(nats) = nats_or_skip!() else { return };
@@ -259,7 +261,10 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
     }
 
     // Exactly once: every task counted once; backend's by its attempt 2.
-    let counters = docs(&store, WORK).await;
+    let mut counters = Vec::new();
+    for role in ROLES {
+        counters.extend(docs(&store, &format!("agentorg/genbrain/roles/{role}/{WORK}")).await);
+    }
     assert_eq!(counters.len(), 7, "one counter per task: {counters:#?}");
     for c in &counters {
         assert_eq!(c["count"], 1, "counted once: {c:#}");
@@ -288,7 +293,11 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
     );
 
     // Frontend handled backend's contract change, once.
-    let receipts = docs(&store, PEER_MESSAGES).await;
+    let receipts = docs(
+        &store,
+        &format!("agentorg/genbrain/roles/frontend/{PEER_MESSAGES}"),
+    )
+    .await;
     assert_eq!(receipts.len(), 1, "one contract change: {receipts:#?}");
     let receipt = &receipts[0];
     assert_eq!(receipt["count"], 1, "{receipt:#}");

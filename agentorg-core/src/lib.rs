@@ -8,19 +8,26 @@
 //! # Layers
 //!
 //! ```text
-//! application agents (impl Agent)
+//! application agents (impl Agent)                        agent
 //!         │
-//! runtime: hosts agents; claims, leases, retries, dead letters,
-//!          breakers, outbox, shutdown                      runtime, agent
+//! coordination patterns, one module each, each          hierarchy, peer
+//! registered with the kernel as handlers
 //!         │
-//! traits: Transport · StateStore · ToolHost                transport, store, tools
+//! runtime kernel: hosts roles, binds consumers,         runtime
+//! admission, claims, commit + outbox, retries, dead
+//! letters, durable timers, registry, health, shutdown
+//!         │
+//! traits: Transport · StateStore · ToolHost              transport, store, tools
 //!         │
 //! backends: memory (here) · NATS · Firestore · MCP (their own crates)
 //! ```
 //!
-//! A pattern never names a backend: everything here works unchanged on the
-//! memory backends and on the real ones, and one conformance suite per trait
-//! (feature `conformance`) proves it for each backend.
+//! The kernel names no pattern: a pattern registers its handlers, timers and
+//! services ([`runtime::Pattern`]), and adds its operations to the runtime's
+//! `Context` and `Principal` from its own module. A pattern never names a
+//! backend: everything here works unchanged on the memory backends and on the
+//! real ones, and one conformance suite per trait (feature `conformance`)
+//! proves it for each backend.
 //!
 //! # Example
 //!
@@ -30,7 +37,8 @@
 //! use std::time::Duration;
 //! use agentorg_core::agent::{agent_fn, Outcome, TaskSpec};
 //! use agentorg_core::chart::{OrgChart, RoleSpec};
-//! use agentorg_core::runtime::{Org, TaskStatus};
+//! use agentorg_core::hierarchy::TaskStatus;
+//! use agentorg_core::runtime::Org;
 //!
 //! let chart = OrgChart::builder("demo")
 //!     .principal("founder")
@@ -57,8 +65,10 @@
 //! * [`transport`], [`store`], [`tools`]: the backend traits, their error
 //!   kinds, and the in-memory implementations.
 //! * [`chart`]: the org chart and its rules.
-//! * [`agent`], [`runtime`]: the application's trait and the runtime that
-//!   hosts it.
+//! * [`runtime`]: the kernel that hosts roles and keeps the delivery
+//!   semantics; the seam patterns plug into.
+//! * [`hierarchy`], [`peer`]: the coordination patterns.
+//! * [`agent`]: the application's trait, with a method per pattern.
 //! * `conformance` (feature `conformance`): the suites every backend runs.
 #![forbid(unsafe_code)]
 #![warn(

@@ -264,6 +264,28 @@ pub enum Route {
     Alerts,
 }
 
+impl Route {
+    /// The role a subject of this route addresses, if it names one (an
+    /// inbox, the receiving end of a peer channel, a request subject).
+    pub fn receiver(&self) -> Option<&Name> {
+        match self {
+            Self::Inbox { role, .. } | Self::Rpc { role } => Some(role),
+            Self::Peer { to, .. } => Some(to),
+            _ => None,
+        }
+    }
+
+    /// The sender a subject of this route names, if any (an inbox, a peer
+    /// channel): a broker can enforce it, and the runtime refuses an
+    /// envelope whose `from` differs.
+    pub fn sender(&self) -> Option<&Name> {
+        match self {
+            Self::Inbox { from, .. } | Self::Peer { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+}
+
 /// Builds every subject and subject pattern of one org.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {

@@ -1,14 +1,14 @@
 //! The conformance suites have teeth: deliberately broken backends, each a
-//! thin wrapper over a memory backend, fail the suite case that covers their
+//! hook on the suites' fault-injecting wrappers over a memory backend, fail the suite case that covers their
 //! fault — and the same wrappers configured as "not broken" pass it, so the
 //! failures come from the fault and not from the wrapping.
 //!
 //! | wrapper | fault | caught by |
 //! |---|---|---|
-//! | [`DroppingTransport`] | acks every 3rd publish but never stores it | `transport::publish_consume_ack`, `runtime::delegation_rolls_up` |
-//! | [`RedeliversAsNew`] | reports every redelivery as attempt 1 | `transport::redelivery_attempts` (the runtime rightly does not care) |
-//! | [`ReorderingTransport`] | swaps pairs of messages within a subject | `transport::per_subject_order` (and `publish_consume_ack`) |
-//! | [`LossyStore`] | acks every Nth conditional commit but does not apply it | `store::concurrent_increments`, `runtime::processed_once_under_redelivery` |
+//! | [`dropping_transport`] | acks every 3rd publish but never stores it | `transport::publish_consume_ack`, `runtime::delegation_rolls_up` |
+//! | [`redelivers_as_new`] | reports every redelivery as attempt 1 | `transport::redelivery_attempts` (the runtime rightly does not care) |
+//! | [`reordering_transport`] | swaps pairs of messages within a subject | `transport::per_subject_order` (and `publish_consume_ack`) |
+//! | [`lossy_store`] | acks every Nth conditional commit but does not apply it | `store::concurrent_increments`, `runtime::processed_once_under_redelivery` |
 //!
 //! Everything runs on tokio's paused clock, so the suites' 15 s "eventually"
 //! waits pass in virtual time and every outcome is deterministic.
@@ -16,27 +16,24 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use agentorg_core::async_trait;
+use agentorg_core::conformance::faults::{HookedStore, HookedTransport};
 use agentorg_core::conformance::{
     runtime as runtime_suite, store as store_suite, transport as transport_suite, unique_org,
 };
 use agentorg_core::store::{
-    validate_writes, ChangeStream, CollectionPath, DocKey, Document, ListOptions, ListPage,
-    MemoryStore, Precondition, StateStore, StoreError, Version, WatchTarget, Write,
+    validate_writes, MemoryStore, Precondition, StateStore, StoreError, Version, Write,
 };
 use agentorg_core::subject::{Subject, SubjectPattern};
 use agentorg_core::transport::{
-    ConsumerConfig, Delivery, DeliveryStream, MemoryTransport, PublishAck, PublishOptions,
-    Subscription, Transport, TransportError,
+    ConsumerConfig, Delivery, MemoryTransport, PublishAck, PublishOptions, Transport,
+    TransportError,
 };
-use agentorg_core::Name;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
@@ -105,178 +102,72 @@ fn memory_store() -> Arc<dyn StateStore> {
 }
 
 // ---------------------------------------------------------------------------
-// DroppingTransport
+// The broken backends: hooks on the suite's fault-injecting wrappers
 // ---------------------------------------------------------------------------
 
 /// Acknowledges every publish, but silently drops every `every`th durable
-/// publish (never when `every` is 0). Everything else is forwarded.
-#[derive(Debug)]
-struct DroppingTransport {
-    inner: Arc<dyn Transport>,
-    every: u64,
-    publishes: AtomicU64,
-    dropped: AtomicU64,
-    /// The last sequence the inner transport acknowledged, to make plausible
-    /// acknowledgements of dropped messages.
-    last_sequence: AtomicU64,
+/// publish (never when `every` is 0); counts what it dropped.
+fn dropping_transport(every: u64) -> (Arc<dyn Transport>, Arc<AtomicU64>) {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let publishes = Arc::new(AtomicU64::new(0));
+    // The last sequence the inner transport acknowledged, to make plausible
+    // acknowledgements of dropped messages.
+    let last = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&dropped);
+    let t = HookedTransport::new(
+        memory_transport(),
+        format!("DroppingTransport(every {every})"),
+    )
+    .on_publish(move |inner, subject, payload, options| {
+        let n = publishes.fetch_add(1, Ordering::SeqCst) + 1;
+        let (dropped, last) = (Arc::clone(&counted), Arc::clone(&last));
+        Box::pin(async move {
+            if every != 0 && n.is_multiple_of(every) {
+                dropped.fetch_add(1, Ordering::SeqCst);
+                // "Stored", with the sequence the next message would have had.
+                let sequence = last.load(Ordering::SeqCst) + 1;
+                return Ok(PublishAck::new(sequence, false));
+            }
+            let ack = inner.publish(&subject, payload, options).await?;
+            last.fetch_max(ack.sequence, Ordering::SeqCst);
+            Ok(ack)
+        })
+    });
+    (Arc::new(t), dropped)
 }
-
-impl DroppingTransport {
-    fn new(inner: Arc<dyn Transport>, every: u64) -> Self {
-        Self {
-            inner,
-            every,
-            publishes: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            last_sequence: AtomicU64::new(0),
-        }
-    }
-
-    fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::SeqCst)
-    }
-}
-
-impl fmt::Display for DroppingTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DroppingTransport(every {}, {})", self.every, self.inner)
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)] // forward everything
-impl Transport for DroppingTransport {
-    async fn publish(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        options: PublishOptions,
-    ) -> Result<PublishAck, TransportError> {
-        let n = self.publishes.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.every != 0 && n.is_multiple_of(self.every) {
-            self.dropped.fetch_add(1, Ordering::SeqCst);
-            // "Stored", with the sequence the next message would have had.
-            let sequence = self.last_sequence.load(Ordering::SeqCst) + 1;
-            return Ok(PublishAck::new(sequence, false));
-        }
-        let ack = self.inner.publish(subject, payload, options).await?;
-        self.last_sequence.fetch_max(ack.sequence, Ordering::SeqCst);
-        Ok(ack)
-    }
-    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
-        self.inner.ensure_consumer(config).await
-    }
-    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
-        self.inner.consume(name).await
-    }
-    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
-        self.inner.delete_consumer(name).await
-    }
-    async fn publish_ephemeral(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-    ) -> Result<(), TransportError> {
-        self.inner.publish_ephemeral(subject, payload).await
-    }
-    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
-        self.inner.subscribe(pattern).await
-    }
-    async fn request(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, TransportError> {
-        self.inner.request(subject, payload, timeout).await
-    }
-}
-
-// ---------------------------------------------------------------------------
-// RedeliversAsNew
-// ---------------------------------------------------------------------------
 
 /// Reports every delivery as attempt 1 when `broken`, so a redelivery looks
 /// like a new message; otherwise passes the attempt through (by the same
 /// path, `Delivery::with_attempt`).
-#[derive(Debug)]
-struct RedeliversAsNew {
-    inner: Arc<dyn Transport>,
-    broken: bool,
+fn redelivers_as_new(broken: bool) -> Arc<dyn Transport> {
+    Arc::new(
+        HookedTransport::new(
+            memory_transport(),
+            format!("RedeliversAsNew(broken {broken})"),
+        )
+        .on_delivery(move |d: Delivery| {
+            let attempt = if broken { 1 } else { d.attempt() };
+            d.with_attempt(attempt)
+        }),
+    )
 }
-
-impl RedeliversAsNew {
-    fn new(inner: Arc<dyn Transport>, broken: bool) -> Self {
-        Self { inner, broken }
-    }
-}
-
-impl fmt::Display for RedeliversAsNew {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedeliversAsNew(broken {}, {})", self.broken, self.inner)
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)] // forward everything
-impl Transport for RedeliversAsNew {
-    async fn publish(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        options: PublishOptions,
-    ) -> Result<PublishAck, TransportError> {
-        self.inner.publish(subject, payload, options).await
-    }
-    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
-        self.inner.ensure_consumer(config).await
-    }
-    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
-        let broken = self.broken;
-        let inner = self.inner.consume(name).await?;
-        Ok(Box::pin(inner.map(move |d| {
-            d.map(|d: Delivery| {
-                let attempt = if broken { 1 } else { d.attempt() };
-                d.with_attempt(attempt)
-            })
-        })))
-    }
-    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
-        self.inner.delete_consumer(name).await
-    }
-    async fn publish_ephemeral(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-    ) -> Result<(), TransportError> {
-        self.inner.publish_ephemeral(subject, payload).await
-    }
-    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
-        self.inner.subscribe(pattern).await
-    }
-    async fn request(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, TransportError> {
-        self.inner.request(subject, payload, timeout).await
-    }
-}
-
-// ---------------------------------------------------------------------------
-// ReorderingTransport
-// ---------------------------------------------------------------------------
 
 /// Holds each odd-numbered publish of a subject (acknowledging it at once)
 /// until the next publish on that subject, then stores the two — swapped
 /// when `swap`, in publish order otherwise. A message still held after
 /// [`HOLD`] is stored on its own, so nothing is lost: the fault is order only.
-#[derive(Debug)]
-struct ReorderingTransport {
-    inner: Arc<dyn Transport>,
-    swap: bool,
-    state: Arc<Mutex<Reorder>>,
+fn reordering_transport(inner: Arc<dyn Transport>, swap: bool) -> Arc<dyn Transport> {
+    let state: Arc<Mutex<Reorder>> = Arc::default();
+    Arc::new(
+        HookedTransport::new(inner, format!("ReorderingTransport(swap {swap})")).on_publish(
+            move |inner, subject, payload, options| {
+                let state = Arc::clone(&state);
+                Box::pin(
+                    async move { reorder(inner, state, swap, subject, payload, options).await },
+                )
+            },
+        ),
+    )
 }
 
 /// How long a message is held when no second message follows it.
@@ -305,239 +196,151 @@ fn lock(m: &Mutex<Reorder>) -> std::sync::MutexGuard<'_, Reorder> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl ReorderingTransport {
-    fn new(inner: Arc<dyn Transport>, swap: bool) -> Self {
-        Self {
-            inner,
-            swap,
-            state: Arc::default(),
-        }
-    }
-
-    async fn store(inner: &dyn Transport, state: &Mutex<Reorder>, subject: &Subject, held: Held) {
-        // Nobody is waiting for this result: the publisher was answered when
-        // the message was held.
-        if let Ok(ack) = inner.publish(subject, held.payload, held.options).await {
-            let mut st = lock(state);
-            st.last_sequence = st.last_sequence.max(ack.sequence);
-        }
+async fn store_held(inner: &dyn Transport, state: &Mutex<Reorder>, subject: &Subject, held: Held) {
+    // Nobody is waiting for this result: the publisher was answered when the
+    // message was held.
+    if let Ok(ack) = inner.publish(subject, held.payload, held.options).await {
+        let mut st = lock(state);
+        st.last_sequence = st.last_sequence.max(ack.sequence);
     }
 }
 
-impl fmt::Display for ReorderingTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ReorderingTransport(swap {}, {})", self.swap, self.inner)
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)] // forward everything
-impl Transport for ReorderingTransport {
-    async fn publish(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        options: PublishOptions,
-    ) -> Result<PublishAck, TransportError> {
-        let earlier = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            if let (Some(id), Some(h)) = (&options.msg_id, st.held.get(subject)) {
-                if h.options.msg_id.as_ref() == Some(id) {
-                    return Ok(PublishAck::new(h.sequence, true));
-                }
+async fn reorder(
+    inner: Arc<dyn Transport>,
+    state: Arc<Mutex<Reorder>>,
+    swap: bool,
+    subject: Subject,
+    payload: Bytes,
+    options: PublishOptions,
+) -> Result<PublishAck, TransportError> {
+    let earlier = {
+        let mut guard = lock(&state);
+        let st = &mut *guard;
+        if let (Some(id), Some(h)) = (&options.msg_id, st.held.get(&subject)) {
+            if h.options.msg_id.as_ref() == Some(id) {
+                return Ok(PublishAck::new(h.sequence, true));
             }
-            let n = st.published.entry(subject.clone()).or_default();
-            *n += 1;
-            if *n % 2 == 1 {
-                st.next_token += 1;
-                st.last_sequence += 1;
-                let (token, sequence) = (st.next_token, st.last_sequence);
-                st.held.insert(
-                    subject.clone(),
-                    Held {
-                        token,
-                        payload,
-                        options,
-                        sequence,
-                    },
-                );
-                // Nothing follows within HOLD: store it on its own.
-                let (inner, state, subject) = (
-                    Arc::clone(&self.inner),
-                    Arc::clone(&self.state),
-                    subject.clone(),
-                );
-                tokio::spawn(async move {
-                    tokio::time::sleep(HOLD).await;
-                    let held = {
-                        let mut st = lock(&state);
-                        match st.held.get(&subject) {
-                            Some(h) if h.token == token => st.held.remove(&subject),
-                            _ => None,
-                        }
-                    };
-                    if let Some(held) = held {
-                        Self::store(&*inner, &state, &subject, held).await;
+        }
+        let n = st.published.entry(subject.clone()).or_default();
+        *n += 1;
+        if *n % 2 == 1 {
+            st.next_token += 1;
+            st.last_sequence += 1;
+            let (token, sequence) = (st.next_token, st.last_sequence);
+            st.held.insert(
+                subject.clone(),
+                Held {
+                    token,
+                    payload,
+                    options,
+                    sequence,
+                },
+            );
+            // Nothing follows within HOLD: store it on its own.
+            let (inner, state, subject) = (Arc::clone(&inner), Arc::clone(&state), subject);
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD).await;
+                let held = {
+                    let mut st = lock(&state);
+                    match st.held.get(&subject) {
+                        Some(h) if h.token == token => st.held.remove(&subject),
+                        _ => None,
                     }
-                });
-                return Ok(PublishAck::new(sequence, false));
-            }
-            st.held.remove(subject)
-        };
-        let Some(earlier) = earlier else {
-            let ack = self.inner.publish(subject, payload, options).await?;
-            let mut st = lock(&self.state);
-            st.last_sequence = st.last_sequence.max(ack.sequence);
-            return Ok(ack);
-        };
-        let mut earlier = Some(earlier);
-        if !self.swap {
-            if let Some(held) = earlier.take() {
-                Self::store(&*self.inner, &self.state, subject, held).await;
-            }
+                };
+                if let Some(held) = held {
+                    store_held(&*inner, &state, &subject, held).await;
+                }
+            });
+            return Ok(PublishAck::new(sequence, false));
         }
-        let ack = self.inner.publish(subject, payload, options).await;
-        if let Ok(ack) = &ack {
-            let mut st = lock(&self.state);
-            st.last_sequence = st.last_sequence.max(ack.sequence);
+        st.held.remove(&subject)
+    };
+    let Some(earlier) = earlier else {
+        let ack = inner.publish(&subject, payload, options).await?;
+        let mut st = lock(&state);
+        st.last_sequence = st.last_sequence.max(ack.sequence);
+        return Ok(ack);
+    };
+    let mut earlier = Some(earlier);
+    if !swap {
+        if let Some(held) = earlier.take() {
+            store_held(&*inner, &state, &subject, held).await;
         }
-        // Swapped: the earlier message is stored after the later one.
-        if let Some(held) = earlier {
-            Self::store(&*self.inner, &self.state, subject, held).await;
-        }
-        ack
     }
-    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
-        self.inner.ensure_consumer(config).await
+    let ack = inner.publish(&subject, payload, options).await;
+    if let Ok(ack) = &ack {
+        let mut st = lock(&state);
+        st.last_sequence = st.last_sequence.max(ack.sequence);
     }
-    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
-        self.inner.consume(name).await
+    // Swapped: the earlier message is stored after the later one.
+    if let Some(held) = earlier {
+        store_held(&*inner, &state, &subject, held).await;
     }
-    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
-        self.inner.delete_consumer(name).await
-    }
-    async fn publish_ephemeral(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-    ) -> Result<(), TransportError> {
-        self.inner.publish_ephemeral(subject, payload).await
-    }
-    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
-        self.inner.subscribe(pattern).await
-    }
-    async fn request(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, TransportError> {
-        self.inner.request(subject, payload, timeout).await
-    }
+    ack
 }
-
-// ---------------------------------------------------------------------------
-// LossyStore
-// ---------------------------------------------------------------------------
 
 /// Acknowledges every `every`th conditional commit whose preconditions hold
 /// (a commit with at least one write that has a precondition) but does not
 /// apply it, answering with plausible versions (the document's current
 /// version + 1). Never loses anything when `every` is 0. A commit whose
 /// preconditions fail gets the inner store's real error: the fault is a lost
-/// write, not a missed conflict.
-#[derive(Debug)]
-struct LossyStore {
-    inner: Arc<dyn StateStore>,
-    every: u64,
-    conditional_commits: AtomicU64,
-    lost: AtomicU64,
+/// write, not a missed conflict. Counts what it lost.
+fn lossy_store(every: u64) -> (Arc<dyn StateStore>, Arc<AtomicU64>) {
+    let lost = Arc::new(AtomicU64::new(0));
+    let conditional_commits = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&lost);
+    let s = HookedStore::new(memory_store(), format!("LossyStore(every {every})")).on_commit(
+        move |inner, writes| {
+            let (lost, commits) = (Arc::clone(&counted), Arc::clone(&conditional_commits));
+            Box::pin(async move {
+                let conditional = writes
+                    .iter()
+                    .any(|w| w.precondition() != Precondition::None);
+                if !conditional {
+                    return inner.commit(writes).await;
+                }
+                validate_writes(&writes)?;
+                let Some(versions) = plausible_versions(&*inner, &writes).await? else {
+                    return inner.commit(writes).await;
+                };
+                let n = commits.fetch_add(1, Ordering::SeqCst) + 1;
+                if every != 0 && n.is_multiple_of(every) {
+                    lost.fetch_add(1, Ordering::SeqCst);
+                    return Ok(versions);
+                }
+                inner.commit(writes).await
+            })
+        },
+    );
+    (Arc::new(s), lost)
 }
 
-impl LossyStore {
-    fn new(inner: Arc<dyn StateStore>, every: u64) -> Self {
-        Self {
-            inner,
-            every,
-            conditional_commits: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-        }
-    }
-
-    fn lost(&self) -> u64 {
-        self.lost.load(Ordering::SeqCst)
-    }
-
-    /// The versions the inner store would return for `writes` if their
-    /// preconditions hold now; `None` if one does not.
-    async fn plausible_versions(
-        &self,
-        writes: &[Write],
-    ) -> Result<Option<Vec<Option<Version>>>, StoreError> {
-        let mut versions = Vec::with_capacity(writes.len());
-        for w in writes {
-            let current = self.inner.get(w.key()).await?.map(|d| d.version);
-            let holds = match (w.precondition(), current) {
-                (Precondition::MustNotExist, Some(_))
-                | (Precondition::MustExist | Precondition::Version(_), None) => false,
-                (Precondition::Version(v), Some(c)) => v == c,
-                _ => true,
-            };
-            if !holds {
-                return Ok(None);
-            }
-            versions.push(match w {
-                Write::Put { .. } => Some(Version::from_raw(
-                    current.map_or(0, Version::raw).saturating_add(1),
-                )),
-                _ => None,
-            });
-        }
-        Ok(Some(versions))
-    }
-}
-
-impl fmt::Display for LossyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LossyStore(every {}, {})", self.every, self.inner)
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)] // forward everything
-impl StateStore for LossyStore {
-    async fn get(&self, key: &DocKey) -> Result<Option<Document>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(
-        &self,
-        collection: &CollectionPath,
-        options: ListOptions,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list(collection, options).await
-    }
-    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Option<Version>>, StoreError> {
-        let conditional = writes
-            .iter()
-            .any(|w| w.precondition() != Precondition::None);
-        if !conditional {
-            return self.inner.commit(writes).await;
-        }
-        validate_writes(&writes)?;
-        let Some(versions) = self.plausible_versions(&writes).await? else {
-            return self.inner.commit(writes).await;
+/// The versions `inner` would return for `writes` if their preconditions
+/// hold now; `None` if one does not.
+async fn plausible_versions(
+    inner: &dyn StateStore,
+    writes: &[Write],
+) -> Result<Option<Vec<Option<Version>>>, StoreError> {
+    let mut versions = Vec::with_capacity(writes.len());
+    for w in writes {
+        let current = inner.get(w.key()).await?.map(|d| d.version);
+        let holds = match (w.precondition(), current) {
+            (Precondition::MustNotExist, Some(_))
+            | (Precondition::MustExist | Precondition::Version(_), None) => false,
+            (Precondition::Version(v), Some(c)) => v == c,
+            _ => true,
         };
-        let n = self.conditional_commits.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.every != 0 && n.is_multiple_of(self.every) {
-            self.lost.fetch_add(1, Ordering::SeqCst);
-            return Ok(versions);
+        if !holds {
+            return Ok(None);
         }
-        self.inner.commit(writes).await
+        versions.push(match w {
+            Write::Put { .. } => Some(Version::from_raw(
+                current.map_or(0, Version::raw).saturating_add(1),
+            )),
+            _ => None,
+        });
     }
-    async fn watch(&self, target: WatchTarget) -> Result<ChangeStream, StoreError> {
-        self.inner.watch(target).await
-    }
+    Ok(Some(versions))
 }
 
 // ---------------------------------------------------------------------------
@@ -546,7 +349,7 @@ impl StateStore for LossyStore {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_transport_fails_publish_consume_ack() {
-    let t = Arc::new(DroppingTransport::new(memory_transport(), 3));
+    let (t, dropped) = dropping_transport(3);
     let message = must_fail(
         "publish_consume_ack",
         transport_suite::publish_consume_ack(t.clone(), unique_org()),
@@ -554,19 +357,19 @@ async fn dropping_transport_fails_publish_consume_ack() {
     .await;
     // The third of three publishes was "stored" and never delivered.
     assert!(message.contains("no delivery within"), "{message}");
-    assert_eq!(t.dropped(), 1);
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_transport_control_passes_publish_consume_ack() {
-    let t = Arc::new(DroppingTransport::new(memory_transport(), 0));
+    let (t, dropped) = dropping_transport(0);
     transport_suite::publish_consume_ack(t.clone(), unique_org()).await;
-    assert_eq!(t.dropped(), 0);
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_transport_fails_delegation_rolls_up() {
-    let t = Arc::new(DroppingTransport::new(memory_transport(), 3));
+    let (t, dropped) = dropping_transport(3);
     let message = must_fail(
         "delegation_rolls_up",
         runtime_suite::delegation_rolls_up(t.clone(), memory_store(), unique_org()),
@@ -575,19 +378,19 @@ async fn dropping_transport_fails_delegation_rolls_up() {
     // The outbox deleted its entry on the (false) acknowledgement, so the
     // sweep cannot bring the message back: the tree never completes.
     assert!(message.contains("still in_progress"), "{message}");
-    assert!(t.dropped() >= 1);
+    assert!(dropped.load(Ordering::SeqCst) >= 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_transport_control_passes_delegation_rolls_up() {
-    let t = Arc::new(DroppingTransport::new(memory_transport(), 0));
+    let (t, dropped) = dropping_transport(0);
     runtime_suite::delegation_rolls_up(t.clone(), memory_store(), unique_org()).await;
-    assert_eq!(t.dropped(), 0);
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn redelivers_as_new_fails_redelivery_attempts() {
-    let t = Arc::new(RedeliversAsNew::new(memory_transport(), true));
+    let t = redelivers_as_new(true);
     let message = must_fail(
         "redelivery_attempts",
         transport_suite::redelivery_attempts(t, unique_org()),
@@ -601,7 +404,7 @@ async fn redelivers_as_new_fails_redelivery_attempts() {
 
 #[tokio::test(start_paused = true)]
 async fn redelivers_as_new_control_passes_redelivery_attempts() {
-    let t = Arc::new(RedeliversAsNew::new(memory_transport(), false));
+    let t = redelivers_as_new(false);
     transport_suite::redelivery_attempts(t, unique_org()).await;
 }
 
@@ -610,7 +413,7 @@ async fn redelivers_as_new_control_passes_redelivery_attempts() {
 /// as attempt 1 changes nothing for retries, backoff and dead letters.
 #[tokio::test(start_paused = true)]
 async fn redelivers_as_new_does_not_fool_the_runtime() {
-    let t: Arc<dyn Transport> = Arc::new(RedeliversAsNew::new(memory_transport(), true));
+    let t = redelivers_as_new(true);
     runtime_suite::backoff_between_attempts(Arc::clone(&t), memory_store(), unique_org()).await;
     runtime_suite::dead_letter_after_max_attempts(Arc::clone(&t), memory_store(), unique_org())
         .await;
@@ -619,7 +422,7 @@ async fn redelivers_as_new_does_not_fool_the_runtime() {
 
 #[tokio::test(start_paused = true)]
 async fn reordering_transport_fails_per_subject_order() {
-    let t = Arc::new(ReorderingTransport::new(memory_transport(), true));
+    let t = reordering_transport(memory_transport(), true);
     let message = must_fail(
         "per_subject_order",
         transport_suite::per_subject_order(t, unique_org()),
@@ -631,7 +434,7 @@ async fn reordering_transport_fails_per_subject_order() {
 
 #[tokio::test(start_paused = true)]
 async fn reordering_transport_control_passes_per_subject_order() {
-    let t = Arc::new(ReorderingTransport::new(memory_transport(), false));
+    let t = reordering_transport(memory_transport(), false);
     transport_suite::per_subject_order(t, unique_org()).await;
 }
 
@@ -640,7 +443,7 @@ async fn reordering_transport_control_passes_per_subject_order() {
 #[tokio::test(start_paused = true)]
 async fn reordering_transport_delivers_everything() {
     let inner = MemoryTransport::new();
-    let t = ReorderingTransport::new(Arc::new(inner.clone()), true);
+    let t = reordering_transport(Arc::new(inner.clone()), true);
     let name = agentorg_core::conformance::unique_name("c");
     t.ensure_consumer(&ConsumerConfig::new(
         name.clone(),
@@ -673,29 +476,20 @@ async fn reordering_transport_delivers_everything() {
 async fn full_transport_suite_stops_at_the_first_case_that_covers_the_fault() {
     must_fail(
         "publish_consume_ack",
-        transport_suite::run_all(
-            Arc::new(DroppingTransport::new(memory_transport(), 3)),
-            unique_org(),
-        ),
+        transport_suite::run_all(dropping_transport(3).0, unique_org()),
     )
     .await;
     // publish_consume_ack sees only first deliveries: attempt 1 is right.
     must_fail(
         "redelivery_attempts",
-        transport_suite::run_all(
-            Arc::new(RedeliversAsNew::new(memory_transport(), true)),
-            unique_org(),
-        ),
+        transport_suite::run_all(redelivers_as_new(true), unique_org()),
     )
     .await;
     // publish_consume_ack publishes three envelopes on one subject and checks
     // their order, so it catches the swap before per_subject_order runs.
     let message = must_fail(
         "publish_consume_ack",
-        transport_suite::run_all(
-            Arc::new(ReorderingTransport::new(memory_transport(), true)),
-            unique_org(),
-        ),
+        transport_suite::run_all(reordering_transport(memory_transport(), true), unique_org()),
     )
     .await;
     assert!(message.contains("published"), "{message}");
@@ -703,7 +497,7 @@ async fn full_transport_suite_stops_at_the_first_case_that_covers_the_fault() {
 
 #[tokio::test(start_paused = true)]
 async fn lossy_store_fails_concurrent_increments() {
-    let s = Arc::new(LossyStore::new(memory_store(), 10));
+    let (s, lost) = lossy_store(10);
     let message = must_fail(
         "concurrent_increments",
         store_suite::concurrent_increments(s.clone()),
@@ -712,7 +506,7 @@ async fn lossy_store_fails_concurrent_increments() {
     // The tasks never yield on the memory store, so there are no conflicts:
     // 801 conditional commits (the create, then 800 increments), every
     // tenth acknowledged and lost.
-    assert_eq!(s.lost(), 80);
+    assert_eq!(lost.load(Ordering::SeqCst), 80);
     assert!(
         message.contains("expected count 800") && message.contains("720"),
         "{message}"
@@ -721,9 +515,9 @@ async fn lossy_store_fails_concurrent_increments() {
 
 #[tokio::test(start_paused = true)]
 async fn lossy_store_control_passes_concurrent_increments() {
-    let s = Arc::new(LossyStore::new(memory_store(), 0));
+    let (s, lost) = lossy_store(0);
     store_suite::concurrent_increments(s.clone()).await;
-    assert_eq!(s.lost(), 0);
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
 }
 
 /// Exactly-once state rests on conditional writes: with one in ten lost,
@@ -731,20 +525,20 @@ async fn lossy_store_control_passes_concurrent_increments() {
 /// runs again.
 #[tokio::test(start_paused = true)]
 async fn lossy_store_fails_processed_once_under_redelivery() {
-    let s = Arc::new(LossyStore::new(memory_store(), 10));
+    let (s, lost) = lossy_store(10);
     let message = must_fail(
         "processed_once_under_redelivery",
         runtime_suite::processed_once_under_redelivery(memory_transport(), s.clone(), unique_org()),
     )
     .await;
     assert!(message.ends_with("4 runs for 3 tasks"), "{message}");
-    assert_eq!(s.lost(), 1);
+    assert_eq!(lost.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn lossy_store_control_passes_processed_once_under_redelivery() {
-    let s = Arc::new(LossyStore::new(memory_store(), 0));
+    let (s, lost) = lossy_store(0);
     runtime_suite::processed_once_under_redelivery(memory_transport(), s.clone(), unique_org())
         .await;
-    assert_eq!(s.lost(), 0);
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
 }

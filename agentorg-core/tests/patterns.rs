@@ -1,12 +1,11 @@
-//! The pattern conformance suite (hierarchy and peers on the seed's chart)
+//! The pattern conformance suite (hierarchy and peers on GenBrain's chart)
 //! on the memory backends, on tokio's paused clock: every case of
 //! `patterns::CASES` and of `patterns::PAUSED_ONLY`. Also checks the suite's
-//! literal of the seed's task tree against the seed's JSON.
+//! literal of GenBrain's task tree against their published JSON.
 
 use std::sync::Arc;
 
 use agentorg_core::conformance::patterns as suite;
-use agentorg_core::conformance::unique_org;
 use agentorg_core::store::{MemoryStore, StateStore};
 use agentorg_core::transport::{MemoryTransport, Transport};
 use serde_json::Value;
@@ -18,54 +17,19 @@ fn backends() -> (Arc<dyn Transport>, Arc<dyn StateStore>) {
     )
 }
 
-macro_rules! paused {
-    ($list:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(start_paused = true)]
-            async fn $name() {
-                let (t, s) = backends();
-                suite::$name(t, s, unique_org()).await;
-            }
-        )*
-        const $list: &[&str] = &[$(stringify!($name)),*];
-    };
-}
-
-/// No case of the suite is left out here.
-#[test]
-fn every_case_of_the_suite_runs_here() {
-    let names = |cases: &[(&str, suite::Case)]| -> Vec<String> {
-        cases.iter().map(|(n, _)| (*n).to_owned()).collect()
-    };
-    assert_eq!(HERE, names(suite::CASES).as_slice());
-    assert_eq!(HERE_PAUSED_ONLY, names(suite::PAUSED_ONLY).as_slice());
-}
-
-// Every case of `patterns::CASES`, in its order.
-paused!(
-    HERE:
-    seed_tree_built_by_delegation,
-    delegation_up_or_sideways_refused,
-    shortcut_honoured_for_its_task_type,
-    escalation_reaches_the_principal_and_decisions_come_back,
-    breaker_reroutes_to_the_alternate_and_half_opens,
-    seed_tree_once_under_redelivery,
-    poison_task_dead_lettered_requeued_or_discarded,
-    peer_messages_only_on_declared_channels,
-    thousand_concurrent_delegations_each_once,
-    batch_of_ten_gathered_three_in_flight,
-    cancel_ends_the_open_subtree,
-    idempotency_key_creates_one_task,
-    registry_and_liveness,
-);
+// Every case of `patterns::CASES`, each a test on its own backends.
+agentorg_core::conformance_tests!(patterns, #[tokio::test(start_paused = true)], |org| {
+    let (t, s) = backends();
+    Some((t, s, ()))
+});
 
 // Every case of `patterns::PAUSED_ONLY`: minutes of virtual time.
-paused!(
-    HERE_PAUSED_ONLY:
-    sla_breach_escalates_once,
-);
+agentorg_core::conformance_tests!(patterns_paused_only, #[tokio::test(start_paused = true)], |org| {
+    let (t, s) = backends();
+    Some((t, s, ()))
+});
 
-/// The seed's task tree, as published (a copy of the seed's JSON).
+/// GenBrain's task tree, as published in their write-up (a copy of the JSON).
 const FIXTURE: &str = include_str!("fixtures/task-tree.json");
 
 fn fixture() -> Value {
@@ -89,31 +53,31 @@ fn without_ids_and_minutes(mut tree: Value) -> Value {
     tree
 }
 
-/// The suite's literal is the seed's tree: same shape, titles, assignees,
+/// The suite's literal is GenBrain's tree: same shape, titles, assignees,
 /// statuses and SLAs (task ids and minutes aside).
 #[test]
-fn the_suite_literal_is_the_seed_tree() {
+fn the_suite_literal_is_genbrains_tree() {
     assert_eq!(
-        without_ids_and_minutes(suite::seed_task_tree()),
+        without_ids_and_minutes(suite::genbrain_task_tree()),
         without_ids_and_minutes(fixture())
     );
     assert_eq!(
-        suite::seed_tree_mismatch(&suite::seed_task_tree(), &fixture()),
+        suite::task_tree_mismatch(&suite::genbrain_task_tree(), &fixture()),
         None
     );
 }
 
 /// The comparison the suite applies to built trees catches what differs
-/// from the seed, and lets through only what the runtime adds.
+/// from GenBrain's tree, and lets through only what the runtime adds.
 #[test]
-fn the_seed_comparison_catches_differences() {
-    let seed = suite::seed_task_tree();
+fn the_tree_comparison_catches_differences() {
+    let seed = suite::genbrain_task_tree();
     let check = |edit: &dyn Fn(&mut Value)| {
         let mut tree = fixture();
         edit(&mut tree);
-        suite::seed_tree_mismatch(&seed, &tree)
+        suite::task_tree_mismatch(&seed, &tree)
     };
-    // What a built tree has and the seed does not: other ids and minutes,
+    // What a built tree has and GenBrain's does not: other ids and minutes,
     // `assigned_by` on leaves (the parent's assignee), minutes everywhere.
     assert_eq!(
         check(&|t| {

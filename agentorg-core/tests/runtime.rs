@@ -15,46 +15,11 @@ fn backends() -> (Arc<dyn Transport>, Arc<dyn StateStore>) {
     )
 }
 
-macro_rules! paused {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $name() {
-            let (t, s) = backends();
-            suite::$name(t, s, unique_org()).await;
-        }
-    )*
-        const HERE: &[&str] = &[$(stringify!($name)),*];
-    };
-}
-
-/// No case of the suite is left out here.
-#[test]
-fn every_case_of_the_suite_runs_here() {
-    let cases: Vec<&str> = suite::CASES.iter().map(|(name, _)| *name).collect();
-    assert_eq!(HERE, cases.as_slice());
-}
-
-// Every case of `runtime::CASES`, in its order.
-paused!(
-    delegation_rolls_up,
-    roles_split_across_processes,
-    outbox_survives_a_failed_publish,
-    processed_once_under_redelivery,
-    replay_after_completion_not_rerun,
-    lease_expiry_redelivers,
-    long_handler_keeps_its_lease,
-    backoff_between_attempts,
-    dead_letter_after_max_attempts,
-    permanent_failure_fails_at_once,
-    breaker_opens_reroutes_and_half_opens,
-    probe_slot_taken_only_with_the_probe,
-    conflicting_staged_writes_rerun_without_spending_attempts,
-    a_failed_commit_does_not_spend_an_attempt,
-    sender_mismatch_refused,
-    undecodable_input_dead_lettered,
-    future_version_retried_then_dead_lettered,
-    drain_on_shutdown,
-);
+// Every case of `runtime::CASES`, each a test on its own backends.
+agentorg_core::conformance_tests!(runtime, #[tokio::test(start_paused = true)], |org| {
+    let (t, s) = backends();
+    Some((t, s, ()))
+});
 
 /// The whole suite once more on one shared transport and store, in real
 /// time and on several threads, as a real deployment runs it.
@@ -72,9 +37,8 @@ mod hosting {
     use agentorg_core::agent::{agent_fn, Agent, AgentError, Context, Outcome, Task, TaskSpec};
     use agentorg_core::conformance::runtime::{suite_chart, suite_config};
     use agentorg_core::conformance::unique_org;
-    use agentorg_core::runtime::{
-        AgentOptions, AgentState, Org, OrgError, RuntimeConfig, TaskStatus,
-    };
+    use agentorg_core::hierarchy::TaskStatus;
+    use agentorg_core::runtime::{AgentOptions, AgentState, Org, OrgError, RuntimeConfig};
     use async_trait::async_trait;
     use serde_json::Value;
 

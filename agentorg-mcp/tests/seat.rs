@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use agentorg_core::agent::{agent_fn, Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use agentorg_core::chart::OrgChart;
-use agentorg_core::runtime::{Org, RuntimeConfig, TaskStatus};
+use agentorg_core::hierarchy::TaskStatus;
+use agentorg_core::runtime::{Org, RuntimeConfig};
 use agentorg_core::tools::{LocalToolHost, ToolHost, ToolOutput, ToolRouter};
 use agentorg_mcp::seat::{Seat, SeatOptions, SeatToken};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
@@ -305,7 +306,7 @@ async fn play_cto(client: &Client) {
 
 /// The founder's view once the CTO completed: the whole tree completed, in
 /// the shape founder → ceo → cto → {backend, frontend}.
-async fn assert_tree(org: &Org, root: &agentorg_core::runtime::TaskHandle) {
+async fn assert_tree(org: &Org, root: &agentorg_core::hierarchy::TaskHandle) {
     let record = match root.wait(DEADLINE).await {
         Ok(r) => r,
         Err(e) => panic!("root task: {e}"),

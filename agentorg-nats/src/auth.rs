@@ -341,7 +341,9 @@ impl OrgAuthBuilder {
             }
             publish.push(s.deadletter().to_string());
             publish.push(s.alerts().to_string());
-            let mut own: Vec<&ConsumerConfig> = consumers.inbox(&role).into_iter().collect();
+            // Every consumer the role's patterns bind (its inbox, and any a
+            // pattern adds), and the principal's alerts and dead letters.
+            let mut own: Vec<&ConsumerConfig> = consumers.of_role(&role).iter().collect();
             if chart.is_principal(&role) {
                 own.push(&consumers.alerts);
                 own.push(&consumers.dead_letters);

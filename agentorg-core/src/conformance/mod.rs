@@ -11,6 +11,10 @@
 //! assert only "not before" bounds and eventual outcomes; on the memory
 //! backends they also run on tokio's paused clock.
 //!
+//! A backend's driver names its backends once and gets one test per case
+//! from [`conformance_tests!`](crate::conformance_tests), which reads each
+//! suite's one list of cases; [`faults`] has the fault-injecting wrappers.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
@@ -28,6 +32,7 @@ use std::time::Duration;
 
 use crate::name::Name;
 
+pub mod faults;
 pub mod patterns;
 pub mod runtime;
 pub mod store;
@@ -58,4 +63,151 @@ pub const EVENTUALLY: Duration = Duration::from_secs(15);
 #[track_caller]
 pub(crate) fn fail(behaviour: &str, what: impl std::fmt::Display) -> ! {
     panic!("conformance `{behaviour}`: {what}")
+}
+
+/// Generates one `async fn` test per case of a runtime or pattern suite, on
+/// the backends a block makes for each case.
+///
+/// ```text
+/// conformance_tests!(SUITE, #[test attributes], |org| { … Some((transport, store, guard)) });
+/// ```
+///
+/// `SUITE` is `runtime` (every case of [`runtime::CASES`]), `patterns`
+/// ([`patterns::CASES`]) or `patterns_paused_only`
+/// ([`patterns::PAUSED_ONLY`]: memory backends on tokio's paused clock).
+/// For each case, the block gets a fresh org name `org` and gives the
+/// transport and store to run it on (anything that coerces to
+/// `Arc<dyn Transport>` and `Arc<dyn StateStore>`) and a guard kept until
+/// the case ends (a server, say; `()` for none) — or `None` to skip (a
+/// missing server). The list of cases is the suite's own, so a driver never
+/// retypes it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use agentorg_core::store::MemoryStore;
+/// use agentorg_core::transport::MemoryTransport;
+///
+/// agentorg_core::conformance_tests!(runtime, #[tokio::test(start_paused = true)], |org| {
+///     let _ = &org;
+///     Some((Arc::new(MemoryTransport::new()), Arc::new(MemoryStore::new()), ()))
+/// });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    (runtime, $(#[$attr:meta])*, |$org:ident| $setup:block) => {
+        $crate::__agentorg_runtime_cases!(__agentorg_tests { ($(#[$attr])*) $org $setup });
+    };
+    (patterns, $(#[$attr:meta])*, |$org:ident| $setup:block) => {
+        $crate::__agentorg_pattern_cases!(__agentorg_tests { ($(#[$attr])*) $org $setup });
+    };
+    (patterns_paused_only, $(#[$attr:meta])*, |$org:ident| $setup:block) => {
+        $crate::__agentorg_paused_pattern_cases!(__agentorg_tests { ($(#[$attr])*) $org $setup });
+    };
+}
+
+/// The tests of one suite's cases (see [`conformance_tests!`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_tests {
+    ({ $attrs:tt $org:ident $setup:block } $suite:ident $list:ident: $($case:ident),* $(,)?) => {
+        $(
+            $crate::__agentorg_one_test! { $attrs $org $setup $suite $case }
+        )*
+    };
+}
+
+/// One test of [`conformance_tests!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_one_test {
+    (($(#[$attr:meta])*) $org:ident $setup:block $suite:ident $case:ident) => {
+        $(#[$attr])*
+        async fn $case() {
+            let $org = $crate::conformance::unique_org();
+            let Some((transport, store, _guard)) = async { $setup }.await else {
+                return;
+            };
+            $crate::conformance::$suite::$case(transport, store, $org).await;
+        }
+    };
+}
+
+/// The table of one suite's cases by name, in order.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_case_table {
+    ({} $suite:ident $list:ident: $($case:ident),* $(,)?) => {
+        /// The cases of this list by name, in the order [`run_all`] runs
+        /// them (for drivers that run them one by one; see
+        /// [`conformance_tests!`](crate::conformance_tests)).
+        pub const $list: &[(&str, Case)] = &[
+            $((stringify!($case), |t, s, o| Box::pin($case(t, s, o)))),*
+        ];
+    };
+}
+
+/// The runtime suite's cases: the one list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_runtime_cases {
+    ($callback:ident $args:tt) => {
+        $crate::$callback! { $args runtime CASES:
+            delegation_rolls_up,
+            roles_split_across_processes,
+            outbox_survives_a_failed_publish,
+            processed_once_under_redelivery,
+            replay_after_completion_not_rerun,
+            lease_expiry_redelivers,
+            long_handler_keeps_its_lease,
+            backoff_between_attempts,
+            dead_letter_after_max_attempts,
+            permanent_failure_fails_at_once,
+            breaker_opens_reroutes_and_half_opens,
+            probe_slot_taken_only_with_the_probe,
+            conflicting_staged_writes_rerun_without_spending_attempts,
+            a_failed_commit_does_not_spend_an_attempt,
+            sender_mismatch_refused,
+            undecodable_input_dead_lettered,
+            future_version_retried_then_dead_lettered,
+            drain_on_shutdown,
+            a_registered_pattern_is_claimed_retried_and_dead_lettered,
+            a_role_reaches_only_its_own_namespace,
+        }
+    };
+}
+
+/// The pattern suite's cases that run on every backend: the one list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_pattern_cases {
+    ($callback:ident $args:tt) => {
+        $crate::$callback! { $args patterns CASES:
+            genbrain_tree_built_by_delegation,
+            delegation_up_or_sideways_refused,
+            shortcut_honoured_for_its_task_type,
+            escalation_reaches_the_principal_and_decisions_come_back,
+            breaker_reroutes_to_the_alternate_and_half_opens,
+            genbrain_tree_once_under_redelivery,
+            poison_task_dead_lettered_requeued_or_discarded,
+            peer_messages_only_on_declared_channels,
+            thousand_concurrent_delegations_each_once,
+            batch_of_ten_gathered_three_in_flight,
+            cancel_ends_the_open_subtree,
+            idempotency_key_creates_one_task,
+            registry_and_liveness,
+        }
+    };
+}
+
+/// The pattern suite's cases that wait minutes of virtual time (memory
+/// backends on tokio's paused clock only): the one list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agentorg_paused_pattern_cases {
+    ($callback:ident $args:tt) => {
+        $crate::$callback! { $args patterns PAUSED_ONLY:
+            sla_breach_escalates_once,
+        }
+    };
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::docs::{from_doc, to_value, ClaimDoc, ClaimState, OutboxDoc};
-use super::Shared;
+use super::kernel::Kernel;
+use super::records::{from_doc, to_value, ClaimDoc, ClaimState, OutboxDoc};
 use crate::envelope::Envelope;
 use crate::name::Name;
 use crate::store::{
@@ -29,11 +29,11 @@ pub(crate) struct Entry {
     msg_id: String,
 }
 
-/// The write that records `envelope` in `role`'s outbox, and the entry to
-/// publish once it is committed.
+/// The write that records `envelope` in its sender's outbox (only a process
+/// hosting the sender republishes it), and the entry to publish once it is
+/// committed.
 pub(crate) fn entry(
-    shared: &Shared,
-    role: &Name,
+    shared: &Kernel,
     subject: Subject,
     envelope: &Envelope,
 ) -> Result<(Write, Entry), StoreError> {
@@ -46,7 +46,7 @@ pub(crate) fn entry(
         })?;
     let key = shared.layout.outbox().doc(envelope.id.as_str())?;
     let doc = OutboxDoc {
-        role: role.clone(),
+        role: envelope.from.clone(),
         subject: subject.to_string(),
         envelope: String::from_utf8_lossy(&bytes).into_owned(),
         created_at: shared.now(),
@@ -65,7 +65,7 @@ pub(crate) fn entry(
 
 /// Publishes committed entries and deletes them. A failure leaves the entry
 /// for the sweep; nothing is lost.
-pub(crate) async fn flush(shared: &Shared, entries: Vec<Entry>) {
+pub(crate) async fn flush(shared: &Kernel, entries: Vec<Entry>) {
     for e in entries {
         publish_one(&*shared.transport, &*shared.store, e).await;
     }
@@ -96,7 +96,7 @@ async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry
 /// holds only messages not yet published, however many roles are hosted.
 /// Stops early when `stop` is cancelled.
 pub(crate) async fn sweep(
-    shared: &Shared,
+    shared: &Kernel,
     roles: &HashSet<Name>,
     older_than: Option<Duration>,
     stop: &CancellationToken,
@@ -153,7 +153,7 @@ const CLAIM_PAGES_PER_SWEEP: usize = 10;
 /// Deletes expired claims, a few pages at a time, resuming after `page`
 /// (so the whole collection is covered over time); returns where to resume.
 pub(crate) async fn expire_claims_some(
-    shared: &Shared,
+    shared: &Kernel,
     mut page: Option<String>,
     stop: &CancellationToken,
 ) -> Option<String> {
@@ -175,7 +175,7 @@ pub(crate) async fn expire_claims_some(
 
 /// Deletes the expired settled claims of one page; returns the next page.
 async fn expire_claims(
-    shared: &Shared,
+    shared: &Kernel,
     page: Option<String>,
 ) -> Result<Option<String>, StoreError> {
     let listed = shared

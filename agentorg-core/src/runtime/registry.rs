@@ -2,23 +2,24 @@
 //!
 //! Each hosted role accumulates its counters in memory (tasks completed and
 //! failed, handler time, reported usage, the last task) and each sweep folds
-//! what changed into the role's registry document — the seed's
-//! `agents/{id}` — by an optimistic update, so replicas add up. An idle role
-//! writes nothing. Each process also writes one heartbeat document listing
+//! what changed into the role's registry document (the `agents/{id}` of
+//! GenBrain's write-up) by an optimistic update, so replicas add up. An idle
+//! role writes nothing. Each process also writes one heartbeat document listing
 //! the roles it hosts; the liveness view reads those.
 
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::docs::{to_value, AgentRecord, ProcessRecord};
-use super::{RoleStats, Shared};
+use super::health::RoleStats;
+use super::kernel::Kernel;
+use super::records::{to_value, AgentRecord, ProcessRecord};
 use crate::name::Name;
 use crate::store::{Precondition, StateStoreExt, StoreError};
 
 /// Folds `stats`' changes since the last flush into `role`'s registry entry.
 pub(crate) async fn flush(
-    shared: &Shared,
+    shared: &Kernel,
     role: &Name,
     stats: &RoleStats,
 ) -> Result<(), StoreError> {
@@ -63,7 +64,7 @@ pub(crate) async fn flush(
 
 /// Writes this process's heartbeat.
 pub(crate) async fn heartbeat(
-    shared: &Shared,
+    shared: &Kernel,
     roles: &[Name],
     started_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -85,7 +86,7 @@ pub(crate) async fn heartbeat(
 }
 
 /// Removes this process's heartbeat (at shutdown).
-pub(crate) async fn farewell(shared: &Shared) -> Result<(), StoreError> {
+pub(crate) async fn farewell(shared: &Kernel) -> Result<(), StoreError> {
     shared
         .store
         .delete(
@@ -108,10 +109,10 @@ pub(crate) struct Delta {
 }
 
 impl RoleStats {
-    /// Counts a task of this role that ended.
-    pub(crate) fn record_task(
+    /// Counts a work item (a task) of this role that ended.
+    pub(crate) fn record_work(
         &self,
-        task: &crate::envelope::TaskId,
+        task: &crate::envelope::MessageId,
         success: bool,
         execution: std::time::Duration,
         now: DateTime<Utc>,

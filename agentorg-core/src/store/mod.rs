@@ -39,9 +39,11 @@ use serde_json::Value;
 
 mod limits;
 mod memory;
+mod scoped;
 
 pub use limits::{document_size, validate_document, MAX_DEPTH, MAX_DOCUMENT_BYTES};
 pub use memory::MemoryStore;
+pub use scoped::ScopedStore;
 
 /// A boxed error from a backend, kept as the source of [`StoreError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

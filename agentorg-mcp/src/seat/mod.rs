@@ -125,7 +125,8 @@
 //! use std::time::Duration;
 //! use agentorg_core::agent::{agent_fn, Agent, AgentError, Context, Outcome, Task, TaskSpec};
 //! use agentorg_core::chart::OrgChart;
-//! use agentorg_core::runtime::{Org, TaskStatus};
+//! use agentorg_core::hierarchy::TaskStatus;
+//! use agentorg_core::runtime::Org;
 //! use agentorg_mcp::seat::Seat;
 //! use rmcp::model::{CallToolRequestParams, ClientConfig};
 //! use rmcp::ServiceExt;

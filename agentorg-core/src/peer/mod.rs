@@ -1,20 +1,25 @@
 //! Peer channels: messages between two roles the chart declares as peers.
 //!
-//! The seed's four channels — backend↔frontend (API contracts), devops↔cso
+//! GenBrain's four channels — backend↔frontend (API contracts), devops↔cso
 //! (infrastructure security), backend↔devops (deployment configs),
 //! frontend↔marketing (brand assets) — are declared in the chart; anything
 //! else is refused before it reaches the transport.
 //!
-//! * [`Context::send_peer`](crate::agent::Context::send_peer) sends a typed
+//! * [`Context::send_peer`](crate::runtime::Context::send_peer) sends a typed
 //!   message on `<org>.peer.<from>.<to>`, durably and exactly once (it is
 //!   committed with the handler's outcome, then published); the receiver's
 //!   [`Agent::on_peer`](crate::agent::Agent::on_peer) gets it.
-//! * [`Context::request_peer`](crate::agent::Context::request_peer) asks a
+//! * [`Context::request_peer`](crate::runtime::Context::request_peer) asks a
 //!   peer and waits for its answer (core request/reply on `<org>.rpc.<to>`,
 //!   at most once, with a timeout); the peer's
 //!   [`Agent::on_peer_request`](crate::agent::Agent::on_peer_request)
 //!   answers. Requests are served outside the peer's concurrency limit, so
 //!   two peers asking each other cannot deadlock.
+//!
+//! The pattern ([`Peer`]) registers the handler of every role's peer
+//! subjects and the request server of each hosted role with peers; it calls
+//! into a role's code through [`PeerCallbacks`], which the agent layer
+//! implements for every `Agent`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -80,8 +85,53 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use async_trait::async_trait;
+
 use crate::envelope::MessageId;
 use crate::name::Name;
+use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
+
+mod handler;
+mod send;
+
+/// The peer pattern, as registered with the kernel: the handler of every
+/// role's peer subjects, and a request server for each hosted role with
+/// peers. `Org::builder` registers it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Peer;
+
+impl Pattern for Peer {
+    fn name(&self) -> &'static str {
+        "peer"
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry
+            .handler(handler::PeerHandler)
+            .service(handler::RequestServer);
+    }
+}
+
+/// The peer pattern's calls into a role's code: a message from a declared
+/// peer, and a request to answer.
+///
+/// Implemented for every `Agent` by the agent layer (implement `Agent`); the
+/// pattern's handler finds it among a hosted role's application objects as
+/// `Arc<dyn PeerCallbacks>`.
+#[async_trait]
+pub trait PeerCallbacks: Send + Sync + 'static {
+    /// A message from a declared peer (exactly once, like a task).
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError>;
+
+    /// A request from a declared peer, answered with the returned value (at
+    /// most once: a request is not retried).
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<serde_json::Value, AgentError>;
+}
 
 /// A message received on a peer channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,3 +210,5 @@ impl PeerError {
         }
     }
 }
+
+agent_error_from!(PeerError);

@@ -1,15 +1,16 @@
 //! Hierarchical delegation: task trees, roll-up, escalation, SLAs, batches.
 //!
-//! Pattern 1 of the seeds, and most of an org's work. A manager delegates
-//! tasks down the chart ([`Context::delegate`]) — to a direct report, or to
-//! any role a chart shortcut declares for the task's type — and anything else
-//! is refused before it reaches the transport, with an error naming the rule.
+//! The first pattern of GenBrain's write-ups, and most of an org's work
+//! (70% of theirs). A manager delegates tasks down the chart
+//! ([`Context::delegate`]) — to a direct report, or to any role a chart
+//! shortcut declares for the task's type — and anything else is refused
+//! before it reaches the transport, with an error naming the rule.
 //! Each task is a document ([`TaskRecord`]) written before its message is
 //! sent; status changes are conditional writes that never leave a terminal
 //! state. A manager that returns [`Outcome::AwaitSubtasks`] is called again
 //! ([`Agent::on_subtasks_done`]) when every subtask has ended, and its result
-//! rolls up to its own delegator; the whole tree reads back as the seed's
-//! JSON ([`Principal::task_tree`]).
+//! rolls up to its own delegator; the whole tree reads back as GenBrain's
+//! task-tree JSON ([`Principal::task_tree`]).
 //!
 //! * **Handles**: [`Principal::delegate`] returns a [`TaskHandle`] to await
 //!   the result (with a timeout) or cancel the task and its open subtree. An
@@ -20,7 +21,7 @@
 //!   included.
 //! * **Escalation**: [`Context::escalate`] goes to the manager; each level's
 //!   [`Agent::on_escalation`] decides or passes it up, and the principal's
-//!   [`inbox`](Principal::inbox) shows what reached the top. A decision
+//!   [`inbox`][`Principal::inbox`] shows what reached the top. A decision
 //!   ([`Principal::answer`]) flows back down to the agent that escalated
 //!   ([`Agent::on_decision`]).
 //! * **SLAs**: a task past its `sla_minutes` emits a
@@ -29,8 +30,8 @@
 //! * **Breakers**: a role's breaker opening escalates once to its manager,
 //!   as an [`Escalation`] like any other (reason `breaker_open`; details:
 //!   `role`, `consecutive_failures`, `until`, `alternate`).
-//! * **Dead letters** are records to [list](Principal::dead_letter_records),
-//!   [requeue](Principal::requeue) or [discard](Principal::discard).
+//! * **Dead letters** are records to [list][`Principal::dead_letter_records`],
+//!   [requeue][`Principal::requeue`] or [discard][`Principal::discard`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -39,7 +40,8 @@
 //! use agentorg_core::agent::{agent_fn, Agent, AgentError, Context, Outcome, Task, TaskSpec};
 //! use agentorg_core::chart::OrgChart;
 //! use agentorg_core::hierarchy::Decision;
-//! use agentorg_core::runtime::{Org, TaskStatus};
+//! use agentorg_core::hierarchy::TaskStatus;
+//! use agentorg_core::runtime::Org;
 //! use async_trait::async_trait;
 //! use futures::StreamExt;
 //!
@@ -83,19 +85,24 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`Context::delegate`]: crate::agent::Context::delegate
-//! [`Context::delegate_batch`]: crate::agent::Context::delegate_batch
-//! [`Context::escalate`]: crate::agent::Context::escalate
+//! # In the kernel
+//!
+//! The pattern ([`Hierarchy`]) registers one handler of every role's inbox
+//! (tasks, results, escalations, decisions, direct messages) and the timer
+//! kind `sla`; it calls into a role's code through [`HierarchyCallbacks`],
+//! which the agent layer implements for every `Agent`. Its operations join
+//! the runtime's `Context` and `Principal` from this module.
+//!
+//! [`Context::delegate`]: crate::runtime::Context::delegate
+//! [`Context::delegate_batch`]: crate::runtime::Context::delegate_batch
+//! [`Context::escalate`]: crate::runtime::Context::escalate
 //! [`Agent::on_subtasks_done`]: crate::agent::Agent::on_subtasks_done
 //! [`Agent::on_escalation`]: crate::agent::Agent::on_escalation
 //! [`Agent::on_decision`]: crate::agent::Agent::on_decision
-//! [`Outcome::AwaitSubtasks`]: crate::agent::Outcome::AwaitSubtasks
-//! [`TaskSpec::idempotency_key`]: crate::agent::TaskSpec::idempotency_key
-//! [`TaskRecord`]: crate::runtime::TaskRecord
-//! [`TaskHandle`]: crate::runtime::TaskHandle
 //! [`Principal::delegate`]: crate::runtime::Principal::delegate
 //! [`Principal::task_tree`]: crate::runtime::Principal::task_tree
 //! [`Principal::answer`]: crate::runtime::Principal::answer
+//! [`Principal::inbox`]: crate::runtime::Principal::inbox
 //! [`Principal::dead_letter_records`]: crate::runtime::Principal::dead_letter_records
 //! [`Principal::requeue`]: crate::runtime::Principal::requeue
 //! [`Principal::discard`]: crate::runtime::Principal::discard
@@ -103,14 +110,44 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::agent::{Outcome, SubtaskResult};
 use crate::envelope::{MessageId, TaskId};
 use crate::name::Name;
-use crate::runtime::TaskStatus;
+use crate::runtime::{Pattern, Registry};
 
-pub use crate::runtime::{
-    DeadLetterRecord, DeadLetterStatus, Principal, TaskHandle, TaskRecord, TaskTree,
-};
+mod breaker;
+mod delegate;
+mod handler;
+mod ops;
+mod principal;
+mod records;
+mod sla;
+mod task;
+mod tasks;
+mod tree;
+
+pub use delegate::{DelegateError, Delegation};
+pub use principal::{TaskHandle, WaitError};
+pub use records::{BreakerRecord, BreakerState, TaskRecord, TaskStatus};
+pub use task::{default_roll_up, HierarchyCallbacks, Outcome, SubtaskResult, Task, TaskSpec};
+pub use tree::TaskTree;
+
+/// The hierarchy pattern, as registered with the kernel: the handler of
+/// every role's inbox and the SLA timers. `Org::builder` registers it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Hierarchy;
+
+impl Pattern for Hierarchy {
+    fn name(&self) -> &'static str {
+        "hierarchy"
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry
+            .handler(handler::InboxHandler)
+            .timer(sla::KIND, sla::SlaTimers);
+    }
+}
 
 /// An escalation as a manager receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,11 +13,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::context::DelegateError;
-use super::docs::{from_doc, to_value, BreakerRecord, BreakerState};
-use super::{RuntimeConfig, Shared};
+use super::delegate::DelegateError;
+use super::records::{BreakerRecord, BreakerState, Layout};
 use crate::envelope::TaskId;
 use crate::name::Name;
+use crate::runtime::{to_value, Kernel, RuntimeConfig};
 use crate::store::{Precondition, StoreError, Version, Write};
 
 fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
@@ -28,14 +28,10 @@ fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
 }
 
 pub(crate) async fn read(
-    shared: &Shared,
+    shared: &Kernel,
     role: &Name,
 ) -> Result<Option<(BreakerRecord, Version)>, StoreError> {
-    let key = shared.layout.breaker(role)?;
-    match shared.store.get(&key).await? {
-        Some(doc) => from_doc(&doc).map(Some),
-        None => Ok(None),
-    }
+    shared.read(&Layout::of(shared)?.breaker(role)?).await
 }
 
 /// Where a delegation to `to` goes: `to` itself, or its alternate while its
@@ -45,7 +41,7 @@ pub(crate) async fn read(
 /// committed together with the probe task (so a handler that fails, or a
 /// commit that loses the race, leaves the slot free).
 pub(crate) async fn choose_target(
-    shared: &Shared,
+    shared: &Kernel,
     to: &Name,
     task: &TaskId,
     probing: bool,
@@ -63,13 +59,13 @@ pub(crate) async fn choose_target(
     }
     let probe = BreakerRecord {
         state: BreakerState::HalfOpen,
-        until: Some(add(now, shared.config.probe_timeout)),
+        until: Some(add(now, shared.config().probe_timeout)),
         probe_task: Some(task.clone()),
         ..rec
     };
     tracing::info!(role = %to, task = %task, "breaker half-open: this delegation is the probe");
     let write = Write::put(
-        shared.layout.breaker(to)?,
+        Layout::of(shared)?.breaker(to)?,
         to_value(&probe)?,
         Precondition::Version(version),
     );
@@ -77,11 +73,11 @@ pub(crate) async fn choose_target(
 }
 
 async fn reroute(
-    shared: &Shared,
+    shared: &Kernel,
     to: &Name,
     until: Option<DateTime<Utc>>,
 ) -> Result<(Name, Option<Write>), DelegateError> {
-    let alternate = shared.chart.alternate_of(to).cloned();
+    let alternate = shared.chart().alternate_of(to).cloned();
     if let Some(alt) = &alternate {
         let alt_closed = match read(shared, alt).await? {
             None => true,
@@ -140,13 +136,13 @@ pub(crate) fn after_task(
 
 /// The write for [`after_task`]'s decision.
 pub(crate) fn write(
-    shared: &Shared,
+    shared: &Kernel,
     role: &Name,
     rec: &BreakerRecord,
     pre: Precondition,
 ) -> Result<Write, StoreError> {
     Ok(Write::put(
-        shared.layout.breaker(role)?,
+        Layout::of(shared)?.breaker(role)?,
         to_value(rec)?,
         pre,
     ))

@@ -1,0 +1,118 @@
+//! Hosting agents: the default patterns, and an [`Agent`] handed to each
+//! pattern as the callbacks it calls.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::Agent;
+use crate::chart::OrgChart;
+use crate::envelope::Envelope;
+use crate::hierarchy::{
+    Decision, Escalation, EscalationOutcome, Hierarchy, HierarchyCallbacks, Outcome, SubtaskResult,
+    Task,
+};
+use crate::peer::{Peer, PeerCallbacks, PeerMessage};
+use crate::runtime::{
+    AgentError, AgentOptions, Context, Extensions, Org, OrgBuilder, OrgConsumers, RuntimeConfig,
+};
+
+/// `builder` with the default patterns registered: the hierarchy and peer
+/// channels.
+pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
+    builder.pattern(Hierarchy).pattern(Peer)
+}
+
+impl Org {
+    /// Starts building an org of `chart` with the default patterns (the
+    /// hierarchy and peer channels) and the in-memory backends; host agents
+    /// with [`OrgBuilder::agent`].
+    pub fn builder(chart: OrgChart) -> OrgBuilder {
+        default_patterns(OrgBuilder::new(chart))
+    }
+}
+
+impl OrgBuilder {
+    /// Hosts `agent` for `role` in this process, with default options.
+    pub fn agent(self, role: impl Into<String>, agent: impl Agent) -> Self {
+        self.agent_with(role, Arc::new(agent), AgentOptions::default())
+    }
+
+    /// Hosts `agent` for `role` in this process: every pattern calls into it.
+    pub fn agent_with(
+        self,
+        role: impl Into<String>,
+        agent: Arc<dyn Agent>,
+        options: AgentOptions,
+    ) -> Self {
+        let callbacks = Arc::new(AgentCallbacks(agent));
+        let mut app = Extensions::new();
+        app.insert(Arc::clone(&callbacks) as Arc<dyn HierarchyCallbacks>);
+        app.insert(callbacks as Arc<dyn PeerCallbacks>);
+        self.host(role, options, app)
+    }
+}
+
+impl OrgConsumers {
+    /// The consumers the runtime binds for `chart` under `config` with the
+    /// default patterns (names, filters, ack wait, pending limits).
+    pub fn new(chart: &OrgChart, config: &RuntimeConfig) -> Self {
+        let builder = default_patterns(OrgBuilder::new(chart.clone()));
+        Self::with_handlers(chart, config, &builder.registry().handlers)
+    }
+}
+
+/// An agent, as the callbacks of each pattern.
+struct AgentCallbacks(Arc<dyn Agent>);
+
+#[async_trait]
+impl HierarchyCallbacks for AgentCallbacks {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        self.0.on_task(cx, task).await
+    }
+
+    async fn on_subtasks_done(
+        &self,
+        cx: &Context,
+        task: Task,
+        results: Vec<SubtaskResult>,
+    ) -> Result<Outcome, AgentError> {
+        self.0.on_subtasks_done(cx, task, results).await
+    }
+
+    async fn on_result(&self, cx: &Context, result: SubtaskResult) -> Result<(), AgentError> {
+        self.0.on_result(cx, result).await
+    }
+
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        self.0.on_escalation(cx, escalation).await
+    }
+
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        self.0.on_decision(cx, decision).await
+    }
+
+    async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
+        self.0.on_message(cx, message).await
+    }
+}
+
+#[async_trait]
+impl PeerCallbacks for AgentCallbacks {
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        self.0.on_peer(cx, message).await
+    }
+
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        self.0.on_peer_request(cx, request).await
+    }
+}

@@ -1,0 +1,276 @@
+//! The [`Agent`] trait: the application's code, one delivery at a time — the
+//! layer above the patterns, with a method per pattern, so a role's code
+//! implements one trait.
+//!
+//! The patterns call an agent for each task delegated to its role
+//! ([`Agent::on_task`]), when every subtask it delegated for a task has
+//! finished ([`Agent::on_subtasks_done`]), for results of tasks it delegated
+//! outside any task ([`Agent::on_result`]), and for other messages addressed
+//! to it ([`Agent::on_message`]); and for messages on its declared peer
+//! channels ([`Agent::on_peer`], [`Agent::on_peer_request`]). Each call gets
+//! a [`Context`] with the role's identity, the chart, and the operations of
+//! the patterns.
+//!
+//! This layer also hosts agents: [`Org::builder`] registers the default
+//! patterns and [`OrgBuilder::agent`] hosts an agent for a role.
+//!
+//! An agent returns `Ok` (the delivery is acknowledged and its staged effects
+//! are committed together with the completion record, exactly once) or an
+//! [`AgentError`]: a *transient* one is retried with backoff and
+//! dead-lettered when the attempts run out; a *permanent* one fails the task
+//! at once and the delegator sees why.
+//!
+//! ```
+//! use agentorg_core::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
+//! use async_trait::async_trait;
+//! use serde_json::json;
+//!
+//! /// The CTO splits a feature into two subtasks and completes when both are done.
+//! struct Cto;
+//!
+//! #[async_trait]
+//! impl Agent for Cto {
+//!     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+//!         cx.delegate("backend", TaskSpec::new(format!("API for: {}", task.title)).sla_minutes(120)).await?;
+//!         cx.delegate("frontend", TaskSpec::new(format!("UI for: {}", task.title))).await?;
+//!         Ok(Outcome::AwaitSubtasks)
+//!     }
+//! }
+//!
+//! /// A leaf agent does the work itself.
+//! struct Backend;
+//!
+//! #[async_trait]
+//! impl Agent for Backend {
+//!     async fn on_task(&self, _cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+//!         if task.input.get("spec").is_none() {
+//!             return Err(AgentError::permanent("no API spec given"));
+//!         }
+//!         Ok(Outcome::Complete(json!({"endpoints": ["/api/v2/analytics"]})))
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::envelope::Envelope;
+use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
+use crate::peer::PeerMessage;
+
+mod hosting;
+
+pub use crate::hierarchy::{
+    default_roll_up, DelegateError, Delegation, Outcome, SubtaskResult, Task, TaskSpec,
+};
+pub use crate::runtime::{AgentError, BoxError, Context, ErrorKind, Org, OrgBuilder};
+pub use hosting::default_patterns;
+
+/// The application's code for one role. See the [module docs](self).
+///
+/// Object-safe; hosted as `Arc<dyn Agent>`. Handlers may run concurrently
+/// (per-role concurrency is an option of the runtime). Every method but
+/// `on_task` has a default.
+#[async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// A task delegated to this role.
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError>;
+
+    /// Every subtask delegated for `task` has finished. The default completes
+    /// the task with the subtasks' results, or fails it if any subtask did not
+    /// complete.
+    async fn on_subtasks_done(
+        &self,
+        cx: &Context,
+        task: Task,
+        results: Vec<SubtaskResult>,
+    ) -> Result<Outcome, AgentError> {
+        let _ = (cx, task);
+        default_roll_up(results)
+    }
+
+    /// The result of a task this role delegated outside any task of its own.
+    async fn on_result(&self, cx: &Context, result: SubtaskResult) -> Result<(), AgentError> {
+        let _ = (cx, result);
+        Ok(())
+    }
+
+    /// An escalation from a report (or passed up through one). The default
+    /// passes it up to this role's manager; the principal sees what reaches
+    /// the top and can answer it.
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        let _ = (cx, escalation);
+        Ok(EscalationOutcome::PassUp)
+    }
+
+    /// A decision on an escalation this role raised. The default accepts it.
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        let _ = (cx, decision);
+        Ok(())
+    }
+
+    /// A message from a declared peer. Exactly once, like a task; the default
+    /// accepts and ignores it.
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        let _ = (cx, message);
+        Ok(())
+    }
+
+    /// A request from a declared peer, answered with the returned value (at
+    /// most once: a request is not retried). The default refuses.
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        let _ = cx;
+        Err(AgentError::permanent(format!(
+            "`{}` does not answer peer requests",
+            request.to
+        )))
+    }
+
+    /// Any other message addressed to this role. The default accepts and
+    /// ignores it.
+    async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
+        let _ = (cx, message);
+        Ok(())
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: Agent + ?Sized> Agent for Arc<T> {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        (**self).on_task(cx, task).await
+    }
+    async fn on_subtasks_done(
+        &self,
+        cx: &Context,
+        task: Task,
+        results: Vec<SubtaskResult>,
+    ) -> Result<Outcome, AgentError> {
+        (**self).on_subtasks_done(cx, task, results).await
+    }
+    async fn on_result(&self, cx: &Context, result: SubtaskResult) -> Result<(), AgentError> {
+        (**self).on_result(cx, result).await
+    }
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        (**self).on_escalation(cx, escalation).await
+    }
+    async fn on_decision(&self, cx: &Context, decision: Decision) -> Result<(), AgentError> {
+        (**self).on_decision(cx, decision).await
+    }
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        (**self).on_peer(cx, message).await
+    }
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        (**self).on_peer_request(cx, request).await
+    }
+    async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
+        (**self).on_message(cx, message).await
+    }
+}
+
+/// An agent made of one async function over the task, for leaf roles that
+/// neither delegate nor need the context.
+///
+/// ```
+/// use agentorg_core::agent::{agent_fn, Outcome};
+/// use serde_json::json;
+///
+/// let writer = agent_fn(|task| async move {
+///     Ok(Outcome::Complete(json!({"post": format!("Announcing: {}", task.title)})))
+/// });
+/// # let _ = writer;
+/// ```
+pub fn agent_fn<F, Fut>(f: F) -> FnAgent<F>
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Outcome, AgentError>> + Send + 'static,
+{
+    FnAgent(f)
+}
+
+/// The agent made by [`agent_fn`].
+pub struct FnAgent<F>(F);
+
+impl<F> fmt::Debug for FnAgent<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnAgent")
+    }
+}
+
+#[async_trait]
+impl<F, Fut> Agent for FnAgent<F>
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Outcome, AgentError>> + Send + 'static,
+{
+    async fn on_task(&self, _cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        (self.0)(task).await
+    }
+}
+
+/// An agent made of one async function over the context and the task, for
+/// roles that delegate or use the context but need no other method. The
+/// function returns a boxed future borrowing the context:
+///
+/// ```
+/// use agentorg_core::agent::{agent_fn_cx, Outcome, TaskSpec};
+///
+/// let cto = agent_fn_cx(|cx, task| {
+///     Box::pin(async move {
+///         cx.delegate("backend", TaskSpec::new(format!("API for {}", task.title))).await?;
+///         Ok(Outcome::AwaitSubtasks)
+///     })
+/// });
+/// # let _ = cto;
+/// ```
+pub fn agent_fn_cx<F>(f: F) -> FnCxAgent<F>
+where
+    F: for<'a> Fn(&'a Context, Task) -> BoxFuture<'a, Result<Outcome, AgentError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    FnCxAgent(f)
+}
+
+/// The agent made by [`agent_fn_cx`].
+pub struct FnCxAgent<F>(F);
+
+impl<F> fmt::Debug for FnCxAgent<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnCxAgent")
+    }
+}
+
+#[async_trait]
+impl<F> Agent for FnCxAgent<F>
+where
+    F: for<'a> Fn(&'a Context, Task) -> BoxFuture<'a, Result<Outcome, AgentError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        (self.0)(cx, task).await
+    }
+}

@@ -1,0 +1,367 @@
+//! The hierarchy's handler of a role's inbox: tasks, results, escalations,
+//! decisions and direct messages.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::breaker;
+use super::ops;
+use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskRecord, TaskStatus};
+use super::task::HierarchyCallbacks;
+use super::{Decision, Escalation, EscalationOutcome};
+use crate::chart::OrgChart;
+use crate::envelope::{Envelope, Kind, MessageId};
+use crate::name::Name;
+use crate::runtime::{
+    clip, to_value, Claimed, DeadLetterRecord, Effects, Fault, Handler, HostedRole, Kernel, Reason,
+    Settle,
+};
+use crate::store::{Precondition, StoreError, Write};
+use crate::subject::{Route, SubjectPattern, Subjects};
+
+/// Takes every role's inbox (`<org>.agent.<role>.inbox.*`).
+#[derive(Debug)]
+pub(crate) struct InboxHandler;
+
+/// The role's hierarchy callbacks, as hosted.
+pub(crate) fn callbacks(host: &HostedRole) -> Option<&Arc<dyn HierarchyCallbacks>> {
+    host.app::<Arc<dyn HierarchyCallbacks>>()
+}
+
+#[async_trait]
+impl Handler for InboxHandler {
+    fn name(&self) -> &'static str {
+        "hierarchy"
+    }
+
+    fn subjects(&self, subjects: &Subjects, _chart: &OrgChart, role: &Name) -> Vec<SubjectPattern> {
+        vec![subjects.inbox_any(role)]
+    }
+
+    fn admit(&self, host: &HostedRole, env: &Envelope, _route: &Route) -> Result<(), Reason> {
+        let chart = host.kernel().chart();
+        let role = host.role();
+        let from = &env.from;
+        if env.kind == Kind::Peer {
+            return Err(Reason::new(
+                "wrong_subject",
+                "peer messages travel on peer subjects",
+            ));
+        }
+        if callbacks(host).is_none() {
+            return Err(Reason::new(
+                "not_hosted",
+                format!("`{role}` hosts no code for the hierarchy's messages"),
+            ));
+        }
+        match env.kind {
+            Kind::Task => {
+                let payload: TaskPayload = serde_json::from_value(env.payload.clone())
+                    .map_err(|e| Reason::new("malformed_task", e.to_string()))?;
+                if !chart.may_receive_task_from(role, from, payload.task_type.as_deref()) {
+                    return Err(Reason::new(
+                        "not_allowed",
+                        format!("the chart does not let `{from}` delegate to `{role}`"),
+                    ));
+                }
+            }
+            Kind::Escalation if chart.manager_of(from) != Some(role) => {
+                return Err(Reason::new(
+                    "not_allowed",
+                    format!("`{role}` is not the manager of `{from}`"),
+                ))
+            }
+            Kind::Decision if chart.manager_of(role) != Some(from) => {
+                return Err(Reason::new(
+                    "not_allowed",
+                    format!("`{from}` is not the manager of `{role}`"),
+                ))
+            }
+            Kind::Escalation => {
+                serde_json::from_value::<Escalation>(env.payload.clone())
+                    .map_err(|e| Reason::new("malformed_escalation", e.to_string()))?;
+            }
+            Kind::Decision => {
+                let decision: Decision = serde_json::from_value(env.payload.clone())
+                    .map_err(|e| Reason::new("malformed_decision", e.to_string()))?;
+                if !decision.path.contains(role) {
+                    return Err(Reason::new(
+                        "not_in_path",
+                        format!("`{role}` did not pass this escalation up"),
+                    ));
+                }
+            }
+            Kind::Result => {
+                serde_json::from_value::<ResultPayload>(env.payload.clone())
+                    .map_err(|e| Reason::new("malformed_result", e.to_string()))?;
+            }
+            _ if !chart.may_address(from).contains(role) => {
+                return Err(Reason::new(
+                    "not_allowed",
+                    format!("the chart does not let `{from}` message `{role}`"),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn work_item(&self, kernel: &Kernel, env: &Envelope) -> Result<Option<MessageId>, Fault> {
+        Ok(match env.kind {
+            // The task's id is in the payload; the claim is on the envelope
+            // (a requeued task travels in a new envelope).
+            Kind::Task => Some(task_id_of(env)),
+            // The roll-up of the parent kept failing: the parent cannot
+            // progress, so it is dead-lettered with the result.
+            Kind::Result => match serde_json::from_value::<ResultPayload>(env.payload.clone()) {
+                Ok(p) => read_task(kernel, &p.task_id)
+                    .await?
+                    .and_then(|(child, _)| child.parent),
+                Err(_) => None,
+            },
+            _ => None,
+        })
+    }
+
+    async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault> {
+        let Some(cb) = callbacks(delivery.host()).cloned() else {
+            return delivery
+                .dead_letter(Reason::new("not_hosted", "no hierarchy callbacks"), None)
+                .await;
+        };
+        match delivery.envelope().kind {
+            Kind::Task => super::tasks::on_task(&delivery, &*cb).await,
+            Kind::Result => super::tasks::on_result(&delivery, &*cb).await,
+            Kind::Escalation => on_escalation(&delivery, &*cb).await,
+            Kind::Decision => on_decision(&delivery, &*cb).await,
+            _ => {
+                let cx = delivery.context(None);
+                let r = delivery
+                    .run(cb.on_message(&cx, delivery.envelope().clone()))
+                    .await;
+                delivery.finish(&cx, r).await
+            }
+        }
+    }
+
+    async fn dead_lettered(
+        &self,
+        kernel: &Kernel,
+        role: &Name,
+        item: &MessageId,
+        reason: &Reason,
+    ) -> Result<Option<Effects>, Fault> {
+        let Some((mut rec, v)) = read_task(kernel, item).await? else {
+            return Ok(None);
+        };
+        if rec.status.is_terminal() || &rec.assigned_to != role {
+            return Ok(None);
+        }
+        rec.status = TaskStatus::DeadLettered;
+        rec.error = Some(clip(format!("{}: {}", reason.code, reason.message)));
+        let mut effects = Effects::new();
+        effects.write(Write::put(
+            Layout::of(kernel)?.task(item)?,
+            to_value(&rec)?,
+            Precondition::Version(v),
+        ));
+        breaker_after_task(kernel, role, false, rec.probe, &mut effects).await?;
+        Ok(Some(effects))
+    }
+
+    async fn requeued(
+        &self,
+        kernel: &Kernel,
+        record: &DeadLetterRecord,
+    ) -> Result<Effects, StoreError> {
+        ops::requeued(kernel, record).await
+    }
+
+    async fn discarded(
+        &self,
+        kernel: &Kernel,
+        record: &DeadLetterRecord,
+    ) -> Result<Effects, StoreError> {
+        ops::discarded(kernel, record).await
+    }
+}
+
+/// The task a task envelope carries (its payload's id, else the envelope's).
+pub(crate) fn task_id_of(env: &Envelope) -> MessageId {
+    serde_json::from_value::<TaskPayload>(env.payload.clone())
+        .map(|p| p.task_id)
+        .unwrap_or_else(|_| env.id.clone())
+}
+
+/// Adds `role`'s breaker change for a task of it that ended (`success` or
+/// not) to `effects`, with the escalation to its manager if it opens.
+pub(crate) async fn breaker_after_task(
+    kernel: &Kernel,
+    role: &Name,
+    success: bool,
+    probe: bool,
+    effects: &mut Effects,
+) -> Result<(), StoreError> {
+    let current = breaker::read(kernel, role).await?;
+    let Some((rec, pre, opened)) =
+        breaker::after_task(kernel.config(), current, success, probe, kernel.now())
+    else {
+        return Ok(());
+    };
+    effects.write(breaker::write(kernel, role, &rec, pre)?);
+    let Some(manager) = kernel.chart().manager_of(role).cloned() else {
+        return Ok(());
+    };
+    if !opened {
+        return Ok(());
+    }
+    tracing::warn!(
+        failures = rec.consecutive_failures,
+        "circuit breaker opened; escalating to `{manager}`"
+    );
+    // An escalation like any other, so the manager's `on_escalation` decides
+    // it or passes it up.
+    let id = MessageId::new();
+    let escalation = Escalation {
+        escalation_id: id.clone(),
+        origin: role.clone(),
+        path: vec![role.clone()],
+        reason: "breaker_open".to_owned(),
+        details: serde_json::json!({
+            "role": role,
+            "consecutive_failures": rec.consecutive_failures,
+            "until": rec.until,
+            "alternate": kernel.chart().alternate_of(role),
+        }),
+        task_id: None,
+    };
+    let env = kernel
+        .envelope(role.clone(), Kind::Escalation, to_value(&escalation)?)
+        .with_id(id)
+        .with_to(manager.clone());
+    effects.send(kernel.subjects().inbox(&manager, role), env);
+    Ok(())
+}
+
+/// An escalation from a report: decide it, or pass it up.
+async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
+    let env = d.envelope();
+    let esc: Escalation = match serde_json::from_value(env.payload.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            return d
+                .dead_letter(Reason::new("malformed_escalation", e.to_string()), None)
+                .await
+        }
+    };
+    let kernel = d.kernel();
+    let role = d.role();
+    let cx = d.context(esc.task_id.clone());
+    let r = d.run(cb.on_escalation(&cx, esc.clone())).await;
+    let mut effects = Effects::new();
+    let r = match r {
+        Ok(EscalationOutcome::PassUp) => match kernel.chart().manager_of(role) {
+            Some(manager) => {
+                let mut up = esc;
+                up.path.push(role.clone());
+                let fwd = kernel
+                    .envelope(role.clone(), Kind::Escalation, to_value(&up)?)
+                    .with_to(manager.clone())
+                    .with_causation(env.id.clone())
+                    .with_trace_parent(cx.trace(), None);
+                effects.send(kernel.subjects().inbox(manager, role), fwd);
+                Ok(())
+            }
+            None => Ok(()),
+        },
+        Ok(EscalationOutcome::Decide(decision)) => {
+            let down = Decision {
+                escalation_id: esc.escalation_id,
+                decided_by: role.clone(),
+                decision,
+                reason: esc.reason,
+                task_id: esc.task_id,
+                path: esc.path,
+            };
+            let back = kernel
+                .envelope(role.clone(), Kind::Decision, to_value(&down)?)
+                .with_to(env.from.clone())
+                .with_causation(env.id.clone())
+                .with_trace_parent(cx.trace(), None);
+            effects.send(kernel.subjects().inbox(&env.from, role), back);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    cx.with_effects(kernel, |staged, _| {
+        staged.extend(effects);
+    });
+    d.finish(&cx, r).await
+}
+
+/// A decision from this role's manager: for this role if it raised the
+/// escalation, else passed down to the role below it on the way up.
+async fn on_decision(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
+    let env = d.envelope();
+    let decision: Decision = match serde_json::from_value(env.payload.clone()) {
+        Ok(x) => x,
+        Err(e) => {
+            return d
+                .dead_letter(Reason::new("malformed_decision", e.to_string()), None)
+                .await
+        }
+    };
+    let role = d.role();
+    let Some(at) = decision.path.iter().position(|r| r == role) else {
+        let reason = Reason::new(
+            "not_in_path",
+            format!("`{role}` did not pass this escalation up"),
+        );
+        return d.dead_letter(reason, None).await;
+    };
+    let kernel = d.kernel();
+    let cx = d.context(decision.task_id.clone());
+    let r = if at == 0 {
+        d.run(cb.on_decision(&cx, decision)).await
+    } else {
+        let below = decision.path[at - 1].clone();
+        let down = kernel
+            .envelope(role.clone(), Kind::Decision, to_value(&decision)?)
+            .with_to(below.clone())
+            .with_causation(env.id.clone())
+            .with_trace_parent(cx.trace(), None);
+        cx.with_effects(kernel, |effects, _| {
+            effects.send(kernel.subjects().inbox(&below, role), down);
+        });
+        Ok(())
+    };
+    d.finish(&cx, r).await
+}
+
+/// Rebuilds a task as its assignee sees it.
+pub(crate) fn to_task(rec: &TaskRecord) -> super::Task {
+    super::Task {
+        id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        task_type: rec.task_type.clone(),
+        input: rec.input.clone(),
+        parent: rec.parent.clone(),
+        assigned_by: rec.assigned_by.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        sla_minutes: rec.sla_minutes,
+        created_at: rec.created_at,
+    }
+}
+
+/// A subtask's end, as its delegator sees it.
+pub(crate) fn subtask_result(rec: &TaskRecord) -> super::SubtaskResult {
+    super::SubtaskResult {
+        task_id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        status: rec.status,
+        result: rec.result.clone(),
+        error: rec.error.clone(),
+    }
+}

@@ -1,0 +1,351 @@
+//! A task's life at its assignee: started, run, ended (completed, failed, or
+//! waiting for its subtasks), and rolled up as its subtasks' results come
+//! back.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::delegate::{task_envelope, Delegations};
+use super::handler::{breaker_after_task, subtask_result, task_id_of, to_task};
+use super::ops::{cancel_sla, notice_id, send_result};
+use super::records::{read_task, Layout, ResultPayload, TaskRecord, TaskStatus};
+use super::task::{HierarchyCallbacks, Outcome};
+use crate::envelope::TaskId;
+use crate::runtime::{
+    clip, describe, optimistic, to_value, AgentError, Claimed, Committed, Context, Effects, Fault,
+    Reason, Settle,
+};
+use crate::store::{Precondition, StoreError, Write};
+
+/// How a task handler ended, as it will be recorded.
+#[derive(Debug, Clone)]
+enum TaskEnd {
+    Completed(Value),
+    Failed(String),
+    AwaitingSubtasks,
+}
+
+/// A task delegated to this role: mark it started, run the role's code,
+/// record how it ended.
+pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
+    let kernel = d.kernel();
+    let task_id = task_id_of(d.envelope());
+    let layout = Layout::of(kernel)?;
+    // Mark the task started (the record was written before the message).
+    let started = optimistic(|| async {
+        let Some((mut rec, v)) = read_task(kernel, &task_id).await? else {
+            let reason = Reason::new("unknown_task", "no task record for this task message");
+            return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
+        };
+        if rec.status.is_terminal() {
+            return commit_ended(d, &rec).await.map(|s| Some(Err(s)));
+        }
+        if &rec.assigned_to != d.role() {
+            let reason = Reason::new(
+                "not_assigned",
+                format!("the task is assigned to `{}`", rec.assigned_to),
+            );
+            return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
+        }
+        if rec.status == TaskStatus::InProgress && rec.started_at.is_some() {
+            return Ok(Some(Ok(rec)));
+        }
+        rec.status = TaskStatus::InProgress;
+        rec.started_at.get_or_insert(kernel.now());
+        let write = Write::put(
+            layout.task(&task_id)?,
+            to_value(&rec)?,
+            Precondition::Version(v),
+        );
+        match kernel.store().commit(vec![write]).await {
+            Ok(_) => Ok(Some(Ok(rec))),
+            Err(e) if e.is_precondition_failure() => Ok(None),
+            Err(e) => Err(Fault::from(e)),
+        }
+    })
+    .await?;
+    let record = match started {
+        Some(Ok(rec)) => rec,
+        Some(Err(settled)) => return Ok(settled),
+        None => return d.rerun("the task kept changing").await,
+    };
+    let cx = d.context(Some(task_id.clone()));
+    let clock = tokio::time::Instant::now();
+    let outcome = d.run(cb.on_task(&cx, to_task(&record))).await;
+    end_task(d, &cx, &task_id, None, outcome, Some(clock.elapsed())).await
+}
+
+/// Commits the completion record for a task that had already ended
+/// (cancelled, say): nothing to run; a cancelled task's delegator is told
+/// (with the notice's fixed id, so once however often it is sent).
+async fn commit_ended(d: &Claimed<'_>, task: &TaskRecord) -> Result<Settle, Fault> {
+    if task.status != TaskStatus::Cancelled {
+        return d.done().await;
+    }
+    let mut effects = Effects::new();
+    send_result(
+        d.kernel(),
+        task,
+        Some(notice_id(&task.task_id, "cancelled")),
+        &mut effects,
+    )?;
+    d.commit_all(effects).await
+}
+
+/// Records a task handler's outcome: a transient failure is retried, the
+/// rest ends or parks the task.
+async fn end_task(
+    d: &Claimed<'_>,
+    cx: &Context,
+    task_id: &TaskId,
+    rollup_child: Option<&TaskId>,
+    outcome: Result<Outcome, AgentError>,
+    ran: Option<Duration>,
+) -> Result<Settle, Fault> {
+    let (effects, mut ext) = cx.take_effects(d.kernel());
+    let delegations = ext.remove::<Delegations>().unwrap_or_default();
+    let end = match outcome {
+        Ok(Outcome::Complete(v)) => TaskEnd::Completed(v),
+        Ok(Outcome::AwaitSubtasks) if delegations.0.is_empty() => TaskEnd::Failed(
+            "the handler returned AwaitSubtasks without delegating a subtask".to_owned(),
+        ),
+        Ok(Outcome::AwaitSubtasks) => TaskEnd::AwaitingSubtasks,
+        Err(e) if e.is_retryable() => {
+            return d.retry_or_dead_letter(e, Some(task_id)).await;
+        }
+        Err(e) => {
+            d.count_failure();
+            tracing::info!(error = %e, "task failed permanently");
+            TaskEnd::Failed(clip(describe(&e)))
+        }
+    };
+    finish_task(d, task_id, rollup_child, end, effects, delegations, ran).await
+}
+
+/// Commits a task's end with the completion record, retrying on conflicts
+/// with other writers of the task and breaker records.
+async fn finish_task(
+    d: &Claimed<'_>,
+    task_id: &TaskId,
+    rollup_child: Option<&TaskId>,
+    end: TaskEnd,
+    staged: Effects,
+    delegations: Delegations,
+    ran: Option<Duration>,
+) -> Result<Settle, Fault> {
+    let kernel = d.kernel();
+    let layout = Layout::of(kernel)?;
+    // Becomes `Failed` if the store refuses the outcome.
+    let current_end = Mutex::new(end);
+    let settled = optimistic(|| async {
+        let end = current_end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some((mut task, task_v)) = read_task(kernel, task_id).await? else {
+            return d.done().await.map(Some);
+        };
+        if task.status.is_terminal() {
+            // Cancelled (or ended) meanwhile: the outcome is dropped.
+            return commit_ended(d, &task).await.map(Some);
+        }
+        if let Some(child) = rollup_child {
+            if !task.open_children.contains(child) {
+                return d.done().await.map(Some);
+            }
+            task.open_children.retain(|c| c != child);
+        }
+        let now = kernel.now();
+        let mut effects = Effects::new();
+        let keep_effects = !matches!(end, TaskEnd::Failed(_));
+        if keep_effects {
+            // Subtasks join the tree; while the task waits they are open
+            // (queued ones too, until they end).
+            for p in &delegations.0 {
+                task.children.push(p.task_id.clone());
+                if matches!(end, TaskEnd::AwaitingSubtasks) {
+                    task.open_children.push(p.task_id.clone());
+                    if p.queued {
+                        task.queued_children.push(p.task_id.clone());
+                    }
+                }
+            }
+        }
+        let ended = match &end {
+            TaskEnd::Completed(v) => {
+                task.status = TaskStatus::Completed;
+                task.result = Some(v.clone());
+                Some(true)
+            }
+            TaskEnd::Failed(m) => {
+                task.status = TaskStatus::Failed;
+                task.error = Some(m.clone());
+                Some(false)
+            }
+            TaskEnd::AwaitingSubtasks => {
+                task.status = TaskStatus::InProgress;
+                None
+            }
+        };
+        if let Some(success) = ended {
+            task.completed_at = Some(now);
+            let start = task.started_at.unwrap_or(task.created_at);
+            let secs = u64::try_from((now - start).num_seconds()).unwrap_or(0);
+            task.actual_minutes = Some((secs + 30) / 60);
+            // The breaker judges the role by its own handler's outcomes: a
+            // roll-up that fails because a subtask failed says nothing about
+            // this role.
+            if rollup_child.is_none() {
+                breaker_after_task(kernel, d.role(), success, task.probe, &mut effects).await?;
+            }
+            cancel_sla(kernel, &task, &mut effects)?;
+            send_result(kernel, &task, None, &mut effects)?;
+        }
+        effects.write(Write::put(
+            layout.task(task_id)?,
+            to_value(&task)?,
+            Precondition::Version(task_v),
+        ));
+        if keep_effects {
+            effects.extend(staged.clone());
+        }
+        match d.commit(effects).await? {
+            Committed::Yes => {
+                if let (Some(success), Some(ran), None) = (ended, ran, rollup_child) {
+                    d.record_work(task_id, success, ran);
+                }
+                Ok(Some(Settle::Ack))
+            }
+            Committed::Again => Ok(None),
+            Committed::Settled(s) => Ok(Some(s)),
+            Committed::Refused(StoreError::InvalidInput { message, .. }) if keep_effects => {
+                tracing::warn!(error = %message, "the outcome cannot be stored; failing the task");
+                *current_end
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    TaskEnd::Failed(clip(format!("the outcome cannot be stored: {message}")));
+                Ok(None)
+            }
+            Committed::Refused(e) => Err(Fault::from(e)),
+        }
+    })
+    .await?;
+    match settled {
+        Some(s) => Ok(s),
+        None => d.rerun("the task kept changing under the commit").await,
+    }
+}
+
+/// A result of a task this role delegated: rolls it up into its parent —
+/// the last open subtask's result has the role's code decide the parent's
+/// outcome — or, for a task delegated outside any task, hands it over.
+pub(crate) async fn on_result(
+    d: &Claimed<'_>,
+    cb: &dyn HierarchyCallbacks,
+) -> Result<Settle, Fault> {
+    let kernel = d.kernel();
+    let env = d.envelope();
+    let role = d.role();
+    let payload: ResultPayload = match serde_json::from_value(env.payload.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            return d
+                .dead_letter(Reason::new("malformed_result", e.to_string()), None)
+                .await
+        }
+    };
+    let child_id = payload.task_id;
+    let Some((child, _)) = read_task(kernel, &child_id).await? else {
+        let reason = Reason::new("unknown_task", format!("no task {child_id}"));
+        return d.dead_letter(reason, None).await;
+    };
+    let refusal = if &child.assigned_by != role || child.assigned_to != env.from {
+        Some(Reason::new(
+            "not_allowed",
+            format!(
+                "task {child_id} was not delegated by `{role}` to `{}`",
+                env.from
+            ),
+        ))
+    } else if !child.status.is_terminal() {
+        Some(Reason::new(
+            "premature_result",
+            format!("task {child_id} is {}, not finished", child.status),
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return d.dead_letter(reason, None).await;
+    }
+    let Some(parent_id) = child.parent.clone() else {
+        let cx = d.context(None);
+        let r = d.run(cb.on_result(&cx, subtask_result(&child))).await;
+        return d.finish(&cx, r).await;
+    };
+    let layout = Layout::of(kernel)?;
+    let settled = optimistic(|| async {
+        let Some((parent, parent_v)) = read_task(kernel, &parent_id).await? else {
+            return d.done().await.map(Some);
+        };
+        if &parent.assigned_to != role {
+            let reason = Reason::new("not_allowed", format!("task {parent_id} is not `{role}`'s"));
+            return d.dead_letter(reason, None).await.map(Some);
+        }
+        if parent.status.is_terminal() || !parent.open_children.contains(&child_id) {
+            return d.done().await.map(Some);
+        }
+        let remaining: Vec<TaskId> = parent
+            .open_children
+            .iter()
+            .filter(|c| **c != child_id)
+            .cloned()
+            .collect();
+        if remaining.is_empty() {
+            // The last subtask: the role's code decides the parent's outcome.
+            let mut results = Vec::with_capacity(parent.children.len());
+            for c in &parent.children {
+                if let Some((rec, _)) = read_task(kernel, c).await? {
+                    results.push(subtask_result(&rec));
+                }
+            }
+            let cx = d.context(Some(parent_id.clone()));
+            let outcome = d
+                .run(cb.on_subtasks_done(&cx, to_task(&parent), results))
+                .await;
+            return end_task(d, &cx, &parent_id, Some(&child_id), outcome, None)
+                .await
+                .map(Some);
+        }
+        let mut updated = parent;
+        updated.open_children = remaining;
+        let mut effects = Effects::new();
+        // A batch: the slot this subtask held goes to the next queued one.
+        if !updated.queued_children.is_empty() {
+            let next = updated.queued_children.remove(0);
+            if let Some((queued, _)) = read_task(kernel, &next).await? {
+                let task_env = task_envelope(kernel, &queued, Some(env.id.clone()))?;
+                let subject = kernel.subjects().inbox(&queued.assigned_to, role);
+                effects.send(subject, task_env);
+            }
+        }
+        effects.write(Write::put(
+            layout.task(&parent_id)?,
+            to_value(&updated)?,
+            Precondition::Version(parent_v),
+        ));
+        match d.commit(effects).await? {
+            Committed::Yes => Ok(Some(Settle::Ack)),
+            Committed::Again => Ok(None),
+            Committed::Settled(s) => Ok(Some(s)),
+            Committed::Refused(e) => Err(Fault::from(e)),
+        }
+    })
+    .await?;
+    match settled {
+        Some(s) => Ok(s),
+        None => d.rerun("the parent task kept changing").await,
+    }
+}

@@ -1,0 +1,116 @@
+//! The health of hosted roles: their lifecycle state and counters.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use super::registry;
+use crate::name::Name;
+
+/// A hosted role's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AgentState {
+    /// Binding its consumers.
+    Starting,
+    /// Taking deliveries.
+    Ready,
+    /// No longer taking deliveries; finishing those in flight.
+    Draining,
+    /// Stopped.
+    Stopped,
+}
+
+/// One hosted role's readiness and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentHealth {
+    /// The role.
+    pub role: Name,
+    /// Its state.
+    pub state: AgentState,
+    /// Deliveries being handled now.
+    pub in_flight: usize,
+    /// Deliveries handled to completion (acknowledged).
+    pub completed: u64,
+    /// Handler failures (each attempt that failed).
+    pub failures: u64,
+    /// Messages dead-lettered by this role.
+    pub dead_lettered: u64,
+    /// When it last finished a delivery.
+    pub last_active: Option<DateTime<Utc>>,
+}
+
+/// A hosted role's live counters (and its registry counters not flushed
+/// yet). Atomics: every delivery task of the role updates them.
+#[derive(Debug, Default)]
+pub(crate) struct RoleStats {
+    pub(crate) state: AtomicU8,
+    /// Its consumers, and how many of them are bound now: the role is
+    /// ready when all are.
+    pub(crate) consumers: AtomicUsize,
+    pub(crate) bound: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    /// Milliseconds since the epoch, 0 for never.
+    pub(crate) last_active_ms: AtomicU64,
+    /// Registry counters not flushed yet.
+    pub(crate) pending: std::sync::Mutex<registry::Delta>,
+    pub(crate) dirty: std::sync::atomic::AtomicBool,
+}
+
+impl RoleStats {
+    pub(crate) fn set_state(&self, s: AgentState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// One of the role's consumers was bound (`true`) or lost (`false`): the
+    /// role is ready while all are bound.
+    pub(crate) fn consumer_bound(&self, bound: bool) {
+        let now = if bound {
+            self.bound.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.bound.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+        };
+        let state = if now >= self.consumers.load(Ordering::SeqCst) {
+            AgentState::Ready
+        } else {
+            AgentState::Starting
+        };
+        // Only while running: draining and stopped stay.
+        let _ = self
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s == AgentState::Starting as u8 || s == AgentState::Ready as u8)
+                    .then_some(state as u8)
+            });
+    }
+
+    pub(crate) fn touch(&self, now: DateTime<Utc>) {
+        let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, role: &Name) -> AgentHealth {
+        let state = match self.state.load(Ordering::Relaxed) {
+            x if x == AgentState::Ready as u8 => AgentState::Ready,
+            x if x == AgentState::Draining as u8 => AgentState::Draining,
+            x if x == AgentState::Stopped as u8 => AgentState::Stopped,
+            _ => AgentState::Starting,
+        };
+        let ms = self.last_active_ms.load(Ordering::Relaxed);
+        AgentHealth {
+            role: role.clone(),
+            state,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            last_active: (ms > 0)
+                .then(|| DateTime::from_timestamp_millis(ms as i64))
+                .flatten(),
+        }
+    }
+}
