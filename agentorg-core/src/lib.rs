@@ -70,6 +70,7 @@
 //! * [`hierarchy`], [`peer`]: the coordination patterns.
 //! * [`agent`]: the application's trait, with a method per pattern.
 //! * `conformance` (feature `conformance`): the suites every backend runs.
+
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -89,6 +89,7 @@
 //! clock.shutdown().await;
 //! # Ok(()) }
 //! ```
+
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -51,10 +51,7 @@ async fn kill9_during_1000_publishes_every_task_handled_once() {
         return;
     };
     let org = unique_org();
-    let t = Arc::new(common::Recording::new(
-        common::dyn_transport(&nats.url(), &org).await,
-    ));
-    let record = Arc::clone(&t.record);
+    let (t, record) = common::recording(common::dyn_transport(&nats.url(), &org).await);
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
     // The side effect: one count per handler run, per task.
     let runs: Arc<Mutex<HashMap<TaskId, u32>>> = Arc::default();

@@ -33,6 +33,7 @@
 //! tools::run_all(Arc::new(fixture_host()), ECHO, FAIL).await;
 //! # }
 //! ```
+
 // Conformance checks report by panicking, like assertions in a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

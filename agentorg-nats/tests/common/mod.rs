@@ -45,15 +45,9 @@ pub async fn dyn_transport(url: &str, org: &Name) -> Arc<dyn Transport> {
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use agentorg_core::subject::{Subject, SubjectPattern};
-use agentorg_core::transport::{
-    ConsumerConfig, DeliveryStream, PublishAck, PublishOptions, Subscription, TransportError,
-};
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
+use agentorg_core::conformance::faults::HookedTransport;
 
-/// What a [`Recording`] transport saw.
+/// What a [`recording`] transport saw.
 #[derive(Debug, Default)]
 pub struct Record {
     /// Publishes by message id: how many returned Ok, how many failed.
@@ -62,89 +56,40 @@ pub struct Record {
     pub delivered: HashMap<String, Vec<u32>>,
 }
 
-/// Wraps a transport and records publishes and deliveries (by envelope id).
-#[derive(Debug)]
-pub struct Recording {
-    inner: Arc<dyn Transport>,
-    pub record: Arc<Mutex<Record>>,
-}
-
-impl Recording {
-    pub fn new(inner: Arc<dyn Transport>) -> Self {
-        Self {
-            inner,
-            record: Arc::default(),
-        }
-    }
-}
-
-impl std::fmt::Display for Recording {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recording({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl Transport for Recording {
-    async fn publish(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        options: PublishOptions,
-    ) -> Result<PublishAck, TransportError> {
-        let id = options.msg_id.clone();
-        let r = self.inner.publish(subject, payload, options).await;
-        if let Some(id) = id {
-            let mut rec = self.record.lock().unwrap();
-            let e = rec.published.entry(id).or_default();
-            if r.is_ok() {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
-        }
-        r
-    }
-    async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError> {
-        self.inner.ensure_consumer(config).await
-    }
-    async fn consume(&self, name: &Name) -> Result<DeliveryStream, TransportError> {
-        let record = Arc::clone(&self.record);
-        let inner = self.inner.consume(name).await?;
-        Ok(Box::pin(inner.map(move |d| {
-            if let Ok(d) = &d {
-                if let Ok(env) = d.message() {
-                    record
-                        .lock()
-                        .unwrap()
-                        .delivered
-                        .entry(env.id.to_string())
-                        .or_default()
-                        .push(d.attempt());
+/// `inner`, recording its publishes and deliveries (by envelope id) in the
+/// returned record.
+pub fn recording(inner: Arc<dyn Transport>) -> (Arc<dyn Transport>, Arc<Mutex<Record>>) {
+    let record: Arc<Mutex<Record>> = Arc::default();
+    let (published, delivered) = (Arc::clone(&record), Arc::clone(&record));
+    let t = HookedTransport::new(inner, "Recording")
+        .on_publish(move |inner, subject, payload, options| {
+            let record = Arc::clone(&published);
+            Box::pin(async move {
+                let id = options.msg_id.clone();
+                let r = inner.publish(&subject, payload, options).await;
+                if let Some(id) = id {
+                    let mut rec = record.lock().unwrap();
+                    let e = rec.published.entry(id).or_default();
+                    if r.is_ok() {
+                        e.0 += 1;
+                    } else {
+                        e.1 += 1;
+                    }
                 }
+                r
+            })
+        })
+        .on_delivery(move |d| {
+            if let Ok(env) = d.message() {
+                delivered
+                    .lock()
+                    .unwrap()
+                    .delivered
+                    .entry(env.id.to_string())
+                    .or_default()
+                    .push(d.attempt());
             }
             d
-        })))
-    }
-    async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
-        self.inner.delete_consumer(name).await
-    }
-    async fn publish_ephemeral(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-    ) -> Result<(), TransportError> {
-        self.inner.publish_ephemeral(subject, payload).await
-    }
-    async fn subscribe(&self, pattern: &SubjectPattern) -> Result<Subscription, TransportError> {
-        self.inner.subscribe(pattern).await
-    }
-    async fn request(
-        &self,
-        subject: &Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, TransportError> {
-        self.inner.request(subject, payload, timeout).await
-    }
+        });
+    (Arc::new(t), record)
 }

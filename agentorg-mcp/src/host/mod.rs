@@ -1,34 +1,31 @@
 //! [`McpToolHost`]: one MCP server as a [`ToolHost`].
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use agentorg_core::tools::{CallOptions, ToolError, ToolHost, ToolOutput, ToolSpec};
 use agentorg_core::Name;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use process_wrap::tokio::CommandWrap;
-#[cfg(unix)]
-use process_wrap::tokio::ProcessGroup;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotification,
-    CancelledNotificationParam, ClientRequest, ContentBlock, ErrorCode, RequestId,
-    ResourceContents, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, ServerResult,
 };
-use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService, ServiceError};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{IntoTransport, StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::transport::IntoTransport;
+use rmcp::RoleClient;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::audit::{args_digest, Outcome};
 use crate::config::{redact_url, scrub_url_secrets, McpEndpoint, McpServerConfig, RespawnPolicy};
 use crate::pin::Pins;
+
+mod index;
+mod session;
+use index::*;
+use session::*;
 
 const BACKEND: &str = "mcp";
 
@@ -113,81 +110,6 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// Set by `shutdown`: no reconnection afterwards.
     shut_down: AtomicBool,
-}
-
-/// One MCP session: the rmcp client and what was listed on it.
-struct Session {
-    peer: Peer<RoleClient>,
-    /// The rmcp service task; taken by `close`. Dropping it cancels the
-    /// service loop, which drops the transport (and kills the child).
-    service: tokio::sync::Mutex<Option<RunningService<RoleClient, Handler>>>,
-    /// The stdio server's pid, also its process group id.
-    pid: Option<u32>,
-    /// Set once the process group has been killed.
-    group_killed: AtomicBool,
-    /// Counts the server's `notifications/tools/list_changed`.
-    changes: Arc<AtomicU64>,
-    /// The cached listing (std lock: never held across an `.await`).
-    index: RwLock<Option<Arc<ToolIndex>>>,
-}
-
-/// The listed tools of a session, with their compiled argument validators.
-struct ToolIndex {
-    /// The value of `Session::changes` when the listing was asked for: the
-    /// listing is stale once a change notification has arrived since.
-    generation: u64,
-    specs: Vec<ToolSpec>,
-    by_name: HashMap<String, (usize, Option<Arc<jsonschema::Validator>>)>,
-    /// Tools of this listing whose definitions matched their pins: the
-    /// listing never changes, so each is hashed and checked once per
-    /// listing, not on every call.
-    pins_matched: Mutex<HashSet<String>>,
-}
-
-/// The client side of a session: notes that the tool list changed.
-struct Handler {
-    changes: Arc<AtomicU64>,
-}
-
-impl ClientHandler for Handler {
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// Sends `notifications/cancelled` for a request when dropped armed: when
-/// the call's future is dropped (its timeout, or the caller's) before the
-/// answer arrives.
-struct CancelOnDrop {
-    peer: Peer<RoleClient>,
-    id: Option<RequestId>,
-    reason: &'static str,
-}
-
-impl CancelOnDrop {
-    fn disarm(&mut self) {
-        self.id = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let peer = self.peer.clone();
-        let notification = CancelledNotification::new(CancelledNotificationParam::new(
-            Some(id),
-            Some(self.reason.to_owned()),
-        ));
-        runtime.spawn(async move {
-            // Best effort: the session may be gone.
-            let _ = peer.send_notification(notification.into()).await;
-        });
-    }
 }
 
 impl McpToolHost {
@@ -694,234 +616,6 @@ impl McpToolHost {
     }
 }
 
-/// When a call (or a listing) must be done by, and the timeout it came from.
-#[derive(Clone, Copy)]
-struct Deadline {
-    at: tokio::time::Instant,
-    after: Duration,
-}
-
-impl Deadline {
-    fn after(after: Duration) -> Self {
-        Self {
-            at: tokio::time::Instant::now() + after,
-            after,
-        }
-    }
-}
-
-/// Whether an error message says the tool is unknown, in the words of the
-/// SDKs: rmcp "tool not found", TypeScript "Tool x not found", Python
-/// "Unknown tool: x".
-fn says_unknown_tool(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    (m.contains("tool") && m.contains("not found")) || m.contains("unknown tool")
-}
-
-fn to_output(structured: Option<Value>, content: &[ContentBlock]) -> ToolOutput {
-    let mut output = ToolOutput::default();
-    output.structured = structured;
-    output.text = content
-        .iter()
-        .filter_map(|block| match block {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            ContentBlock::Resource(r) => match &r.resource {
-                ResourceContents::TextResourceContents { text, .. } => Some(text.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    output
-}
-
-/// Serialized size of an output, counted without keeping the bytes.
-fn json_size(output: &ToolOutput) -> usize {
-    struct Counter(usize);
-    impl io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    match serde_json::to_writer(&mut counter, output) {
-        Ok(()) => counter.0,
-        Err(_) => usize::MAX,
-    }
-}
-
-impl ToolIndex {
-    fn new(server: &Name, generation: u64, tools: Vec<rmcp::model::Tool>) -> Self {
-        let mut specs = Vec::with_capacity(tools.len());
-        let mut by_name = HashMap::with_capacity(tools.len());
-        for tool in tools {
-            let schema = Value::Object((*tool.input_schema).clone());
-            let validator = match jsonschema::validator_for(&schema) {
-                Ok(v) => Some(Arc::new(v)),
-                Err(e) => {
-                    tracing::warn!(%server, tool = %tool.name, error = %e,
-                        "unusable input schema; arguments are not checked before sending");
-                    None
-                }
-            };
-            by_name.insert(tool.name.to_string(), (specs.len(), validator));
-            specs.push(ToolSpec::new(
-                tool.name.into_owned(),
-                tool.description.map(|d| d.into_owned()).unwrap_or_default(),
-                schema,
-            ));
-        }
-        Self {
-            generation,
-            specs,
-            by_name,
-            pins_matched: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// `None` if not listed; else its definition and argument validator.
-    fn lookup(&self, name: &str) -> Option<(&ToolSpec, Option<Arc<jsonschema::Validator>>)> {
-        self.by_name
-            .get(name)
-            .map(|(i, v)| (&self.specs[*i], v.clone()))
-    }
-}
-
-impl Session {
-    async fn open(name: &Name, endpoint: &McpEndpoint) -> Result<Self, ToolError> {
-        match endpoint {
-            McpEndpoint::Stdio {
-                command,
-                args,
-                env,
-                cwd,
-            } => {
-                let mut cmd = tokio::process::Command::new(command);
-                cmd.args(args).envs(env).kill_on_drop(true);
-                if let Some(cwd) = cwd {
-                    cmd.current_dir(cwd);
-                }
-                // Its own process group: SIGTERM and SIGKILL (on shutdown
-                // and on drop) reach the server's children too.
-                let mut cmd = CommandWrap::from(cmd);
-                #[cfg(unix)]
-                cmd.wrap(ProcessGroup::leader());
-                let (transport, _stderr) = TokioChildProcess::builder(cmd)
-                    .stderr(std::process::Stdio::inherit())
-                    .spawn()
-                    .map_err(|e| ToolError::Unavailable {
-                        server: name.to_string(),
-                        message: format!("cannot spawn `{command}`: {e}"),
-                        source: Some(Box::new(e)),
-                    })?;
-                let pid = transport.id();
-                Self::start(name, transport, pid).await
-            }
-            McpEndpoint::Http { url, bearer_token } => {
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                if let Some(token) = bearer_token {
-                    config = config.auth_header(token.as_str());
-                }
-                let started = Self::start(
-                    name,
-                    StreamableHttpClientTransport::from_config(config),
-                    None,
-                )
-                .await;
-                // The HTTP client's errors quote the URL, which may hold
-                // credentials: redacted, and the source dropped.
-                if redact_url(url) == *url {
-                    return started;
-                }
-                started.map_err(|e| match e {
-                    ToolError::Unavailable {
-                        server, message, ..
-                    } => ToolError::Unavailable {
-                        server,
-                        message: scrub_url_secrets(&message, url),
-                        source: None,
-                    },
-                    other => other,
-                })
-            }
-        }
-    }
-
-    async fn start<T, E, A>(name: &Name, transport: T, pid: Option<u32>) -> Result<Self, ToolError>
-    where
-        T: IntoTransport<RoleClient, E, A>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let changes = Arc::new(AtomicU64::new(0));
-        let handler = Handler {
-            changes: Arc::clone(&changes),
-        };
-        let service = handler
-            .serve(transport)
-            .await
-            .map_err(|e| ToolError::Unavailable {
-                server: name.to_string(),
-                message: format!("MCP handshake failed: {e}"),
-                source: Some(Box::new(e)),
-            })?;
-        Ok(Self {
-            peer: service.peer().clone(),
-            service: tokio::sync::Mutex::new(Some(service)),
-            pid,
-            group_killed: AtomicBool::new(false),
-            changes,
-            index: RwLock::new(None),
-        })
-    }
-
-    fn is_alive(&self) -> bool {
-        !self.peer.is_transport_closed()
-    }
-
-    async fn close(&self) {
-        let service = self.service.lock().await.take();
-        if let Some(mut service) = service {
-            // Closes the transport: stdin closed, then SIGTERM, then SIGKILL
-            // for a child process (rmcp's graceful shutdown, bounded).
-            if let Err(e) = service.close_with_timeout(Duration::from_secs(10)).await {
-                tracing::warn!(error = %e, "MCP session task failed while closing");
-            }
-            // The leader may have exited on its own, leaving children of
-            // its own (launchers' servers, helpers) in its process group.
-            self.kill_group();
-        }
-    }
-
-    /// Kills the stdio server's process group (once).
-    fn kill_group(&self) {
-        if self.group_killed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        #[cfg(unix)]
-        if let Some(pgid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
-            use nix::sys::signal::{killpg, Signal};
-            match killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => {
-                    tracing::warn!(pgid, error = %e, "could not kill the MCP server's process group");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Session {
-    /// Dropping the host kills the stdio server with its process group (the
-    /// service loop, dropped too, would only close the server's stdin).
-    fn drop(&mut self) {
-        self.kill_group();
-    }
-}
-
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl ToolHost for McpToolHost {
@@ -974,30 +668,5 @@ impl fmt::Display for McpToolHost {
             Some(endpoint) => write!(f, "McpToolHost({} at {endpoint})", self.inner.name),
             None => write!(f, "McpToolHost({})", self.inner.name),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_tool_messages_of_the_sdks() {
-        assert!(says_unknown_tool("tool not found"));
-        assert!(says_unknown_tool("MCP error -32602: Tool nope not found"));
-        assert!(says_unknown_tool("Unknown tool: nope"));
-        assert!(!says_unknown_tool("file /tmp/x not found"));
-        assert!(!says_unknown_tool("division by zero"));
-    }
-
-    #[test]
-    fn output_keeps_structured_and_text() {
-        let out = to_output(
-            Some(serde_json::json!({"a": 1})),
-            &[ContentBlock::text("one"), ContentBlock::text("two")],
-        );
-        assert_eq!(out.structured, Some(serde_json::json!({"a": 1})));
-        assert_eq!(out.text, vec!["one", "two"]);
-        assert!(json_size(&out) > 10);
     }
 }

@@ -10,18 +10,19 @@ use agentorg_core::agent::TaskSpec;
 use agentorg_core::envelope::TaskId;
 use agentorg_core::tools::{ToolError, ToolHostExt};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
 use super::SeatError;
+
+mod tools;
+pub(crate) use tools::*;
 
 /// The MCP server of one seat: the tools an LLM client uses to sit in the
 /// org as the seat's role. Made by [`Seat::server`](super::Seat::server);
@@ -54,231 +55,6 @@ impl fmt::Debug for SeatServer {
             .field("role", &self.shared.role)
             .finish_non_exhaustive()
     }
-}
-
-fn schema(v: Value) -> Arc<JsonObject> {
-    match v {
-        Value::Object(m) => Arc::new(m),
-        _ => Arc::new(JsonObject::new()),
-    }
-}
-
-fn tool(name: &'static str, description: &'static str, input: Value) -> Tool {
-    Tool::new(name, description, schema(input))
-}
-
-const TURN_ID: &str = "The id of the task in hand (optional when only one is held)";
-
-/// The seat's tools, in the order listed.
-fn seat_tools() -> Vec<Tool> {
-    let id = |what: &str| json!({"type": "string", "description": what});
-    vec![
-        tool(
-            "wait_for_event",
-            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
-            json!({"type": "object", "properties": {
-                "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
-            }}),
-        ),
-        tool(
-            "complete_task",
-            "Complete the task in hand with a result; the result goes to whoever delegated it.",
-            json!({"type": "object", "properties": {
-                "task_id": id(TURN_ID),
-                "result": {"description": "The result (any JSON)"}
-            }, "required": ["result"]}),
-        ),
-        tool(
-            "fail_task",
-            "Fail the task (or escalation, or peer request) in hand. Retryable failures are retried later; others fail the task at once and the delegator sees the reason.",
-            json!({"type": "object", "properties": {
-                "task_id": id("The id of the task, escalation or peer request in hand (optional when only one is held)"),
-                "reason": {"type": "string"},
-                "retryable": {"type": "boolean", "default": false}
-            }, "required": ["reason"]}),
-        ),
-        tool(
-            "await_subtasks",
-            "End this turn of the task in hand and wait for the subtasks delegated in it: their results come back as a `subtasks_done` event of wait_for_event.",
-            json!({"type": "object", "properties": {"task_id": id(TURN_ID)}}),
-        ),
-        tool(
-            "delegate",
-            "Delegate a subtask of the task in hand to a direct report (or a role a chart shortcut allows for the task type). Refused when the chart does not allow it.",
-            json!({"type": "object", "properties": {
-                "to": {"type": "string", "description": "The role to delegate to"},
-                "title": {"type": "string"},
-                "task_type": {"type": "string"},
-                "input": {"description": "The subtask's input (any JSON)"},
-                "sla_minutes": {"type": "integer", "minimum": 0},
-                "idempotency_key": {"type": "string"},
-                "task_id": id(TURN_ID)
-            }, "required": ["to", "title"]}),
-        ),
-        tool(
-            "escalate",
-            "Escalate to this role's manager, with a reason; a decision comes back later as a `decision` event.",
-            json!({"type": "object", "properties": {
-                "reason": {"type": "string"},
-                "details": {"description": "Any JSON"},
-                "task_id": id(TURN_ID)
-            }, "required": ["reason"]}),
-        ),
-        tool(
-            "send_peer",
-            "Send a message to a peer on a channel the chart declares (sent when the turn ends).",
-            json!({"type": "object", "properties": {
-                "to": {"type": "string"},
-                "message": {"description": "Any JSON"},
-                "task_id": id(TURN_ID)
-            }, "required": ["to", "message"]}),
-        ),
-        tool(
-            "decide_escalation",
-            "Decide an escalation in hand; the decision goes back to the role that raised it.",
-            json!({"type": "object", "properties": {
-                "escalation_id": id("The escalation in hand (optional when only one is held)"),
-                "decision": {"description": "Any JSON"}
-            }, "required": ["decision"]}),
-        ),
-        tool(
-            "pass_up_escalation",
-            "Pass an escalation in hand up to this role's manager.",
-            json!({"type": "object", "properties": {
-                "escalation_id": id("The escalation in hand (optional when only one is held)")
-            }}),
-        ),
-        tool(
-            "answer_peer_request",
-            "Answer a peer's request in hand.",
-            json!({"type": "object", "properties": {
-                "request_id": id("The request in hand (optional when only one is held)"),
-                "answer": {"description": "Any JSON"}
-            }, "required": ["answer"]}),
-        ),
-        tool(
-            "read_task_tree",
-            "Read the tree of a task this role was assigned or delegated (default: the task in hand), with each task's status.",
-            json!({"type": "object", "properties": {
-                "task_id": id("The root of the tree (default: the task in hand)")
-            }}),
-        ),
-        tool(
-            "report_usage",
-            "Report what working on the task in hand used (an LLM's tokens and cost).",
-            json!({"type": "object", "properties": {
-                "tokens": {"type": "integer", "minimum": 0},
-                "cost_usd": {"type": "number", "minimum": 0},
-                "task_id": id(TURN_ID)
-            }, "required": ["tokens", "cost_usd"]}),
-        ),
-        tool(
-            "list_granted_tools",
-            "List the tools this role is granted (name, description, input schema).",
-            json!({"type": "object", "properties": {}}),
-        ),
-        tool(
-            "call_granted_tool",
-            "Call a tool this role is granted, by its qualified name (`server.tool`).",
-            json!({"type": "object", "properties": {
-                "name": {"type": "string"},
-                "arguments": {"type": "object"}
-            }, "required": ["name"]}),
-        ),
-        tool(
-            "seat_info",
-            "This seat's role, manager, reports, peers, shortcuts, tool grants, and the turns it holds (`held`: id and kind).",
-            json!({"type": "object", "properties": {}}),
-        ),
-    ]
-}
-
-#[derive(Deserialize)]
-struct WaitArgs {
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct CompleteArgs {
-    task_id: Option<String>,
-    result: Value,
-}
-
-#[derive(Deserialize)]
-struct FailArgs {
-    task_id: Option<String>,
-    reason: String,
-    #[serde(default)]
-    retryable: bool,
-}
-
-#[derive(Deserialize)]
-struct TurnArgs {
-    task_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DelegateArgs {
-    to: String,
-    title: String,
-    task_type: Option<String>,
-    #[serde(default)]
-    input: Value,
-    sla_minutes: Option<u64>,
-    idempotency_key: Option<String>,
-    task_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct EscalateArgs {
-    reason: String,
-    #[serde(default)]
-    details: Value,
-    task_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PeerArgs {
-    to: String,
-    message: Value,
-    task_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DecideArgs {
-    escalation_id: Option<String>,
-    decision: Value,
-}
-
-#[derive(Deserialize)]
-struct PassUpArgs {
-    escalation_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AnswerArgs {
-    request_id: Option<String>,
-    answer: Value,
-}
-
-#[derive(Deserialize)]
-struct UsageArgs {
-    tokens: u64,
-    cost_usd: f64,
-    task_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CallArgs {
-    name: String,
-    #[serde(default)]
-    arguments: Option<Value>,
-}
-
-fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, SeatError> {
-    serde_json::from_value(args).map_err(|e| SeatError::InvalidInput {
-        message: format!("arguments of `{tool}`: {e}"),
-    })
 }
 
 fn released(r: &ReleasedTurn) -> SeatError {
@@ -811,25 +587,6 @@ impl SeatServer {
         })
         .await?;
         Ok(json!({"reported": true}))
-    }
-}
-
-/// The MCP result of a seat tool: structured content on success; on a
-/// refusal, an `is_error` result whose text is the reason and whose
-/// structured content is `{"error": {"kind", "message", "retryable"}}`.
-fn render(r: Result<Value, SeatError>) -> CallToolResult {
-    match r {
-        Ok(v) => CallToolResult::structured(v),
-        Err(e) => {
-            let message = e.to_string();
-            let mut out = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
-            out.structured_content = Some(json!({"error": {
-                "kind": e.kind_name(),
-                "message": message,
-                "retryable": e.is_retryable(),
-            }}));
-            out
-        }
     }
 }
 
