@@ -28,9 +28,12 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::name::Name;
+use crate::store::StateStore;
+use crate::transport::Transport;
 
 pub mod faults;
 pub mod patterns;
@@ -38,6 +41,30 @@ pub mod runtime;
 pub mod store;
 pub mod tools;
 pub mod transport;
+
+/// What a case of the runtime or pattern suite runs on: a transport, a
+/// store, and a fresh org name the transport captures.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Backends {
+    /// The transport.
+    pub transport: Arc<dyn Transport>,
+    /// The state store.
+    pub store: Arc<dyn StateStore>,
+    /// The org's name.
+    pub org: Name,
+}
+
+impl Backends {
+    /// A case's backends.
+    pub fn new(transport: Arc<dyn Transport>, store: Arc<dyn StateStore>, org: Name) -> Self {
+        Self {
+            transport,
+            store,
+            org,
+        }
+    }
+}
 
 /// A fresh org name (`t` + a lowercase ULID), so runs never share subjects,
 /// consumers or documents.
@@ -142,7 +169,7 @@ macro_rules! __agentorg_case_table {
         /// them (for drivers that run them one by one; see
         /// [`conformance_tests!`](crate::conformance_tests)).
         pub const $list: &[(&str, Case)] = &[
-            $((stringify!($case), |t, s, o| Box::pin($case(t, s, o)))),*
+            $((stringify!($case), |on| Box::pin($case(on.transport, on.store, on.org)))),*
         ];
     };
 }

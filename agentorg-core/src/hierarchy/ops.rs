@@ -16,7 +16,7 @@ use super::records::{read_task, Layout, ResultPayload, TaskRecord, TaskStatus};
 use super::sla;
 use crate::envelope::{Envelope, Kind, MessageId, TaskId};
 use crate::runtime::{optimistic, to_value, DeadLetterRecord, Effects, Kernel, OperationError};
-use crate::store::{Precondition, StoreError, Write};
+use crate::store::{Precondition, StoreError, Version, Write};
 
 /// A deterministic message id for the notice `what` about `task`.
 pub(crate) fn notice_id(task: &TaskId, what: &str) -> MessageId {
@@ -152,6 +152,29 @@ pub(crate) async fn cancel_subtree(
     Ok(cancelled)
 }
 
+/// The task a dead letter is about, if it is still dead-lettered: what
+/// its requeue or discard changes.
+async fn dead_lettered_task(
+    kernel: &Kernel,
+    record: &DeadLetterRecord,
+) -> Result<Option<(TaskRecord, Version)>, StoreError> {
+    let Some(task_id) = &record.task_id else {
+        return Ok(None);
+    };
+    Ok(read_task(kernel, task_id)
+        .await?
+        .filter(|(task, _)| task.status == TaskStatus::DeadLettered))
+}
+
+/// The conditional write of `task`, as read at version `v`.
+fn task_write(kernel: &Kernel, task: &TaskRecord, v: Version) -> Result<Write, StoreError> {
+    Ok(Write::put(
+        Layout::of(kernel)?.task(&task.task_id)?,
+        to_value(task)?,
+        Precondition::Version(v),
+    ))
+}
+
 /// What goes with a task's dead letter being requeued: the task is pending
 /// again.
 pub(crate) async fn requeued(
@@ -159,19 +182,10 @@ pub(crate) async fn requeued(
     record: &DeadLetterRecord,
 ) -> Result<Effects, StoreError> {
     let mut effects = Effects::new();
-    let Some(task_id) = &record.task_id else {
-        return Ok(effects);
-    };
-    if let Some((mut task, v)) = read_task(kernel, task_id).await? {
-        if task.status == TaskStatus::DeadLettered {
-            task.status = TaskStatus::Pending;
-            task.error = None;
-            effects.write(Write::put(
-                Layout::of(kernel)?.task(task_id)?,
-                to_value(&task)?,
-                Precondition::Version(v),
-            ));
-        }
+    if let Some((mut task, v)) = dead_lettered_task(kernel, record).await? {
+        task.status = TaskStatus::Pending;
+        task.error = None;
+        effects.write(task_write(kernel, &task, v)?);
     }
     Ok(effects)
 }
@@ -183,30 +197,17 @@ pub(crate) async fn discarded(
     record: &DeadLetterRecord,
 ) -> Result<Effects, StoreError> {
     let mut effects = Effects::new();
-    let Some(task_id) = &record.task_id else {
-        return Ok(effects);
-    };
-    if let Some((mut task, v)) = read_task(kernel, task_id).await? {
-        if task.status == TaskStatus::DeadLettered {
-            task.status = TaskStatus::Failed;
-            task.error = Some(format!(
-                "discarded after dead-lettering ({}: {})",
-                record.reason_code, record.reason
-            ));
-            task.completed_at = Some(kernel.now());
-            effects.write(Write::put(
-                Layout::of(kernel)?.task(task_id)?,
-                to_value(&task)?,
-                Precondition::Version(v),
-            ));
-            cancel_sla(kernel, &task, &mut effects)?;
-            send_result(
-                kernel,
-                &task,
-                Some(notice_id(task_id, "discarded")),
-                &mut effects,
-            )?;
-        }
+    if let Some((mut task, v)) = dead_lettered_task(kernel, record).await? {
+        task.status = TaskStatus::Failed;
+        task.error = Some(format!(
+            "discarded after dead-lettering ({}: {})",
+            record.reason_code, record.reason
+        ));
+        task.completed_at = Some(kernel.now());
+        effects.write(task_write(kernel, &task, v)?);
+        cancel_sla(kernel, &task, &mut effects)?;
+        let notice = notice_id(&task.task_id, "discarded");
+        send_result(kernel, &task, Some(notice), &mut effects)?;
     }
     Ok(effects)
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::config::AgentOptions;
-use super::consumers::consumer_config;
+use super::consumers::role_consumers;
 use super::context::Context;
 use super::extensions::Extensions;
 use super::health::{AgentState, RoleStats};
@@ -70,24 +70,24 @@ impl HostedRole {
         store: Arc<dyn StateStore>,
         stats: Arc<RoleStats>,
     ) -> Self {
-        let mut routes = Vec::new();
-        let mut consumers: Vec<ConsumerConfig> = Vec::new();
-        for handler in &kernel.handlers {
-            let patterns = handler.subjects(&kernel.subjects, &kernel.chart, &role);
-            if patterns.is_empty() {
-                continue;
-            }
-            let key = handler.consumer();
-            let config = consumer_config(&kernel.chart, &kernel.config, key, &role, &patterns);
-            match consumers.iter_mut().find(|c| c.name == config.name) {
-                Some(c) => c.filters.extend(patterns.iter().cloned()),
-                None => consumers.push(config),
-            }
-            routes.push(Route {
-                patterns,
-                handler: Arc::clone(handler),
-            });
-        }
+        let routes: Vec<Route> = kernel
+            .handlers
+            .iter()
+            .filter_map(|handler| {
+                let patterns = handler.subjects(&kernel.subjects, &kernel.chart, &role);
+                (!patterns.is_empty()).then(|| Route {
+                    patterns,
+                    handler: Arc::clone(handler),
+                })
+            })
+            .collect();
+        let consumers = role_consumers(
+            &kernel.chart,
+            &kernel.subjects,
+            &kernel.config,
+            &kernel.handlers,
+            &role,
+        );
         stats.consumers.store(consumers.len(), Ordering::SeqCst);
         Self {
             kernel,

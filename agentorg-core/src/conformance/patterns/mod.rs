@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::fail;
 pub use super::runtime::{suite_config, Case, COOLDOWN, LEASE};
+use super::{fail, Backends};
 use crate::chart::{OrgChart, OrgChartBuilder, RoleSpec};
 use crate::name::Name;
 use crate::store::StateStore;
@@ -45,7 +45,7 @@ crate::__agentorg_paused_pattern_cases!(__agentorg_case_table {});
 /// factory of fresh org names the transport captures.
 pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn() -> Name) {
     for (_, case) in CASES {
-        case(Arc::clone(&t), Arc::clone(&s), org()).await;
+        case(Backends::new(Arc::clone(&t), Arc::clone(&s), org())).await;
     }
 }
 

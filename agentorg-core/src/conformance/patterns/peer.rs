@@ -14,7 +14,8 @@ use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::peer::{PeerError, PeerMessage};
 use crate::store::StateStore;
-use crate::transport::{Transport, TransportExt};
+use crate::transport::Transport;
+use crate::transport::TransportExt;
 
 use super::super::fail;
 use super::support::*;

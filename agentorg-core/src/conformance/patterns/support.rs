@@ -73,83 +73,72 @@ impl Journal {
             .clone()
     }
 
+    /// The entries `pick` keeps, in order.
+    fn picked<T>(&self, pick: impl Fn(Entry) -> Option<T>) -> Vec<T> {
+        self.entries().into_iter().filter_map(pick).collect()
+    }
+
     /// Task runs: (role, task, title, attempt).
     pub(crate) fn runs(&self) -> Vec<(Name, TaskId, String, u32)> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Task {
-                    role,
-                    task,
-                    title,
-                    attempt,
-                } => Some((role, task, title, attempt)),
-                _ => None,
-            })
-            .collect()
+        self.picked(|e| match e {
+            Entry::Task {
+                role,
+                task,
+                title,
+                attempt,
+            } => Some((role, task, title, attempt)),
+            _ => None,
+        })
     }
 
     /// The attempts of the runs of `task`, in order.
     pub(crate) fn attempts_of(&self, task: &TaskId) -> Vec<u32> {
-        self.runs()
-            .into_iter()
-            .filter(|r| &r.1 == task)
-            .map(|r| r.3)
-            .collect()
+        let runs = self.runs().into_iter();
+        runs.filter(|r| &r.1 == task).map(|r| r.3).collect()
     }
 
     /// The runs of `role`.
     pub(crate) fn runs_of(&self, role: &str) -> Vec<(TaskId, String, u32)> {
-        self.runs()
-            .into_iter()
-            .filter(|r| r.0 == role)
+        let runs = self.runs().into_iter();
+        runs.filter(|r| r.0 == role)
             .map(|r| (r.1, r.2, r.3))
             .collect()
     }
 
     /// The `on_subtasks_done` calls: (role, task, results).
     pub(crate) fn roll_ups(&self) -> Vec<(Name, TaskId, Vec<SubtaskResult>)> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::SubtasksDone {
-                    role,
-                    task,
-                    results,
-                } => Some((role, task, results)),
-                _ => None,
-            })
-            .collect()
+        self.picked(|e| match e {
+            Entry::SubtasksDone {
+                role,
+                task,
+                results,
+            } => Some((role, task, results)),
+            _ => None,
+        })
     }
 
+    /// The escalations `at` received.
     pub(crate) fn escalations_at(&self, at: &str) -> Vec<Escalation> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Escalation { role, escalation } if role == at => Some(escalation),
-                _ => None,
-            })
-            .collect()
+        self.picked(|e| match e {
+            Entry::Escalation { role, escalation } if role == at => Some(escalation),
+            _ => None,
+        })
     }
 
+    /// The decisions `at` received.
     pub(crate) fn decisions_at(&self, at: &str) -> Vec<Decision> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Decision { role, decision } if role == at => Some(decision),
-                _ => None,
-            })
-            .collect()
+        self.picked(|e| match e {
+            Entry::Decision { role, decision } if role == at => Some(decision),
+            _ => None,
+        })
     }
 
+    /// The peer messages `at` received.
     pub(crate) fn peer_messages_at(&self, at: &str) -> Vec<PeerMessage> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Peer { role, message } if role == at => Some(message),
-                _ => None,
-            })
-            .collect()
+        self.picked(|e| match e {
+            Entry::Peer { role, message } if role == at => Some(message),
+            _ => None,
+        })
     }
 }
 

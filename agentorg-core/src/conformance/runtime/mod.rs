@@ -21,7 +21,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{fail, EVENTUALLY};
+use super::{fail, Backends, EVENTUALLY};
 use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use crate::chart::{OrgChart, RoleSpec};
 use crate::envelope::{Envelope, TaskId};
@@ -66,7 +66,7 @@ pub fn suite_config() -> RuntimeConfig {
 }
 
 /// One behaviour of the suite, as a plain function pointer.
-pub type Case = fn(Arc<dyn Transport>, Arc<dyn StateStore>, Name) -> BoxFuture<'static, ()>;
+pub type Case = fn(Backends) -> BoxFuture<'static, ()>;
 
 crate::__agentorg_runtime_cases!(__agentorg_case_table {});
 
@@ -74,7 +74,7 @@ crate::__agentorg_runtime_cases!(__agentorg_case_table {});
 /// `org` is a factory of fresh org names the transport captures.
 pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn() -> Name) {
     for (_, case) in CASES {
-        case(Arc::clone(&t), Arc::clone(&s), org()).await;
+        case(Backends::new(Arc::clone(&t), Arc::clone(&s), org())).await;
     }
 }
 

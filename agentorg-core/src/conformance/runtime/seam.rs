@@ -22,7 +22,8 @@ use crate::runtime::{
 };
 use crate::store::{CollectionPath, Precondition, StateStore, StoreError, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
-use crate::transport::{Transport, TransportExt};
+use crate::transport::Transport;
+use crate::transport::TransportExt;
 
 /// A pattern of a few dozen lines, registered from outside the kernel:
 /// role `x` takes pings on `<org>.events.ping` on a consumer of its own,

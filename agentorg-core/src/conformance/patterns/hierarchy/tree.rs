@@ -14,7 +14,8 @@ use crate::envelope::{Envelope, Kind, MessageId, TaskId};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::store::StateStore;
-use crate::transport::{Transport, TransportExt};
+use crate::transport::Transport;
+use crate::transport::TransportExt;
 
 use super::super::super::fail;
 use super::super::support::*;
