@@ -13,10 +13,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::delegate::DelegateError;
+use super::error::DelegateError;
 use super::records::{BreakerRecord, BreakerState, Layout};
+use super::Escalation;
 use crate::envelope::TaskId;
+use crate::envelope::{Kind, MessageId};
 use crate::name::Name;
+use crate::runtime::Effects;
 use crate::runtime::{to_value, Kernel, RuntimeConfig};
 use crate::store::{Precondition, StoreError, Version, Write};
 
@@ -146,6 +149,56 @@ pub(crate) fn write(
         to_value(rec)?,
         pre,
     ))
+}
+
+/// Adds `role`'s breaker change for a task of it that ended (`success` or
+/// not) to `effects`, with the escalation to its manager if it opens.
+pub(crate) async fn breaker_after_task(
+    kernel: &Kernel,
+    role: &Name,
+    success: bool,
+    probe: bool,
+    effects: &mut Effects,
+) -> Result<(), StoreError> {
+    let current = read(kernel, role).await?;
+    let Some((rec, pre, opened)) =
+        after_task(kernel.config(), current, success, probe, kernel.now())
+    else {
+        return Ok(());
+    };
+    effects.write(write(kernel, role, &rec, pre)?);
+    let Some(manager) = kernel.chart().manager_of(role).cloned() else {
+        return Ok(());
+    };
+    if !opened {
+        return Ok(());
+    }
+    tracing::warn!(
+        failures = rec.consecutive_failures,
+        "circuit breaker opened; escalating to `{manager}`"
+    );
+    // An escalation like any other, so the manager's `on_escalation` decides
+    // it or passes it up.
+    let id = MessageId::new();
+    let escalation = Escalation {
+        escalation_id: id.clone(),
+        origin: role.clone(),
+        path: vec![role.clone()],
+        reason: "breaker_open".to_owned(),
+        details: serde_json::json!({
+            "role": role,
+            "consecutive_failures": rec.consecutive_failures,
+            "until": rec.until,
+            "alternate": kernel.chart().alternate_of(role),
+        }),
+        task_id: None,
+    };
+    let env = kernel
+        .envelope(role.clone(), Kind::Escalation, to_value(&escalation)?)
+        .with_id(id)
+        .with_to(manager.clone());
+    effects.send(kernel.subjects().inbox(&manager, role), env);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,67 +5,18 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::breaker;
+use super::error::DelegateError;
 use super::records::{IdempotencyEntry, Layout, TaskPayload, TaskRecord, TaskStatus};
 use super::sla;
 use super::task::TaskSpec;
 use super::tree::{self, TaskTree};
 use super::Escalation;
-use crate::chart::DelegationRefused;
 use crate::codec::Codec;
 use crate::envelope::{Envelope, Kind, MessageId, TaskId, TraceContext, TRACESTATE};
 use crate::name::Name;
-use crate::runtime::{agent_error_from, to_value, Context, Kernel};
+use crate::runtime::{to_value, Context, Kernel};
 use crate::store::{validate_document, Precondition, StoreError, Write};
 use crate::subject::Subject;
-use crate::transport::TransportError;
-
-/// A delegation could not be made.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DelegateError {
-    /// The chart does not let this role delegate to that one (for this task
-    /// type). Refused before anything reaches the transport.
-    #[error(transparent)]
-    NotAllowed(#[from] DelegationRefused),
-    /// The target's circuit breaker is open and there is no usable alternate.
-    /// Retryable: the breaker half-opens after its cool-down.
-    #[error("the circuit breaker of `{role}` is open{}{}",
-        until.map(|u| format!(" until {u}")).unwrap_or_default(),
-        alternate.as_ref().map(|a| format!(" (alternate `{a}` unavailable too)")).unwrap_or_default())]
-    BreakerOpen {
-        /// The role whose breaker is open.
-        role: Name,
-        /// When it may let a probe through.
-        until: Option<DateTime<Utc>>,
-        /// Its alternate, whose breaker is open too.
-        alternate: Option<Name>,
-    },
-    /// The task cannot be stored (its input breaks the document limits) or a
-    /// name is invalid.
-    #[error("invalid delegation: {message}")]
-    InvalidInput {
-        /// What is wrong.
-        message: String,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The transport failed.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-}
-
-impl DelegateError {
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::BreakerOpen { .. } => true,
-            Self::Store(e) => e.is_retryable(),
-            Self::Transport(e) => e.is_retryable(),
-            _ => false,
-        }
-    }
-}
 
 /// A delegation that was made (or, inside a handler, will be made when the
 /// handler's outcome is committed).
@@ -79,8 +30,6 @@ pub struct Delegation {
     /// The role it was meant for, when a breaker rerouted it to an alternate.
     pub rerouted_from: Option<Name>,
 }
-
-agent_error_from!(DelegateError);
 
 /// A planned delegation: the records to create (the task, and with it the
 /// breaker's probe slot, the idempotency index entry and the SLA timer as

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::breaker;
+use super::breaker::breaker_after_task;
 use super::ops;
-use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskRecord, TaskStatus};
+use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskStatus};
 use super::task::HierarchyCallbacks;
+use super::tasks::task_id_of;
 use super::{Decision, Escalation, EscalationOutcome};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
@@ -187,63 +188,6 @@ impl Handler for InboxHandler {
     }
 }
 
-/// The task a task envelope carries (its payload's id, else the envelope's).
-pub(crate) fn task_id_of(env: &Envelope) -> MessageId {
-    serde_json::from_value::<TaskPayload>(env.payload.clone())
-        .map(|p| p.task_id)
-        .unwrap_or_else(|_| env.id.clone())
-}
-
-/// Adds `role`'s breaker change for a task of it that ended (`success` or
-/// not) to `effects`, with the escalation to its manager if it opens.
-pub(crate) async fn breaker_after_task(
-    kernel: &Kernel,
-    role: &Name,
-    success: bool,
-    probe: bool,
-    effects: &mut Effects,
-) -> Result<(), StoreError> {
-    let current = breaker::read(kernel, role).await?;
-    let Some((rec, pre, opened)) =
-        breaker::after_task(kernel.config(), current, success, probe, kernel.now())
-    else {
-        return Ok(());
-    };
-    effects.write(breaker::write(kernel, role, &rec, pre)?);
-    let Some(manager) = kernel.chart().manager_of(role).cloned() else {
-        return Ok(());
-    };
-    if !opened {
-        return Ok(());
-    }
-    tracing::warn!(
-        failures = rec.consecutive_failures,
-        "circuit breaker opened; escalating to `{manager}`"
-    );
-    // An escalation like any other, so the manager's `on_escalation` decides
-    // it or passes it up.
-    let id = MessageId::new();
-    let escalation = Escalation {
-        escalation_id: id.clone(),
-        origin: role.clone(),
-        path: vec![role.clone()],
-        reason: "breaker_open".to_owned(),
-        details: serde_json::json!({
-            "role": role,
-            "consecutive_failures": rec.consecutive_failures,
-            "until": rec.until,
-            "alternate": kernel.chart().alternate_of(role),
-        }),
-        task_id: None,
-    };
-    let env = kernel
-        .envelope(role.clone(), Kind::Escalation, to_value(&escalation)?)
-        .with_id(id)
-        .with_to(manager.clone());
-    effects.send(kernel.subjects().inbox(&manager, role), env);
-    Ok(())
-}
-
 /// An escalation from a report: decide it, or pass it up.
 async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
     let env = d.envelope();
@@ -337,31 +281,4 @@ async fn on_decision(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Set
         Ok(())
     };
     d.finish(&cx, r).await
-}
-
-/// Rebuilds a task as its assignee sees it.
-pub(crate) fn to_task(rec: &TaskRecord) -> super::Task {
-    super::Task {
-        id: rec.task_id.clone(),
-        title: rec.title.clone(),
-        task_type: rec.task_type.clone(),
-        input: rec.input.clone(),
-        parent: rec.parent.clone(),
-        assigned_by: rec.assigned_by.clone(),
-        assigned_to: rec.assigned_to.clone(),
-        sla_minutes: rec.sla_minutes,
-        created_at: rec.created_at,
-    }
-}
-
-/// A subtask's end, as its delegator sees it.
-pub(crate) fn subtask_result(rec: &TaskRecord) -> super::SubtaskResult {
-    super::SubtaskResult {
-        task_id: rec.task_id.clone(),
-        title: rec.title.clone(),
-        assigned_to: rec.assigned_to.clone(),
-        status: rec.status,
-        result: rec.result.clone(),
-        error: rec.error.clone(),
-    }
 }

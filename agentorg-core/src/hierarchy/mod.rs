@@ -116,6 +116,7 @@ use crate::runtime::{Pattern, Registry};
 
 mod breaker;
 mod delegate;
+mod error;
 mod handler;
 mod ops;
 mod principal;
@@ -125,7 +126,8 @@ mod task;
 mod tasks;
 mod tree;
 
-pub use delegate::{DelegateError, Delegation};
+pub use delegate::Delegation;
+pub use error::DelegateError;
 pub use principal::{TaskHandle, WaitError};
 pub use records::{BreakerRecord, BreakerState, TaskRecord, TaskStatus};
 pub use task::{default_roll_up, HierarchyCallbacks, Outcome, SubtaskResult, Task, TaskSpec};

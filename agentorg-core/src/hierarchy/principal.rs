@@ -6,7 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::delegate::{plan, DelegateError, Delegation, Plan};
+use super::delegate::{plan, Delegation, Plan};
+use super::error::DelegateError;
 use super::ops;
 use super::records::{read_task, Layout, TaskRecord, TaskStatus};
 use super::task::TaskSpec;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::breaker::breaker_after_task;
 use super::delegate::{task_envelope, Delegations};
-use super::handler::{breaker_after_task, subtask_result, task_id_of, to_task};
 use super::ops::{cancel_sla, notice_id, send_result};
-use super::records::{read_task, Layout, ResultPayload, TaskRecord, TaskStatus};
+use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskRecord, TaskStatus};
 use super::task::{HierarchyCallbacks, Outcome};
-use crate::envelope::TaskId;
+use crate::envelope::{Envelope, MessageId, TaskId};
 use crate::runtime::{
     clip, describe, optimistic, to_value, AgentError, Claimed, Committed, Context, Effects, Fault,
     Reason, Settle,
@@ -347,5 +347,39 @@ pub(crate) async fn on_result(
     match settled {
         Some(s) => Ok(s),
         None => d.rerun("the parent task kept changing").await,
+    }
+}
+
+/// The task a task envelope carries (its payload's id, else the envelope's).
+pub(crate) fn task_id_of(env: &Envelope) -> MessageId {
+    serde_json::from_value::<TaskPayload>(env.payload.clone())
+        .map(|p| p.task_id)
+        .unwrap_or_else(|_| env.id.clone())
+}
+
+/// Rebuilds a task as its assignee sees it.
+pub(crate) fn to_task(rec: &TaskRecord) -> super::Task {
+    super::Task {
+        id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        task_type: rec.task_type.clone(),
+        input: rec.input.clone(),
+        parent: rec.parent.clone(),
+        assigned_by: rec.assigned_by.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        sla_minutes: rec.sla_minutes,
+        created_at: rec.created_at,
+    }
+}
+
+/// A subtask's end, as its delegator sees it.
+pub(crate) fn subtask_result(rec: &TaskRecord) -> super::SubtaskResult {
+    super::SubtaskResult {
+        task_id: rec.task_id.clone(),
+        title: rec.title.clone(),
+        assigned_to: rec.assigned_to.clone(),
+        status: rec.status,
+        result: rec.result.clone(),
+        error: rec.error.clone(),
     }
 }
