@@ -1,4 +1,4 @@
-//! The GenBrain org of the seeds: one request delegated down the chart and
+//! The GenBrain org of GenBrain's write-ups: one request delegated down the chart and
 //! rolled up, in one process on the in-memory backends, or as one process
 //! per role on NATS + Firestore.
 //!
@@ -7,9 +7,9 @@
 //! the announcement to Marketing; the CTO splits its part between Backend,
 //! Frontend and DevOps. While Backend works on the endpoints it tells
 //! Frontend of the breaking API contract change on their peer channel (the
-//! seed's `api_contract_change` message), and Frontend says that it got it.
+//! write-up's `api_contract_change` message), and Frontend says that it got it.
 //! Every result rolls up, and the finished task tree is printed on stdout as
-//! JSON in the seed's shape; a summary goes to stderr. The exit status is 0
+//! JSON in the shape of GenBrain's task tree; a summary goes to stderr. The exit status is 0
 //! only if every task completed (and, see below, was counted exactly once and
 //! Frontend got the contract change); 1 if not; 2 on an error.
 //!
@@ -32,7 +32,7 @@
 //! breakers, outbox — in Firestore project `--project` (default
 //! `genbrain-demo`); at the end the example reads the tree back from
 //! Firestore over a new connection and says where it lives. With both, the
-//! org runs entirely on the seeds' stack.
+//! org runs entirely on GenBrain's stack (NATS JetStream and Firestore).
 //!
 //! # One process per role
 //!
@@ -110,7 +110,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// The seeds' chart: founder → ceo → cto, cso, marketing; cto → backend,
+/// GenBrain's chart: founder → ceo → cto, cso, marketing; cto → backend,
 /// frontend, devops; four peer channels; one delegation shortcut.
 const CHART: &str = include_str!("genbrain.toml");
 
@@ -123,7 +123,7 @@ const PEER_MESSAGES: &str = "peer_messages";
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "Run the seeds' GenBrain org: one request delegated down the chart and rolled up, \
+    about = "Run the GenBrain org: one request delegated down the chart and rolled up, \
              in one process or one process per role"
 )]
 struct Args {
@@ -174,7 +174,7 @@ struct Knobs {
     announce: bool,
 }
 
-/// The seed's peer message: Backend tells Frontend of an API contract change
+/// GenBrain's peer message: Backend tells Frontend of an API contract change
 /// (`/work/shared/fixtures/peer-api-contract-change.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ApiContractChange {
@@ -199,7 +199,7 @@ struct ApiSchema {
 impl ApiContractChange {
     const KIND: &'static str = "api_contract_change";
 
-    /// The seed's message.
+    /// GenBrain's message.
     fn analytics_v2() -> Self {
         let schema = |fields: &[(&str, &str)]| ApiSchema {
             response: fields
@@ -637,7 +637,7 @@ fn hosted_roles(args: &Args, chart: &OrgChart) -> anyhow::Result<(Vec<String>, b
 async fn run(args: Args) -> anyhow::Result<bool> {
     let stop = shutdown_signal(args.stop_on_stdin_eof);
     tokio::pin!(stop);
-    let chart = OrgChart::from_toml_str(CHART).context("loading the seed chart")?;
+    let chart = OrgChart::from_toml_str(CHART).context("loading the GenBrain chart")?;
     let (hosted, drives) = hosted_roles(&args, &chart)?;
     let (transport, store) = backends(&args, &chart).await?;
     let org_name = chart.org().clone();

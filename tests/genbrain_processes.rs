@@ -1,4 +1,4 @@
-//! The seeds' org as 8 OS processes on NATS + Firestore, one of them killed
+//! The GenBrain org as 8 OS processes on NATS + Firestore, one of them killed
 //! with SIGKILL mid-task and started again: its task completes exactly once
 //! and the tree completes.
 //!

@@ -10,11 +10,11 @@ use agentorg_core::name::NameErrorReason;
 use agentorg_core::tools::{ToolGrant, ToolGrantError};
 use proptest::prelude::*;
 
-/// The seed org as shipped with the genbrain example (one copy for both).
+/// GenBrain's org as shipped with the genbrain example (one copy for both).
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/genbrain.toml");
 
-/// The seed org, built in code to match `examples/genbrain.toml`.
-fn seed_in_code() -> OrgChart {
+/// GenBrain's org, built in code to match `examples/genbrain.toml`.
+fn genbrain_in_code() -> OrgChart {
     let role = |name: &str, manager: &str, description: &str, tools: &[&str], caps: &[&str]| {
         RoleSpec::new(name)
             .reports_to(manager)
@@ -86,7 +86,7 @@ fn seed_in_code() -> OrgChart {
         .unwrap()
 }
 
-fn seed_from_file() -> OrgChart {
+fn genbrain_from_file() -> OrgChart {
     OrgChart::from_toml_file(FIXTURE).unwrap()
 }
 
@@ -128,8 +128,8 @@ fn toml_err(rest: &str) -> ChartError {
 }
 
 #[test]
-fn seed_in_code_equals_fixture_in_every_query() {
-    let (code, file) = (seed_in_code(), seed_from_file());
+fn genbrain_in_code_equals_fixture_in_every_query() {
+    let (code, file) = (genbrain_in_code(), genbrain_from_file());
     assert_eq!(code, file);
     assert_eq!(code.org(), file.org());
     assert_eq!(code.principal(), file.principal());
@@ -173,8 +173,8 @@ fn seed_in_code_equals_fixture_in_every_query() {
 }
 
 #[test]
-fn seed_structure() {
-    let chart = seed_from_file();
+fn genbrain_structure() {
+    let chart = genbrain_from_file();
     assert_eq!(chart.org(), "genbrain");
     assert_eq!(chart.principal(), "founder");
     assert!(chart.is_principal("founder") && !chart.is_principal("ceo"));
@@ -244,7 +244,7 @@ fn seed_structure() {
 fn chart_is_a_cheap_shared_handle() {
     fn assert_send_sync<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
     assert_send_sync::<OrgChart>();
-    let chart = seed_in_code();
+    let chart = genbrain_in_code();
     let clone = chart.clone();
     assert!(std::ptr::eq(
         chart.role("cto").unwrap(),
@@ -254,7 +254,7 @@ fn chart_is_a_cheap_shared_handle() {
 
 #[test]
 fn delegation_routes() {
-    let chart = seed_from_file();
+    let chart = genbrain_from_file();
     let ok = |from, to, t| chart.delegation_route(from, to, t);
     assert_eq!(
         ok("founder", "ceo", None),
@@ -313,7 +313,7 @@ fn delegation_routes() {
 
 #[test]
 fn alternates_may_receive_rerouted_tasks() {
-    let chart = seed_from_file();
+    let chart = genbrain_from_file();
     // Direct routes.
     assert!(chart.may_receive_task_from("backend", "cto", None));
     assert!(chart.may_receive_task_from("backend", "ceo", Some("api_change")));
@@ -329,8 +329,8 @@ fn alternates_may_receive_rerouted_tasks() {
 }
 
 #[test]
-fn may_address_in_the_seed_org() {
-    let chart = seed_from_file();
+fn may_address_in_the_genbrain_org() {
+    let chart = genbrain_from_file();
     let set = |names: &[&str]| {
         names
             .iter()
@@ -357,7 +357,7 @@ fn may_address_in_the_seed_org() {
 
 #[test]
 fn tool_grants() {
-    let chart = seed_from_file();
+    let chart = genbrain_from_file();
     let grants: Vec<ToolGrant> = ["git.*", "time.*"]
         .iter()
         .map(|g| g.parse().unwrap())

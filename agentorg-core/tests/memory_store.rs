@@ -65,3 +65,60 @@ async fn a_lagging_watcher_catches_up_with_the_latest_state() {
     }
     assert!(versions.len() < 5000, "a lagging watcher coalesces");
 }
+
+/// A scoped view refuses what is outside its root before any call reaches
+/// the store (gets, lists, commits and watches all counted); inside, it
+/// forwards; the store suite passes through it on its own root.
+#[tokio::test]
+async fn a_scoped_store_refuses_outside_its_root_before_any_store_call() {
+    use agentorg_core::conformance::faults::HookedStore;
+    use agentorg_core::store::{CollectionPath, ListOptions, ScopedStore, StoreError, Write};
+
+    let counted = HookedStore::new(Arc::new(MemoryStore::new()), "Counted");
+    let calls = counted.calls();
+    let scoped = ScopedStore::new(Arc::new(counted), "agentorg/o/roles/backend");
+    let theirs = CollectionPath::new("agentorg/o/roles/cto/notes").unwrap();
+    let prefix_only = CollectionPath::new("agentorg/o/roles/backend-x/notes").unwrap();
+    let shared = CollectionPath::new("agentorg/o/tasks").unwrap();
+    for c in [&theirs, &prefix_only, &shared] {
+        let key = c.doc("a").unwrap();
+        let forbidden = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Forbidden { .. }));
+        assert!(forbidden(scoped.get(&key).await.map(drop)), "get {key}");
+        assert!(
+            forbidden(scoped.list(c, ListOptions::default()).await.map(drop)),
+            "list {c}"
+        );
+        let write = Write::put(key.clone(), json!(1), Precondition::None);
+        assert!(
+            forbidden(scoped.commit(vec![write]).await.map(drop)),
+            "commit {key}"
+        );
+        assert!(
+            forbidden(
+                scoped
+                    .watch(WatchTarget::Document(key.clone()))
+                    .await
+                    .map(drop)
+            ),
+            "watch {key}"
+        );
+    }
+    assert_eq!(calls.total(), 0, "no call reached the store");
+    let mine = CollectionPath::new("agentorg/o/roles/backend/notes")
+        .unwrap()
+        .doc("a")
+        .unwrap();
+    scoped.create(&mine, json!({"n": 1})).await.unwrap();
+    assert_eq!(scoped.get(&mine).await.unwrap().unwrap().value["n"], 1);
+    assert_eq!(calls.commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A commit with one write outside is refused whole.
+    let mixed = vec![
+        Write::put(mine.clone(), json!({"n": 2}), Precondition::None),
+        Write::put(theirs.doc("b").unwrap(), json!(1), Precondition::None),
+    ];
+    assert!(matches!(
+        scoped.commit(mixed).await,
+        Err(StoreError::Forbidden { .. })
+    ));
+    assert_eq!(scoped.get(&mine).await.unwrap().unwrap().value["n"], 1);
+}

@@ -1,4 +1,4 @@
-//! A seat in the seeds' GenBrain org for a real LLM client.
+//! A seat in the GenBrain org (of GenBrain's write-ups) for a real LLM client.
 //!
 //! The org runs in this process on the memory backends. One role (default
 //! `cto`) is a seat served over MCP; the others are ordinary agents: the CEO

@@ -1,5 +1,5 @@
 //! The org as an MCP server: an rmcp client stands in for an LLM client
-//! seated in the seeds' GenBrain org, on the memory backends (no external
+//! seated in the GenBrain org, on the memory backends (no external
 //! servers), over an in-process pipe and over streamable HTTP on loopback.
 //!
 //! No test sleeps for timing: waits are the seat's own long polls and
@@ -31,7 +31,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 fn chart() -> OrgChart {
     match OrgChart::from_toml_str(include_str!("../../examples/genbrain.toml")) {
         Ok(c) => c,
-        Err(e) => panic!("the seeds' chart: {e}"),
+        Err(e) => panic!("the GenBrain chart: {e}"),
     }
 }
 

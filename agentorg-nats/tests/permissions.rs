@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-/// The seeds' GenBrain chart under a fresh org name.
+/// GenBrain's chart under a fresh org name.
 fn genbrain(org: &Name) -> OrgChart {
     let toml = include_str!("../../examples/genbrain.toml")
         .replace("org = \"genbrain\"", &format!("org = \"{org}\""));

@@ -136,8 +136,8 @@ agent_error_from!(StoreError, TransportError, crate::tools::ToolError);
 /// store or the transport), as opposed to the application's [`AgentError`].
 ///
 /// The kernel recovers from each kind without spending an attempt of the
-/// delivery (an outage never dead-letters work), except [`Permanent`]
-/// (`Fault::Permanent`), which means the message can never be processed
+/// delivery (an outage never dead-letters work), except
+/// [`Permanent`](Fault::Permanent), which means the message can never be processed
 /// here and is dead-lettered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

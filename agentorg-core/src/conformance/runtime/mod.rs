@@ -6,10 +6,10 @@
 //! gets its own org name.
 
 //!
-//! Cases by concern: [`delivery`] (roll-up, processes, outbox, redelivery,
-//! leases, backoff), [`failures`] (dead letters, permanent failures,
-//! breakers, conflicts, store outages), [`admission`] (refusals, malformed
-//! input, format versions, drain) and [`seam`] (a pattern registered from
+//! Cases by concern: `delivery` (roll-up, processes, outbox, redelivery,
+//! leases, backoff), `failures` (dead letters, permanent failures,
+//! breakers, conflicts, store outages), `admission` (refusals, malformed
+//! input, format versions, drain) and `seam` (a pattern registered from
 //! outside, and the roles' own namespaces).
 
 use std::sync::{Arc, Mutex};
