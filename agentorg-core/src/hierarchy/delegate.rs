@@ -243,7 +243,7 @@ impl Context {
 
     async fn plan_here(&self, to: &str, spec: TaskSpec) -> Result<Plan, DelegateError> {
         let state = self.envelope.headers.get(TRACESTATE).cloned();
-        let probing: Vec<Name> = self.with_effects(self.kernel(), |_, ext| {
+        let probing: Vec<Name> = self.with_effects(|_, ext| {
             ext.get::<Delegations>()
                 .map(|d| {
                     d.0.iter()
@@ -360,7 +360,7 @@ impl Context {
             probe: planned.record.probe,
             queued: planned.queued,
         };
-        self.with_effects(self.kernel(), |effects, ext| {
+        self.with_effects(|effects, ext| {
             for w in planned.writes {
                 if planned.contended {
                     effects.contended_write(w);

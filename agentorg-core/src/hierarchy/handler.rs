@@ -141,7 +141,7 @@ impl Handler for InboxHandler {
                 let r = delivery
                     .run(cb.on_message(&cx, delivery.envelope().clone()))
                     .await;
-                delivery.finish(&cx, r).await
+                delivery.settle_call(&cx, r).await
             }
         }
     }
@@ -238,10 +238,10 @@ async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<S
         }
         Err(e) => Err(e),
     };
-    cx.with_effects(kernel, |staged, _| {
+    cx.with_effects(|staged, _| {
         staged.extend(effects);
     });
-    d.finish(&cx, r).await
+    d.settle_call(&cx, r).await
 }
 
 /// A decision from this role's manager: for this role if it raised the
@@ -275,10 +275,10 @@ async fn on_decision(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Set
             .with_to(below.clone())
             .with_causation(env.id.clone())
             .with_trace_parent(cx.trace(), None);
-        cx.with_effects(kernel, |effects, _| {
+        cx.with_effects(|effects, _| {
             effects.send(kernel.subjects().inbox(&below, role), down);
         });
         Ok(())
     };
-    d.finish(&cx, r).await
+    d.settle_call(&cx, r).await
 }

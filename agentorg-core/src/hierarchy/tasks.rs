@@ -40,7 +40,7 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
             return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
         };
         if rec.status.is_terminal() {
-            return commit_ended(d, &rec).await.map(|s| Some(Err(s)));
+            return commit_already_ended(d, &rec).await.map(|s| Some(Err(s)));
         }
         if &rec.assigned_to != d.role() {
             let reason = Reason::new(
@@ -74,13 +74,13 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
     let cx = d.context(Some(task_id.clone()));
     let clock = tokio::time::Instant::now();
     let outcome = d.run(cb.on_task(&cx, to_task(&record))).await;
-    end_task(d, &cx, &task_id, None, outcome, Some(clock.elapsed())).await
+    record_outcome(d, &cx, &task_id, None, outcome, Some(clock.elapsed())).await
 }
 
 /// Commits the completion record for a task that had already ended
 /// (cancelled, say): nothing to run; a cancelled task's delegator is told
 /// (with the notice's fixed id, so once however often it is sent).
-async fn commit_ended(d: &Claimed<'_>, task: &TaskRecord) -> Result<Settle, Fault> {
+async fn commit_already_ended(d: &Claimed<'_>, task: &TaskRecord) -> Result<Settle, Fault> {
     if task.status != TaskStatus::Cancelled {
         return d.done().await;
     }
@@ -96,7 +96,7 @@ async fn commit_ended(d: &Claimed<'_>, task: &TaskRecord) -> Result<Settle, Faul
 
 /// Records a task handler's outcome: a transient failure is retried, the
 /// rest ends or parks the task.
-async fn end_task(
+async fn record_outcome(
     d: &Claimed<'_>,
     cx: &Context,
     task_id: &TaskId,
@@ -104,7 +104,7 @@ async fn end_task(
     outcome: Result<Outcome, AgentError>,
     ran: Option<Duration>,
 ) -> Result<Settle, Fault> {
-    let (effects, mut ext) = cx.take_effects(d.kernel());
+    let (effects, mut ext) = cx.take_effects();
     let delegations = ext.remove::<Delegations>().unwrap_or_default();
     let end = match outcome {
         Ok(Outcome::Complete(v)) => TaskEnd::Completed(v),
@@ -121,12 +121,12 @@ async fn end_task(
             TaskEnd::Failed(clip(describe(&e)))
         }
     };
-    finish_task(d, task_id, rollup_child, end, effects, delegations, ran).await
+    commit_outcome(d, task_id, rollup_child, end, effects, delegations, ran).await
 }
 
 /// Commits a task's end with the completion record, retrying on conflicts
 /// with other writers of the task and breaker records.
-async fn finish_task(
+async fn commit_outcome(
     d: &Claimed<'_>,
     task_id: &TaskId,
     rollup_child: Option<&TaskId>,
@@ -149,7 +149,7 @@ async fn finish_task(
         };
         if task.status.is_terminal() {
             // Cancelled (or ended) meanwhile: the outcome is dropped.
-            return commit_ended(d, &task).await.map(Some);
+            return commit_already_ended(d, &task).await.map(Some);
         }
         if let Some(child) = rollup_child {
             if !task.open_children.contains(child) {
@@ -283,7 +283,7 @@ pub(crate) async fn on_result(
     let Some(parent_id) = child.parent.clone() else {
         let cx = d.context(None);
         let r = d.run(cb.on_result(&cx, subtask_result(&child))).await;
-        return d.finish(&cx, r).await;
+        return d.settle_call(&cx, r).await;
     };
     let layout = Layout::of(kernel)?;
     let settled = optimistic(|| async {
@@ -315,7 +315,7 @@ pub(crate) async fn on_result(
             let outcome = d
                 .run(cb.on_subtasks_done(&cx, to_task(&parent), results))
                 .await;
-            return end_task(d, &cx, &parent_id, Some(&child_id), outcome, None)
+            return record_outcome(d, &cx, &parent_id, Some(&child_id), outcome, None)
                 .await
                 .map(Some);
         }

@@ -80,7 +80,7 @@ impl Handler for PeerHandler {
         );
         let cx = delivery.context(None);
         let r = delivery.run(cb.on_peer(&cx, message)).await;
-        delivery.finish(&cx, r).await
+        delivery.settle_call(&cx, r).await
     }
 }
 
@@ -206,7 +206,7 @@ async fn answer_inner(host: &HostedRole, m: &Message) -> Result<Value, AgentErro
     .map_err(|_| AgentError::transient("the request handler panicked"))??;
     // What the handler staged is committed, without a claim (a request is
     // not redelivered).
-    let (effects, _) = cx.take_effects(kernel);
+    let (effects, _) = cx.take_effects();
     if !effects.is_empty() {
         kernel.commit(effects).await?;
     }

@@ -69,7 +69,7 @@ impl OrgBuilder {
             tools: None,
             clock: None,
             config: RuntimeConfig::default(),
-            registry: Registry::default(),
+            registry: Registry::new(),
             hosted: Vec::new(),
         }
     }

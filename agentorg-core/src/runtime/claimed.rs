@@ -215,8 +215,12 @@ impl Claimed<'_> {
     /// Ends a call of the application's code that returns no value: commits
     /// what it staged in `cx` on success, retries a transient failure, and
     /// dead-letters a permanent one (`rejected`).
-    pub async fn finish(&self, cx: &Context, r: Result<(), AgentError>) -> Result<Settle, Fault> {
-        let (effects, _) = cx.take_effects(self.kernel());
+    pub async fn settle_call(
+        &self,
+        cx: &Context,
+        r: Result<(), AgentError>,
+    ) -> Result<Settle, Fault> {
+        let (effects, _) = cx.take_effects();
         match r {
             Ok(()) => self.commit_all(effects).await,
             Err(e) if e.is_retryable() => self.retry_or_dead_letter(e, None).await,

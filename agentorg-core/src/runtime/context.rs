@@ -184,14 +184,9 @@ impl Context {
     }
 
     /// The effects this call has staged so far, and the patterns' own
-    /// records of it, for a pattern to add to (`kernel` is the pattern's
-    /// proof that it may: application code never holds one).
-    pub fn with_effects<R>(
-        &self,
-        kernel: &Kernel,
-        f: impl FnOnce(&mut Effects, &mut Extensions) -> R,
-    ) -> R {
-        let _ = kernel;
+    /// records of it, for a pattern to add to (outside this crate, through
+    /// its [`KernelAccess`](super::KernelAccess)).
+    pub(crate) fn with_effects<R>(&self, f: impl FnOnce(&mut Effects, &mut Extensions) -> R) -> R {
         let mut effects = self.effects();
         let mut extensions = self
             .extensions
@@ -201,8 +196,7 @@ impl Context {
     }
 
     /// Takes what this call staged (for a pattern committing it itself).
-    pub fn take_effects(&self, kernel: &Kernel) -> (Effects, Extensions) {
-        let _ = kernel;
+    pub(crate) fn take_effects(&self) -> (Effects, Extensions) {
         let effects = std::mem::take(&mut *self.effects());
         let extensions = std::mem::take(
             &mut *self
@@ -217,7 +211,7 @@ impl Context {
         self.effects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The kernel, for the patterns of this crate.
+    /// The kernel, for the patterns (see [`KernelAccess`](super::KernelAccess)).
     pub(crate) fn kernel(&self) -> &Kernel {
         &self.kernel
     }

@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::config::AgentOptions;
 use super::consumers::role_consumers;
@@ -21,7 +23,7 @@ use crate::name::Name;
 use crate::store::StateStore;
 use crate::subject::{Subject, SubjectPattern};
 use crate::tools::ToolHost;
-use crate::transport::ConsumerConfig;
+use crate::transport::{ConsumerConfig, Delivery, DeliveryStream};
 
 /// Which handler takes a hosted role's deliveries on which subjects.
 pub(crate) struct Route {
@@ -146,59 +148,25 @@ impl HostedRole {
             .map(|r| &r.handler)
     }
 
-    /// Runs the role until `lifecycle.shutdown`: every consumer's loop (all
-    /// sharing the role's concurrency), then a drain of what is in flight.
-    pub(crate) async fn run(self: Arc<Self>, lifecycle: Lifecycle) {
+    /// Runs the role until `lifecycle.shutdown`: takes the deliveries of all
+    /// its consumers, merged, each on its own task (tracked, cancelled by
+    /// `kill`), at most `concurrency` at once; then drains what is in flight.
+    ///
+    /// A permit is taken before the next delivery is asked for, so no more
+    /// than `concurrency` deliveries are held at once; the merged stream
+    /// wakes on whichever consumer has one.
+    pub(crate) async fn run(self: Arc<Self>, lc: Lifecycle) {
         self.stats.set_state(AgentState::Starting);
         let permits = Arc::new(Semaphore::new(self.options.concurrency));
         if self.consumers.is_empty() {
             self.stats.set_state(AgentState::Ready);
         }
-        // The loops run together on this task; each ends at shutdown.
-        futures::future::join_all(self.consumers.iter().map(|c| {
-            Arc::clone(&self).consume(c.name.clone(), Arc::clone(&permits), lifecycle.clone())
-        }))
-        .await;
-        self.stats.set_state(AgentState::Draining);
-        let all = u32::try_from(self.options.concurrency).unwrap_or(u32::MAX);
-        tokio::select! {
-            () = lifecycle.kill.cancelled() => {}
-            _ = permits.acquire_many(all) => {}
-        }
-        self.stats.set_state(AgentState::Stopped);
-    }
-
-    /// Takes deliveries from `consumer` until shutdown, each on its own task
-    /// (tracked, cancelled by `kill`), within the role's concurrency.
-    async fn consume(self: Arc<Self>, consumer: Name, permits: Arc<Semaphore>, lc: Lifecycle) {
-        let mut stream = None;
-        let mut pause = Duration::from_millis(100);
+        let mut deliveries = futures::stream::select_all(
+            self.consumers
+                .iter()
+                .map(|c| Arc::clone(&self).deliveries(c.name.clone(), lc.shutdown.clone())),
+        );
         loop {
-            let deliveries = match stream.as_mut() {
-                Some(s) => s,
-                None => {
-                    let bound = tokio::select! {
-                        () = lc.shutdown.cancelled() => break,
-                        r = self.kernel.transport.consume(&consumer) => r,
-                    };
-                    match bound {
-                        Ok(s) => {
-                            pause = Duration::from_millis(100);
-                            self.stats.consumer_bound(true);
-                            stream.insert(s)
-                        }
-                        Err(e) => {
-                            tracing::warn!(role = %self.role, consumer = %consumer, error = %e, "cannot bind the consumer; retrying");
-                            tokio::select! {
-                                () = lc.shutdown.cancelled() => break,
-                                () = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(Duration::from_secs(5));
-                            continue;
-                        }
-                    }
-                }
-            };
             let permit = tokio::select! {
                 () = lc.shutdown.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p {
@@ -211,29 +179,72 @@ impl HostedRole {
                 () = lc.shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
-            match next {
-                Some(Ok(d)) => {
-                    let host = Arc::clone(&self);
-                    let kill = lc.kill.clone();
-                    lc.tracker.spawn(async move {
-                        let _permit = permit;
-                        tokio::select! {
-                            () = kill.cancelled() => {}
-                            () = host.process(d) => {}
-                        }
-                    });
+            let Some(d) = next else { break };
+            let host = Arc::clone(&self);
+            let kill = lc.kill.clone();
+            lc.tracker.spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    () = kill.cancelled() => {}
+                    () = host.process(d) => {}
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(role = %self.role, consumer = %consumer, error = %e, "consumer failed; rebinding");
-                    stream = None;
-                    self.stats.consumer_bound(false);
-                }
-                None => {
-                    tracing::warn!(role = %self.role, consumer = %consumer, "consumer ended; rebinding");
-                    stream = None;
-                    self.stats.consumer_bound(false);
-                }
-            }
+            });
         }
+        self.stats.set_state(AgentState::Draining);
+        let all = u32::try_from(self.options.concurrency).unwrap_or(u32::MAX);
+        tokio::select! {
+            () = lc.kill.cancelled() => {}
+            _ = permits.acquire_many(all) => {}
+        }
+        self.stats.set_state(AgentState::Stopped);
+    }
+
+    /// The deliveries of `consumer` until `shutdown`: binds it, and binds it
+    /// again (with a growing pause) whenever it fails or ends.
+    fn deliveries(
+        self: Arc<Self>,
+        consumer: Name,
+        shutdown: CancellationToken,
+    ) -> BoxStream<'static, Delivery> {
+        let start = (self, consumer, None::<DeliveryStream>, shutdown);
+        futures::stream::unfold(start, |(host, consumer, mut stream, shutdown)| async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let Some(deliveries) = stream.as_mut() else {
+                    let bound = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        r = host.kernel.transport.consume(&consumer) => r,
+                    };
+                    match bound {
+                        Ok(s) => {
+                            pause = Duration::from_millis(100);
+                            host.stats.consumer_bound(true);
+                            stream = Some(s);
+                        }
+                        Err(e) => {
+                            tracing::warn!(role = %host.role, consumer = %consumer, error = %e, "cannot bind the consumer; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return None,
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                    continue;
+                };
+                match deliveries.next().await {
+                    Some(Ok(d)) => return Some((d, (host, consumer, stream, shutdown))),
+                    Some(Err(e)) => {
+                        tracing::warn!(role = %host.role, consumer = %consumer, error = %e, "consumer failed; rebinding");
+                    }
+                    None => {
+                        tracing::warn!(role = %host.role, consumer = %consumer, "consumer ended; rebinding");
+                    }
+                }
+                stream = None;
+                host.stats.consumer_bound(false);
+            }
+        })
+        .boxed()
     }
 }

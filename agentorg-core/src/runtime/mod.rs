@@ -137,5 +137,6 @@ pub use records::{
 };
 pub use retry::{optimistic, CONFLICT_RETRIES};
 pub use seam::{
-    Handler, Lifecycle, Pattern, Reason, Registry, Service, Settle, TimerHandler, INBOX,
+    Handler, KernelAccess, Lifecycle, Pattern, Reason, Registry, Service, Settle, TimerHandler,
+    INBOX,
 };

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::claimed::Claimed;
+use super::context::Context;
 use super::error::Fault;
+use super::extensions::Extensions;
 use super::host::HostedRole;
 use super::kernel::{Effects, Kernel};
 use super::records::{clip, DeadLetterRecord, TimerRecord};
@@ -254,8 +256,8 @@ pub trait Pattern: Send + Sync + 'static {
     fn register(&self, registry: &mut Registry);
 }
 
-/// The table patterns register into (see [`Pattern`]).
-#[derive(Default)]
+/// The table patterns register into (see [`Pattern`]): only the kernel
+/// makes one, and hands it to each pattern as it registers.
 pub struct Registry {
     pub(crate) handlers: Vec<Arc<dyn Handler>>,
     pub(crate) timers: BTreeMap<String, Arc<dyn TimerHandler>>,
@@ -281,6 +283,15 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
+    pub(crate) fn new() -> Self {
+        Self {
+            handlers: Vec::new(),
+            timers: BTreeMap::new(),
+            services: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+
     /// Registers a handler of deliveries.
     pub fn handler(&mut self, handler: impl Handler) -> &mut Self {
         self.handlers.push(Arc::new(handler));
@@ -300,8 +311,66 @@ impl Registry {
         self
     }
 
+    /// The pattern's access to the kernel from a handler call's context, for
+    /// the operations it adds to [`Context`] (see [`KernelAccess`]).
+    pub fn kernel_access(&self) -> KernelAccess {
+        KernelAccess { _private: () }
+    }
+
     pub(crate) fn add(&mut self, pattern: &dyn Pattern) {
         self.patterns.push(pattern.name());
         pattern.register(self);
+    }
+}
+
+/// A registered pattern's access to the kernel from a handler call's
+/// [`Context`]: what a pattern needs to add operations to `Context` (from an
+/// extension trait of its own) that read the org's shared records or stage
+/// writes and messages with the call's outcome — as the hierarchy's
+/// `delegate` does. The [`Registry`] hands it to patterns as they register;
+/// application code, which reaches only its own namespace, holds none.
+///
+/// ```
+/// use agentorg_core::runtime::{Context, KernelAccess};
+/// use agentorg_core::store::{Precondition, StoreError, Write};
+///
+/// /// An operation a pattern adds to every handler's context.
+/// trait Notes {
+///     fn note(&self, access: &KernelAccess, text: &str) -> Result<(), StoreError>;
+/// }
+///
+/// impl Notes for Context {
+///     fn note(&self, access: &KernelAccess, text: &str) -> Result<(), StoreError> {
+///         let key = access.kernel(self).collection("notes")?.doc(self.envelope().id.as_str())?;
+///         let write = Write::put(key, serde_json::json!({ "text": text }), Precondition::None);
+///         access.with_effects(self, |effects, _| { effects.write(write); });
+///         Ok(())
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct KernelAccess {
+    _private: (),
+}
+
+impl KernelAccess {
+    /// The kernel of the org `cx` runs in.
+    pub fn kernel<'a>(&self, cx: &'a Context) -> &'a Kernel {
+        cx.kernel()
+    }
+
+    /// The effects `cx` has staged so far, and the patterns' records of its
+    /// call, to add to: committed with the call's outcome.
+    pub fn with_effects<R>(
+        &self,
+        cx: &Context,
+        f: impl FnOnce(&mut Effects, &mut Extensions) -> R,
+    ) -> R {
+        cx.with_effects(f)
+    }
+
+    /// Takes what `cx` staged, for a pattern that commits it itself.
+    pub fn take_effects(&self, cx: &Context) -> (Effects, Extensions) {
+        cx.take_effects()
     }
 }

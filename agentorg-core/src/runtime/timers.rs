@@ -4,8 +4,10 @@
 //! A timer is armed by committing its record (`Kernel::arm_timer`) with
 //! whatever it is about, and cancelled by deleting it. Each owner's timers
 //! are a collection whose ids start with the due time, so a process finds
-//! the due ones by reading the first page of each owner it hosts — never by
-//! scanning every timer. It reads again when the earliest timer it saw is
+//! the due ones by reading each owner's collection from the start until the
+//! first timer not yet due — never by scanning every timer. A timer that
+//! cannot fire (no handler here, a failing handler) is logged and passed
+//! over, never holding up the others. It reads again when the earliest timer it saw is
 //! due, when it armed one itself, and on every sweep (for timers armed by
 //! other processes). Firing commits the handler's effects together with the
 //! deletion of the timer's record, conditionally: whichever process sees a
@@ -13,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -67,23 +70,33 @@ impl Timers {
     }
 }
 
+/// How many pages of due timers one pass reads per owner at the most (the
+/// rest waits for the next pass, which comes at once if this one fired
+/// something).
+const PAGES_PER_PASS: usize = 10;
+
+/// The shortest wait between passes that failed, whatever the
+/// configuration says (no busy loop on a broken store).
+const MIN_RETRY: Duration = Duration::from_millis(10);
+
 /// Fires the due timers of the owners this process hosts until `shutdown`.
 pub(crate) async fn run(kernel: Arc<Kernel>, shutdown: CancellationToken) {
     if kernel.timers.owners.is_empty() {
         return;
     }
     loop {
-        let wait = match due_pass(&kernel, &shutdown).await {
-            Ok(Some(next)) => (next - kernel.now())
-                .to_std()
-                .unwrap_or_default()
-                .min(kernel.config.sweep_interval),
-            Ok(None) => kernel.config.sweep_interval,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading or firing timers failed; retrying");
-                kernel.config.retry_delay
-            }
+        let pass = due_pass(&kernel, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let mut wait = match pass.next {
+            Some(next) => (next - kernel.now()).to_std().unwrap_or_default(),
+            None => kernel.config.sweep_interval,
         };
+        wait = wait.min(kernel.config.sweep_interval);
+        if pass.failed {
+            wait = wait.min(kernel.config.retry_delay).max(MIN_RETRY);
+        }
         if wait.is_zero() {
             continue;
         }
@@ -95,60 +108,107 @@ pub(crate) async fn run(kernel: Arc<Kernel>, shutdown: CancellationToken) {
     }
 }
 
-/// Fires every due timer on the first page of each owner's collection;
-/// returns when the next one not yet fired is due (now, if a page was all
-/// due).
-async fn due_pass(
-    kernel: &Kernel,
-    shutdown: &CancellationToken,
-) -> Result<Option<DateTime<Utc>>, Fault> {
-    let mut next: Option<DateTime<Utc>> = None;
-    let mut soonest = |t: DateTime<Utc>| next = Some(next.map_or(t, |n| n.min(t)));
+/// What a pass over the due timers came to.
+#[derive(Debug, Default)]
+struct Pass {
+    /// When the next pass is due: the earliest timer not yet due, or now
+    /// if there may be more due timers behind those read.
+    next: Option<DateTime<Utc>>,
+    /// Whether reading or firing a timer failed (tried again soon).
+    failed: bool,
+}
+
+impl Pass {
+    fn due_at(&mut self, t: DateTime<Utc>) {
+        self.next = Some(self.next.map_or(t, |n| n.min(t)));
+    }
+}
+
+/// Fires the due timers of each owner, reading its collection from the
+/// earliest until the first timer not yet due (at most
+/// [`PAGES_PER_PASS`] pages). A timer that cannot fire — no handler here,
+/// unreadable, its handler or commit failing — is logged and passed over:
+/// it never holds up the others.
+async fn due_pass(kernel: &Kernel, shutdown: &CancellationToken) -> Pass {
+    let mut pass = Pass::default();
     for owner in &kernel.timers.owners {
-        let page = kernel
-            .store
-            .list(
-                &kernel.layout.timers(owner)?,
-                ListOptions::default().with_page_size(PAGE),
-            )
-            .await?;
-        let full = page.documents.len() >= PAGE;
-        let mut all_due = true;
-        let mut fired = 0;
-        for doc in page.documents {
-            if shutdown.is_cancelled() {
-                return Ok(None);
+        let collection = match kernel.layout.timers(owner) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(owner = %owner, error = %e, "no timers collection for this owner");
+                continue;
             }
-            let timer = match from_doc::<TimerRecord>(&doc) {
-                Ok((t, _)) => t,
+        };
+        let mut token = None;
+        let mut fired = 0;
+        for _ in 0..PAGES_PER_PASS {
+            let options = ListOptions::default()
+                .with_page_size(PAGE)
+                .with_page_token(token.take());
+            let page = match kernel.store.list(&collection, options).await {
+                Ok(page) => page,
                 Err(e) => {
-                    tracing::error!(timer = %doc.key, error = %e, "unreadable timer left in place");
-                    continue;
+                    tracing::warn!(owner = %owner, error = %e, "reading timers failed; retrying soon");
+                    pass.failed = true;
+                    break;
                 }
             };
-            if timer.due > kernel.now() {
-                soonest(timer.due);
-                all_due = false;
-                break;
+            let mut all_due = true;
+            for doc in page.documents {
+                if shutdown.is_cancelled() {
+                    return pass;
+                }
+                let timer = match from_doc::<TimerRecord>(&doc) {
+                    Ok((t, _)) => t,
+                    Err(e) => {
+                        tracing::error!(timer = %doc.key, error = %e, "unreadable timer left in place");
+                        continue;
+                    }
+                };
+                if timer.due > kernel.now() {
+                    pass.due_at(timer.due);
+                    all_due = false;
+                    break;
+                }
+                match fire(kernel, doc, &timer).await {
+                    Ok(Fired::Committed) => fired += 1,
+                    Ok(Fired::NoHandler) => {}
+                    Ok(Fired::KeptConflicting) => pass.failed = true,
+                    Err(e) => {
+                        tracing::warn!(timer = %timer.key, kind = %timer.kind, error = %e, "firing a timer failed; retrying soon");
+                        pass.failed = true;
+                    }
+                }
             }
-            if fire(kernel, doc, &timer).await? {
-                fired += 1;
+            match page.next_page_token {
+                Some(next) if all_due => token = Some(next),
+                _ => break,
             }
         }
-        if full && all_due && fired > 0 {
-            // More may be due behind this page.
-            soonest(kernel.now());
+        if token.is_some() && fired > 0 {
+            // More may be due behind the pages read.
+            pass.due_at(kernel.now());
         }
     }
-    Ok(next)
+    pass
+}
+
+/// What firing a due timer came to.
+enum Fired {
+    /// Its effects and its removal are committed (here or elsewhere).
+    Committed,
+    /// No handler of its kind is registered in this process: left in place.
+    NoHandler,
+    /// Its commit kept conflicting: tried again on a later pass.
+    KeptConflicting,
 }
 
 /// Fires one due timer: its handler's effects and the deletion of its
-/// record, in one conditional commit. `false` if it has no handler here.
-async fn fire(kernel: &Kernel, doc: Document, timer: &TimerRecord) -> Result<bool, Fault> {
+/// record, in one conditional commit.
+async fn fire(kernel: &Kernel, doc: Document, timer: &TimerRecord) -> Result<Fired, Fault> {
     let Some(handler) = kernel.timer_handlers.get(&timer.kind) else {
         tracing::error!(timer = %doc.key, kind = %timer.kind, "no handler registered for this timer kind; left in place");
-        return Ok(false);
+        return Ok(Fired::NoHandler);
     };
     let key = doc.key.clone();
     let fired = optimistic(|| async {
@@ -170,8 +230,11 @@ async fn fire(kernel: &Kernel, doc: Document, timer: &TimerRecord) -> Result<boo
         }
     })
     .await?;
-    if fired.is_none() {
-        tracing::warn!(timer = %key, "a timer kept conflicting; it is tried again later");
+    match fired {
+        Some(()) => Ok(Fired::Committed),
+        None => {
+            tracing::warn!(timer = %key, "a timer kept conflicting; it is tried again later");
+            Ok(Fired::KeptConflicting)
+        }
     }
-    Ok(true)
 }

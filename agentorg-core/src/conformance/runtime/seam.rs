@@ -9,16 +9,16 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::super::fail;
-use super::{eventually, start, suite_chart, suite_config, wait_done};
+use super::{eventually, start, suite_chart, suite_config, wait_done, Scripted};
 use crate::agent::{AgentError, Outcome};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::runtime::{
-    role_collection, AgentOptions, Claimed, DeadLetterRecord, DeadLetterStatus, Effects,
-    Extensions, Fault, Handler, HostedRole, Kernel, OrgBuilder, Pattern, Reason, Registry, Settle,
-    TimerHandler, TimerRecord,
+    role_collection, Claimed, Context, DeadLetterRecord, DeadLetterStatus, Effects, Fault, Handler,
+    HostedRole, Kernel, KernelAccess, Org, Pattern, Reason, Registry, Settle, TimerHandler,
+    TimerRecord,
 };
 use crate::store::{CollectionPath, Precondition, StateStore, StoreError, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
@@ -37,11 +37,36 @@ impl Pattern for Pings {
     }
 
     fn register(&self, registry: &mut Registry) {
-        registry.handler(PingHandler).timer("ping", PingTimer);
+        let access = registry.kernel_access();
+        registry
+            .handler(PingHandler { access })
+            .timer("ping", PingTimer);
     }
 }
 
-struct PingHandler;
+struct PingHandler {
+    access: KernelAccess,
+}
+
+/// An operation the ping pattern adds to every handler's context: a note in
+/// the org's shared `pings-seen` collection, staged with the call's outcome.
+trait SeenPings {
+    fn saw_ping(&self, access: &KernelAccess) -> Result<(), StoreError>;
+}
+
+impl SeenPings for Context {
+    fn saw_ping(&self, access: &KernelAccess) -> Result<(), StoreError> {
+        let k = access.kernel(self);
+        let key = k
+            .collection("pings-seen")?
+            .doc(self.envelope().id.as_str())?;
+        let write = Write::put(key, json!({"by": self.role()}), Precondition::None);
+        access.with_effects(self, |effects, _| {
+            effects.write(write);
+        });
+        Ok(())
+    }
+}
 
 fn note(k: &Kernel, role: &Name, what: &str, id: &str) -> Result<Write, StoreError> {
     let key = role_collection(k.org(), role, what)?.doc(id)?;
@@ -90,7 +115,11 @@ impl Handler for PingHandler {
             Ok(a) => a,
             Err(e) => return d.retry_or_dead_letter(e, Some(&env.id)).await,
         };
-        let mut effects = Effects::new();
+        // The application's side of the pattern: a context operation that
+        // stages shared state, committed with everything else.
+        let cx = d.context(Some(env.id.clone()));
+        cx.saw_ping(&self.access)?;
+        let (mut effects, _) = self.access.take_effects(&cx);
         let key = role_collection(k.org(), &role, "pings")?.doc(env.id.as_str())?;
         effects.write(Write::put(
             key,
@@ -152,16 +181,20 @@ pub async fn a_registered_pattern_is_claimed_retried_and_dead_lettered(
     org: Name,
 ) {
     const B: &str = "a_registered_pattern_is_claimed_retried_and_dead_lettered";
-    let o = OrgBuilder::new(suite_chart(&org))
+    // `x` hosts an agent (the default patterns, on its inbox consumer) and
+    // the ping pattern (on a consumer of its own), with concurrency 1: both
+    // consumers are served.
+    let o = Org::builder(suite_chart(&org))
         .transport(Arc::clone(&t))
         .store(Arc::clone(&s))
         .config(suite_config())
         .pattern(Pings)
-        .host("x", AgentOptions::default(), Extensions::new())
+        .agent("x", Scripted::completing())
         .start()
         .await
         .unwrap_or_else(|e| fail(B, e));
-    eventually(B, "x's ping consumer bound", || async { o.is_ready() }).await;
+    eventually(B, "x's consumers bound", || async { o.is_ready() }).await;
+    let task = super::delegate(B, &o, "x", "a task beside the pings").await;
     let subject = o
         .subjects()
         .event(&[Name::new("ping").unwrap_or_else(|e| fail(B, e))]);
@@ -204,6 +237,17 @@ pub async fn a_registered_pattern_is_claimed_retried_and_dead_lettered(
         || async { attempt_of(flaky.id.clone()).await == Some(json!(2)) },
     )
     .await;
+    if wait_done(B, &o, &task).await.status != TaskStatus::Completed {
+        fail(B, "x's task did not complete beside its pings");
+    }
+    let seen = crate::runtime::org_collection(&org, "pings-seen").unwrap_or_else(|e| fail(B, e));
+    if !exists(B, &s, &seen, ok.id.as_str()).await || !exists(B, &s, &seen, flaky.id.as_str()).await
+    {
+        fail(
+            B,
+            "the shared notes a context operation staged were not committed",
+        );
+    }
     eventually(B, "each processed ping's timer fired", || async {
         exists(B, &s, &timers, ok.id.as_str()).await
             && exists(B, &s, &timers, flaky.id.as_str()).await
