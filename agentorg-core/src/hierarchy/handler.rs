@@ -10,7 +10,7 @@ use super::ops;
 use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskStatus};
 use super::task::HierarchyCallbacks;
 use super::tasks::task_id_of;
-use super::{Decision, Escalation, EscalationOutcome};
+use super::{decision_back, Decision, Escalation, EscalationOutcome};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::name::Name;
@@ -220,20 +220,8 @@ async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<S
             None => Ok(()),
         },
         Ok(EscalationOutcome::Decide(decision)) => {
-            let down = Decision {
-                escalation_id: esc.escalation_id,
-                decided_by: role.clone(),
-                decision,
-                reason: esc.reason,
-                task_id: esc.task_id,
-                path: esc.path,
-            };
-            let back = kernel
-                .envelope(role.clone(), Kind::Decision, to_value(&down)?)
-                .with_to(env.from.clone())
-                .with_causation(env.id.clone())
-                .with_trace_parent(cx.trace(), None);
-            effects.send(kernel.subjects().inbox(&env.from, role), back);
+            let (subject, back) = decision_back(kernel, esc, env, role, decision)?;
+            effects.send(subject, back.with_trace_parent(cx.trace(), None));
             Ok(())
         }
         Err(e) => Err(e),

@@ -110,9 +110,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::envelope::{MessageId, TaskId};
+use crate::envelope::{Envelope, Kind, MessageId, TaskId};
 use crate::name::Name;
-use crate::runtime::{Pattern, Registry};
+use crate::runtime::{to_value, Kernel, Pattern, Registry};
+use crate::store::StoreError;
+use crate::subject::Subject;
 
 mod breaker;
 mod delegate;
@@ -200,6 +202,31 @@ pub struct Decision {
     pub task_id: Option<TaskId>,
     /// The roles the escalation went up through, from the origin.
     pub path: Vec<Name>,
+}
+
+/// The decision `decided_by` makes on `escalation`, which came in the
+/// envelope `received`: the envelope back to its sender, and the subject it
+/// goes on. The decision flows down the path the escalation went up.
+pub(crate) fn decision_back(
+    kernel: &Kernel,
+    escalation: Escalation,
+    received: &Envelope,
+    decided_by: &Name,
+    decision: Value,
+) -> Result<(Subject, Envelope), StoreError> {
+    let down = Decision {
+        escalation_id: escalation.escalation_id,
+        decided_by: decided_by.clone(),
+        decision,
+        reason: escalation.reason,
+        task_id: escalation.task_id,
+        path: escalation.path,
+    };
+    let env = kernel
+        .envelope(decided_by.clone(), Kind::Decision, to_value(&down)?)
+        .with_to(received.from.clone())
+        .with_causation(received.id.clone());
+    Ok((kernel.subjects().inbox(&received.from, decided_by), env))
 }
 
 /// Completes with every subtask's outcome, failures included — for batches,

@@ -12,10 +12,10 @@ use super::ops;
 use super::records::{read_task, Layout, TaskRecord, TaskStatus};
 use super::task::TaskSpec;
 use super::tree::{self, TaskTree};
-use super::{Decision, Escalation};
+use super::{decision_back, Escalation};
 use crate::envelope::{Envelope, Kind, TaskId};
 use crate::name::Name;
-use crate::runtime::{from_doc, optimistic, to_value, Effects, OperationError, Principal};
+use crate::runtime::{from_doc, optimistic, Effects, OperationError, Principal};
 use crate::store::{Change, StoreError, WatchTarget};
 
 /// Waiting for a task failed.
@@ -173,19 +173,7 @@ impl Principal {
             .map_err(|e| invalid(&format!("unreadable escalation: {e}")))?;
         let kernel = &*self.kernel;
         let me = self.name().clone();
-        let d = Decision {
-            escalation_id: esc.escalation_id,
-            decided_by: me.clone(),
-            decision,
-            reason: esc.reason,
-            task_id: esc.task_id,
-            path: esc.path,
-        };
-        let env = kernel
-            .envelope(me.clone(), Kind::Decision, to_value(&d)?)
-            .with_to(escalation.from.clone())
-            .with_causation(escalation.id.clone());
-        let subject = kernel.subjects().inbox(&escalation.from, &me);
+        let (subject, env) = decision_back(kernel, esc, escalation, &me, decision)?;
         let mut effects = Effects::new();
         effects.send(subject, env);
         kernel.commit(effects).await?;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::{AgentOptions, OrgError, RuntimeConfig};
-use super::consumers::{principal_consumer, role_consumers};
+use super::consumers::principal_consumer;
 use super::extensions::Extensions;
 use super::health::RoleStats;
 use super::host::HostedRole;
@@ -258,7 +258,7 @@ async fn provision<'a>(
 ) -> Result<(), OrgError> {
     let k = kernel;
     for role in hosted.chain(std::iter::once(k.chart.principal())) {
-        for c in role_consumers(&k.chart, &k.subjects, &k.config, &k.handlers, role) {
+        for c in k.role_consumers(role) {
             k.transport.ensure_consumer(&c).await?;
         }
     }

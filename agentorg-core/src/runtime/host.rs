@@ -12,7 +12,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::config::AgentOptions;
-use super::consumers::role_consumers;
 use super::context::Context;
 use super::extensions::Extensions;
 use super::health::{AgentState, RoleStats};
@@ -83,13 +82,7 @@ impl HostedRole {
                 })
             })
             .collect();
-        let consumers = role_consumers(
-            &kernel.chart,
-            &kernel.subjects,
-            &kernel.config,
-            &kernel.handlers,
-            &role,
-        );
+        let consumers = kernel.role_consumers(&role);
         stats.consumers.store(consumers.len(), Ordering::SeqCst);
         Self {
             kernel,

@@ -207,6 +207,17 @@ impl Kernel {
         }
     }
 
+    /// The consumers `role` binds, from the registered handlers.
+    pub(crate) fn role_consumers(&self, role: &Name) -> Vec<crate::transport::ConsumerConfig> {
+        super::consumers::role_consumers(
+            &self.chart,
+            &self.subjects,
+            &self.config,
+            &self.handlers,
+            role,
+        )
+    }
+
     /// The handler that takes `role`'s deliveries on `subject`, if any.
     pub(crate) fn handler_for(&self, role: &Name, subject: &Subject) -> Option<&Arc<dyn Handler>> {
         self.handlers.iter().find(|h| {

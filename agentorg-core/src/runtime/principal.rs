@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::consumers::{principal_consumer, role_consumers};
+use super::consumers::principal_consumer;
 use super::kernel::Kernel;
 use super::ops::{self, OperationError, RoleLiveness};
 use super::records::{from_doc, AgentRecord, DeadLetterRecord};
@@ -208,7 +208,7 @@ impl Principal {
     /// it (results, escalations, …).
     fn inbox_consumer(&self) -> ConsumerConfig {
         let k = &self.kernel;
-        let mut all = role_consumers(&k.chart, &k.subjects, &k.config, &k.handlers, self.name());
+        let mut all = k.role_consumers(self.name());
         let inbox = super::consumers::consumer_name(INBOX, k.org(), self.name());
         match all.iter().position(|c| c.name == inbox) {
             Some(i) => all.swap_remove(i),
