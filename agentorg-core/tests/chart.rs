@@ -13,77 +13,10 @@ use proptest::prelude::*;
 /// GenBrain's org as shipped with the genbrain example (one copy for both).
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/genbrain.toml");
 
-/// GenBrain's org, built in code to match `examples/genbrain.toml`.
+/// GenBrain's org, built in code to match `examples/genbrain.toml`: the
+/// pattern suite's own chart (one copy of it in code).
 fn genbrain_in_code() -> OrgChart {
-    let role = |name: &str, manager: &str, description: &str, tools: &[&str], caps: &[&str]| {
-        RoleSpec::new(name)
-            .reports_to(manager)
-            .description(description)
-            .tools(tools.iter().copied())
-            .capabilities(caps.iter().copied())
-    };
-    let eng = ["git.*", "time.*"];
-    OrgChart::builder("genbrain")
-        .principal("founder")
-        .role(role(
-            "ceo",
-            "founder",
-            "Task decomposition, strategic decisions",
-            &["time.*"],
-            &["planning", "delegation"],
-        ))
-        .role(role(
-            "cto",
-            "ceo",
-            "Architecture, code review, technical decisions",
-            &eng,
-            &["architecture", "code-review"],
-        ))
-        .role(role(
-            "cso",
-            "ceo",
-            "Security scanning, vulnerability remediation",
-            &eng,
-            &["security-review"],
-        ))
-        .role(role(
-            "marketing",
-            "ceo",
-            "Content creation, blog posts, social media",
-            &["time.*"],
-            &["blog", "social", "email", "seo"],
-        ))
-        .role(
-            role(
-                "backend",
-                "cto",
-                "API implementation, data models",
-                &eng,
-                &["api", "data-models"],
-            )
-            .alternate("frontend"),
-        )
-        .role(role(
-            "frontend",
-            "cto",
-            "UI components, client-side logic",
-            &eng,
-            &["ui"],
-        ))
-        .role(role(
-            "devops",
-            "cto",
-            "Infrastructure, CI/CD, deployment",
-            &eng,
-            &["infrastructure", "ci-cd", "deployment"],
-        ))
-        .peer_with_purpose("backend", "frontend", "API contracts")
-        .peer_with_purpose("devops", "cso", "infrastructure security")
-        .peer_with_purpose("backend", "devops", "deployment configs")
-        .peer_with_purpose("frontend", "marketing", "brand assets")
-        .shortcut("ceo", "backend", ["api_change"])
-        .build()
-        .unwrap()
+    agentorg_core::conformance::patterns::genbrain_chart(&"genbrain".parse().unwrap())
 }
 
 fn genbrain_from_file() -> OrgChart {
