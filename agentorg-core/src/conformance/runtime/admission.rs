@@ -15,6 +15,7 @@ use crate::agent::Outcome;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
+use crate::runtime::{Org, PrincipalStream};
 use crate::store::StateStore;
 use crate::transport::{PublishOptions, Transport, TransportExt};
 
@@ -35,12 +36,7 @@ fn raw_task(org: &Name, from: &str, to: &str, id: MessageId) -> Envelope {
 pub async fn sender_mismatch_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
     const B: &str = "sender_mismatch_refused";
     let x = Scripted::completing();
-    let o = start(B, &t, &s, &org, vec![("x", Arc::new(x.clone()))]).await;
-    let mut dead = o
-        .principal()
-        .dead_letters()
-        .await
-        .unwrap_or_else(|e| fail(B, e));
+    let (o, mut dead) = x_with_dead_letters(B, &t, &s, &org, x.clone()).await;
     let n = |v: &str| Name::new(v).unwrap_or_else(|e| fail(B, e));
     // Claims to come from `y` but is sent on the principal's subject.
     let forged = raw_task(&org, "y", "x", MessageId::new());
@@ -72,12 +68,7 @@ pub async fn undecodable_input_dead_lettered(
 ) {
     const B: &str = "undecodable_input_dead_lettered";
     let x = Scripted::completing();
-    let o = start(B, &t, &s, &org, vec![("x", Arc::new(x.clone()))]).await;
-    let mut dead = o
-        .principal()
-        .dead_letters()
-        .await
-        .unwrap_or_else(|e| fail(B, e));
+    let (o, mut dead) = x_with_dead_letters(B, &t, &s, &org, x.clone()).await;
     let n = |v: &str| Name::new(v).unwrap_or_else(|e| fail(B, e));
     let subject = o.subjects().inbox(&n("x"), &n("p"));
     let junk = Bytes::from_static(b"{\"v\":1,\"oops\"");
@@ -106,19 +97,7 @@ pub async fn future_version_retried_then_dead_lettered(
     org: Name,
 ) {
     const B: &str = "future_version_retried_then_dead_lettered";
-    let o = start(
-        B,
-        &t,
-        &s,
-        &org,
-        vec![("x", Arc::new(Scripted::completing()))],
-    )
-    .await;
-    let mut dead = o
-        .principal()
-        .dead_letters()
-        .await
-        .unwrap_or_else(|e| fail(B, e));
+    let (o, mut dead) = x_with_dead_letters(B, &t, &s, &org, Scripted::completing()).await;
     let n = |v: &str| Name::new(v).unwrap_or_else(|e| fail(B, e));
     let subject = o.subjects().inbox(&n("x"), &n("p"));
     let id = MessageId::new();
@@ -186,4 +165,22 @@ pub async fn drain_on_shutdown(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, or
     if slow.runs().len() != 1 {
         fail(B, format!("{} runs", slow.runs().len()));
     }
+}
+
+/// An org hosting `x` (the suite's chart), and the principal's stream of
+/// dead letters, opened before anything is refused.
+async fn x_with_dead_letters(
+    b: &str,
+    t: &Arc<dyn Transport>,
+    s: &Arc<dyn StateStore>,
+    org: &Name,
+    x: Scripted,
+) -> (Org, PrincipalStream) {
+    let o = start(b, t, s, org, vec![("x", Arc::new(x))]).await;
+    let dead = o
+        .principal()
+        .dead_letters()
+        .await
+        .unwrap_or_else(|e| fail(b, e));
+    (o, dead)
 }
