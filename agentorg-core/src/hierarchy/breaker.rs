@@ -10,6 +10,13 @@
 //!   (a conditional write, so one replica wins); the others are rerouted or
 //!   refused until the probe ends or its time is up. A completed probe closes
 //!   the breaker; a failed one opens it again for another cool-down.
+//!
+//! A task whose assignee's breaker had counted no failure when it was
+//! delegated (`TaskRecord::breaker_clear`) completes without reading the
+//! breaker: a completion resets the failures counted before its task was
+//! delegated, so when there were none it has nothing to reset, and failures
+//! of tasks that overlap it stand (a sequence of tasks, each delegated after
+//! the previous one ended, counts exactly as "consecutive").
 
 use chrono::{DateTime, Utc};
 
@@ -37,6 +44,27 @@ pub(crate) async fn read(
     shared.read(&Layout::of(shared)?.breaker(role)?).await
 }
 
+/// Where a delegation goes (see [`choose_target`]).
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The role that gets the task.
+    pub(crate) role: Name,
+    /// The write that takes its half-open breaker's probe slot.
+    pub(crate) probe: Option<Write>,
+    /// Whether its breaker had counted no failure.
+    pub(crate) clear: bool,
+}
+
+impl Target {
+    fn closed(role: &Name, rec: Option<&BreakerRecord>) -> Self {
+        Self {
+            role: role.clone(),
+            probe: None,
+            clear: rec.is_none_or(|r| r.consecutive_failures == 0),
+        }
+    }
+}
+
 /// Where a delegation to `to` goes: `to` itself, or its alternate while its
 /// breaker is open. When the cool-down is over and no probe is out (nor
 /// already planned by this caller, `probing`), the delegation becomes the
@@ -48,14 +76,14 @@ pub(crate) async fn choose_target(
     to: &Name,
     task: &TaskId,
     probing: bool,
-) -> Result<(Name, Option<Write>), DelegateError> {
+) -> Result<Target, DelegateError> {
     let now = shared.now();
     let Some((rec, version)) = read(shared, to).await? else {
-        return Ok((to.clone(), None));
+        return Ok(Target::closed(to, None));
     };
     let until = rec.until.unwrap_or(now);
     if rec.state == BreakerState::Closed {
-        return Ok((to.clone(), None));
+        return Ok(Target::closed(to, Some(&rec)));
     }
     if until > now || probing {
         return reroute(shared, to, Some(until)).await;
@@ -72,23 +100,24 @@ pub(crate) async fn choose_target(
         to_value(&probe)?,
         Precondition::Version(version),
     );
-    Ok((to.clone(), Some(write)))
+    Ok(Target {
+        role: to.clone(),
+        probe: Some(write),
+        clear: false,
+    })
 }
 
 async fn reroute(
     shared: &Kernel,
     to: &Name,
     until: Option<DateTime<Utc>>,
-) -> Result<(Name, Option<Write>), DelegateError> {
+) -> Result<Target, DelegateError> {
     let alternate = shared.chart().alternate_of(to).cloned();
     if let Some(alt) = &alternate {
-        let alt_closed = match read(shared, alt).await? {
-            None => true,
-            Some((rec, _)) => rec.state == BreakerState::Closed,
-        };
-        if alt_closed {
+        let rec = read(shared, alt).await?.map(|(rec, _)| rec);
+        if rec.as_ref().is_none_or(|r| r.state == BreakerState::Closed) {
             tracing::info!(role = %to, alternate = %alt, "breaker open: rerouted to the alternate");
-            return Ok((alt.clone(), None));
+            return Ok(Target::closed(alt, rec.as_ref()));
         }
     }
     Err(DelegateError::BreakerOpen {

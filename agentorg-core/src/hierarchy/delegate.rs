@@ -125,8 +125,11 @@ pub(crate) async fn plan(
         }
     }
     let task_id = MessageId::new();
-    let (target, probe_write) =
-        breaker::choose_target(kernel, &requested, &task_id, probing.contains(&requested)).await?;
+    let breaker::Target {
+        role: target,
+        probe: probe_write,
+        clear: breaker_clear,
+    } = breaker::choose_target(kernel, &requested, &task_id, probing.contains(&requested)).await?;
     let contended = probe_write.is_some() || spec.idempotency_key.is_some();
     let now = kernel.now();
     let sla_deadline = spec.sla_minutes.map(|m| {
@@ -154,6 +157,7 @@ pub(crate) async fn plan(
         result: None,
         error: None,
         probe: probe_write.is_some(),
+        breaker_clear,
         traceparent: None,
         queued_children: Vec::new(),
         sla_deadline,

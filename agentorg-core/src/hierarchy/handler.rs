@@ -15,8 +15,8 @@ use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::name::Name;
 use crate::runtime::{
-    clip, to_value, Claimed, DeadLetterRecord, Effects, Fault, Handler, HostedRole, Kernel, Reason,
-    Settle,
+    clip, to_value, Claimed, DeadLetterRecord, Effects, Fault, Handler, HostedRole, Kernel,
+    Prepared, Reason, Settle,
 };
 use crate::store::{Precondition, StoreError, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
@@ -123,6 +123,18 @@ impl Handler for InboxHandler {
             },
             _ => None,
         })
+    }
+
+    async fn prepare(
+        &self,
+        kernel: &Kernel,
+        role: &Name,
+        env: &Envelope,
+    ) -> Result<Prepared, Fault> {
+        match env.kind {
+            Kind::Task => super::tasks::prepare_task(kernel, role, env).await,
+            _ => Ok(Prepared::none()),
+        }
     }
 
     async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault> {

@@ -124,6 +124,10 @@ pub struct TaskRecord {
     /// Whether it is the probe of a half-open breaker.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    /// Whether its assignee's breaker had counted no failure when it was
+    /// delegated (then its completion has no failure to reset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breaker_clear: bool,
     /// The trace context it was delegated under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,

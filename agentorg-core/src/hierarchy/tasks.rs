@@ -13,11 +13,12 @@ use super::ops::{cancel_sla, notice_id, send_result};
 use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskRecord, TaskStatus};
 use super::task::{HierarchyCallbacks, Outcome};
 use crate::envelope::{Envelope, MessageId, TaskId};
+use crate::name::Name;
 use crate::runtime::{
     clip, describe, optimistic, to_value, AgentError, Claimed, Committed, Context, Effects, Fault,
-    Reason, Settle,
+    Kernel, Prepared, Reason, Settle,
 };
-use crate::store::{Precondition, StoreError, Write};
+use crate::store::{Precondition, StoreError, Version, Write};
 
 /// How a task handler ended, as it will be recorded.
 #[derive(Debug, Clone)]
@@ -27,15 +28,78 @@ enum TaskEnd {
     AwaitingSubtasks,
 }
 
-/// A task delegated to this role: mark it started, run the role's code,
-/// record how it ended.
+/// A task read as its delivery is claimed (see [`prepare_task`]).
+#[derive(Debug)]
+pub(crate) struct ReadTask {
+    record: TaskRecord,
+    version: Version,
+    /// Whether the claim's commit also marked it started.
+    started: bool,
+}
+
+/// As a task's delivery is claimed: reads the task, and marks it started in
+/// the claim's commit when it is this role's and not started or ended.
+pub(crate) async fn prepare_task(
+    kernel: &Kernel,
+    role: &Name,
+    env: &Envelope,
+) -> Result<Prepared, Fault> {
+    let task_id = task_id_of(env);
+    let Some((mut record, version)) = read_task(kernel, &task_id).await? else {
+        return Ok(Prepared::none());
+    };
+    let started = record.status.is_terminal()
+        || &record.assigned_to != role
+        || (record.status == TaskStatus::InProgress && record.started_at.is_some());
+    if started {
+        let read = ReadTask {
+            record,
+            version,
+            started: false,
+        };
+        return Ok(Prepared::new(read, Vec::new()));
+    }
+    record.status = TaskStatus::InProgress;
+    record.started_at.get_or_insert(kernel.now());
+    let write = Write::put(
+        Layout::of(kernel)?.task(&task_id)?,
+        to_value(&record)?,
+        Precondition::Version(version),
+    );
+    let read = ReadTask {
+        record,
+        version,
+        started: true,
+    };
+    Ok(Prepared::new(read, vec![write]))
+}
+
+/// A task delegated to this role: mark it started (done with the claim,
+/// unless the task changed meanwhile), run the role's code, record how it
+/// ended.
 pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
     let kernel = d.kernel();
     let task_id = task_id_of(d.envelope());
     let layout = Layout::of(kernel)?;
-    // Mark the task started (the record was written before the message).
+    // What the claim read (and wrote), if it read this task.
+    let known = Mutex::new(d.prepared::<ReadTask>().and_then(|(read, versions)| {
+        let version = if read.started {
+            versions.first().copied().flatten()?
+        } else {
+            read.version
+        };
+        (read.record.task_id == task_id).then(|| (read.record.clone(), version))
+    }));
     let started = optimistic(|| async {
-        let Some((mut rec, v)) = read_task(kernel, &task_id).await? else {
+        let known = known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let current = match known {
+            Some(x) => Some(x),
+            None => read_task(kernel, &task_id).await?,
+        };
+        let Some((mut rec, v)) = current else {
             let reason = Reason::new("unknown_task", "no task record for this task message");
             return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
         };
@@ -50,7 +114,7 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
             return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
         }
         if rec.status == TaskStatus::InProgress && rec.started_at.is_some() {
-            return Ok(Some(Ok(rec)));
+            return Ok(Some(Ok((rec, v))));
         }
         rec.status = TaskStatus::InProgress;
         rec.started_at.get_or_insert(kernel.now());
@@ -59,14 +123,17 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
             to_value(&rec)?,
             Precondition::Version(v),
         );
-        match kernel.store().commit(vec![write]).await {
-            Ok(_) => Ok(Some(Ok(rec))),
+        match kernel.commit_writes(vec![write]).await {
+            Ok(versions) => match versions.first().copied().flatten() {
+                Some(v) => Ok(Some(Ok((rec, v)))),
+                None => Ok(None),
+            },
             Err(e) if e.is_precondition_failure() => Ok(None),
             Err(e) => Err(Fault::from(e)),
         }
     })
     .await?;
-    let record = match started {
+    let (record, version) = match started {
         Some(Ok(rec)) => rec,
         Some(Err(settled)) => return Ok(settled),
         None => return d.rerun("the task kept changing").await,
@@ -74,7 +141,13 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
     let cx = d.context(Some(task_id.clone()));
     let clock = tokio::time::Instant::now();
     let outcome = d.run(cb.on_task(&cx, to_task(&record))).await;
-    record_outcome(d, &cx, &task_id, None, outcome, Some(clock.elapsed())).await
+    let run = Run {
+        task_id: &task_id,
+        rollup_child: None,
+        known: Some((record, version)),
+        ran: Some(clock.elapsed()),
+    };
+    record_outcome(d, &cx, run, outcome).await
 }
 
 /// Commits the completion record for a task that had already ended
@@ -94,16 +167,28 @@ async fn commit_already_ended(d: &Claimed<'_>, task: &TaskRecord) -> Result<Sett
     d.commit_all(effects).await
 }
 
+/// Which run of the role's code on a task is being recorded.
+struct Run<'a> {
+    /// The task.
+    task_id: &'a TaskId,
+    /// For a roll-up (`on_subtasks_done`): the subtask whose result ended
+    /// the wait.
+    rollup_child: Option<&'a TaskId>,
+    /// The task as last read or written by this delivery, with its version.
+    known: Option<(TaskRecord, Version)>,
+    /// How long the role's code ran on it (not for roll-ups).
+    ran: Option<Duration>,
+}
+
 /// Records a task handler's outcome: a transient failure is retried, the
 /// rest ends or parks the task.
 async fn record_outcome(
     d: &Claimed<'_>,
     cx: &Context,
-    task_id: &TaskId,
-    rollup_child: Option<&TaskId>,
+    run: Run<'_>,
     outcome: Result<Outcome, AgentError>,
-    ran: Option<Duration>,
 ) -> Result<Settle, Fault> {
+    let task_id = run.task_id;
     let (effects, mut ext) = cx.take_effects();
     let delegations = ext.remove::<Delegations>().unwrap_or_default();
     let end = match outcome {
@@ -121,22 +206,28 @@ async fn record_outcome(
             TaskEnd::Failed(clip(describe(&e)))
         }
     };
-    commit_outcome(d, task_id, rollup_child, end, effects, delegations, ran).await
+    commit_outcome(d, run, end, effects, delegations).await
 }
 
 /// Commits a task's end with the completion record, retrying on conflicts
 /// with other writers of the task and breaker records.
 async fn commit_outcome(
     d: &Claimed<'_>,
-    task_id: &TaskId,
-    rollup_child: Option<&TaskId>,
+    run: Run<'_>,
     end: TaskEnd,
     staged: Effects,
     delegations: Delegations,
-    ran: Option<Duration>,
 ) -> Result<Settle, Fault> {
     let kernel = d.kernel();
     let layout = Layout::of(kernel)?;
+    let Run {
+        task_id,
+        rollup_child,
+        known,
+        ran,
+    } = run;
+    // The first try commits on what this delivery knows; a conflict reads.
+    let known = Mutex::new(known);
     // Becomes `Failed` if the store refuses the outcome.
     let current_end = Mutex::new(end);
     let settled = optimistic(|| async {
@@ -144,7 +235,15 @@ async fn commit_outcome(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let Some((mut task, task_v)) = read_task(kernel, task_id).await? else {
+        let known = known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let current = match known {
+            Some(x) => Some(x),
+            None => read_task(kernel, task_id).await?,
+        };
+        let Some((mut task, task_v)) = current else {
             return d.done().await.map(Some);
         };
         if task.status.is_terminal() {
@@ -197,7 +296,10 @@ async fn commit_outcome(
             // The breaker judges the role by its own handler's outcomes: a
             // roll-up that fails because a subtask failed says nothing about
             // this role.
-            if rollup_child.is_none() {
+            // A completion with no failure counted before its delegation
+            // has nothing to reset (see the breaker's module).
+            let nothing_to_reset = success && task.breaker_clear && !task.probe;
+            if rollup_child.is_none() && !nothing_to_reset {
                 breaker_after_task(kernel, d.role(), success, task.probe, &mut effects).await?;
             }
             cancel_sla(kernel, &task, &mut effects)?;
@@ -315,9 +417,13 @@ pub(crate) async fn on_result(
             let outcome = d
                 .run(cb.on_subtasks_done(&cx, to_task(&parent), results))
                 .await;
-            return record_outcome(d, &cx, &parent_id, Some(&child_id), outcome, None)
-                .await
-                .map(Some);
+            let run = Run {
+                task_id: &parent_id,
+                rollup_child: Some(&child_id),
+                known: None,
+                ran: None,
+            };
+            return record_outcome(d, &cx, run, outcome).await.map(Some);
         }
         let mut updated = parent;
         updated.open_children = remaining;

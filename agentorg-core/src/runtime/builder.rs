@@ -186,6 +186,7 @@ impl OrgBuilder {
             handlers: self.registry.handlers,
             timer_handlers,
             cache: std::sync::Mutex::default(),
+            cleanup: outbox::Cleanup::default(),
             chart: self.chart,
         });
         if kernel.config.provision {
@@ -239,6 +240,10 @@ impl OrgBuilder {
         lifecycle
             .tracker
             .spawn(timers::run(Arc::clone(&kernel), lifecycle.shutdown.clone()));
+        lifecycle.tracker.spawn(outbox::clean(
+            Arc::clone(&kernel),
+            lifecycle.shutdown.clone(),
+        ));
         lifecycle.tracker.spawn(maintenance(
             Arc::clone(&kernel),
             senders,

@@ -1,6 +1,7 @@
 //! Claims: who processes a message, which attempt, until when — a record per
 //! message and role, changed only by conditional writes.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use super::error::Fault;
 use super::host::HostedRole;
 use super::records::{add, clip, to_value, ClaimDoc, ClaimState};
 use super::retry::optimistic;
-use super::seam::{Reason, Settle};
-use crate::envelope::MessageId;
+use super::seam::{Handler, Reason, Settle};
+use crate::envelope::{Envelope, MessageId};
 use crate::store::{DocKey, Precondition, StateStoreExt, StoreError, Version, Write};
 use crate::transport::Delivery;
 
@@ -43,10 +44,18 @@ impl Claim {
     }
 }
 
+/// What a handler prepared, once committed with the claim (see
+/// [`Handler::prepare`]).
+pub(crate) struct Note {
+    pub(crate) note: Box<dyn Any + Send + Sync>,
+    /// The versions of the prepared writes, in order.
+    pub(crate) versions: Vec<Option<Version>>,
+}
+
 /// What trying to claim a message found.
 pub(crate) enum Acquire {
-    /// Claimed: run the handler.
-    Run(Claim),
+    /// Claimed: run the handler (with what it prepared).
+    Run(Claim, Option<Note>),
     /// Already processed.
     Done,
     /// Already dead-lettered.
@@ -68,7 +77,7 @@ impl Acquire {
             Acquire::Done => Settle::Ack,
             Acquire::DeadLettered => Settle::Term,
             Acquire::Busy(d) => Settle::Nak(*d),
-            Acquire::Run(_) | Acquire::Exhausted { .. } => Settle::Nak(retry_delay),
+            Acquire::Run(..) | Acquire::Exhausted { .. } => Settle::Nak(retry_delay),
         }
     }
 }
@@ -109,45 +118,74 @@ impl HostedRole {
         ))
     }
 
-    /// Claims message `id` for a run, or says why not.
-    pub(crate) async fn acquire(&self, id: &str) -> Result<Acquire, Fault> {
-        let key = self.claim_key(id)?;
+    /// Claims message `env` for a run, with what `handler` prepares
+    /// committed alongside, or says why not. On a first delivery
+    /// (`first`) the claim is expected not to exist and is not read first;
+    /// if it does, the conflict has it read.
+    pub(crate) async fn acquire(
+        &self,
+        env: &Envelope,
+        first: bool,
+        handler: &dyn Handler,
+    ) -> Result<Acquire, Fault> {
+        let key = self.claim_key(env.id.as_str())?;
         let cfg = &self.kernel.config;
+        let unread = AtomicBool::new(first);
         let claimed = optimistic(|| async {
             let now = self.kernel.now();
-            let (attempts, pre, last_error, deferrals) =
-                match self.kernel.read::<ClaimDoc>(&key).await? {
-                    None => (1, Precondition::MustNotExist, None, 0),
-                    Some((c, v)) => match c.state {
-                        ClaimState::Done => return Ok(Some(Acquire::Done)),
-                        ClaimState::DeadLettered => return Ok(Some(Acquire::DeadLettered)),
-                        ClaimState::Running if c.lease_until > now => {
-                            let left = (c.lease_until - now).to_std().unwrap_or_default();
-                            return Ok(Some(Acquire::Busy(
-                                left.clamp(Duration::from_millis(10), cfg.lease),
-                            )));
-                        }
-                        _ if c.attempts >= cfg.max_attempts => {
-                            return Ok(Some(Acquire::Exhausted {
-                                version: v,
-                                attempts: c.attempts,
-                                last_error: c.last_error,
-                            }))
-                        }
-                        _ => (
-                            c.attempts + 1,
-                            Precondition::Version(v),
-                            c.last_error,
-                            c.deferrals,
-                        ),
-                    },
-                };
+            let current = if unread.swap(false, Ordering::SeqCst) {
+                None
+            } else {
+                self.kernel.read::<ClaimDoc>(&key).await?
+            };
+            let (attempts, pre, last_error, deferrals) = match current {
+                None => (1, Precondition::MustNotExist, None, 0),
+                Some((c, v)) => match c.state {
+                    ClaimState::Done => return Ok(Some(Acquire::Done)),
+                    ClaimState::DeadLettered => return Ok(Some(Acquire::DeadLettered)),
+                    ClaimState::Running if c.lease_until > now => {
+                        let left = (c.lease_until - now).to_std().unwrap_or_default();
+                        return Ok(Some(Acquire::Busy(
+                            left.clamp(Duration::from_millis(10), cfg.lease),
+                        )));
+                    }
+                    _ if c.attempts >= cfg.max_attempts => {
+                        return Ok(Some(Acquire::Exhausted {
+                            version: v,
+                            attempts: c.attempts,
+                            last_error: c.last_error,
+                        }))
+                    }
+                    _ => (
+                        c.attempts + 1,
+                        Precondition::Version(v),
+                        c.last_error,
+                        c.deferrals,
+                    ),
+                },
+            };
+            let prepared = handler.prepare(&self.kernel, &self.role, env).await?;
             let doc = ClaimDoc {
                 deferrals,
                 ..self.claim_doc(ClaimState::Running, attempts, cfg.lease, last_error)
             };
-            match self.kernel.store.put(&key, to_value(&doc)?, pre).await {
-                Ok(v) => Ok(Some(Acquire::Run(Claim::new(key.clone(), attempts, v)))),
+            let mut writes = vec![Write::put(key.clone(), to_value(&doc)?, pre)];
+            writes.extend(prepared.writes);
+            match self.kernel.commit_writes(writes).await {
+                Ok(mut versions) => {
+                    let Some(version) = versions.first().copied().flatten() else {
+                        return Err(Fault::from(StoreError::Other {
+                            backend: "store",
+                            source: format!("commit of the claim {key} returned no version").into(),
+                        }));
+                    };
+                    versions.remove(0);
+                    let note = prepared.note.map(|note| Note { note, versions });
+                    Ok(Some(Acquire::Run(
+                        Claim::new(key.clone(), attempts, version),
+                        note,
+                    )))
+                }
                 Err(e) if e.is_precondition_failure() => Ok(None),
                 Err(e) => Err(Fault::from(e)),
             }

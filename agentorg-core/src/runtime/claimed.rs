@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::claim::Claim;
+use super::claim::{Claim, Note};
 use super::context::Context;
 use super::dead_letter::DeadLetter;
 use super::error::{describe, AgentError, Fault};
@@ -18,7 +18,7 @@ use super::retry::{backoff, optimistic};
 use super::seam::{Handler, Reason, Settle};
 use crate::envelope::{Envelope, MessageId, TraceContext};
 use crate::name::Name;
-use crate::store::{Precondition, StoreError};
+use crate::store::{Precondition, StoreError, Version};
 use crate::transport::Delivery;
 
 /// A delivery the kernel has claimed for this process, handed to the
@@ -33,6 +33,7 @@ pub struct Claimed<'a> {
     pub(crate) delivery: &'a Delivery,
     pub(crate) envelope: &'a Envelope,
     pub(crate) claim: Claim,
+    pub(crate) prepared: Option<Note>,
     pub(crate) trace: TraceContext,
     pub(crate) handler: &'a dyn Handler,
 }
@@ -87,6 +88,14 @@ impl Claimed<'_> {
     /// This attempt's number, from the claim (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.claim.attempt
+    }
+
+    /// What the handler's [`prepare`](Handler::prepare) noted, if it is a
+    /// `T`, with the versions its writes got when committed with the claim
+    /// (in order).
+    pub fn prepared<T: 'static>(&self) -> Option<(&T, &[Option<Version>])> {
+        let p = self.prepared.as_ref()?;
+        Some((p.note.downcast_ref::<T>()?, &p.versions))
     }
 
     /// The trace context of this delivery's span.
@@ -147,7 +156,7 @@ impl Claimed<'_> {
         let (writes, entries) =
             kernel.outbox_writes(effects, vec![self.host.done_write(&self.claim)?])?;
         let armed = kernel.timers.arms_any(&writes);
-        match kernel.store.commit(writes).await {
+        match kernel.commit_writes(writes).await {
             Ok(_) => {
                 kernel.after_commit(entries, armed).await;
                 Ok(Committed::Yes)

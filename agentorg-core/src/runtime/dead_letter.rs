@@ -101,7 +101,7 @@ impl HostedRole {
             }
             let (writes, entries) = self.kernel.outbox_writes(effects, writes)?;
             let armed = self.kernel.timers.arms_any(&writes);
-            match self.kernel.store.commit(writes).await {
+            match self.kernel.commit_writes(writes).await {
                 Ok(_) => {
                     tracing::warn!(code = reason.code, reason = %reason.message, attempts = dl.attempts, dead_letter = %letter.id, "dead-lettered");
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -113,8 +113,11 @@ impl HostedRole {
                 return self.refuse_unclaimed(d, env, handler, reason).await;
             }
         };
-        let claim = match self.acquire(env.id.as_str()).await? {
-            Acquire::Run(claim) => claim,
+        let (claim, prepared) = match self
+            .acquire(env, d.attempt() <= 1, handler.as_ref())
+            .await?
+        {
+            Acquire::Run(claim, prepared) => (claim, prepared),
             Acquire::Exhausted {
                 version,
                 attempts,
@@ -148,6 +151,7 @@ impl HostedRole {
                 delivery: d,
                 envelope: env,
                 claim,
+                prepared,
                 trace,
                 handler: handler.as_ref(),
             })

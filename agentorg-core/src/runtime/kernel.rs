@@ -53,6 +53,8 @@ pub struct Kernel {
     pub(crate) timers: Timers,
     /// What patterns derive once per org ([`Kernel::cached`]).
     pub(crate) cache: Mutex<Extensions>,
+    /// Published outbox entries still to delete.
+    pub(crate) cleanup: outbox::Cleanup,
 }
 
 impl fmt::Debug for Kernel {
@@ -176,9 +178,29 @@ impl Kernel {
     pub async fn commit(&self, effects: Effects) -> Result<(), StoreError> {
         let (writes, entries) = self.outbox_writes(effects, Vec::new())?;
         let armed = self.timers.arms_any(&writes);
-        self.store.commit(writes).await?;
+        self.commit_writes(writes).await?;
         self.after_commit(entries, armed).await;
         Ok(())
+    }
+
+    /// Commits `writes` atomically, with the deletions of published outbox
+    /// entries riding along; the versions of `writes`, in order.
+    pub async fn commit_writes(
+        &self,
+        mut writes: Vec<Write>,
+    ) -> Result<Vec<Option<Version>>, StoreError> {
+        let own = writes.len();
+        let riders = self.cleanup.ride(&mut writes);
+        match self.store.commit(writes).await {
+            Ok(mut versions) => {
+                versions.truncate(own);
+                Ok(versions)
+            }
+            Err(e) => {
+                self.cleanup.restore(riders);
+                Err(e)
+            }
+        }
     }
 
     /// The writes of `effects` after `first`, with an outbox entry per

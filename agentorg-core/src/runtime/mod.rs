@@ -137,6 +137,6 @@ pub use records::{
 };
 pub use retry::{optimistic, CONFLICT_RETRIES};
 pub use seam::{
-    Handler, KernelAccess, Lifecycle, Pattern, Reason, Registry, Service, Settle, TimerHandler,
-    INBOX,
+    Handler, KernelAccess, Lifecycle, Pattern, Prepared, Reason, Registry, Service, Settle,
+    TimerHandler, INBOX,
 };

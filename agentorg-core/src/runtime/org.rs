@@ -160,6 +160,8 @@ impl Org {
                 tracing::warn!(org = %self.shared.org(), "drain timed out; cancelling in-flight handlers");
                 self.kill.cancel();
             }
+            self.finish().await;
+            self.shared.cleanup.finish(&*self.shared.store).await;
         }
         self.finish().await;
     }

@@ -3,11 +3,18 @@
 //! crash in between leaves the entry, and a sweep republishes it; the
 //! receiver deduplicates by envelope id (and its claims make a second
 //! delivery harmless).
+//!
+//! Deleting a published entry costs no commit of its own: the deletion
+//! rides on the next commit this process makes ([`Cleanup`]), or, when no
+//! commit comes within [`LINGER`], the cleaner deletes what is left in one
+//! commit.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::kernel::Kernel;
@@ -63,15 +70,145 @@ pub(crate) fn entry(
     ))
 }
 
-/// Publishes committed entries and deletes them. A failure leaves the entry
-/// for the sweep; nothing is lost.
-pub(crate) async fn flush(shared: &Kernel, entries: Vec<Entry>) {
-    for e in entries {
-        publish_one(&*shared.transport, &*shared.store, e).await;
+/// How long a published entry waits for a commit to ride on before the
+/// cleaner deletes it in a commit of its own (with whatever else is
+/// pending then).
+pub(crate) const LINGER: Duration = Duration::from_millis(20);
+
+/// The most deletions one commit carries: well within a Firestore commit's
+/// 500 writes, with room for the commit's own.
+const MAX_RIDERS: usize = 64;
+
+/// Published entries whose documents are still to be deleted.
+///
+/// Each deletion (unconditional, so it can never fail the commit it rides
+/// on) is added to the next commit this process makes through
+/// [`Kernel::commit_writes`]; if that commit fails, the deletions go back to
+/// the queue. An entry left behind by a crash is only republished by a
+/// sweep (deduplicated by the transport, and harmless to the receiver's
+/// claims), so a late deletion costs nothing but the document meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct Cleanup {
+    pending: Mutex<Vec<DocKey>>,
+    wake: Notify,
+}
+
+impl Cleanup {
+    /// Queues the deletion of a published entry.
+    fn push(&self, key: DocKey) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.push(key);
+        if pending.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Moves up to [`MAX_RIDERS`] queued deletions into `writes` (none of a
+    /// document `writes` already touches); returns their keys, to
+    /// [`restore`](Self::restore) if the commit fails.
+    pub(crate) fn ride(&self, writes: &mut Vec<Write>) -> Vec<DocKey> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        for key in pending.drain(..) {
+            if taken.len() < MAX_RIDERS && !writes.iter().any(|w| w.key() == &key) {
+                taken.push(key);
+            } else {
+                kept.push(key);
+            }
+        }
+        *pending = kept;
+        writes.extend(
+            taken
+                .iter()
+                .map(|k| Write::delete(k.clone(), Precondition::None)),
+        );
+        taken
+    }
+
+    /// Puts deletions back after the commit they rode on failed.
+    pub(crate) fn restore(&self, keys: Vec<DocKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let was_empty = pending.is_empty();
+        pending.extend(keys);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// How many deletions wait.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// At shutdown, once the handlers are done: deletes what waits.
+    pub(crate) async fn finish(&self, store: &dyn StateStore) {
+        if let Err(e) = self.drain(store).await {
+            tracing::debug!(error = %e, "published outbox entries stay; the next start's sweep republishes them (deduplicated)");
+        }
+    }
+
+    /// Deletes what waits, [`MAX_RIDERS`] per commit; a failure puts them
+    /// back.
+    async fn drain(&self, store: &dyn StateStore) -> Result<(), StoreError> {
+        loop {
+            let mut writes = Vec::new();
+            let keys = self.ride(&mut writes);
+            if keys.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = store.commit(writes).await {
+                self.restore(keys);
+                return Err(e);
+            }
+        }
     }
 }
 
-async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry) {
+/// The cleaner: whenever deletions wait, gives them [`LINGER`] to ride on a
+/// commit, then deletes what is left, until `shutdown` (the org's shutdown
+/// deletes what the draining handlers leave, [`Cleanup::finish`]).
+pub(crate) async fn clean(shared: std::sync::Arc<Kernel>, shutdown: CancellationToken) {
+    let cleanup = &shared.cleanup;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = cleanup.wake.notified() => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(LINGER) => {}
+        }
+        if let Err(e) = cleanup.drain(&*shared.store).await {
+            tracing::debug!(error = %e, "deleting published outbox entries failed; retried later");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(shared.config.retry_delay) => {}
+            }
+            cleanup.wake.notify_one();
+        }
+    }
+}
+
+/// Publishes committed entries and queues their deletion. A failure leaves
+/// the entry for the sweep; nothing is lost.
+pub(crate) async fn flush(shared: &Kernel, entries: Vec<Entry>) {
+    for e in entries {
+        publish_one(&*shared.transport, &shared.cleanup, e).await;
+    }
+}
+
+async fn publish_one(transport: &dyn Transport, cleanup: &Cleanup, e: Entry) {
     match transport
         .publish(
             &e.subject,
@@ -80,11 +217,7 @@ async fn publish_one(transport: &dyn Transport, store: &dyn StateStore, e: Entry
         )
         .await
     {
-        Ok(_) => {
-            if let Err(err) = store.delete(&e.key, Precondition::None).await {
-                tracing::warn!(entry = %e.key, error = %err, "published, but the outbox entry stays; the sweep will republish it (deduplicated)");
-            }
-        }
+        Ok(_) => cleanup.push(e.key),
         Err(err) => {
             tracing::warn!(subject = %e.subject, msg_id = %e.msg_id, error = %err, "publish failed; the outbox sweep will retry");
         }
@@ -134,7 +267,7 @@ pub(crate) async fn sweep(
             };
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = publish_one(&*shared.transport, &*shared.store, entry) => {}
+                () = publish_one(&*shared.transport, &shared.cleanup, entry) => {}
             }
         }
         Ok(())

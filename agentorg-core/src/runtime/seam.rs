@@ -2,6 +2,7 @@
 //! [`TimerHandler`]s and [`Service`]s with the kernel's [`Registry`]; the
 //! kernel keeps the table and dispatches by it (it names no pattern).
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::records::{clip, DeadLetterRecord, TimerRecord};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, MessageId};
 use crate::name::Name;
-use crate::store::StoreError;
+use crate::store::{StoreError, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
 
 /// The key of every role's inbox consumer, `in-<role>-<hash>`: handlers that
@@ -167,6 +168,23 @@ pub trait Handler: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// What to read and write as the delivery is claimed, before
+    /// [`handle`](Handler::handle): the writes are committed atomically with
+    /// the claim (starting the work costs no commit of its own; if one of
+    /// them conflicts, the claim is tried again and this is asked again),
+    /// and the note comes back to `handle` through
+    /// [`Claimed::prepared`], with the versions the writes got. Default:
+    /// nothing.
+    async fn prepare(
+        &self,
+        kernel: &Kernel,
+        role: &Name,
+        envelope: &Envelope,
+    ) -> Result<Prepared, Fault> {
+        let _ = (kernel, role, envelope);
+        Ok(Prepared::none())
+    }
+
     /// Handles a claimed delivery: runs the application's code through it,
     /// and settles it (commit, retry or dead-letter).
     async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault>;
@@ -204,6 +222,40 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<Effects, StoreError> {
         let _ = (kernel, record);
         Ok(Effects::new())
+    }
+}
+
+/// What a handler reads and writes as a delivery is claimed (see
+/// [`Handler::prepare`]): writes committed with the claim, and a note of
+/// what it read, for [`Claimed::prepared`].
+#[derive(Default)]
+pub struct Prepared {
+    pub(crate) writes: Vec<Write>,
+    pub(crate) note: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("writes", &self.writes)
+            .field("note", &self.note.is_some())
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// Nothing to read or write with the claim.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `note` handed to [`Handler::handle`], and `writes` committed with
+    /// the claim (their versions come with the note, in order).
+    pub fn new<T: Any + Send + Sync>(note: T, writes: Vec<Write>) -> Self {
+        Self {
+            writes,
+            note: Some(Box::new(note)),
+        }
     }
 }
 
