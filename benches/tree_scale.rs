@@ -113,10 +113,11 @@ async fn run(
     assert_eq!(done.status, TaskStatus::Completed, "{label}: {done:?}");
     let leaves = fanout * fanout;
     println!(
-        "| {label} | {fanout} × {fanout} = {leaves} leaves, {} tasks | {:.2} s | {:.0} tasks/s |",
+        "| {label} | {fanout} × {fanout} = {leaves} leaves, {} tasks | {:.2} s | {:.0} tasks/s | {} |",
         1 + fanout + leaves,
         took.as_secs_f64(),
-        (1 + fanout + leaves) as f64 / took.as_secs_f64()
+        (1 + fanout + leaves) as f64 / took.as_secs_f64(),
+        org.conflicts(),
     );
     org.shutdown().await;
     took
@@ -133,8 +134,10 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     rt.block_on(async {
-        println!("| backends | tree | root delegated → completed | throughput |");
-        println!("|---|---|---:|---:|");
+        println!(
+            "| backends | tree | root delegated → completed | throughput | conflicts retried |"
+        );
+        println!("|---|---|---:|---:|---:|");
         run(
             "memory transport + memory store",
             Arc::new(MemoryTransport::new()),

@@ -9,6 +9,9 @@
 //! A task's SLA deadline is a kernel timer of kind `sla`, owned by its
 //! delegator (see [`sla`](super::sla)).
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -266,4 +269,80 @@ pub(crate) async fn read_task(
     id: &TaskId,
 ) -> Result<Option<(TaskRecord, Version)>, StoreError> {
     kernel.read(&Layout::of(kernel)?.task(id)?).await
+}
+
+/// Serializes, within this process, the roll-ups of subtask results into
+/// one parent task: they would otherwise contend on its record (each loser
+/// a conflict, a read and a retry). While results for a parent queue, the
+/// record as last committed here is handed from one roll-up to the next, so
+/// each commits on it without reading it again; across processes its
+/// conditional write still decides (a conflict reads it afresh).
+#[derive(Debug, Default)]
+pub(crate) struct RollupLocks {
+    map: std::sync::Mutex<HashMap<TaskId, Arc<Slot>>>,
+}
+
+type Slot = tokio::sync::Mutex<Option<(TaskRecord, Version)>>;
+
+/// Held while a result rolls up into `parent`: the parent's record as last
+/// committed by the roll-up before it, if any.
+pub(crate) struct RollupGuard {
+    locks: Arc<RollupLocks>,
+    parent: TaskId,
+    slot: Arc<Slot>,
+    guard: Option<tokio::sync::OwnedMutexGuard<Option<(TaskRecord, Version)>>>,
+}
+
+impl RollupLocks {
+    /// The locks of `kernel`'s org in this process.
+    pub(crate) fn of(kernel: &Kernel) -> Arc<Self> {
+        match kernel.cached(|_| Ok::<_, std::convert::Infallible>(Self::default())) {
+            Ok(locks) => locks,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Waits for the roll-ups into `parent` before this one.
+    pub(crate) async fn lock(self: &Arc<Self>, parent: &TaskId) -> RollupGuard {
+        let slot = {
+            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(parent.clone()).or_default())
+        };
+        let guard = Arc::clone(&slot).lock_owned().await;
+        RollupGuard {
+            locks: Arc::clone(self),
+            parent: parent.clone(),
+            slot,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl RollupGuard {
+    /// The parent's record as the previous roll-up committed it (taken).
+    pub(crate) fn take(&mut self) -> Option<(TaskRecord, Version)> {
+        self.guard.as_mut().and_then(|g| g.take())
+    }
+
+    /// The parent's record as this roll-up committed it, for the next.
+    pub(crate) fn keep(&mut self, record: TaskRecord, version: Version) {
+        if let Some(g) = self.guard.as_mut() {
+            **g = Some((record, version));
+        }
+    }
+}
+
+impl Drop for RollupGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self
+            .locks
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only the map and this guard hold it: nobody waits, forget it.
+        if Arc::strong_count(&self.slot) == 2 {
+            map.remove(&self.parent);
+        }
+    }
 }

@@ -10,7 +10,9 @@ use serde_json::Value;
 use super::breaker::breaker_after_task;
 use super::delegate::{task_envelope, Delegations};
 use super::ops::{cancel_sla, notice_id, send_result};
-use super::records::{read_task, Layout, ResultPayload, TaskPayload, TaskRecord, TaskStatus};
+use super::records::{
+    read_task, Layout, ResultPayload, RollupLocks, TaskPayload, TaskRecord, TaskStatus,
+};
 use super::task::{HierarchyCallbacks, Outcome};
 use crate::envelope::{Envelope, MessageId, TaskId};
 use crate::name::Name;
@@ -388,8 +390,19 @@ pub(crate) async fn on_result(
         return d.settle_call(&cx, r).await;
     };
     let layout = Layout::of(kernel)?;
+    // The roll-ups into one parent, one at a time in this process, each on
+    // the record the previous one committed.
+    let rolling_up = Mutex::new(RollupLocks::of(kernel).lock(&parent_id).await);
     let settled = optimistic(|| async {
-        let Some((parent, parent_v)) = read_task(kernel, &parent_id).await? else {
+        let last = rolling_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let current = match last {
+            Some(x) => Some(x),
+            None => read_task(kernel, &parent_id).await?,
+        };
+        let Some((parent, parent_v)) = current else {
             return d.done().await.map(Some);
         };
         if &parent.assigned_to != role {
@@ -420,7 +433,7 @@ pub(crate) async fn on_result(
             let run = Run {
                 task_id: &parent_id,
                 rollup_child: Some(&child_id),
-                known: None,
+                known: Some((parent, parent_v)),
                 ran: None,
             };
             return record_outcome(d, &cx, run, outcome).await.map(Some);
@@ -442,11 +455,19 @@ pub(crate) async fn on_result(
             to_value(&updated)?,
             Precondition::Version(parent_v),
         ));
-        match d.commit(effects).await? {
-            Committed::Yes => Ok(Some(Settle::Ack)),
-            Committed::Again => Ok(None),
-            Committed::Settled(s) => Ok(Some(s)),
-            Committed::Refused(e) => Err(Fault::from(e)),
+        match d.commit_versioned(effects).await? {
+            (Committed::Yes, versions) => {
+                if let Some(v) = versions.last().copied().flatten() {
+                    rolling_up
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .keep(updated, v);
+                }
+                Ok(Some(Settle::Ack))
+            }
+            (Committed::Again, _) => Ok(None),
+            (Committed::Settled(s), _) => Ok(Some(s)),
+            (Committed::Refused(e), _) => Err(Fault::from(e)),
         }
     })
     .await?;

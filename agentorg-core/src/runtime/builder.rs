@@ -187,6 +187,7 @@ impl OrgBuilder {
             timer_handlers,
             cache: std::sync::Mutex::default(),
             cleanup: outbox::Cleanup::default(),
+            conflicts: std::sync::atomic::AtomicU64::new(0),
             chart: self.chart,
         });
         if kernel.config.provision {

@@ -151,18 +151,31 @@ impl Claimed<'_> {
 
     /// Tries once to commit `effects` with the completion record.
     pub async fn commit(&self, effects: Effects) -> Result<Committed, Fault> {
+        self.commit_versioned(effects).await.map(|(c, _)| c)
+    }
+
+    /// [`commit`](Self::commit), with the versions the writes of `effects`
+    /// got when committed (in order; empty unless [`Committed::Yes`]).
+    pub async fn commit_versioned(
+        &self,
+        effects: Effects,
+    ) -> Result<(Committed, Vec<Option<Version>>), Fault> {
         let kernel = self.kernel();
         let contended = effects.contended;
+        let own = effects.writes.len();
         let (writes, entries) =
             kernel.outbox_writes(effects, vec![self.host.done_write(&self.claim)?])?;
         let armed = kernel.timers.arms_any(&writes);
         match kernel.commit_writes(writes).await {
-            Ok(_) => {
+            Ok(versions) => {
                 kernel.after_commit(entries, armed).await;
-                Ok(Committed::Yes)
+                let versions = versions.into_iter().skip(1).take(own).collect();
+                Ok((Committed::Yes, versions))
             }
-            Err(e) if e.is_precondition_failure() => self.after_conflict(contended).await,
-            Err(e @ StoreError::InvalidInput { .. }) => Ok(Committed::Refused(e)),
+            Err(e) if e.is_precondition_failure() => {
+                Ok((self.after_conflict(contended).await?, Vec::new()))
+            }
+            Err(e @ StoreError::InvalidInput { .. }) => Ok((Committed::Refused(e), Vec::new())),
             Err(e) => Err(e.into()),
         }
     }

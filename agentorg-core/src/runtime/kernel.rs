@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -55,6 +56,8 @@ pub struct Kernel {
     pub(crate) cache: Mutex<Extensions>,
     /// Published outbox entries still to delete.
     pub(crate) cleanup: outbox::Cleanup,
+    /// Commits through [`Kernel::commit_writes`] refused for a precondition.
+    pub(crate) conflicts: AtomicU64,
 }
 
 impl fmt::Debug for Kernel {
@@ -183,6 +186,12 @@ impl Kernel {
         Ok(())
     }
 
+    /// How many commits of this process met a conflict so far (each was
+    /// then read again and retried, or settled otherwise).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
     /// Commits `writes` atomically, with the deletions of published outbox
     /// entries riding along; the versions of `writes`, in order.
     pub async fn commit_writes(
@@ -197,6 +206,9 @@ impl Kernel {
                 Ok(versions)
             }
             Err(e) => {
+                if e.is_precondition_failure() {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
                 self.cleanup.restore(riders);
                 Err(e)
             }

@@ -140,6 +140,13 @@ impl Org {
         self.roles.iter().map(|(r, s)| s.snapshot(r)).collect()
     }
 
+    /// How many commits of this process met a conflict (another writer
+    /// changed a record first) since it started; each was read again and
+    /// retried, or settled otherwise. Contention shows here.
+    pub fn conflicts(&self) -> u64 {
+        self.shared.conflicts()
+    }
+
     /// Whether every hosted role is taking deliveries.
     pub fn is_ready(&self) -> bool {
         self.health().iter().all(|h| h.state == AgentState::Ready)

@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use super::{
     validate_writes, Change, ChangeStream, CollectionPath, DocKey, Document, ListOptions, ListPage,
@@ -41,17 +42,73 @@ pub struct MemoryStore {
 }
 
 // One std Mutex guards all documents: critical sections are short and never
-// await. Changes are broadcast while the lock is held, so watchers see them in
-// version order.
+// await. Changes are sent to the watches that cover them while the lock is
+// held, so each watch sees them in version order, and a write wakes only the
+// watches of its document and collection.
 struct Inner {
     state: Mutex<State>,
-    changes: broadcast::Sender<Event>,
 }
 
 #[derive(Default)]
 struct State {
     collections: HashMap<CollectionPath, BTreeMap<Arc<str>, Stored>>,
     last_version: u64,
+    watches: Watches,
+    next_watch: u64,
+}
+
+/// The open watches, by what they follow.
+#[derive(Default)]
+struct Watches {
+    documents: HashMap<DocKey, Vec<Slot>>,
+    collections: HashMap<CollectionPath, Vec<Slot>>,
+}
+
+/// Where one watch's changes go. A watch that falls `CHANGE_BUFFER` changes
+/// behind is marked lagged and re-reads its target.
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Event>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Watches {
+    fn slots(&mut self, target: &WatchTarget) -> &mut Vec<Slot> {
+        match target {
+            WatchTarget::Document(k) => self.documents.entry(k.clone()).or_default(),
+            WatchTarget::Collection(c) => self.collections.entry(c.clone()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, target: &WatchTarget, id: u64) {
+        let emptied = {
+            let slots = self.slots(target);
+            slots.retain(|s| s.id != id);
+            slots.is_empty()
+        };
+        if emptied {
+            match target {
+                WatchTarget::Document(k) => self.documents.remove(k),
+                WatchTarget::Collection(c) => self.collections.remove(c),
+            };
+        }
+    }
+
+    /// Sends `event` to the watches that cover its document.
+    fn send(&self, event: &Event) {
+        let by_doc = self.documents.get(&event.key).into_iter().flatten();
+        let by_collection = self
+            .collections
+            .get(event.key.collection())
+            .into_iter()
+            .flatten();
+        for slot in by_doc.chain(by_collection) {
+            // Closed: the watch is being dropped and removes itself.
+            if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(event.clone()) {
+                slot.lagged.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -78,11 +135,9 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
-                changes,
             }),
         }
     }
@@ -238,8 +293,7 @@ impl StateStore for MemoryStore {
                         .entry(key.collection().clone())
                         .or_default()
                         .insert(Arc::from(key.id()), stored.clone());
-                    // No receiver is fine: nobody is watching.
-                    let _ = self.inner.changes.send(Event {
+                    st.watches.send(&Event {
                         key,
                         stored: Some(stored),
                         version,
@@ -252,7 +306,7 @@ impl StateStore for MemoryStore {
                         .get_mut(key.collection())
                         .and_then(|docs| docs.remove(key.id()));
                     if removed.is_some() {
-                        let _ = self.inner.changes.send(Event {
+                        st.watches.send(&Event {
                             key,
                             stored: None,
                             version,
@@ -267,14 +321,25 @@ impl StateStore for MemoryStore {
 
     async fn watch(&self, target: WatchTarget) -> Result<ChangeStream, StoreError> {
         // Subscribe and snapshot under one lock: no change falls between them.
-        let (rx, initial) = {
-            let st = lock(&self.inner.state);
-            (self.inner.changes.subscribe(), st.snapshot(&target))
+        let (tx, rx) = mpsc::channel(CHANGE_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let (id, initial) = {
+            let mut st = lock(&self.inner.state);
+            st.next_watch += 1;
+            let id = st.next_watch;
+            st.watches.slots(&target).push(Slot {
+                id,
+                tx,
+                lagged: Arc::clone(&lagged),
+            });
+            (id, st.snapshot(&target))
         };
         let mut watcher = Watcher {
             inner: Arc::clone(&self.inner),
             target,
+            id,
             rx,
+            lagged,
             seen: HashMap::new(),
             queue: VecDeque::new(),
         };
@@ -295,7 +360,10 @@ impl StateStore for MemoryStore {
 struct Watcher {
     inner: Arc<Inner>,
     target: WatchTarget,
-    rx: broadcast::Receiver<Event>,
+    id: u64,
+    rx: mpsc::Receiver<Event>,
+    /// Set when a change could not be queued for it.
+    lagged: Arc<AtomicBool>,
     /// Per document: the last version accounted for (a delete's own version
     /// for a deleted document) and whether it exists in what was yielded.
     seen: HashMap<DocKey, (Version, bool)>,
@@ -360,14 +428,22 @@ impl Watcher {
             if let Some(c) = self.queue.pop_front() {
                 return Some(c);
             }
-            match self.rx.recv().await {
-                Ok(ev) if self.target.covers(&ev.key) => {
-                    self.offer(ev.key, ev.stored, Some(ev.version));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => self.resync(),
-                Err(broadcast::error::RecvError::Closed) => return None,
+            if self.lagged.swap(false, Ordering::SeqCst) {
+                // What is still queued is older than the re-read, and
+                // `offer` passes over it.
+                self.resync();
+                continue;
             }
+            let ev = self.rx.recv().await?;
+            self.offer(ev.key, ev.stored, Some(ev.version));
         }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        lock(&self.inner.state)
+            .watches
+            .remove(&self.target, self.id);
     }
 }
