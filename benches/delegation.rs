@@ -156,79 +156,103 @@ fn nats(c: &mut Criterion) {
         return;
     };
     let mut group = c.benchmark_group("delegation_nats");
+    // The runtime's pull batch (`AGENTORG_BENCH_BATCH`, default: the
+    // transport's default).
+    let batch = std::env::var("AGENTORG_BENCH_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(agentorg::nats::DEFAULT_BATCH);
 
-    // Raw async-nats: two work-queue streams' worth of hops on one stream,
-    // the same consumers' settings as the transport's (explicit ack, pull).
-    let raw = rt.block_on(async {
-        let client = async_nats::connect(server.url()).await.expect("connects");
-        let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_or_create_stream(async_nats::jetstream::stream::Config {
-                name: "RAW".into(),
-                subjects: vec!["raw.>".into()],
-                retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
-                ..Default::default()
-            })
-            .await
-            .expect("a stream");
-        let consumer = |name: &str, filter: &str| {
-            let stream = stream.clone();
-            let (name, filter) = (name.to_owned(), filter.to_owned());
-            async move {
-                stream
-                    .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                        durable_name: Some(name),
-                        filter_subject: filter,
-                        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("a consumer")
-                    .stream()
-                    .max_messages_per_batch(1)
-                    .messages()
-                    .await
-                    .expect("a message stream")
-            }
-        };
-        let tasks = consumer("worker", "raw.task").await;
-        let results = consumer("founder", "raw.result").await;
-        (js, tasks, results)
-    });
-    let raw = Arc::new(tokio::sync::Mutex::new(raw));
-    group.bench_function("raw_async_nats", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let raw = Arc::clone(&raw);
-            async move {
-                let mut guard = raw.lock().await;
-                let (js, tasks, results) = &mut *guard;
-                let payload = bytes::Bytes::from_static(br#"{"title":"ping"}"#);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    js.publish("raw.task", payload.clone())
+    // Raw async-nats: the same two hops on one work-queue stream, with the
+    // transport's durability (durable pull consumers, explicit acks, every
+    // publish's ack awaited) and its fire-and-forget consumer acks. The
+    // honest baseline reads each consumer as one long-lived `messages()`
+    // stream with async-nats's default prefetch (200 per pull request), so a
+    // pull request is always outstanding; `raw_async_nats_batch1` pulls one
+    // message per request, as a transport built `with_batch(1)` does.
+    let raw_hops = |batch: Option<usize>, tag: &'static str| {
+        let url = server.url().to_owned();
+        async move {
+            let client = async_nats::connect(url).await.expect("connects");
+            let js = async_nats::jetstream::new(client);
+            let stream = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: format!("RAW{tag}"),
+                    subjects: vec![format!("raw{tag}.>")],
+                    retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+                    ..Default::default()
+                })
+                .await
+                .expect("a stream");
+            let consumer = |name: &str, filter: String| {
+                let stream = stream.clone();
+                let name = name.to_owned();
+                async move {
+                    let consumer = stream
+                        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                            durable_name: Some(name),
+                            filter_subject: filter,
+                            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                            ..Default::default()
+                        })
                         .await
-                        .expect("published")
-                        .await
-                        .expect("stored");
-                    let task = tasks.next().await.expect("a task").expect("readable");
-                    task.ack().await.expect("acked");
-                    js.publish("raw.result", payload.clone())
-                        .await
-                        .expect("published")
-                        .await
-                        .expect("stored");
-                    let result = results.next().await.expect("a result").expect("readable");
-                    result.ack().await.expect("acked");
+                        .expect("a consumer");
+                    let pull = consumer.stream();
+                    let pull = match batch {
+                        Some(b) => pull.max_messages_per_batch(b),
+                        None => pull,
+                    };
+                    pull.messages().await.expect("a message stream")
                 }
-                start.elapsed()
-            }
+            };
+            let tasks = consumer("worker", format!("raw{tag}.task")).await;
+            let results = consumer("founder", format!("raw{tag}.result")).await;
+            (js, tasks, results, tag)
+        }
+    };
+    for (batch, tag, label) in [
+        (None, "p", "raw_async_nats"),
+        (Some(1), "b", "raw_async_nats_batch1"),
+    ] {
+        let raw = rt.block_on(raw_hops(batch, tag));
+        let raw = Arc::new(tokio::sync::Mutex::new(raw));
+        group.bench_function(label, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let raw = Arc::clone(&raw);
+                async move {
+                    let mut guard = raw.lock().await;
+                    let (js, tasks, results, tag) = &mut *guard;
+                    let (task_subject, result_subject) =
+                        (format!("raw{tag}.task"), format!("raw{tag}.result"));
+                    let payload = bytes::Bytes::from_static(br#"{"title":"ping"}"#);
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        js.publish(task_subject.clone(), payload.clone())
+                            .await
+                            .expect("published")
+                            .await
+                            .expect("stored");
+                        let task = tasks.next().await.expect("a task").expect("readable");
+                        task.ack().await.expect("acked");
+                        js.publish(result_subject.clone(), payload.clone())
+                            .await
+                            .expect("published")
+                            .await
+                            .expect("stored");
+                        let result = results.next().await.expect("a result").expect("readable");
+                        result.ack().await.expect("acked");
+                    }
+                    start.elapsed()
+                }
+            });
         });
-    });
+    }
 
     let (org, inbox) = rt.block_on(async {
         let transport = NatsTransportBuilder::new()
             .with_server(server.url())
             .with_org("bench")
+            .with_batch(batch)
             .build()
             .await
             .expect("a NATS transport");

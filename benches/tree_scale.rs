@@ -3,12 +3,14 @@
 //!
 //! The CEO delegates 100 tasks to `manager`; each manager task delegates 100
 //! leaf tasks to `worker`; every result rolls up. Not a criterion bench (one
-//! run takes seconds); it prints a table, and BENCHMARKS.md records it.
+//! run takes seconds); it prints a table (with the commit conflicts met and
+//! the process's peak RSS so far), and BENCHMARKS.md records it.
 //!
 //! ```text
 //! cargo bench --bench tree_scale                        # memory transport + memory store
 //! cargo bench --bench tree_scale --features nats        # also NATS JetStream + memory store
 //! AGENTORG_TREE_FANOUT=50 cargo bench --bench tree_scale   # 50 × 50 leaves
+//! AGENTORG_TREE_MANAGERS=1000 cargo bench --bench tree_scale   # 1,000 × 100 = 100,000 leaves
 //! ```
 //!
 //! With `--features nats` it starts a nats-server through the test kit
@@ -24,13 +26,13 @@ use agentorg::transport::{MemoryTransport, Transport};
 use serde_json::json;
 
 struct Ceo {
-    fanout: usize,
+    managers: usize,
 }
 
 #[async_trait]
 impl Agent for Ceo {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
-        for i in 0..self.fanout {
+        for i in 0..self.managers {
             cx.delegate(
                 "manager",
                 TaskSpec::new(format!("{} / part {i}", task.title)),
@@ -79,17 +81,30 @@ fn chart() -> OrgChart {
         .expect("a valid chart")
 }
 
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 async fn run(
     label: &str,
     transport: Arc<dyn Transport>,
     store: Arc<dyn StateStore>,
+    managers: usize,
     fanout: usize,
 ) -> Duration {
     let concurrency = AgentOptions::default().concurrency(32);
     let org = Org::builder(chart())
         .transport(transport)
         .store(store)
-        .agent_with("ceo", Arc::new(Ceo { fanout }), AgentOptions::default())
+        .agent_with("ceo", Arc::new(Ceo { managers }), AgentOptions::default())
         .agent_with("manager", Arc::new(Manager { fanout }), concurrency.clone())
         .agent_with(
             "worker",
@@ -111,13 +126,14 @@ async fn run(
         .expect("the root ends");
     let took = started.elapsed();
     assert_eq!(done.status, TaskStatus::Completed, "{label}: {done:?}");
-    let leaves = fanout * fanout;
+    let leaves = managers * fanout;
     println!(
-        "| {label} | {fanout} × {fanout} = {leaves} leaves, {} tasks | {:.2} s | {:.0} tasks/s | {} |",
-        1 + fanout + leaves,
+        "| {label} | {managers} × {fanout} = {leaves} leaves, {} tasks | {:.2} s | {:.0} tasks/s | {} | {:.0} MiB |",
+        1 + managers + leaves,
         took.as_secs_f64(),
-        (1 + fanout + leaves) as f64 / took.as_secs_f64(),
+        (1 + managers + leaves) as f64 / took.as_secs_f64(),
         org.conflicts(),
+        peak_rss_mib(),
     );
     org.shutdown().await;
     took
@@ -128,6 +144,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    let managers: usize = std::env::var("AGENTORG_TREE_MANAGERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fanout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,13 +155,14 @@ fn main() {
         .expect("a tokio runtime");
     rt.block_on(async {
         println!(
-            "| backends | tree | root delegated → completed | throughput | conflicts retried |"
+            "| backends | tree | root delegated → completed | throughput | conflicts retried | peak RSS so far |"
         );
-        println!("|---|---|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|");
         run(
             "memory transport + memory store",
             Arc::new(MemoryTransport::new()),
             Arc::new(MemoryStore::new()),
+            managers,
             fanout,
         )
         .await;
@@ -161,6 +182,7 @@ fn main() {
                 "NATS JetStream + memory store",
                 Arc::new(transport),
                 Arc::new(MemoryStore::new()),
+                managers,
                 fanout,
             )
             .await;

@@ -305,7 +305,7 @@ fn benches(c: &mut Criterion) {
         payload.len()
     );
 
-    let (raw, ours) = rt.block_on(sides(&nats.url(), 1, 64));
+    let (raw, ours) = rt.block_on(sides(&nats.url(), agentorg_nats::DEFAULT_BATCH, 64));
     let mut g = c.benchmark_group("nats_round_trip");
     g.throughput(Throughput::Elements(1));
     for (label, side) in [("raw_async_nats", raw), ("nats_transport", ours)] {

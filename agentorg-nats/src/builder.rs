@@ -93,11 +93,16 @@ impl Default for NatsTransportBuilder {
     }
 }
 
+/// Messages a binder asks for per pull request unless told otherwise
+/// ([`NatsTransportBuilder::with_batch`]): 2, the least that keeps a pull
+/// request waiting on the server while a message is handled.
+pub const DEFAULT_BATCH: usize = 2;
+
 impl NatsTransportBuilder {
     /// A builder with the defaults: no server (add one), no credentials,
     /// streams with 1 replica and [`StreamLimits::default_for`] each kind, a
     /// 2-minute duplicate window, streams created on build, pull batches of
-    /// 1, 5 s request timeout, 15 s publish budget, fire-and-forget acks.
+    /// 2, 5 s request timeout, 15 s publish budget, fire-and-forget acks.
     pub fn new() -> Self {
         Self {
             servers: Vec::new(),
@@ -112,7 +117,7 @@ impl NatsTransportBuilder {
             limits: StreamKind::ALL.map(StreamLimits::default_for),
             duplicate_window: Duration::from_secs(120),
             provision: true,
-            batch: 1,
+            batch: DEFAULT_BATCH,
             pull_expiry: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -278,9 +283,17 @@ impl NatsTransportBuilder {
         self
     }
 
-    /// Messages asked for per pull request (default 1). Messages a binder has
-    /// received but not yet handed out run their ack timers too; keep it at
-    /// or below the handler concurrency unless handlers are quick.
+    /// Messages asked for per pull request (default [`DEFAULT_BATCH`], at
+    /// least 2). async-nats asks for the next batch when half of one is left,
+    /// so with 2 a request is already waiting when a message is handed out
+    /// (with 1 the next request goes out only when the next message is
+    /// asked for — a server round trip per message — and async-nats can lose
+    /// count of a one-message request answered before it was counted, which
+    /// stalls the consumer until its heartbeat check, 2 × the heartbeat:
+    /// measured every ~10 s under sequential load, so 1 is refused).
+    /// Messages a binder has received but not yet handed out run their ack
+    /// timers too; keep it at or below the handler concurrency unless
+    /// handlers are quick.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch;
         self
@@ -366,10 +379,14 @@ impl NatsTransportBuilder {
         if !(1..=5).contains(&self.replicas) {
             return Err(Self::invalid("replicas must be between 1 and 5"));
         }
-        if self.batch == 0 || self.subscriber_buffer == 0 {
+        if self.batch < 2 {
             return Err(Self::invalid(
-                "batch and subscriber_buffer must be positive",
+                "batch must be at least 2 (with 1, async-nats's pull stream can stall \
+                 until its heartbeat check; see NatsTransportBuilder::with_batch)",
             ));
+        }
+        if self.subscriber_buffer == 0 {
+            return Err(Self::invalid("subscriber_buffer must be positive"));
         }
         for d in [
             self.pull_expiry,

@@ -94,9 +94,10 @@
 //! ([`ConsumerConfig::max_message_bytes`](agentorg_core::transport::ConsumerConfig::max_message_bytes))
 //! kept in the consumer's metadata so every process binding it decodes the
 //! same way. A binder asks for [`batch`](NatsTransportBuilder::with_batch)
-//! messages at a time (default 1): a message received but not yet handed to
-//! the caller has its ack timer running, so large batches suit only quick
-//! handlers. The delivery attempt is JetStream's delivered count. Several
+//! messages at a time (default 2, so a pull request is already waiting on
+//! the server while a message is handled; 1 is refused, see `with_batch`): a
+//! message received but not yet handed to the caller has its ack timer
+//! running, so large batches suit only quick handlers. The delivery attempt is JetStream's delivered count. Several
 //! binders of one consumer (a role's replicas) share its messages.
 //!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
@@ -199,7 +200,7 @@ mod subscription;
 mod transport;
 mod violations;
 
-pub use builder::NatsTransportBuilder;
+pub use builder::{NatsTransportBuilder, DEFAULT_BATCH};
 pub use layout::{StreamKind, StreamLayout, StreamLimits};
 pub use transport::{NatsTransport, StoredMessage};
 
