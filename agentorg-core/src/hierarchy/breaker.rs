@@ -53,6 +53,10 @@ pub(crate) struct Target {
     pub(crate) probe: Option<Write>,
     /// Whether its breaker had counted no failure.
     pub(crate) clear: bool,
+    /// The requested role's breaker as read, when it was closed (or had no
+    /// record): later delegations of the same handler call to the same role
+    /// go by it without reading it again.
+    pub(crate) closed: Option<Option<BreakerRecord>>,
 }
 
 impl Target {
@@ -61,6 +65,7 @@ impl Target {
             role: role.clone(),
             probe: None,
             clear: rec.is_none_or(|r| r.consecutive_failures == 0),
+            closed: None,
         }
     }
 }
@@ -71,20 +76,38 @@ impl Target {
 /// probe: the returned write takes the probe slot, conditionally, and must be
 /// committed together with the probe task (so a handler that fails, or a
 /// commit that loses the race, leaves the slot free).
+///
+/// `seen` is `to`'s closed breaker as this handler call already read it
+/// (see [`Target::closed`]); `None` reads it.
 pub(crate) async fn choose_target(
     shared: &Kernel,
     to: &Name,
     task: &TaskId,
     probing: bool,
+    seen: Option<Option<BreakerRecord>>,
 ) -> Result<Target, DelegateError> {
     let now = shared.now();
-    let Some((rec, version)) = read(shared, to).await? else {
-        return Ok(Target::closed(to, None));
+    let current = match seen {
+        Some(closed) => closed.map(|rec| (rec, None)),
+        None => read(shared, to).await?.map(|(rec, v)| (rec, Some(v))),
+    };
+    let Some((rec, version)) = current else {
+        return Ok(Target {
+            closed: Some(None),
+            ..Target::closed(to, None)
+        });
     };
     let until = rec.until.unwrap_or(now);
     if rec.state == BreakerState::Closed {
-        return Ok(Target::closed(to, Some(&rec)));
+        return Ok(Target {
+            closed: Some(Some(rec.clone())),
+            ..Target::closed(to, Some(&rec))
+        });
     }
+    let Some(version) = version else {
+        // Only closed breakers are remembered; read it afresh.
+        return Box::pin(choose_target(shared, to, task, probing, None)).await;
+    };
     if until > now || probing {
         return reroute(shared, to, Some(until)).await;
     }
@@ -104,6 +127,7 @@ pub(crate) async fn choose_target(
         role: to.clone(),
         probe: Some(write),
         clear: false,
+        closed: None,
     })
 }
 

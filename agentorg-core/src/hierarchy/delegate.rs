@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::breaker;
 use super::error::DelegateError;
-use super::records::{IdempotencyEntry, Layout, TaskPayload, TaskRecord, TaskStatus};
+use super::records::{
+    BreakerRecord, IdempotencyEntry, Layout, TaskPayload, TaskRecord, TaskStatus,
+};
 use super::sla;
 use super::task::TaskSpec;
 use super::tree::{self, TaskTree};
@@ -96,6 +98,12 @@ pub(crate) fn task_envelope(
 /// documents and envelope. Nothing is written: the caller commits them.
 /// `probing` names roles this caller already plans a probe for.
 #[allow(clippy::too_many_arguments)]
+/// The closed breakers one handler call has read, by role: its further
+/// delegations to those roles go by them (a call's delegations are one
+/// decision; an open or half-open breaker is always read afresh).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BreakersSeen(std::collections::HashMap<Name, Option<BreakerRecord>>);
+
 pub(crate) async fn plan(
     kernel: &Kernel,
     from: &Name,
@@ -105,6 +113,7 @@ pub(crate) async fn plan(
     causation: Option<MessageId>,
     trace: Option<(&TraceContext, Option<&str>)>,
     probing: &[Name],
+    seen: &mut BreakersSeen,
 ) -> Result<Plan, DelegateError> {
     kernel
         .chart()
@@ -129,7 +138,23 @@ pub(crate) async fn plan(
         role: target,
         probe: probe_write,
         clear: breaker_clear,
-    } = breaker::choose_target(kernel, &requested, &task_id, probing.contains(&requested)).await?;
+        closed,
+    } = breaker::choose_target(
+        kernel,
+        &requested,
+        &task_id,
+        probing.contains(&requested),
+        seen.0.get(&requested).cloned(),
+    )
+    .await?;
+    match closed {
+        Some(rec) => {
+            seen.0.insert(requested.clone(), rec);
+        }
+        None => {
+            seen.0.remove(&requested);
+        }
+    }
     let contended = probe_write.is_some() || spec.idempotency_key.is_some();
     let now = kernel.now();
     let sla_deadline = spec.sla_minutes.map(|m| {
@@ -247,17 +272,19 @@ impl Context {
 
     async fn plan_here(&self, to: &str, spec: TaskSpec) -> Result<Plan, DelegateError> {
         let state = self.envelope.headers.get(TRACESTATE).cloned();
-        let probing: Vec<Name> = self.with_effects(|_, ext| {
-            ext.get::<Delegations>()
+        let (probing, mut seen): (Vec<Name>, BreakersSeen) = self.with_effects(|_, ext| {
+            let probing = ext
+                .get::<Delegations>()
                 .map(|d| {
                     d.0.iter()
                         .filter(|p| p.probe)
                         .map(|p| p.assigned_to.clone())
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            (probing, ext.remove::<BreakersSeen>().unwrap_or_default())
         });
-        plan(
+        let planned = plan(
             self.kernel(),
             &self.role,
             to,
@@ -266,8 +293,13 @@ impl Context {
             Some(self.envelope.id.clone()),
             Some((&self.trace, state.as_deref())),
             &probing,
+            &mut seen,
         )
-        .await
+        .await;
+        self.with_effects(|_, ext| {
+            ext.insert(seen);
+        });
+        planned
     }
 
     /// Delegates a task to `to`: a direct report of this role, or a role a

@@ -58,7 +58,7 @@ impl Handler for InboxHandler {
         }
         match env.kind {
             Kind::Task => {
-                let payload: TaskPayload = serde_json::from_value(env.payload.clone())
+                let payload: TaskPayload = crate::runtime::from_json(&env.payload)
                     .map_err(|e| Reason::new("malformed_task", e.to_string()))?;
                 if !chart.may_receive_task_from(role, from, payload.task_type.as_deref()) {
                     return Err(Reason::new(
@@ -80,11 +80,11 @@ impl Handler for InboxHandler {
                 ))
             }
             Kind::Escalation => {
-                serde_json::from_value::<Escalation>(env.payload.clone())
+                crate::runtime::from_json::<Escalation>(&env.payload)
                     .map_err(|e| Reason::new("malformed_escalation", e.to_string()))?;
             }
             Kind::Decision => {
-                let decision: Decision = serde_json::from_value(env.payload.clone())
+                let decision: Decision = crate::runtime::from_json(&env.payload)
                     .map_err(|e| Reason::new("malformed_decision", e.to_string()))?;
                 if !decision.path.contains(role) {
                     return Err(Reason::new(
@@ -94,7 +94,7 @@ impl Handler for InboxHandler {
                 }
             }
             Kind::Result => {
-                serde_json::from_value::<ResultPayload>(env.payload.clone())
+                crate::runtime::from_json::<ResultPayload>(&env.payload)
                     .map_err(|e| Reason::new("malformed_result", e.to_string()))?;
             }
             _ if !chart.may_address(from).contains(role) => {
@@ -115,7 +115,7 @@ impl Handler for InboxHandler {
             Kind::Task => Some(task_id_of(env)),
             // The roll-up of the parent kept failing: the parent cannot
             // progress, so it is dead-lettered with the result.
-            Kind::Result => match serde_json::from_value::<ResultPayload>(env.payload.clone()) {
+            Kind::Result => match crate::runtime::from_json::<ResultPayload>(&env.payload) {
                 Ok(p) => read_task(kernel, &p.task_id)
                     .await?
                     .and_then(|(child, _)| child.parent),
@@ -203,7 +203,7 @@ impl Handler for InboxHandler {
 /// An escalation from a report: decide it, or pass it up.
 async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
     let env = d.envelope();
-    let esc: Escalation = match serde_json::from_value(env.payload.clone()) {
+    let esc: Escalation = match crate::runtime::from_json(&env.payload) {
         Ok(e) => e,
         Err(e) => {
             return d
@@ -248,7 +248,7 @@ async fn on_escalation(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<S
 /// escalation, else passed down to the role below it on the way up.
 async fn on_decision(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Result<Settle, Fault> {
     let env = d.envelope();
-    let decision: Decision = match serde_json::from_value(env.payload.clone()) {
+    let decision: Decision = match crate::runtime::from_json(&env.payload) {
         Ok(x) => x,
         Err(e) => {
             return d

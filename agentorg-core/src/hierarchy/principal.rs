@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::delegate::{plan, Delegation, Plan};
+use super::delegate::{plan, BreakersSeen, Delegation, Plan};
 use super::error::DelegateError;
 use super::ops;
 use super::records::{read_task, Layout, TaskRecord, TaskStatus};
@@ -93,7 +93,19 @@ impl Principal {
         // slot or the same idempotency key first: plan again.
         let conflict = std::sync::Mutex::new(None);
         let made = optimistic(|| async {
-            let planned = match plan(kernel, &me, to, spec.clone(), None, None, None, &[]).await? {
+            let planned = match plan(
+                kernel,
+                &me,
+                to,
+                spec.clone(),
+                None,
+                None,
+                None,
+                &[],
+                &mut BreakersSeen::default(),
+            )
+            .await?
+            {
                 Plan::Existing(d) => return Ok(Some(d)),
                 Plan::New(p) => p,
             };
@@ -169,7 +181,7 @@ impl Principal {
         if escalation.kind != Kind::Escalation || escalation.to.as_ref() != Some(self.name()) {
             return Err(invalid("not an escalation to the principal"));
         }
-        let esc: Escalation = serde_json::from_value(escalation.payload.clone())
+        let esc: Escalation = crate::runtime::from_json(&escalation.payload)
             .map_err(|e| invalid(&format!("unreadable escalation: {e}")))?;
         let kernel = &*self.kernel;
         let me = self.name().clone();

@@ -273,14 +273,18 @@ pub(crate) async fn read_task(
 
 /// Serializes, within this process, the roll-ups of subtask results into
 /// one parent task: they would otherwise contend on its record (each loser
-/// a conflict, a read and a retry). While results for a parent queue, the
-/// record as last committed here is handed from one roll-up to the next, so
-/// each commits on it without reading it again; across processes its
-/// conditional write still decides (a conflict reads it afresh).
+/// a conflict, a read and a retry). The record as last committed here is
+/// kept for the next roll-up into the same parent, so each commits on it
+/// without reading it again (for up to [`ROLLUP_CACHE`] parents at a time);
+/// across processes its conditional write still decides (a conflict reads
+/// it afresh).
 #[derive(Debug, Default)]
 pub(crate) struct RollupLocks {
     map: std::sync::Mutex<HashMap<TaskId, Arc<Slot>>>,
 }
+
+/// How many parents' records the roll-ups of one process keep at most.
+pub(crate) const ROLLUP_CACHE: usize = 1024;
 
 type Slot = tokio::sync::Mutex<Option<(TaskRecord, Version)>>;
 
@@ -306,6 +310,10 @@ impl RollupLocks {
     pub(crate) async fn lock(self: &Arc<Self>, parent: &TaskId) -> RollupGuard {
         let slot = {
             let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= ROLLUP_CACHE && !map.contains_key(parent) {
+                // Forget the parents nobody is rolling up into now.
+                map.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
             Arc::clone(map.entry(parent.clone()).or_default())
         };
         let guard = Arc::clone(&slot).lock_owned().await;
@@ -334,14 +342,15 @@ impl RollupGuard {
 
 impl Drop for RollupGuard {
     fn drop(&mut self) {
-        drop(self.guard.take());
+        let kept = self.guard.take().is_some_and(|g| g.is_some());
         let mut map = self
             .locks
             .map
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Only the map and this guard hold it: nobody waits, forget it.
-        if Arc::strong_count(&self.slot) == 2 {
+        // Nothing kept and nobody waiting (only the map and this guard hold
+        // it): forget it.
+        if !kept && Arc::strong_count(&self.slot) == 2 {
             map.remove(&self.parent);
         }
     }

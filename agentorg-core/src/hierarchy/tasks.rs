@@ -352,7 +352,7 @@ pub(crate) async fn on_result(
     let kernel = d.kernel();
     let env = d.envelope();
     let role = d.role();
-    let payload: ResultPayload = match serde_json::from_value(env.payload.clone()) {
+    let payload: ResultPayload = match crate::runtime::from_json(&env.payload) {
         Ok(p) => p,
         Err(e) => {
             return d
@@ -412,13 +412,7 @@ pub(crate) async fn on_result(
         if parent.status.is_terminal() || !parent.open_children.contains(&child_id) {
             return d.done().await.map(Some);
         }
-        let remaining: Vec<TaskId> = parent
-            .open_children
-            .iter()
-            .filter(|c| **c != child_id)
-            .cloned()
-            .collect();
-        if remaining.is_empty() {
+        if parent.open_children.len() == 1 {
             // The last subtask: the role's code decides the parent's outcome.
             let mut results = Vec::with_capacity(parent.children.len());
             for c in &parent.children {
@@ -439,7 +433,7 @@ pub(crate) async fn on_result(
             return record_outcome(d, &cx, run, outcome).await.map(Some);
         }
         let mut updated = parent;
-        updated.open_children = remaining;
+        updated.open_children.retain(|c| *c != child_id);
         let mut effects = Effects::new();
         // A batch: the slot this subtask held goes to the next queued one.
         if !updated.queued_children.is_empty() {
@@ -479,7 +473,7 @@ pub(crate) async fn on_result(
 
 /// The task a task envelope carries (its payload's id, else the envelope's).
 pub(crate) fn task_id_of(env: &Envelope) -> MessageId {
-    serde_json::from_value::<TaskPayload>(env.payload.clone())
+    crate::runtime::from_json::<TaskPayload>(&env.payload)
         .map(|p| p.task_id)
         .unwrap_or_else(|_| env.id.clone())
 }

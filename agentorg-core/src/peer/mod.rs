@@ -160,7 +160,7 @@ impl PeerMessage {
 
     /// The payload as a typed value.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PeerError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| PeerError::Decode {
+        crate::runtime::from_json(&self.payload).map_err(|e| PeerError::Decode {
             message: e.to_string(),
         })
     }

@@ -151,6 +151,7 @@ impl HostedRole {
     pub(crate) async fn run(self: Arc<Self>, lc: Lifecycle) {
         self.stats.set_state(AgentState::Starting);
         let permits = Arc::new(Semaphore::new(self.options.concurrency));
+        let inline = self.options.concurrency == 1;
         if self.consumers.is_empty() {
             self.stats.set_state(AgentState::Ready);
         }
@@ -175,13 +176,20 @@ impl HostedRole {
             let Some(d) = next else { break };
             let host = Arc::clone(&self);
             let kill = lc.kill.clone();
-            lc.tracker.spawn(async move {
+            let work = async move {
                 let _permit = permit;
                 tokio::select! {
                     () = kill.cancelled() => {}
                     () = host.process(d) => {}
                 }
-            });
+            };
+            if inline {
+                // One at a time: the next delivery waits for this one
+                // anyway, so it runs here, without a task switch.
+                work.await;
+            } else {
+                lc.tracker.spawn(work);
+            }
         }
         self.stats.set_state(AgentState::Draining);
         let all = u32::try_from(self.options.concurrency).unwrap_or(u32::MAX);

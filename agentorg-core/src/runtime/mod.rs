@@ -131,6 +131,7 @@ pub use kernel::{Effects, Kernel};
 pub use ops::{OperationError, RoleLiveness};
 pub use org::Org;
 pub use principal::{InboxError, Principal, PrincipalStream};
+pub(crate) use records::from_json;
 pub use records::{
     clip, from_doc, org_collection, role_collection, to_value, AgentRecord, DeadLetterRecord,
     DeadLetterStatus, ProcessRecord, TimerRecord, MAX_ERROR_LEN,

@@ -323,11 +323,17 @@ pub fn to_value<T: Serialize>(doc: &T) -> Result<Value, StoreError> {
     })
 }
 
+/// Deserializes `value` as a `T` without copying it first (as
+/// `serde_json::from_value` of a clone would).
+pub(crate) fn from_json<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(value)
+}
+
 /// Deserializes a stored record with its version; an unreadable one is an
 /// error ([`Fault::Unreadable`](super::Fault::Unreadable) once converted)
 /// naming it.
 pub fn from_doc<T: DeserializeOwned>(doc: &Document) -> Result<(T, Version), StoreError> {
-    serde_json::from_value(doc.value.clone())
+    from_json(&doc.value)
         .map(|t| (t, doc.version))
         .map_err(|e| StoreError::Other {
             backend: UNREADABLE,

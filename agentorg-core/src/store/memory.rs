@@ -96,6 +96,9 @@ impl Watches {
 
     /// Sends `event` to the watches that cover its document.
     fn send(&self, event: &Event) {
+        if self.documents.is_empty() && self.collections.is_empty() {
+            return;
+        }
         let by_doc = self.documents.get(&event.key).into_iter().flatten();
         let by_collection = self
             .collections
