@@ -8,9 +8,11 @@
 //!   tokio `mpsc` ping-pong (the task there, the result back).
 //! * with `--features nats`, `delegation_nats/runtime`: the same on NATS
 //!   JetStream with the memory store, beside `delegation_nats/raw_async_nats`
-//!   making the same hops with raw async-nats (publish the task and await its
-//!   ack, consume it, ack, publish the result and await its ack, consume it,
-//!   ack).
+//!   making the same hops with raw async-nats (publish the task with a
+//!   message id and await its ack, consume it from a long-lived `messages()`
+//!   stream with async-nats's default prefetch, ack, publish the result the
+//!   same way, consume it, ack). `AGENTORG_BENCH_BATCH` sets the runtime
+//!   transport's pull batch (default: the transport's default).
 //!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
@@ -148,7 +150,9 @@ fn memory(c: &mut Criterion) {
 
 #[cfg(feature = "nats")]
 fn nats(c: &mut Criterion) {
+    use agentorg::envelope::MessageId;
     use agentorg::nats::async_nats;
+    use agentorg::nats::async_nats::jetstream::context::Publish;
     use agentorg::nats::NatsTransportBuilder;
 
     let rt = runtime();
@@ -165,11 +169,21 @@ fn nats(c: &mut Criterion) {
 
     // Raw async-nats: the same two hops on one work-queue stream, with the
     // transport's durability (durable pull consumers, explicit acks, every
-    // publish's ack awaited) and its fire-and-forget consumer acks. The
-    // honest baseline reads each consumer as one long-lived `messages()`
-    // stream with async-nats's default prefetch (200 per pull request), so a
-    // pull request is always outstanding; `raw_async_nats_batch1` pulls one
-    // message per request, as a transport built `with_batch(1)` does.
+    // publish's ack awaited, a `Nats-Msg-Id` on every publish as the
+    // runtime's outbox sends) and its fire-and-forget consumer acks. Each
+    // consumer is read as one long-lived `messages()` stream with
+    // async-nats's default prefetch (200 per pull request), so a pull
+    // request is always waiting on the server: the fastest raw way. (A
+    // one-message batch costs a pull round trip per message, and async-nats
+    // can stall on it: see `NatsTransportBuilder::with_batch`.)
+    let publish = |payload: &bytes::Bytes, with_id: bool| {
+        let p = Publish::build().payload(payload.clone());
+        if with_id {
+            p.message_id(MessageId::new().to_string())
+        } else {
+            p
+        }
+    };
     let raw_hops = |batch: Option<usize>, tag: &'static str| {
         let url = server.url().to_owned();
         async move {
@@ -210,10 +224,14 @@ fn nats(c: &mut Criterion) {
             (js, tasks, results, tag)
         }
     };
-    for (batch, tag, label) in [
-        (None, "p", "raw_async_nats"),
-        (Some(1), "b", "raw_async_nats_batch1"),
+    // `raw_async_nats_no_msg_id`: the same without message ids (no
+    // deduplication, which the runtime's outbox relies on): less work for
+    // the server, shown for comparison.
+    for (with_ids, tag, label) in [
+        (true, "p", "raw_async_nats"),
+        (false, "n", "raw_async_nats_no_msg_id"),
     ] {
+        let batch = None;
         let raw = rt.block_on(raw_hops(batch, tag));
         let raw = Arc::new(tokio::sync::Mutex::new(raw));
         group.bench_function(label, |b| {
@@ -227,14 +245,14 @@ fn nats(c: &mut Criterion) {
                     let payload = bytes::Bytes::from_static(br#"{"title":"ping"}"#);
                     let start = Instant::now();
                     for _ in 0..iters {
-                        js.publish(task_subject.clone(), payload.clone())
+                        js.send_publish(task_subject.clone(), publish(&payload, with_ids))
                             .await
                             .expect("published")
                             .await
                             .expect("stored");
                         let task = tasks.next().await.expect("a task").expect("readable");
                         task.ack().await.expect("acked");
-                        js.publish(result_subject.clone(), payload.clone())
+                        js.send_publish(result_subject.clone(), publish(&payload, with_ids))
                             .await
                             .expect("published")
                             .await

@@ -13,7 +13,6 @@ use super::sla;
 use super::task::TaskSpec;
 use super::tree::{self, TaskTree};
 use super::Escalation;
-use crate::codec::Codec;
 use crate::envelope::{Envelope, Kind, MessageId, TaskId, TraceContext, TRACESTATE};
 use crate::name::Name;
 use crate::runtime::{to_value, Context, Kernel};
@@ -40,6 +39,8 @@ pub struct Delegation {
 pub(crate) struct Planned {
     pub(crate) record: TaskRecord,
     pub(crate) envelope: Envelope,
+    /// The envelope, encoded (once: it is sent as encoded here).
+    pub(crate) encoded: bytes::Bytes,
     pub(crate) subject: Subject,
     /// The writes that create the task, committed together.
     pub(crate) writes: Vec<Write>,
@@ -203,7 +204,8 @@ pub(crate) async fn plan(
     validate_document(&key, &value).map_err(|e| DelegateError::InvalidInput {
         message: format!("the task cannot be stored: {e}"),
     })?;
-    Codec::default()
+    let encoded = kernel
+        .codec()
         .encode(&envelope)
         .map_err(|e| DelegateError::InvalidInput {
             message: format!("the task cannot be sent: {e}"),
@@ -228,6 +230,7 @@ pub(crate) async fn plan(
     Ok(Plan::New(Box::new(Planned {
         record,
         envelope,
+        encoded,
         subject,
         writes,
         contended,
@@ -407,7 +410,7 @@ impl Context {
             if !planned.queued {
                 // Queued ones are sent when a slot frees up (see the result
                 // handler).
-                effects.send(planned.subject, planned.envelope);
+                effects.send_encoded(planned.subject, planned.envelope, planned.encoded);
             }
             ext.get_or_default::<Delegations>().0.push(staged);
         });

@@ -114,7 +114,7 @@ impl Principal {
             for w in planned.writes {
                 effects.write(w);
             }
-            effects.send(planned.subject, planned.envelope);
+            effects.send_encoded(planned.subject, planned.envelope, planned.encoded);
             match kernel.commit(effects).await {
                 Ok(()) => Ok(Some(delegation)),
                 Err(e) if e.is_precondition_failure() => {

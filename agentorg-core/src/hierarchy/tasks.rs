@@ -10,9 +10,7 @@ use serde_json::Value;
 use super::breaker::breaker_after_task;
 use super::delegate::{task_envelope, Delegations};
 use super::ops::{cancel_sla, notice_id, send_result};
-use super::records::{
-    read_task, Layout, ResultPayload, RollupLocks, TaskPayload, TaskRecord, TaskStatus,
-};
+use super::records::{read_task, Layout, ResultPayload, RollupLocks, TaskRecord, TaskStatus};
 use super::task::{HierarchyCallbacks, Outcome};
 use crate::envelope::{Envelope, MessageId, TaskId};
 use crate::name::Name;
@@ -473,7 +471,12 @@ pub(crate) async fn on_result(
 
 /// The task a task envelope carries (its payload's id, else the envelope's).
 pub(crate) fn task_id_of(env: &Envelope) -> MessageId {
-    crate::runtime::from_json::<TaskPayload>(&env.payload)
+    /// Only the id: the rest of the payload is not read here.
+    #[derive(serde::Deserialize)]
+    struct TaskIdOnly {
+        task_id: TaskId,
+    }
+    crate::runtime::from_json::<TaskIdOnly>(&env.payload)
         .map(|p| p.task_id)
         .unwrap_or_else(|_| env.id.clone())
 }

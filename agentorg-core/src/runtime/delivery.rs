@@ -64,22 +64,34 @@ impl HostedRole {
     fn span(&self, d: &Delivery) -> (tracing::Span, TraceContext) {
         let incoming = d.message().ok().and_then(Envelope::trace);
         let own = incoming.map_or_else(TraceContext::new_root, |t| t.child());
-        let (id, kind) = match d.message() {
-            Ok(env) => (env.id.to_string(), env.kind.to_string()),
-            Err(e) => (String::new(), format!("undecodable:{}", e.kind_str())),
-        };
         let span = tracing::info_span!(
             "agentorg.delivery",
             org = %self.kernel.org(),
             role = %self.role,
             subject = %d.subject(),
-            msg_id = %id,
-            kind = %kind,
+            msg_id = tracing::field::Empty,
+            kind = tracing::field::Empty,
             delivery_attempt = d.attempt(),
             trace_id = %own.trace_id_hex(),
             span_id = %own.span_id_hex(),
             parent_span_id = incoming.map(|t| t.span_id_hex()).unwrap_or_default(),
         );
+        // Recorded only when the span is on (nothing is formatted otherwise).
+        if !span.is_disabled() {
+            match d.message() {
+                Ok(env) => {
+                    span.record("msg_id", tracing::field::display(&env.id));
+                    span.record("kind", tracing::field::display(&env.kind));
+                }
+                Err(e) => {
+                    span.record("msg_id", "");
+                    span.record(
+                        "kind",
+                        tracing::field::display(format_args!("undecodable:{}", e.kind_str())),
+                    );
+                }
+            }
+        }
         (span, own)
     }
 

@@ -224,8 +224,10 @@ impl Kernel {
     ) -> Result<(Vec<Write>, Vec<outbox::Entry>), StoreError> {
         first.extend(effects.writes);
         let mut entries = Vec::with_capacity(effects.messages.len());
-        for (subject, env) in &effects.messages {
-            let (w, e) = outbox::entry(self, subject.clone(), env)?;
+        let mut encoded = effects.encoded.into_iter();
+        for (subject, env) in effects.messages {
+            let bytes = encoded.next().flatten();
+            let (w, e) = outbox::entry(self, subject, &env, bytes)?;
             first.push(w);
             entries.push(e);
         }
@@ -284,6 +286,9 @@ impl Kernel {
 pub struct Effects {
     pub(crate) writes: Vec<Write>,
     pub(crate) messages: Vec<(Subject, Envelope)>,
+    /// Each message's encoding, if its sender already made it (aligned
+    /// with `messages`): each envelope is encoded once.
+    pub(crate) encoded: Vec<Option<bytes::Bytes>>,
     pub(crate) contended: bool,
 }
 
@@ -318,13 +323,29 @@ impl Effects {
     /// Adds a message to publish on `subject` once committed.
     pub fn send(&mut self, subject: Subject, envelope: Envelope) -> &mut Self {
         self.messages.push((subject, envelope));
+        self.encoded.push(None);
+        self
+    }
+
+    /// Adds a message already encoded (as [`Kernel::codec`] encodes it):
+    /// sent as `bytes`, without encoding it again.
+    pub fn send_encoded(
+        &mut self,
+        subject: Subject,
+        envelope: Envelope,
+        bytes: bytes::Bytes,
+    ) -> &mut Self {
+        self.messages.push((subject, envelope));
+        self.encoded.push(Some(bytes));
         self
     }
 
     /// Adds `other`'s writes and messages.
     pub fn extend(&mut self, other: Effects) -> &mut Self {
         self.writes.extend(other.writes);
+        self.encoded.resize(self.messages.len(), None);
         self.messages.extend(other.messages);
+        self.encoded.extend(other.encoded);
         self.contended |= other.contended;
         self
     }

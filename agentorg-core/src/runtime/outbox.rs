@@ -38,19 +38,23 @@ pub(crate) struct Entry {
 
 /// The write that records `envelope` in its sender's outbox (only a process
 /// hosting the sender republishes it), and the entry to publish once it is
-/// committed.
+/// committed. `bytes`: its encoding, if already made.
 pub(crate) fn entry(
     shared: &Kernel,
     subject: Subject,
     envelope: &Envelope,
+    bytes: Option<Bytes>,
 ) -> Result<(Write, Entry), StoreError> {
-    let bytes = shared
-        .codec
-        .encode(envelope)
-        .map_err(|e| StoreError::InvalidInput {
-            key: None,
-            message: format!("cannot encode outgoing message: {e}"),
-        })?;
+    let bytes = match bytes {
+        Some(b) => b,
+        None => shared
+            .codec
+            .encode(envelope)
+            .map_err(|e| StoreError::InvalidInput {
+                key: None,
+                message: format!("cannot encode outgoing message: {e}"),
+            })?,
+    };
     let key = shared.layout.outbox().doc(envelope.id.as_str())?;
     let doc = OutboxDoc {
         role: envelope.from.clone(),

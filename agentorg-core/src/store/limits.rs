@@ -1,6 +1,7 @@
 //! The document limits of the StateStore contract (Firestore's).
 
 use serde_json::Value;
+use std::fmt::Write as _;
 
 use super::{DocKey, StoreError};
 
@@ -100,9 +101,14 @@ fn check_value(v: &Value, depth: usize, in_array: bool, path: &mut String) -> Re
             }
             let len = path.len();
             for (i, item) in items.iter().enumerate() {
+                // Only containers and numbers can fail: skip the path work
+                // for the rest (strings, mostly).
+                if !matches!(item, Value::Array(_) | Value::Object(_) | Value::Number(_)) {
+                    continue;
+                }
                 path.truncate(len);
-                path.push('/');
-                path.push_str(&i.to_string());
+                // Writing into a String cannot fail.
+                let _ = write!(path, "/{i}");
                 check_value(item, depth + 1, true, path)?;
             }
             path.truncate(len);

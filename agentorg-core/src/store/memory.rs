@@ -292,10 +292,11 @@ impl StateStore for MemoryStore {
                         value: Arc::new(value),
                         version,
                     };
-                    st.collections
-                        .entry(key.collection().clone())
-                        .or_default()
-                        .insert(Arc::from(key.id()), stored.clone());
+                    let docs = match st.collections.get_mut(key.collection()) {
+                        Some(docs) => docs,
+                        None => st.collections.entry(key.collection().clone()).or_default(),
+                    };
+                    docs.insert(Arc::from(key.id()), stored.clone());
                     st.watches.send(&Event {
                         key,
                         stored: Some(stored),
