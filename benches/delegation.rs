@@ -152,7 +152,7 @@ fn memory(c: &mut Criterion) {
 fn nats(c: &mut Criterion) {
     use agentorg::envelope::MessageId;
     use agentorg::nats::async_nats;
-    use agentorg::nats::async_nats::jetstream::context::Publish;
+    use agentorg::nats::async_nats::jetstream::message::PublishMessage as Publish;
     use agentorg::nats::NatsTransportBuilder;
 
     let rt = runtime();
@@ -179,7 +179,7 @@ fn nats(c: &mut Criterion) {
     let publish = |payload: &bytes::Bytes, with_id: bool| {
         let p = Publish::build().payload(payload.clone());
         if with_id {
-            p.message_id(MessageId::new().to_string())
+            p.message_id(MessageId::new())
         } else {
             p
         }

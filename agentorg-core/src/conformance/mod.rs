@@ -183,6 +183,7 @@ macro_rules! __agentorg_runtime_cases {
             delegation_rolls_up,
             roles_split_across_processes,
             outbox_survives_a_failed_publish,
+            published_outbox_entries_are_deleted,
             processed_once_under_redelivery,
             replay_after_completion_not_rerun,
             lease_expiry_redelivers,

@@ -94,17 +94,18 @@ pub(crate) fn task_envelope(
     Ok(env)
 }
 
-/// Plans a delegation from `from` to `to`: checks the chart, looks up the
-/// idempotency key, picks the target (breaker, alternate), builds the task's
-/// documents and envelope. Nothing is written: the caller commits them.
-/// `probing` names roles this caller already plans a probe for.
-#[allow(clippy::too_many_arguments)]
 /// The closed breakers one handler call has read, by role: its further
 /// delegations to those roles go by them (a call's delegations are one
 /// decision; an open or half-open breaker is always read afresh).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct BreakersSeen(std::collections::HashMap<Name, Option<BreakerRecord>>);
 
+/// Plans a delegation from `from` to `to`: checks the chart, looks up the
+/// idempotency key, picks the target (breaker, alternate), builds the task's
+/// documents and envelope. Nothing is written: the caller commits them.
+/// `probing` names roles this caller already plans a probe for; `seen`
+/// holds the closed breakers this caller has read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     kernel: &Kernel,
     from: &Name,

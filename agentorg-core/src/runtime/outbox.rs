@@ -345,3 +345,46 @@ async fn expire_claims(
     }
     Ok(listed.next_page_token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CollectionPath;
+
+    fn key(i: usize) -> DocKey {
+        CollectionPath::new("o/x/outbox")
+            .and_then(|c| c.doc(format!("e{i}")))
+            .expect("a key")
+    }
+
+    #[test]
+    fn deletions_ride_capped_never_beside_their_own_document_and_come_back_on_failure() {
+        let cleanup = Cleanup::default();
+        for i in 0..MAX_RIDERS + 3 {
+            cleanup.push(key(i));
+        }
+        // A commit that writes entry 0 itself does not carry its deletion.
+        let mut writes = vec![Write::put(
+            key(0),
+            serde_json::json!({}),
+            Precondition::None,
+        )];
+        let rode = cleanup.ride(&mut writes);
+        assert_eq!(rode.len(), MAX_RIDERS);
+        assert!(!rode.contains(&key(0)));
+        assert_eq!(writes.len(), 1 + MAX_RIDERS);
+        assert_eq!(cleanup.pending(), 3);
+        // The commit failed: they wait again.
+        cleanup.restore(rode);
+        assert_eq!(cleanup.pending(), MAX_RIDERS + 3);
+        let mut none = Vec::new();
+        assert_eq!(cleanup.ride(&mut none).len(), MAX_RIDERS);
+        assert!(none.iter().all(|w| matches!(
+            w,
+            Write::Delete {
+                precondition: Precondition::None,
+                ..
+            }
+        )));
+    }
+}

@@ -36,7 +36,7 @@ pub(crate) async fn flush(
         .store
         .update(&key, 16, |current| {
             let mut rec: AgentRecord = current
-                .and_then(|v| crate::runtime::from_json(&v).ok())
+                .and_then(|v| crate::runtime::from_json(v).ok())
                 .unwrap_or_default();
             rec.agent_id = role.to_string();
             rec.capabilities = capabilities.clone();

@@ -20,7 +20,7 @@ use crate::envelope::Kind;
 use crate::hierarchy::{TaskRecord, TaskStatus};
 use crate::name::Name;
 use crate::runtime::Org;
-use crate::store::{DocKey, Precondition, StateStore, Write};
+use crate::store::{DocKey, Precondition, StateStore, StateStoreExt, Write};
 use crate::subject::SubjectPattern;
 use crate::transport::{PublishOptions, Transport};
 
@@ -190,6 +190,34 @@ pub async fn outbox_survives_a_failed_publish(
     if wait_done(B, &o, &id).await.status != TaskStatus::Completed || x.runs().len() != 1 {
         fail(B, format!("runs {:?}", x.runs()));
     }
+    o.shutdown().await;
+}
+
+/// A published message's outbox entry is deleted (riding on a later commit,
+/// or by the cleaner when none comes): the outbox holds only what is not
+/// published yet, so a sweep never republishes what went out.
+pub async fn published_outbox_entries_are_deleted(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "published_outbox_entries_are_deleted";
+    let x = Scripted::completing();
+    let o = start(B, &t, &s, &org, vec![("x", Arc::new(x.clone()))]).await;
+    for i in 0..3 {
+        let id = delegate(B, &o, "x", &format!("t{i}")).await;
+        if wait_done(B, &o, &id).await.status != TaskStatus::Completed {
+            fail(B, format!("task {i} did not complete"));
+        }
+    }
+    let outbox = crate::runtime::org_collection(&org, "outbox").unwrap_or_else(|e| fail(B, e));
+    eventually(B, "the outbox emptied", || async {
+        s.list_all(&outbox)
+            .await
+            .unwrap_or_else(|e| fail(B, e))
+            .is_empty()
+    })
+    .await;
     o.shutdown().await;
 }
 

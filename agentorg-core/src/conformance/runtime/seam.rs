@@ -17,8 +17,8 @@ use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::runtime::{
     role_collection, Claimed, Context, DeadLetterRecord, DeadLetterStatus, Effects, Fault, Handler,
-    HostedRole, Kernel, KernelAccess, Org, Pattern, Reason, Registry, Settle, TimerHandler,
-    TimerRecord,
+    HostedRole, Kernel, KernelAccess, Org, Pattern, Prepared, Reason, Registry, Settle,
+    TimerHandler, TimerRecord,
 };
 use crate::store::{CollectionPath, Precondition, StateStore, StoreError, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
@@ -97,8 +97,19 @@ impl Handler for PingHandler {
         }
     }
 
+    /// A note that the ping was claimed, committed with the claim; the
+    /// ping's id comes back to `handle`.
+    async fn prepare(&self, k: &Kernel, role: &Name, env: &Envelope) -> Result<Prepared, Fault> {
+        let write = note(k, role, "ping-claimed", env.id.as_str())?;
+        Ok(Prepared::new(env.id.clone(), vec![write]))
+    }
+
     async fn handle(&self, d: Claimed<'_>) -> Result<Settle, Fault> {
         let (k, role, env) = (d.kernel(), d.role().clone(), d.envelope().clone());
+        // What `prepare` noted, with the version its write got.
+        let prepared = d
+            .prepared::<MessageId>()
+            .is_some_and(|(id, versions)| id == &env.id && matches!(versions, [Some(_)]));
         let fail_times = env.payload["fail_times"].as_u64().unwrap_or(0);
         let attempt = u64::from(d.attempt());
         let ran = d
@@ -121,9 +132,14 @@ impl Handler for PingHandler {
         cx.saw_ping(&self.access)?;
         let (mut effects, _) = self.access.take_effects(&cx);
         let key = role_collection(k.org(), &role, "pings")?.doc(env.id.as_str())?;
+        let attempt = if prepared {
+            json!(attempt)
+        } else {
+            json!("no prepared note")
+        };
         effects.write(Write::put(
             key,
-            json!({"attempt": attempt}),
+            json!({ "attempt": attempt }),
             Precondition::MustNotExist,
         ));
         let kind = Name::new("ping").map_err(|e| Fault::Permanent(e.to_string()))?;
@@ -171,7 +187,8 @@ async fn exists(b: &str, s: &Arc<dyn StateStore>, c: &CollectionPath, id: &str) 
 
 /// A pattern registered from outside the kernel (a test's few dozen lines)
 /// gets a consumer of its own for its hosted role, and its deliveries are
-/// claimed and committed once, retried with backoff on a transient failure,
+/// claimed (with what its `prepare` writes, committed with the claim, and
+/// its note handed to `handle`) and committed once, retried with backoff on a transient failure,
 /// refused by its admission, and dead-lettered when their attempts run out —
 /// with its own records committed along, and its dead letters discarded
 /// through it; a timer it arms fires once.
@@ -240,6 +257,12 @@ pub async fn a_registered_pattern_is_claimed_retried_and_dead_lettered(
     if wait_done(B, &o, &task).await.status != TaskStatus::Completed {
         fail(B, "x's task did not complete beside its pings");
     }
+    let claimed = role_collection(&org, &x, "ping-claimed").unwrap_or_else(|e| fail(B, e));
+    if !exists(B, &s, &claimed, ok.id.as_str()).await
+        || !exists(B, &s, &claimed, flaky.id.as_str()).await
+    {
+        fail(B, "what prepare wrote was not committed with the claim");
+    }
     let seen = crate::runtime::org_collection(&org, "pings-seen").unwrap_or_else(|e| fail(B, e));
     if !exists(B, &s, &seen, ok.id.as_str()).await || !exists(B, &s, &seen, flaky.id.as_str()).await
     {
@@ -291,6 +314,9 @@ pub async fn a_registered_pattern_is_claimed_retried_and_dead_lettered(
         || attempt_of(refused.id.clone()).await.is_some()
     {
         fail(B, "a dead-lettered ping was recorded as processed");
+    }
+    if exists(B, &s, &claimed, refused.id.as_str()).await {
+        fail(B, "a ping refused before its claim was prepared");
     }
     let dl = of(&poison.id)
         .map(|r| r.dead_letter_id)
