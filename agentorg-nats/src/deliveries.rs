@@ -50,6 +50,35 @@ struct Binder {
     next_subject: String,
     /// The consumer's ack wait, as last read from the server.
     ack_wait: Duration,
+    /// Stream sequences this binder's deliveries acknowledged late.
+    late: Arc<Mutex<LateAcks>>,
+}
+
+/// The stream sequences of the last [`LateAcks::CAPACITY`] deliveries
+/// acknowledged (or terminated) late. A late ack is confirmed, but the
+/// server may have queued the message again before it arrived, into the
+/// pull request already waiting (a binder asks for the next messages before
+/// it hands the last one out); such a redelivery is acknowledged again and
+/// not handed out.
+#[derive(Debug, Default)]
+struct LateAcks {
+    order: std::collections::VecDeque<u64>,
+    seqs: std::collections::HashSet<u64>,
+}
+
+impl LateAcks {
+    const CAPACITY: usize = 1024;
+
+    fn insert(&mut self, seq: u64) {
+        if self.seqs.insert(seq) {
+            self.order.push_back(seq);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.seqs.remove(&old);
+            }
+        }
+    }
 }
 
 /// Binds `name` (already located on `kind`, with `info`) and returns its
@@ -76,6 +105,7 @@ pub(crate) async fn bind(
         ended: false,
         next_subject,
         ack_wait: info.config.ack_wait,
+        late: Arc::default(),
     };
     binder.messages = Some(binder.pull(info).await?);
     Ok(Box::pin(futures::stream::unfold(
@@ -172,11 +202,17 @@ impl Binder {
     }
 
     async fn delivery(&self, m: jetstream::Message) -> Option<Delivery> {
-        // The delivery count is in the reply subject; 1 if it cannot be read.
-        let attempt = m
+        // The delivery count and stream sequence are in the reply subject;
+        // attempt 1 if they cannot be read.
+        let (attempt, seq) = m
             .info()
-            .map(|i| u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX))
-            .unwrap_or(1);
+            .map(|i| {
+                (
+                    u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX),
+                    Some(i.stream_sequence),
+                )
+            })
+            .unwrap_or((1, None));
         let m = m.message;
         let Some(reply) = m.reply.clone() else {
             tracing::error!(consumer = %self.name, subject = %m.subject, "a delivery without a reply subject cannot be acknowledged; skipped");
@@ -189,7 +225,23 @@ impl Binder {
             timeout: self.inner.options.request_timeout,
             ack_wait: self.ack_wait,
             touched: Mutex::new(Instant::now()),
+            seq,
+            late: Arc::clone(&self.late),
         };
+        let acked_late = seq.is_some_and(|seq| {
+            self.late
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .seqs
+                .contains(&seq)
+        });
+        if acked_late {
+            tracing::debug!(consumer = %self.name, subject = %m.subject, "a redelivery of a message acknowledged late: acknowledged again, not handed out");
+            if let Err(e) = acker.send("ack", AckKind::Ack, false).await {
+                tracing::debug!(consumer = %self.name, error = %e, "acknowledging the redelivery again failed");
+            }
+            return None;
+        }
         match Subject::parse(m.subject.as_str()) {
             Ok(subject) => Some(Delivery::new(
                 subject,
@@ -221,7 +273,9 @@ impl Binder {
 /// may already have queued the message for redelivery, and it handles acks
 /// and pull requests on separate queues, so the binder's next pull could
 /// otherwise overtake the ack and get the message again. Waiting for the
-/// confirmation settles it first.
+/// confirmation settles it first; a redelivery the server had already put
+/// into the binder's waiting pull request is recognised by its stream
+/// sequence and acknowledged again instead of handed out.
 #[derive(Debug)]
 struct NatsAcker {
     client: async_nats::Client,
@@ -232,12 +286,27 @@ struct NatsAcker {
     /// The delivery, or its last progress report. A std Mutex: held only to
     /// read or write an `Instant`.
     touched: Mutex<Instant>,
+    /// The message's stream sequence, if known.
+    seq: Option<u64>,
+    /// Where a late ack records it (the binder's [`LateAcks`]).
+    late: Arc<Mutex<LateAcks>>,
 }
 
 impl NatsAcker {
     fn late(&self) -> bool {
         let touched = *self.touched.lock().unwrap_or_else(PoisonError::into_inner);
         touched.elapsed() >= self.ack_wait.mul_f64(0.75)
+    }
+
+    /// After a late ack or term: its redelivery, if the server had queued
+    /// one, is passed over by the binder.
+    fn note_late(&self, late: bool) {
+        if let (true, Some(seq)) = (late, self.seq) {
+            self.late
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(seq);
+        }
     }
 
     async fn send(&self, what: &'static str, kind: AckKind, confirm: bool) -> Result<(), Error> {
@@ -264,15 +333,20 @@ impl NatsAcker {
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), TransportError> {
-        let confirm = self.confirm || self.late();
-        Ok(self.send("ack", AckKind::Ack, confirm).await?)
+        let late = self.late();
+        self.send("ack", AckKind::Ack, self.confirm || late).await?;
+        self.note_late(late);
+        Ok(())
     }
     async fn nak(&self, delay: Option<Duration>) -> Result<(), TransportError> {
         Ok(self.send("nak", AckKind::Nak(delay), false).await?)
     }
     async fn term(&self) -> Result<(), TransportError> {
-        let confirm = self.confirm || self.late();
-        Ok(self.send("term", AckKind::Term, confirm).await?)
+        let late = self.late();
+        self.send("term", AckKind::Term, self.confirm || late)
+            .await?;
+        self.note_late(late);
+        Ok(())
     }
     async fn progress(&self) -> Result<(), TransportError> {
         self.send("progress", AckKind::Progress, false).await?;

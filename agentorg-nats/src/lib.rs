@@ -110,7 +110,10 @@
 //! report) is always confirmed: JetStream handles acks and pull requests on
 //! separate queues, so a fire-and-forget ack of a message already due for
 //! redelivery could be overtaken by the binder's next pull, which would get
-//! the message again (found by the runtime suite, and tested).
+//! the message again (found by the runtime suite, and tested); and since a
+//! binder's next pull request is already waiting (batches of at least 2), a
+//! redelivery the server queued into it before the late ack arrived is
+//! recognised by its stream sequence, acknowledged again and not handed out.
 //!
 //! # Failures and restarts
 //!

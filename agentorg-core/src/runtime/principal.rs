@@ -45,7 +45,9 @@ pub enum InboxError {
 
 /// The principal's messages: each envelope is acknowledged when the next one
 /// is asked for, so one the application had not finished with comes again
-/// after a crash.
+/// after a crash. A redelivery of one of the last 1,024 messages the stream
+/// gave (its acknowledgement came after the transport's ack wait, when the
+/// server had already queued it again) is acknowledged and passed over.
 pub type PrincipalStream = BoxStream<'static, Result<Envelope, InboxError>>;
 
 /// The application acting as the org's principal (the person at the top of
@@ -165,40 +167,57 @@ impl Principal {
             shared.transport.ensure_consumer(&consumer).await?;
         }
         let deliveries = shared.transport.consume(&consumer.name).await?;
-        let state = (deliveries, None::<Delivery>, shared);
+        let state = (deliveries, None::<Delivery>, shared, Recent::default());
         let stream = futures::stream::unfold(
             state,
-            move |(mut deliveries, prev, shared)| async move {
+            move |(mut deliveries, prev, shared, mut recent)| async move {
                 if let Some(prev) = prev {
                     if let Err(e) = prev.ack().await {
                         tracing::warn!(error = %e, "acknowledging a principal message failed; it may come again");
                     }
                 }
-                let d = match deliveries.next().await? {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return Some((Err(InboxError::Transport(e)), (deliveries, None, shared)))
-                    }
-                };
-                let item = match d.to_message() {
-                    Err(failure) => Err(InboxError::Undecodable(failure)),
-                    Ok(env) => match shared.subjects.route(d.subject()) {
-                        Some(Route::Inbox { from, .. }) if check_sender && from != env.from => {
-                            Err(InboxError::SenderMismatch {
-                                subject: d.subject().to_string(),
-                                from: env.from,
-                            })
+                loop {
+                    let d = match deliveries.next().await? {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let item = Err(InboxError::Transport(e));
+                            return Some((item, (deliveries, None, shared, recent)));
                         }
-                        _ => Ok(env),
-                    },
-                };
-                if item.is_err() {
-                    if let Err(e) = d.term().await {
-                        tracing::warn!(error = %e, "terminating a refused principal message failed");
+                    };
+                    let item = match d.to_message() {
+                        Err(failure) => Err(InboxError::Undecodable(failure)),
+                        Ok(env) => match shared.subjects.route(d.subject()) {
+                            Some(Route::Inbox { from, .. }) if check_sender && from != env.from => {
+                                Err(InboxError::SenderMismatch {
+                                    subject: d.subject().to_string(),
+                                    from: env.from,
+                                })
+                            }
+                            _ => Ok(env),
+                        },
+                    };
+                    match item {
+                        // A redelivery of what this stream already gave
+                        // (its acknowledgement came late, after the server
+                        // had put it in a waiting pull): acknowledged, not
+                        // given again.
+                        Ok(env) if recent.contains(&env.id) => {
+                            if let Err(e) = d.ack().await {
+                                tracing::debug!(error = %e, "acknowledging a redelivered principal message failed");
+                            }
+                        }
+                        Ok(env) => {
+                            recent.insert(env.id.clone());
+                            return Some((Ok(env), (deliveries, Some(d), shared, recent)));
+                        }
+                        Err(refused) => {
+                            if let Err(e) = d.term().await {
+                                tracing::warn!(error = %e, "terminating a refused principal message failed");
+                            }
+                            return Some((Err(refused), (deliveries, None, shared, recent)));
+                        }
                     }
-                    return Some((item, (deliveries, None, shared)));
                 }
-                Some((item, (deliveries, Some(d), shared)))
             },
         );
         Ok(Box::pin(stream))
@@ -213,6 +232,33 @@ impl Principal {
         match all.iter().position(|c| c.name == inbox) {
             Some(i) => all.swap_remove(i),
             None => ConsumerConfig::new(inbox, k.subjects.inbox_any(self.name())),
+        }
+    }
+}
+
+/// The ids of the last [`Recent::CAPACITY`] messages a principal stream
+/// gave, to pass over their redeliveries.
+#[derive(Debug, Default)]
+struct Recent {
+    order: std::collections::VecDeque<MessageId>,
+    ids: std::collections::HashSet<MessageId>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 1024;
+
+    fn contains(&self, id: &MessageId) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: MessageId) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
         }
     }
 }
