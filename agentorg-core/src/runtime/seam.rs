@@ -171,9 +171,11 @@ pub trait Handler: Send + Sync + 'static {
     /// What to read and write as the delivery is claimed, before
     /// [`handle`](Handler::handle): the writes are committed atomically with
     /// the claim (starting the work costs no commit of its own; if one of
-    /// them conflicts, the claim is tried again and this is asked again),
-    /// and the note comes back to `handle` through
-    /// [`Claimed::prepared`], with the versions the writes got. Default:
+    /// them conflicts, the claim is tried again and this is asked again, so
+    /// make them hold for what this call read — a write that can never
+    /// succeed keeps the delivery from being claimed), and the note comes
+    /// back to `handle` through [`Claimed::prepared`], with the versions the
+    /// writes got. It is asked on every attempt, a retry's too. Default:
     /// nothing.
     async fn prepare(
         &self,
