@@ -142,6 +142,9 @@ impl Binder {
     async fn rebind(&mut self) -> Result<pull::Stream, Error> {
         let info = self.inner.consumer_info(self.kind, &self.name).await?;
         self.ack_wait = info.config.ack_wait;
+        // What the old pull request held is gone with it; and a stream
+        // created again numbers its messages from 1.
+        *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
         self.pull(info).await
     }
 

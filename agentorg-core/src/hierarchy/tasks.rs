@@ -396,7 +396,16 @@ pub(crate) async fn on_result(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let current = match last {
+        // The kept record is trusted only where a conditional write on it
+        // follows (this child open, others left); every other decision —
+        // done, refused, the last child — is made on the record as read.
+        let usable = last.filter(|(p, _)| {
+            !p.status.is_terminal()
+                && &p.assigned_to == role
+                && p.open_children.len() > 1
+                && p.open_children.contains(&child_id)
+        });
+        let current = match usable {
             Some(x) => Some(x),
             None => read_task(kernel, &parent_id).await?,
         };

@@ -2,11 +2,13 @@
 //! their deliveries.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
+use futures::FutureExt as _;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -185,8 +187,18 @@ impl HostedRole {
             };
             if inline {
                 // One at a time: the next delivery waits for this one
-                // anyway, so it runs here, without a task switch.
-                work.await;
+                // anyway, so it runs here, without a task switch. A panic
+                // outside the application's code (which `Claimed::run`
+                // catches) ends this delivery only, as it would a task of
+                // its own; the delivery comes back after its ack wait.
+                if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a non-string panic".to_owned());
+                    tracing::error!(role = %self.role, panic = %what, "handling a delivery panicked");
+                }
             } else {
                 lc.tracker.spawn(work);
             }

@@ -79,9 +79,12 @@ pub(crate) fn entry(
 /// pending then).
 pub(crate) const LINGER: Duration = Duration::from_millis(20);
 
-/// The most deletions one commit carries: well within a Firestore commit's
-/// 500 writes, with room for the commit's own.
+/// The most deletions one commit carries.
 const MAX_RIDERS: usize = 64;
+
+/// The most writes a commit with riders may have (Firestore takes 500 in
+/// one commit): a commit already this large carries none.
+const MAX_COMMIT_WRITES: usize = 400;
 
 /// Published entries whose documents are still to be deleted.
 ///
@@ -90,10 +93,12 @@ const MAX_RIDERS: usize = 64;
 /// [`Kernel::commit_writes`]; if that commit fails, the deletions go back to
 /// the queue. An entry left behind by a crash is only republished by a
 /// sweep (deduplicated by the transport, and harmless to the receiver's
-/// claims), so a late deletion costs nothing but the document meanwhile.
+/// claims), so a late deletion costs nothing but the document meanwhile. A
+/// key queued twice (a message with a fixed id sent again, or republished
+/// by a sweep) is deleted once.
 #[derive(Debug, Default)]
 pub(crate) struct Cleanup {
-    pending: Mutex<Vec<DocKey>>,
+    pending: Mutex<HashSet<DocKey>>,
     wake: Notify,
 }
 
@@ -101,30 +106,36 @@ impl Cleanup {
     /// Queues the deletion of a published entry.
     fn push(&self, key: DocKey) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.push(key);
-        if pending.len() == 1 {
+        let was_empty = pending.is_empty();
+        pending.insert(key);
+        if was_empty {
             self.wake.notify_one();
         }
     }
 
     /// Moves up to [`MAX_RIDERS`] queued deletions into `writes` (none of a
-    /// document `writes` already touches); returns their keys, to
+    /// document `writes` already touches, and none when `writes` is near
+    /// [`MAX_COMMIT_WRITES`]); returns their keys, to
     /// [`restore`](Self::restore) if the commit fails.
     pub(crate) fn ride(&self, writes: &mut Vec<Write>) -> Vec<DocKey> {
+        let room = MAX_RIDERS.min(MAX_COMMIT_WRITES.saturating_sub(writes.len()));
+        if room == 0 {
+            return Vec::new();
+        }
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.is_empty() {
             return Vec::new();
         }
-        let mut taken = Vec::new();
-        let mut kept = Vec::new();
-        for key in pending.drain(..) {
-            if taken.len() < MAX_RIDERS && !writes.iter().any(|w| w.key() == &key) {
-                taken.push(key);
-            } else {
-                kept.push(key);
-            }
+        let taken: Vec<DocKey> = pending
+            .iter()
+            .filter(|key| !writes.iter().any(|w| w.key() == *key))
+            .take(room)
+            .cloned()
+            .collect();
+        for key in &taken {
+            pending.remove(key);
         }
-        *pending = kept;
+        drop(pending);
         writes.extend(
             taken
                 .iter()
@@ -363,6 +374,9 @@ mod tests {
         for i in 0..MAX_RIDERS + 3 {
             cleanup.push(key(i));
         }
+        // Queued twice (a fixed id sent again): deleted once.
+        cleanup.push(key(1));
+        assert_eq!(cleanup.pending(), MAX_RIDERS + 3);
         // A commit that writes entry 0 itself does not carry its deletion.
         let mut writes = vec![Write::put(
             key(0),
@@ -379,6 +393,11 @@ mod tests {
         assert_eq!(cleanup.pending(), MAX_RIDERS + 3);
         let mut none = Vec::new();
         assert_eq!(cleanup.ride(&mut none).len(), MAX_RIDERS);
+        // A commit near the backend's limit carries none.
+        let mut large: Vec<Write> = (0..MAX_COMMIT_WRITES)
+            .map(|i| Write::put(key(1000 + i), serde_json::json!({}), Precondition::None))
+            .collect();
+        assert!(cleanup.ride(&mut large).is_empty());
         assert!(none.iter().all(|w| matches!(
             w,
             Write::Delete {
