@@ -97,6 +97,7 @@ pub mod conformance;
 pub mod envelope;
 pub mod hierarchy;
 pub mod name;
+mod panics;
 pub mod peer;
 pub mod runtime;
 pub mod store;

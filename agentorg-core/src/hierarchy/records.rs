@@ -271,6 +271,19 @@ pub(crate) async fn read_task(
     kernel.read(&Layout::of(kernel)?.task(id)?).await
 }
 
+/// `kept` (the task as this delivery last read or wrote it, with its
+/// version) if there is one, else the task as stored.
+pub(crate) async fn kept_or_read(
+    kernel: &Kernel,
+    kept: Option<(TaskRecord, Version)>,
+    id: &TaskId,
+) -> Result<Option<(TaskRecord, Version)>, StoreError> {
+    match kept {
+        Some(x) => Ok(Some(x)),
+        None => read_task(kernel, id).await,
+    }
+}
+
 /// Serializes, within this process, the roll-ups of subtask results into
 /// one parent task: they would otherwise contend on its record (each loser
 /// a conflict, a read and a retry). The record as last committed here is

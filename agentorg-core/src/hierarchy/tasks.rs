@@ -10,7 +10,9 @@ use serde_json::Value;
 use super::breaker::breaker_after_task;
 use super::delegate::{task_envelope, Delegations};
 use super::ops::{cancel_sla, notice_id, send_result};
-use super::records::{read_task, Layout, ResultPayload, RollupLocks, TaskRecord, TaskStatus};
+use super::records::{
+    kept_or_read, read_task, Layout, ResultPayload, RollupLocks, TaskRecord, TaskStatus,
+};
 use super::task::{HierarchyCallbacks, Outcome};
 use crate::envelope::{Envelope, MessageId, TaskId};
 use crate::name::Name;
@@ -91,14 +93,7 @@ pub(crate) async fn on_task(d: &Claimed<'_>, cb: &dyn HierarchyCallbacks) -> Res
         (read.record.task_id == task_id).then(|| (read.record.clone(), version))
     }));
     let started = optimistic(|| async {
-        let known = known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let current = match known {
-            Some(x) => Some(x),
-            None => read_task(kernel, &task_id).await?,
-        };
+        let current = kept_or_read(kernel, take(&known), &task_id).await?;
         let Some((mut rec, v)) = current else {
             let reason = Reason::new("unknown_task", "no task record for this task message");
             return d.dead_letter(reason, None).await.map(|s| Some(Err(s)));
@@ -235,14 +230,7 @@ async fn commit_outcome(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let known = known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let current = match known {
-            Some(x) => Some(x),
-            None => read_task(kernel, task_id).await?,
-        };
+        let current = kept_or_read(kernel, take(&known), task_id).await?;
         let Some((mut task, task_v)) = current else {
             return d.done().await.map(Some);
         };
@@ -405,10 +393,7 @@ pub(crate) async fn on_result(
                 && p.open_children.len() > 1
                 && p.open_children.contains(&child_id)
         });
-        let current = match usable {
-            Some(x) => Some(x),
-            None => read_task(kernel, &parent_id).await?,
-        };
+        let current = kept_or_read(kernel, usable, &parent_id).await?;
         let Some((parent, parent_v)) = current else {
             return d.done().await.map(Some);
         };
@@ -476,6 +461,13 @@ pub(crate) async fn on_result(
         Some(s) => Ok(s),
         None => d.rerun("the parent task kept changing").await,
     }
+}
+
+/// Takes what `slot` holds (a record kept for a first try).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
 
 /// The task a task envelope carries (its payload's id, else the envelope's).

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use super::claim::{Claim, Note};
 use super::context::Context;
 use super::dead_letter::DeadLetter;
-use super::error::{describe, AgentError, Fault};
+use super::error::{describe, panic_message, AgentError, Fault};
 use super::host::HostedRole;
 use super::kernel::{Effects, Kernel};
 use super::retry::{backoff, optimistic};
@@ -138,14 +138,10 @@ impl Claimed<'_> {
         };
         match outcome {
             Ok(r) => r,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".to_owned());
-                Err(AgentError::transient(format!("handler panicked: {what}")))
-            }
+            Err(panic) => Err(AgentError::transient(format!(
+                "handler panicked: {}",
+                panic_message(&*panic)
+            ))),
         }
     }
 

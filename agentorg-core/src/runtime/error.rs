@@ -193,3 +193,10 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// What a caught panic says (its message, if it is a string).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    crate::panics::message(panic)
+        .unwrap_or("a non-string panic")
+        .to_owned()
+}

@@ -192,11 +192,7 @@ impl HostedRole {
                 // catches) ends this delivery only, as it would a task of
                 // its own; the delivery comes back after its ack wait.
                 if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a non-string panic".to_owned());
+                    let what = super::error::panic_message(&*panic);
                     tracing::error!(role = %self.role, panic = %what, "handling a delivery panicked");
                 }
             } else {

@@ -195,11 +195,7 @@ fn is_valid_tool_name(name: &str) -> bool {
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
+    crate::panics::message(payload).unwrap_or("(no message)")
 }
 
 /// Counts the bytes of a serialization without keeping them.
