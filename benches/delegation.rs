@@ -87,6 +87,22 @@ async fn round_trip(org: &Org, inbox: &mut PrincipalStream) {
     }
 }
 
+/// Runs a timed loop as a task of the runtime (so the principal, like the
+/// agents, is a runtime task, as in `benches/main.rs`) and returns the time
+/// it measured.
+async fn on_worker<F>(routine: F) -> Duration
+where
+    F: std::future::Future<Output = Duration> + Send + 'static,
+{
+    if std::env::var_os("AGENTORG_BENCH_ON_WORKER").is_some() {
+        tokio::spawn(routine)
+            .await
+            .expect("the bench task panicked")
+    } else {
+        routine.await
+    }
+}
+
 async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
@@ -117,7 +133,7 @@ fn memory(c: &mut Criterion) {
         b.to_async(&rt).iter_custom(|iters| {
             let task_tx = task_tx.clone();
             let result_rx = Arc::clone(&result_rx);
-            async move {
+            on_worker(async move {
                 let mut rx = result_rx.lock().await;
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -128,7 +144,7 @@ fn memory(c: &mut Criterion) {
                     rx.recv().await.expect("a result");
                 }
                 start.elapsed()
-            }
+            })
         });
     });
     let (org, inbox) = rt.block_on(org(Arc::new(MemoryTransport::new()), "bench"));
@@ -138,10 +154,10 @@ fn memory(c: &mut Criterion) {
         b.to_async(&rt).iter_custom(|iters| {
             let org = Arc::clone(&org);
             let inbox = Arc::clone(&inbox);
-            async move {
+            on_worker(async move {
                 let mut inbox = inbox.lock().await;
                 timed(iters, &org, &mut inbox).await
-            }
+            })
         });
     });
     group.finish();
@@ -150,10 +166,12 @@ fn memory(c: &mut Criterion) {
 
 #[cfg(feature = "nats")]
 fn nats(c: &mut Criterion) {
-    use agentorg::envelope::MessageId;
+    use agentorg::codec::Codec;
+    use agentorg::envelope::{Kind, MessageId};
     use agentorg::nats::async_nats;
     use agentorg::nats::async_nats::jetstream::message::PublishMessage as Publish;
     use agentorg::nats::NatsTransportBuilder;
+    use agentorg::subject::SubjectPattern;
 
     // `AGENTORG_BENCH_LOG=warn` (a tracing filter) shows what the runtime
     // and the transport log meanwhile.
@@ -174,6 +192,51 @@ fn nats(c: &mut Criterion) {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(agentorg::nats::DEFAULT_BATCH);
+
+    // The runtime's org first: one round trip, watched by an ephemeral
+    // subscription, gives the task and result envelopes it sends, and the
+    // raw baselines below publish those same bytes.
+    let (org, inbox, (task_bytes, result_bytes)) = rt.block_on(async {
+        let transport: Arc<dyn Transport> = Arc::new(
+            NatsTransportBuilder::new()
+                .with_server(server.url())
+                .with_org("bench")
+                .with_batch(batch)
+                .build()
+                .await
+                .expect("a NATS transport"),
+        );
+        let mut sent = transport
+            .subscribe(&SubjectPattern::parse("bench.>").expect("a pattern"))
+            .await
+            .expect("a subscription");
+        let (org, mut inbox) = org(Arc::clone(&transport), "bench").await;
+        round_trip(&org, &mut inbox).await;
+        let mut by_kind = std::collections::HashMap::new();
+        while by_kind.len() < 2 {
+            let m = tokio::time::timeout(Duration::from_secs(30), sent.next())
+                .await
+                .expect("the round trip's messages")
+                .expect("the subscription goes on")
+                .expect("a message");
+            let env = Codec::default().decode(&m.payload).expect("an envelope");
+            if matches!(env.kind, Kind::Task | Kind::Result) {
+                by_kind.insert(env.kind, m.payload);
+            }
+        }
+        drop(sent);
+        let mut bytes = |k| by_kind.remove(&k).expect("captured");
+        let captured = (bytes(Kind::Task), bytes(Kind::Result));
+        (org, inbox, captured)
+    });
+    println!(
+        "delegation_nats: the runtime's task envelope is {} bytes, its result envelope {} bytes; \
+         the raw baselines publish the same bytes",
+        task_bytes.len(),
+        result_bytes.len()
+    );
+    let org = Arc::new(org);
+    let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
 
     // Raw async-nats: the same two hops on one work-queue stream, with the
     // transport's durability (durable pull consumers, explicit acks, every
@@ -239,28 +302,31 @@ fn nats(c: &mut Criterion) {
         (true, "p", "raw_async_nats"),
         (false, "n", "raw_async_nats_no_msg_id"),
     ] {
-        let batch = None;
+        let batch = std::env::var("AGENTORG_BENCH_RAW_BATCH")
+            .ok()
+            .and_then(|b| b.parse().ok());
         let raw = rt.block_on(raw_hops(batch, tag));
         let raw = Arc::new(tokio::sync::Mutex::new(raw));
         group.bench_function(label, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let raw = Arc::clone(&raw);
-                async move {
+                let (task_bytes, result_bytes) = (task_bytes.clone(), result_bytes.clone());
+                on_worker(async move {
                     let mut guard = raw.lock().await;
                     let (js, tasks, results, tag) = &mut *guard;
                     let (task_subject, result_subject) =
                         (format!("raw{tag}.task"), format!("raw{tag}.result"));
-                    let payload = bytes::Bytes::from_static(br#"{"title":"ping"}"#);
+                    let (task, result) = (&task_bytes, &result_bytes);
                     let start = Instant::now();
                     for _ in 0..iters {
-                        js.send_publish(task_subject.clone(), publish(&payload, with_ids))
+                        js.send_publish(task_subject.clone(), publish(task, with_ids))
                             .await
                             .expect("published")
                             .await
                             .expect("stored");
                         let task = tasks.next().await.expect("a task").expect("readable");
                         task.ack().await.expect("acked");
-                        js.send_publish(result_subject.clone(), publish(&payload, with_ids))
+                        js.send_publish(result_subject.clone(), publish(result, with_ids))
                             .await
                             .expect("published")
                             .await
@@ -269,32 +335,70 @@ fn nats(c: &mut Criterion) {
                         result.ack().await.expect("acked");
                     }
                     start.elapsed()
-                }
+                })
             });
         });
     }
 
-    let (org, inbox) = rt.block_on(async {
-        let transport = NatsTransportBuilder::new()
-            .with_server(server.url())
-            .with_org("bench")
-            .with_batch(batch)
-            .build()
-            .await
-            .expect("a NATS transport");
-        org(Arc::new(transport), "bench").await
-    });
-    let org = Arc::new(org);
-    let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+    // `raw_async_nats_two_tasks`: the same hops with message ids, made by
+    // two tasks as the runtime's two parties are: a spawned worker task
+    // takes each task, acks it and publishes the result; the timed task
+    // publishes the task and takes the result.
+    {
+        let (js, mut tasks, results, tag) = rt.block_on(raw_hops(None, "w"));
+        let result_subject = format!("raw{tag}.result");
+        let worker_js = js.clone();
+        let result_payload = result_bytes.clone();
+        rt.spawn(async move {
+            while let Some(Ok(task)) = tasks.next().await {
+                if task.ack().await.is_err() {
+                    break;
+                }
+                let stored = async {
+                    worker_js
+                        .send_publish(result_subject.clone(), publish(&result_payload, true))
+                        .await?
+                        .await
+                };
+                if stored.await.is_err() {
+                    break;
+                }
+            }
+        });
+        let raw = Arc::new(tokio::sync::Mutex::new((js, results)));
+        group.bench_function("raw_async_nats_two_tasks", |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let raw = Arc::clone(&raw);
+                let task_bytes = task_bytes.clone();
+                on_worker(async move {
+                    let mut guard = raw.lock().await;
+                    let (js, results) = &mut *guard;
+                    let task_subject = format!("raw{tag}.task");
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        js.send_publish(task_subject.clone(), publish(&task_bytes, true))
+                            .await
+                            .expect("published")
+                            .await
+                            .expect("stored");
+                        let result = results.next().await.expect("a result").expect("readable");
+                        result.ack().await.expect("acked");
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+
     let mut samples = Vec::new();
     group.bench_function("runtime", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let org = Arc::clone(&org);
             let inbox = Arc::clone(&inbox);
-            async move {
+            on_worker(async move {
                 let mut inbox = inbox.lock().await;
                 timed(iters, &org, &mut inbox).await
-            }
+            })
         });
     });
     group.finish();

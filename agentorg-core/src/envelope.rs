@@ -242,6 +242,7 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<MessageId>,
     /// When the envelope was made.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub created_at: DateTime<Utc>,
     /// Headers, including the W3C trace context (`traceparent`, `tracestate`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -399,13 +400,25 @@ impl TraceContext {
     }
 }
 
+/// Writes `v`'s low `out.len()` hex digits into `out`, lowercase.
+fn hex_into(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
 impl fmt::Display for TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`, written into a buffer (this
+    /// header is made for every message sent) rather than through `fmt`'s
+    /// padding per field.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        let mut buf = *b"00-________________________________-________________-__";
+        hex_into(&mut buf[3..35], self.trace_id);
+        hex_into(&mut buf[36..52], u128::from(self.span_id));
+        hex_into(&mut buf[53..55], u128::from(self.flags));
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -477,6 +490,27 @@ mod tests {
             .unwrap();
         assert_eq!(ok.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(ok.span_id_hex(), "b7ad6b7169203331");
+    }
+
+    #[test]
+    fn traceparent_writes_every_digit() {
+        for (trace_id, span_id, flags) in [
+            (1, 1, 0),
+            (u128::MAX, u64::MAX, 0xff),
+            (0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331, 1),
+        ] {
+            let t = TraceContext {
+                trace_id,
+                span_id,
+                flags,
+            };
+            let text = t.to_string();
+            assert_eq!(
+                text,
+                format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}")
+            );
+            assert_eq!(text.parse::<TraceContext>().unwrap(), t);
+        }
     }
 
     #[test]

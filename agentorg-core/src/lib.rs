@@ -102,6 +102,7 @@ pub mod peer;
 pub mod runtime;
 pub mod store;
 pub mod subject;
+mod timefmt;
 pub mod tools;
 pub mod transport;
 

@@ -111,12 +111,15 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_minutes: Option<u64>,
     /// When it was delegated.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub created_at: DateTime<Utc>,
     /// When its assignee started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a terminal status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub completed_at: Option<DateTime<Utc>>,
     /// Its result, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +143,7 @@ pub struct TaskRecord {
     pub queued_children: Vec<TaskId>,
     /// When its SLA runs out (delegation time plus `sla_minutes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub sla_deadline: Option<DateTime<Utc>>,
 }
 
@@ -166,9 +170,11 @@ pub struct BreakerRecord {
     pub consecutive_failures: u32,
     /// When it last opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub opened_at: Option<DateTime<Utc>>,
     /// When the cool-down ends (open) or the probe's time is up (half-open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub until: Option<DateTime<Utc>>,
     /// The probe task, when half-open.
     #[serde(default, skip_serializing_if = "Option::is_none")]

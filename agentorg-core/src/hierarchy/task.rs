@@ -44,6 +44,7 @@ pub struct Task {
     /// Its service-level objective, in minutes.
     pub sla_minutes: Option<u64>,
     /// When it was delegated.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

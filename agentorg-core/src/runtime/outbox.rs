@@ -59,7 +59,12 @@ pub(crate) fn entry(
     let doc = OutboxDoc {
         role: envelope.from.clone(),
         subject: subject.to_string(),
-        envelope: String::from_utf8_lossy(&bytes).into_owned(),
+        // The codec writes JSON, so UTF-8: borrowed, not copied (the
+        // document's value is its one copy).
+        envelope: match std::str::from_utf8(&bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&bytes).into_owned().into(),
+        },
         created_at: shared.now(),
     };
     let write = Write::put(key.clone(), to_value(&doc)?, Precondition::None);
@@ -278,7 +283,7 @@ pub(crate) async fn sweep(
                 msg_id: doc.key.id().to_owned(),
                 key: doc.key,
                 subject,
-                bytes: Bytes::from(entry.envelope),
+                bytes: Bytes::from(entry.envelope.into_owned()),
             };
             tokio::select! {
                 () = stop.cancelled() => break,

@@ -64,6 +64,7 @@ pub struct DeadLetterRecord {
     /// Open, requeued or discarded.
     pub status: DeadLetterStatus,
     /// When it was dead-lettered.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub created_at: DateTime<Utc>,
     /// The original message: `{"body": …}` or `{"body_base64": …}` when
     /// whole, else `{"truncated": true, "prefix_base64", "sha256", "size"}`.
@@ -88,6 +89,7 @@ pub struct AgentRecord {
     pub tasks_failed: u64,
     /// When it last finished a delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub last_active: Option<DateTime<Utc>>,
     /// Its capabilities, from the chart.
     #[serde(default)]
@@ -113,8 +115,10 @@ pub struct ProcessRecord {
     /// The roles it hosts.
     pub roles: Vec<Name>,
     /// When it started.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub started_at: DateTime<Utc>,
     /// Its last heartbeat.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub last_seen: DateTime<Utc>,
 }
 
@@ -131,6 +135,7 @@ pub struct TimerRecord {
     /// What it is about, unique within the kind and owner (e.g. a task id).
     pub key: String,
     /// When it is due.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub due: DateTime<Utc>,
     /// What its handler needs.
     #[serde(default)]
@@ -182,24 +187,29 @@ pub(crate) struct ClaimDoc {
     /// handler's attempts).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) deferrals: u32,
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub(crate) lease_until: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
     /// For a settled claim: when it may be deleted (the runtime's sweep does;
     /// on Firestore a TTL policy on this field can too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timefmt::option")]
     pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// A message committed with state, to be published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct OutboxDoc {
+pub(crate) struct OutboxDoc<'a> {
     /// The role that sends it (only a process hosting that role republishes).
     pub(crate) role: Name,
     pub(crate) subject: String,
-    /// The encoded envelope (a string, so any payload fits the limits).
-    pub(crate) envelope: String,
+    /// The encoded envelope (a string, so any payload fits the limits;
+    /// borrowed from the encoding when written, owned when read).
+    pub(crate) envelope: std::borrow::Cow<'a, str>,
+    #[serde(serialize_with = "crate::timefmt::serialize")]
     pub(crate) created_at: DateTime<Utc>,
 }
 

@@ -16,14 +16,18 @@ pub const MAX_DEPTH: usize = 20;
 /// Strings count their UTF-8 bytes plus 1; numbers 8; booleans and null 1;
 /// map keys as strings.
 pub fn document_size(key: &DocKey, value: &Value) -> usize {
-    let name: usize = key
-        .collection()
+    name_size(key) + value_size(value) + 32
+}
+
+/// The size of a document's name: each collection and document id as a
+/// string, plus 16.
+fn name_size(key: &DocKey) -> usize {
+    key.collection()
         .segments()
         .chain(std::iter::once(key.id()))
         .map(|s| s.len() + 1)
         .sum::<usize>()
-        + 16;
-    name + value_size(value) + 32
+        + 16
 }
 
 fn value_size(v: &Value) -> usize {
@@ -56,15 +60,24 @@ pub fn validate_document(key: &DocKey, value: &Value) -> Result<(), StoreError> 
     let Value::Object(fields) = value else {
         return Err(bad("a document must be a JSON object".to_owned()));
     };
-    let mut path = String::new();
-    for (k, v) in fields {
-        check_key(k).map_err(bad)?;
-        path.clear();
-        path.push('/');
-        path.push_str(k);
-        check_value(v, 0, false, &mut path).map_err(bad)?;
-    }
-    let size = document_size(key, value);
+    // One fast pass checks and measures, without paths; the message (with
+    // the path) is made only for a document that fails it.
+    let fields_size = fields.iter().try_fold(0usize, |size, (k, v)| {
+        check_key(k).ok()?;
+        Some(size + k.len() + 1 + measured(v, 0, false)?)
+    });
+    let Some(fields_size) = fields_size else {
+        let mut path = String::new();
+        for (k, v) in fields {
+            check_key(k).map_err(bad)?;
+            path.clear();
+            path.push('/');
+            path.push_str(k);
+            check_value(v, 0, false, &mut path).map_err(bad)?;
+        }
+        return Err(bad("invalid document".to_owned()));
+    };
+    let size = name_size(key) + fields_size + 32;
     if size > MAX_DOCUMENT_BYTES {
         return Err(bad(format!(
             "document of {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES} bytes"
@@ -84,6 +97,33 @@ fn check_key(k: &str) -> Result<(), String> {
         return Err("field name longer than 1500 bytes".to_owned());
     }
     Ok(())
+}
+
+/// `v`'s size ([`value_size`]) if it passes [`check_value`] (the same
+/// rules, without building the path a message needs).
+fn measured(v: &Value, depth: usize, in_array: bool) -> Option<usize> {
+    match v {
+        Value::Null | Value::Bool(_) => Some(1),
+        Value::Number(n) => (!(n.is_u64() && n.as_i64().is_none())).then_some(8),
+        Value::String(s) => Some(s.len() + 1),
+        Value::Array(items) => {
+            if in_array || depth >= MAX_DEPTH {
+                return None;
+            }
+            items
+                .iter()
+                .try_fold(0, |size, i| Some(size + measured(i, depth + 1, true)?))
+        }
+        Value::Object(fields) => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            fields.iter().try_fold(0, |size, (k, i)| {
+                check_key(k).ok()?;
+                Some(size + k.len() + 1 + measured(i, depth + 1, false)?)
+            })
+        }
+    }
 }
 
 // `depth` counts the maps and arrays enclosing `v` below the document itself.
@@ -162,6 +202,36 @@ mod tests {
         assert!(validate_document(&key(), &v).is_ok());
         let over = json!({ "s": "x".repeat(MAX_DOCUMENT_BYTES - overhead + 1) });
         assert!(validate_document(&key(), &over).is_err());
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (i64::MAX as u64..=u64::MAX).prop_map(Value::from),
+            "[a-z_]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(24, 256, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_pass_agrees_with_the_checks(v in any_value(), in_array: bool) {
+            let mut path = String::new();
+            let checked = check_value(&v, 0, in_array, &mut path).is_ok();
+            proptest::prop_assert_eq!(
+                measured(&v, 0, in_array),
+                checked.then(|| value_size(&v))
+            );
+        }
     }
 
     #[test]

@@ -283,6 +283,9 @@ impl StateStore for MemoryStore {
             st.check(w)?;
         }
         let mut versions = Vec::with_capacity(writes.len());
+        // What the writes replace or delete is freed after the lock is
+        // released: dropping a document is a walk over its whole tree.
+        let mut replaced = Vec::with_capacity(writes.len());
         for w in writes {
             st.last_version += 1;
             let version = Version::from_raw(st.last_version);
@@ -296,7 +299,7 @@ impl StateStore for MemoryStore {
                         Some(docs) => docs,
                         None => st.collections.entry(key.collection().clone()).or_default(),
                     };
-                    docs.insert(Arc::from(key.id()), stored.clone());
+                    replaced.extend(docs.insert(Arc::from(key.id()), stored.clone()));
                     st.watches.send(&Event {
                         key,
                         stored: Some(stored),
@@ -309,7 +312,8 @@ impl StateStore for MemoryStore {
                         .collections
                         .get_mut(key.collection())
                         .and_then(|docs| docs.remove(key.id()));
-                    if removed.is_some() {
+                    if let Some(removed) = removed {
+                        replaced.push(removed);
                         st.watches.send(&Event {
                             key,
                             stored: None,
@@ -320,6 +324,8 @@ impl StateStore for MemoryStore {
                 }
             }
         }
+        drop(guard);
+        drop(replaced);
         Ok(versions)
     }
 

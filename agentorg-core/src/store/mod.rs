@@ -138,10 +138,11 @@ impl StoreError {
 /// The longest path segment (collection or document id) accepted, in bytes.
 pub const MAX_SEGMENT_BYTES: usize = 1500;
 
-fn check_segment(seg: &str, what: &str, path: &str) -> Result<(), StoreError> {
+/// `path` makes the key the error names (only when there is an error).
+fn check_segment(seg: &str, what: &str, path: impl FnOnce() -> String) -> Result<(), StoreError> {
     let bad = |why: &str| {
         Err(StoreError::InvalidInput {
-            key: Some(path.to_owned()),
+            key: Some(path()),
             message: format!("{what} {seg:?} {why}"),
         })
     };
@@ -184,7 +185,7 @@ impl CollectionPath {
                 } else {
                     "document id"
                 },
-                path,
+                || path.to_owned(),
             )?;
             n += 1;
         }
@@ -200,7 +201,7 @@ impl CollectionPath {
     /// The key of document `id` in this collection.
     pub fn doc(&self, id: impl AsRef<str>) -> Result<DocKey, StoreError> {
         let id = id.as_ref();
-        check_segment(id, "document id", &format!("{}/{id}", self.0))?;
+        check_segment(id, "document id", || format!("{}/{id}", self.0))?;
         Ok(DocKey {
             collection: self.clone(),
             id: Arc::from(id),
@@ -664,17 +665,57 @@ forward_store!(Box<T>);
 /// Checks a commit's writes against the contract (document limits, no two
 /// writes to one document) before any backend work. Backends call this.
 pub fn validate_writes(writes: &[Write]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    for w in writes {
-        if !seen.insert(w.key()) {
-            return Err(StoreError::invalid(
-                Some(w.key()),
-                "a commit may write each document once",
-            ));
+    // Most commits hold a handful of writes: comparing each pair is cheaper
+    // than hashing every key.
+    const PAIRWISE: usize = 16;
+    let twice = |key: &DocKey| {
+        Err(StoreError::invalid(
+            Some(key),
+            "a commit may write each document once",
+        ))
+    };
+    if writes.len() <= PAIRWISE {
+        for (i, w) in writes.iter().enumerate() {
+            if writes[..i].iter().any(|e| e.key() == w.key()) {
+                return twice(w.key());
+            }
         }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(writes.len());
+        for w in writes {
+            if !seen.insert(w.key()) {
+                return twice(w.key());
+            }
+        }
+    }
+    for w in writes {
         if let Write::Put { key, value, .. } = w {
             validate_document(key, value)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_commit_writing_a_document_twice_is_refused_at_any_size() {
+        for n in [2, 16, 17, 40] {
+            let put = |i: usize| {
+                let key = DocKey::new("c", format!("d{i}")).unwrap();
+                Write::put(key, json!({ "i": i }), Precondition::None)
+            };
+            let mut writes: Vec<Write> = (0..n).map(put).collect();
+            assert!(validate_writes(&writes).is_ok(), "{n} distinct writes");
+            writes.push(Write::delete(
+                DocKey::new("c", "d1").unwrap(),
+                Precondition::None,
+            ));
+            let err = validate_writes(&writes).unwrap_err();
+            assert!(err.to_string().contains("once"), "{n}: {err}");
+        }
+    }
 }
