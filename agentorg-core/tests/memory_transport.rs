@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentorg_core::clock::{Clock, MonotonicClock};
 use agentorg_core::conformance::{self, transport as suite, unique_name, unique_org};
 use agentorg_core::subject::{Subject, SubjectPattern};
 use agentorg_core::transport::{
-    ConsumerConfig, MemoryTransport, PublishOptions, Transport, TransportError,
+    ConsumerConfig, DeliverFrom, MemoryTransport, PublishOptions, Transport, TransportError,
 };
 use bytes::Bytes;
+use chrono::TimeDelta;
 use futures::StreamExt;
 
 fn t() -> Arc<dyn Transport> {
@@ -310,4 +312,94 @@ async fn a_recreated_consumer_is_a_new_consumer() {
         "the deleted consumer's message is not the new one's"
     );
     d.ack().await.unwrap();
+}
+
+/// Publishes `body` to `q.a`.
+async fn put(t: &MemoryTransport, body: &'static [u8]) {
+    t.publish(
+        &subject("q.a"),
+        Bytes::from_static(body),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The raw bodies a consumer created now with `deliver` gets, acknowledged,
+/// until it has been quiet for a second.
+async fn taken(t: &MemoryTransport, deliver: DeliverFrom) -> Vec<Bytes> {
+    let name = unique_name("c");
+    let config = ConsumerConfig::new(name.clone(), SubjectPattern::parse("q.>").unwrap())
+        .with_deliver(deliver);
+    t.ensure_consumer(&config).await.unwrap();
+    let mut c = t.consume(&name).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), c.next()).await {
+        let d = d.unwrap();
+        got.push(d.raw().clone());
+        d.ack().await.unwrap();
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn since_starts_at_the_first_message_stored_at_or_after_the_time() {
+    // The transport stamps messages with the clock the test reads.
+    let clock = Arc::new(MonotonicClock::new());
+    let t = MemoryTransport::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .build()
+        .unwrap();
+    // A consumer that holds everything, so nothing leaves the log.
+    let keep = ConsumerConfig::new(unique_name("keep"), SubjectPattern::parse("q.>").unwrap());
+    t.ensure_consumer(&keep).await.unwrap();
+    put(&t, b"a").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let at_b = clock.now();
+    put(&t, b"b").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    put(&t, b"c").await;
+
+    let from_b = taken(&t, DeliverFrom::Since(at_b)).await;
+    assert_eq!(from_b, ["b", "c"], "at the time counts, earlier does not");
+    let after_b = taken(&t, DeliverFrom::Since(at_b + TimeDelta::nanoseconds(1))).await;
+    assert_eq!(after_b, ["c"]);
+    let all = taken(&t, DeliverFrom::All).await;
+    assert_eq!(all, ["a", "b", "c"]);
+    assert!(taken(&t, DeliverFrom::New).await.is_empty());
+    let future = DeliverFrom::Since(clock.now() + TimeDelta::hours(1));
+    assert!(
+        taken(&t, future).await.is_empty(),
+        "a future time takes none"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ensuring_again_keeps_the_start_position_and_the_acknowledged_state() {
+    let t = MemoryTransport::new();
+    put(&t, b"before").await;
+    let name = unique_name("c");
+    let config = ConsumerConfig::new(name.clone(), SubjectPattern::parse("q.>").unwrap())
+        .with_deliver(DeliverFrom::New);
+    t.ensure_consumer(&config).await.unwrap();
+    put(&t, b"1").await;
+    let mut c = t.consume(&name).await.unwrap();
+    let d = c.next().await.unwrap().unwrap();
+    assert_eq!(&d.raw()[..], b"1");
+    d.ack().await.unwrap();
+    // Another start position on the existing consumer: accepted, and neither
+    // the earlier message nor the acknowledged one comes.
+    t.ensure_consumer(&config.clone().with_deliver(DeliverFrom::All))
+        .await
+        .unwrap();
+    put(&t, b"2").await;
+    let d = c.next().await.unwrap().unwrap();
+    assert_eq!(&d.raw()[..], b"2");
+    d.ack().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .is_err(),
+        "nothing else is delivered"
+    );
 }

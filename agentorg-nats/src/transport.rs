@@ -8,8 +8,8 @@ use std::time::Duration;
 use agentorg_core::codec::Codec;
 use agentorg_core::subject::{Subject, SubjectPattern};
 use agentorg_core::transport::{
-    ConsumerConfig, DeliveryStream, PublishAck, PublishOptions, Subscription, Transport,
-    TransportError,
+    ConsumerConfig, DeliverFrom, DeliveryStream, PublishAck, PublishOptions, Subscription,
+    Transport, TransportError,
 };
 use agentorg_core::Name;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, ReplayPolicy};
@@ -459,7 +459,10 @@ impl Inner {
         }))
     }
 
-    fn pull_config(&self, config: &ConsumerConfig) -> pull::Config {
+    /// The pull consumer for `config`, starting at `deliver_policy` (the
+    /// wanted one for a new consumer, the existing one for an update: the
+    /// server cannot change it).
+    fn pull_config(&self, config: &ConsumerConfig, deliver_policy: DeliverPolicy) -> pull::Config {
         let filters: Vec<String> = config
             .filters
             .iter()
@@ -472,7 +475,7 @@ impl Inner {
         pull::Config {
             durable_name: Some(config.name.to_string()),
             description: Some(format!("agentorg org `{}`", self.layout.org())),
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ack_policy: AckPolicy::Explicit,
             ack_wait: config.ack_wait,
             // Unlimited: the runtime counts attempts in its claims and ends a
@@ -493,14 +496,19 @@ impl Inner {
         }
     }
 
+    /// Creates the consumer, or updates an existing one of that name; an
+    /// update must pass the existing `deliver_policy`.
     async fn create_consumer(
         &self,
         kind: StreamKind,
         config: &ConsumerConfig,
+        deliver_policy: DeliverPolicy,
     ) -> Result<(), Error> {
         use async_nats::jetstream::consumer::IntoConsumerConfig as _;
         let stream = self.stream_name(kind);
-        let cfg = self.pull_config(config).into_consumer_config();
+        let cfg = self
+            .pull_config(config, deliver_policy)
+            .into_consumer_config();
         // With one filter, the filter is part of the subject, as async-nats
         // and the server's permission checks expect.
         let subject = if cfg.filter_subject.is_empty() {
@@ -519,6 +527,34 @@ impl Inner {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// JetStream's start position for a new consumer.
+fn deliver_policy(config: &ConsumerConfig) -> Result<DeliverPolicy, Error> {
+    match config.deliver {
+        DeliverFrom::All => Ok(DeliverPolicy::All),
+        DeliverFrom::New => Ok(DeliverPolicy::New),
+        DeliverFrom::Since(t) => {
+            // Through nanoseconds, so this holds whichever date type
+            // async-nats is built with (`time`, or `chrono` by feature).
+            let nanos =
+                i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos());
+            let start_time =
+                async_nats::datetime::from_nanos(nanos).map_err(|e| Error::Invalid {
+                    message: format!(
+                        "consumer `{}`: start time {t} is out of range: {e}",
+                        config.name
+                    ),
+                })?;
+            Ok(DeliverPolicy::ByStartTime { start_time })
+        }
+        other => Err(Error::Invalid {
+            message: format!(
+                "consumer `{}`: start position {other:?} is not supported",
+                config.name
+            ),
+        }),
     }
 }
 
@@ -618,33 +654,54 @@ impl Transport for NatsTransport {
         config.validate()?;
         let inner = &*self.inner;
         let kind = inner.layout.stream_of_filters(&config.filters)?;
-        match inner.consumer_info(kind, &config.name).await {
-            Ok(info) => {
-                let mut want: Vec<String> = config
-                    .filters
-                    .iter()
-                    .map(|f| f.as_str().to_owned())
-                    .collect();
-                want.sort();
-                let have = filters_of(&info.config);
-                if have != want {
-                    return Err(TransportError::Conflict {
-                        message: format!(
-                            "consumer `{}` exists with filters {have:?}, not {want:?}",
-                            config.name
-                        ),
-                    });
-                }
-                let same = info.config.ack_wait == config.ack_wait
-                    && info.config.max_ack_pending
-                        == i64::try_from(config.max_ack_pending).unwrap_or(i64::MAX)
-                    && max_message_bytes(&info) == config.max_message_bytes;
-                if !same {
-                    inner.create_consumer(kind, config).await?;
+        let info = match inner.consumer_info(kind, &config.name).await {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                match inner
+                    .create_consumer(kind, config, deliver_policy(config)?)
+                    .await
+                {
+                    Ok(()) => {
+                        inner.remember(&config.name, kind);
+                        return Ok(());
+                    }
+                    // Another process may have created it meanwhile, with
+                    // another start position the server refuses to change:
+                    // then it is an existing consumer like any other.
+                    Err(e) => match inner.consumer_info(kind, &config.name).await {
+                        Ok(info) => info,
+                        Err(_) => return Err(e.into()),
+                    },
                 }
             }
-            Err(e) if is_not_found(&e) => inner.create_consumer(kind, config).await?,
             Err(e) => return Err(e.into()),
+        };
+        let mut want: Vec<String> = config
+            .filters
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        want.sort();
+        let have = filters_of(&info.config);
+        if have != want {
+            return Err(TransportError::Conflict {
+                message: format!(
+                    "consumer `{}` exists with filters {have:?}, not {want:?}",
+                    config.name
+                ),
+            });
+        }
+        // The start position is not compared: it applies at creation
+        // and the server cannot change it, so an existing consumer
+        // keeps its own (and its delivered and acknowledged state).
+        let same = info.config.ack_wait == config.ack_wait
+            && info.config.max_ack_pending
+                == i64::try_from(config.max_ack_pending).unwrap_or(i64::MAX)
+            && max_message_bytes(&info) == config.max_message_bytes;
+        if !same {
+            inner
+                .create_consumer(kind, config, info.config.deliver_policy)
+                .await?;
         }
         inner.remember(&config.name, kind);
         Ok(())

@@ -20,7 +20,7 @@ use crate::envelope::{Envelope, Kind};
 use crate::name::Name;
 use crate::subject::{Subject, SubjectPattern, Subjects};
 use crate::transport::{
-    ConsumerConfig, Delivery, DeliveryStream, PublishOptions, Subscription, Transport,
+    ConsumerConfig, DeliverFrom, Delivery, DeliveryStream, PublishOptions, Subscription, Transport,
     TransportError, TransportExt,
 };
 
@@ -45,6 +45,7 @@ pub async fn run_all(t: Arc<dyn Transport>, org: Name) {
     dedupe_by_message_id(Arc::clone(&t), org.clone()).await;
     shared_consumer_splits_work(Arc::clone(&t), org.clone()).await;
     late_binder_catches_up(Arc::clone(&t), org.clone()).await;
+    deliver_from_start_position(Arc::clone(&t), org.clone()).await;
     ephemeral_fan_out(t, org).await;
 }
 
@@ -619,6 +620,70 @@ pub async fn late_binder_catches_up(t: Arc<dyn Transport>, org: Name) {
             B,
             format!("binding a missing consumer: {:?}", other.map(|_| ())),
         ),
+    }
+}
+
+/// A consumer starts where its `deliver` says when it is created: `All`
+/// takes a message stored before it, `New` only what is stored after it,
+/// `Since` from a time on (an hour ago takes the earlier message; in an hour
+/// takes none of the stored ones and then acts as `New`). Ensuring it again
+/// with another start position (and another ack wait) is accepted and does
+/// not move it.
+pub async fn deliver_from_start_position(t: Arc<dyn Transport>, org: Name) {
+    const B: &str = "deliver_from_start_position";
+    let fx = Fx::new(t, org);
+    fx.publish(B, &fx.subject("a"), &fx.envelope(1)).await;
+    // Times an hour off, so that the transport's clock (a server's, or the
+    // memory transport's on a paused clock) only has to agree roughly.
+    let now = chrono::Utc::now();
+    let hour = chrono::TimeDelta::hours(1);
+    let starts = [
+        ("All", DeliverFrom::All, true),
+        ("New", DeliverFrom::New, false),
+        ("Since(an hour ago)", DeliverFrom::Since(now - hour), true),
+        ("Since(in an hour)", DeliverFrom::Since(now + hour), false),
+    ];
+    // Every consumer exists before anything is acknowledged: a transport may
+    // let go of a message once all consumers holding it acknowledged it.
+    let mut streams = Vec::new();
+    for (what, deliver, _) in starts {
+        let config = fx.config(fx.pattern(">")).with_deliver(deliver);
+        streams.push(fx.consumer(B, config.clone()).await);
+        let again = config
+            .with_deliver(DeliverFrom::All)
+            .with_ack_wait(ACK_WAIT * 2);
+        if let Err(e) = fx.t.ensure_consumer(&again).await {
+            fail(
+                B,
+                format!("ensuring the {what} consumer again with another start position: {e}"),
+            );
+        }
+    }
+    fx.publish(B, &fx.subject("a"), &fx.envelope(2)).await;
+    for ((what, _, takes_earlier), c) in starts.iter().zip(&mut streams) {
+        let expected: &[u64] = if *takes_earlier { &[1, 2] } else { &[2] };
+        // First deliveries of one subject come in publish order, so a
+        // consumer that got message 1 would see it before message 2.
+        for n in expected {
+            let d = recv(B, c).await;
+            let got = payload_n(B, &d);
+            if got != *n {
+                fail(
+                    B,
+                    format!("the {what} consumer got message {got}, expected {n}"),
+                );
+            }
+            settle(B, "ack", d.ack().await).await;
+        }
+    }
+    for ((what, _, _), c) in starts.iter().zip(&mut streams) {
+        quiet(
+            B,
+            c,
+            ACK_WAIT / 2,
+            &format!("the {what} consumer had all it takes"),
+        )
+        .await;
     }
 }
 

@@ -218,11 +218,42 @@ pub struct ConsumerConfig {
     /// Deliveries larger than this are handed over as
     /// [`DecodeError::Oversized`] with their raw bytes.
     pub max_message_bytes: usize,
+    /// Where the consumer starts in the messages already stored when it is
+    /// created (default [`DeliverFrom::All`]). Applies at creation only; see
+    /// [`Transport::ensure_consumer`].
+    pub deliver: DeliverFrom,
+}
+
+/// Where a durable consumer starts: which of the messages stored before it
+/// was created it takes. Every matching message stored after its creation is
+/// delivered whatever the start position.
+///
+/// The position is fixed when the consumer is created; ensuring the consumer
+/// again with another position neither moves it nor fails (see
+/// [`Transport::ensure_consumer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeliverFrom {
+    /// Every matching message the transport still holds (the default): a
+    /// role that starts late finds its inbox.
+    #[default]
+    All,
+    /// Only messages stored after the consumer is first created: a
+    /// subscription added later does not get what was published before it
+    /// existed.
+    New,
+    /// Matching messages from the first one stored at or after this time,
+    /// by the transport's clock (the broker's, on a server). A time in the
+    /// future takes none of the stored messages, so it acts as
+    /// [`New`](Self::New): messages stored after the consumer is created are
+    /// delivered even if stored before that time.
+    Since(chrono::DateTime<chrono::Utc>),
 }
 
 impl ConsumerConfig {
     /// A consumer named `name` taking `filter`, with a 30 s ack wait, at most
-    /// 64 pending deliveries and the default 1 MiB message limit.
+    /// 64 pending deliveries, the default 1 MiB message limit, starting at
+    /// every message stored ([`DeliverFrom::All`]).
     pub fn new(name: Name, filter: SubjectPattern) -> Self {
         Self {
             name,
@@ -230,6 +261,7 @@ impl ConsumerConfig {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 64,
             max_message_bytes: Codec::DEFAULT_MAX_BYTES,
+            deliver: DeliverFrom::All,
         }
     }
 
@@ -254,6 +286,12 @@ impl ConsumerConfig {
     /// Sets the largest message decoded.
     pub fn with_max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = n;
+        self
+    }
+
+    /// Sets where the consumer starts when it is created.
+    pub fn with_deliver(mut self, deliver: DeliverFrom) -> Self {
+        self.deliver = deliver;
         self
     }
 
@@ -450,6 +488,18 @@ pub trait Transport: Debug + Display + Send + Sync + 'static {
 
     /// Creates the durable consumer, or checks that an existing one of the
     /// same name is compatible. Idempotent; an admin operation.
+    ///
+    /// # Start position
+    ///
+    /// [`ConsumerConfig::deliver`] applies when the consumer is *created*:
+    /// it decides which of the messages already stored the new consumer
+    /// takes. Ensuring an existing consumer again never moves its position —
+    /// what it has delivered and what was acknowledged stay as they are —
+    /// and a different start position on an existing consumer is not an
+    /// error: it is kept as it was (JetStream cannot change it). Other
+    /// settings (ack wait, pending limit, message limit) are updated; other
+    /// filters are a [`TransportError::Conflict`]. To start over from
+    /// another position, delete the consumer and create it again.
     async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError>;
 
     /// Binds to an existing durable consumer. Several binders of one consumer

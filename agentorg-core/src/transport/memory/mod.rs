@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::{
-    ConsumerConfig, DeliveryStream, PublishAck, PublishOptions, Subscription, Transport,
-    TransportError,
+    ConsumerConfig, DeliverFrom, DeliveryStream, PublishAck, PublishOptions, Subscription,
+    Transport, TransportError,
 };
+use crate::clock::{Clock, MonotonicClock};
 use crate::codec::Codec;
 use crate::name::Name;
 use crate::subject::{Subject, SubjectPattern};
@@ -29,7 +30,11 @@ use state::*;
 /// durable consumer whose filter matches it has acknowledged or terminated it;
 /// a message that no consumer matches yet waits for the first one (so a role
 /// that starts late still finds its inbox). A new consumer starts at the
-/// oldest message still in the log.
+/// oldest message still in the log, or where its
+/// [`deliver`](ConsumerConfig::deliver) says: after the last message stored
+/// ([`DeliverFrom::New`]), or at the first one stored at or after a time by
+/// the transport's [clock](MemoryTransportBuilder::clock)
+/// ([`DeliverFrom::Since`]).
 ///
 /// Limits keep memory bounded (see [`MemoryTransportBuilder`]): a publish into
 /// a full log fails with [`TransportError::Full`] and stores nothing; a
@@ -42,8 +47,9 @@ use state::*;
 /// the same however many consumers and subscriptions exist: a subject index
 /// finds the matching ones, and each consumer keeps its own queue.
 ///
-/// Time (ack wait, nak delays, the dedupe window) follows tokio's clock, so
-/// tests can run it on a paused clock.
+/// Time (ack wait, nak delays, the dedupe window, and by default the store
+/// times [`DeliverFrom::Since`] compares) follows tokio's clock, so tests can
+/// run it on a paused clock.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -72,6 +78,7 @@ pub struct MemoryTransport {
 #[derive(Debug, Clone)]
 pub struct MemoryTransportBuilder {
     config: Config,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +144,16 @@ impl MemoryTransportBuilder {
         self
     }
 
+    /// The clock that stamps each stored message, for
+    /// [`DeliverFrom::Since`] (default: a [`MonotonicClock`] anchored when the
+    /// transport is built, which follows tokio's paused clock in tests). Give
+    /// it the runtime's clock so that times the runtime hands out compare
+    /// with store times exactly.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Builds the transport; fails on a zero limit.
     pub fn build(self) -> Result<MemoryTransport, TransportError> {
         let c = &self.config;
@@ -149,6 +166,9 @@ impl MemoryTransportBuilder {
         Ok(MemoryTransport {
             inner: Arc::new(Inner {
                 config: self.config,
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(MonotonicClock::new())),
                 state: Mutex::new(State::default()),
             }),
         })
@@ -172,6 +192,7 @@ impl MemoryTransport {
     pub fn builder() -> MemoryTransportBuilder {
         MemoryTransportBuilder {
             config: Config::default(),
+            clock: None,
         }
     }
 
@@ -188,6 +209,7 @@ fn unreachable_defaults() -> MemoryTransport {
     MemoryTransport {
         inner: Arc::new(Inner {
             config: Config::default(),
+            clock: Arc::new(MonotonicClock::new()),
             state: Mutex::new(State::default()),
         }),
     }
@@ -288,12 +310,17 @@ impl Transport for MemoryTransport {
         }
         st.bytes += payload.len();
         st.fan_out(subject, &payload, None);
+        // Stamped under the lock, so store times rise with sequence numbers
+        // (for a clock that does not go back) and `Since` finds its start
+        // by time as JetStream does.
+        let stored_at = self.inner.clock.now();
         st.log.insert(
             seq,
             Stored {
                 subject: subject.clone(),
                 payload,
                 interest: matching.len(),
+                stored_at,
             },
         );
         if let Some(id) = options.msg_id {
@@ -316,17 +343,35 @@ impl Transport for MemoryTransport {
                     ),
                 });
             }
+            // The start position stays as it was created (as on JetStream,
+            // which cannot change it); the rest is updated.
+            let deliver = c.config.deliver;
             c.config = config.clone();
+            c.config.deliver = deliver;
             c.codec = Codec::with_max_bytes(config.max_message_bytes);
             c.notify.notify_waiters();
             return Ok(());
         }
-        // A new consumer takes every message still in the log that it matches.
+        // A new consumer takes the messages still in the log that it matches,
+        // from its start position on.
+        let first = match config.deliver {
+            DeliverFrom::All => Some(0),
+            DeliverFrom::New => None,
+            // The first message stored at or after `since`, as JetStream
+            // picks it; everything after that one matches too.
+            DeliverFrom::Since(since) => st
+                .log
+                .iter()
+                .find(|(_, stored)| stored.stored_at >= since)
+                .map(|(seq, _)| *seq),
+        };
         let mut ready = VecDeque::new();
-        for (seq, stored) in st.log.iter_mut() {
-            if config.matches(&stored.subject) {
-                stored.interest += 1;
-                ready.push_back(*seq);
+        if let Some(first) = first {
+            for (seq, stored) in st.log.range_mut(first..) {
+                if config.matches(&stored.subject) {
+                    stored.interest += 1;
+                    ready.push_back(*seq);
+                }
             }
         }
         for filter in &config.filters {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -24,6 +25,8 @@ use crate::transport::{Acker, ConsumerConfig, Delivery, Message, TransportError}
 
 pub(super) struct Inner {
     pub(super) config: Config,
+    /// Stamps stored messages, for `DeliverFrom::Since`.
+    pub(super) clock: Arc<dyn Clock>,
     pub(super) state: Mutex<State>,
 }
 
@@ -51,6 +54,8 @@ pub(super) struct Stored {
     pub(super) payload: Bytes,
     /// Consumers that match the message and have not let go of it yet.
     pub(super) interest: usize,
+    /// When it was stored, by the transport's clock.
+    pub(super) stored_at: DateTime<Utc>,
 }
 
 pub(super) struct Consumer {
