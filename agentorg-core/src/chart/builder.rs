@@ -39,6 +39,8 @@ pub struct RoleSpec {
     pub(crate) tools: Vec<At>,
     pub(crate) alternate: Option<At>,
     pub(crate) capabilities: Vec<String>,
+    pub(crate) publishes: Vec<At>,
+    pub(crate) subscribes: Vec<At>,
 }
 
 impl RoleSpec {
@@ -51,6 +53,8 @@ impl RoleSpec {
             tools: Vec::new(),
             alternate: None,
             capabilities: Vec::new(),
+            publishes: Vec::new(),
+            subscribes: Vec::new(),
         }
     }
 
@@ -87,6 +91,21 @@ impl RoleSpec {
         self.capabilities = capabilities.into_iter().map(Into::into).collect();
         self
     }
+
+    /// The event names this role may publish (`deploy.complete`). Anything
+    /// else it publishes is refused before the transport.
+    pub fn publishes(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.publishes = names.into_iter().map(At::new).collect();
+        self
+    }
+
+    /// The events this role subscribes to: names, or patterns with `*` for
+    /// one token and, last, `>` for the rest (`deploy.*`, `ci.>`). The role
+    /// gets one durable subscription to all of them.
+    pub fn subscribes(mut self, patterns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.subscribes = patterns.into_iter().map(At::new).collect();
+        self
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +131,7 @@ pub struct OrgChartBuilder {
     pub(crate) roles: Vec<RoleSpec>,
     pub(crate) peers: Vec<PeerSpec>,
     pub(crate) shortcuts: Vec<ShortcutSpec>,
+    pub(crate) event_schemas: Vec<(At, serde_json::Value)>,
 }
 
 impl OrgChartBuilder {
@@ -123,6 +143,7 @@ impl OrgChartBuilder {
             roles: Vec::new(),
             peers: Vec::new(),
             shortcuts: Vec::new(),
+            event_schemas: Vec::new(),
         }
     }
 
@@ -178,10 +199,20 @@ impl OrgChartBuilder {
         self
     }
 
+    /// Declares a JSON Schema for the payload of the event `name`: a
+    /// publish whose payload fails it is refused before the transport. (The
+    /// principal may publish every event the chart declares, in a role's
+    /// `publishes` or this way.)
+    pub fn event_schema(mut self, name: impl Into<String>, schema: serde_json::Value) -> Self {
+        self.event_schemas.push((At::new(name), schema));
+        self
+    }
+
     /// Validates the chart and returns it, or the first error found, checking
     /// in this order: the org and principal names; each role in order of
-    /// declaration (name, duplicates, manager, tools, alternate); the
-    /// references of each role; reporting cycles; peer channels; shortcuts.
+    /// declaration (name, duplicates, manager, tools, alternate, events);
+    /// the references of each role; reporting cycles; peer channels;
+    /// shortcuts; event schemas.
     pub fn build(self) -> Result<OrgChart, ChartError> {
         let org = self.org.name()?;
         let principal = self
@@ -231,6 +262,25 @@ impl OrgChartBuilder {
                 })
                 .collect::<Result<_, _>>()?;
             let alternate = spec.alternate.as_ref().map(At::name).transpose()?;
+            let invalid_event = |at: &At, reason: String| ChartError::InvalidEvent {
+                role: Some(role()),
+                event: at.value.clone(),
+                reason,
+                line: at.line,
+            };
+            let mut publishes = Vec::with_capacity(spec.publishes.len());
+            for at in &spec.publishes {
+                super::events::check_name(&at.value).map_err(|r| invalid_event(at, r))?;
+                publishes.push(at.value.clone());
+            }
+            publishes.sort();
+            publishes.dedup();
+            let mut subscribes = Vec::with_capacity(spec.subscribes.len());
+            for at in &spec.subscribes {
+                super::events::check_pattern(&at.value).map_err(|r| invalid_event(at, r))?;
+                subscribes.push(at.value.clone());
+            }
+            let subscribes = super::events::normalize(&subscribes);
             declared.push((name.clone(), spec));
             roles.insert(
                 name.clone(),
@@ -241,6 +291,8 @@ impl OrgChartBuilder {
                     tools,
                     alternate,
                     capabilities: spec.capabilities.clone(),
+                    publishes,
+                    subscribes,
                 },
             );
         }
@@ -401,6 +453,33 @@ impl OrgChartBuilder {
             );
         }
 
+        // Event schemas: valid names, valid schemas, one per name.
+        let mut event_schemas = BTreeMap::<String, serde_json::Value>::new();
+        for (at, schema) in &self.event_schemas {
+            let invalid = |reason: String| ChartError::InvalidEvent {
+                role: None,
+                event: at.value.clone(),
+                reason,
+                line: at.line,
+            };
+            super::events::check_name(&at.value).map_err(invalid)?;
+            if let Err(e) = jsonschema::validator_for(schema) {
+                return Err(invalid(format!(
+                    "its schema is not a valid JSON Schema: {e}"
+                )));
+            }
+            if event_schemas
+                .insert(at.value.clone(), schema.clone())
+                .is_some()
+            {
+                return Err(ChartError::Duplicate {
+                    what: "event schema",
+                    name: at.value.clone(),
+                    line: at.line,
+                });
+            }
+        }
+
         let mut reports = BTreeMap::<Name, Vec<Name>>::new();
         for role in roles.values() {
             if let Some(manager) = &role.reports_to {
@@ -426,12 +505,15 @@ impl OrgChartBuilder {
                     tools: Vec::new(),
                     alternate: None,
                     capabilities: Vec::new(),
+                    publishes: Vec::new(),
+                    subscribes: Vec::new(),
                 },
                 roles,
                 reports,
                 channels,
                 peers,
                 shortcuts,
+                event_schemas,
             }),
         })
     }

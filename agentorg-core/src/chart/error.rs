@@ -109,6 +109,18 @@ pub enum ChartError {
         /// Where the alternate is.
         line: Option<usize>,
     },
+    /// An event name, subscription pattern or event schema is not valid.
+    #[error("{}event `{event}`{}: {reason}", role.as_ref().map(|r| format!("role `{r}`: ")).unwrap_or_default(), at(.line))]
+    InvalidEvent {
+        /// The role that declares it, if a role does.
+        role: Option<String>,
+        /// The name or pattern.
+        event: String,
+        /// What is wrong.
+        reason: String,
+        /// Its line in the TOML file.
+        line: Option<usize>,
+    },
     /// The TOML text is malformed, has an unknown field, or a value of the
     /// wrong type.
     #[error("invalid org chart TOML{}: {message}", at(.line))]

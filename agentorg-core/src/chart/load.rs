@@ -21,6 +21,15 @@ struct ChartFile {
     peers: Vec<PeerFile>,
     #[serde(default)]
     shortcuts: Vec<ShortcutFile>,
+    #[serde(default)]
+    events: BTreeMap<Spanned<String>, EventFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFile {
+    /// A JSON Schema, written as a TOML table.
+    schema: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +43,10 @@ struct RoleFile {
     alternate: Option<Spanned<String>>,
     #[serde(default)]
     capabilities: Vec<String>,
+    #[serde(default)]
+    publishes: Vec<Spanned<String>>,
+    #[serde(default)]
+    subscribes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +98,8 @@ impl OrgChart {
                 tools: role.tools.into_iter().map(at).collect(),
                 alternate: role.alternate.map(at),
                 capabilities: role.capabilities,
+                publishes: role.publishes.into_iter().map(at).collect(),
+                subscribes: role.subscribes.into_iter().map(at).collect(),
             })
             .collect();
         builder.peers = file
@@ -110,6 +125,21 @@ impl OrgChart {
                 task_types: s.task_types.into_iter().map(at).collect(),
             })
             .collect();
+        let mut events: Vec<_> = file.events.into_iter().collect();
+        events.sort_by_key(|(name, _)| name.span().start);
+        for (name, event) in events {
+            let name = at(name);
+            if let Some(schema) = event.schema {
+                let schema =
+                    serde_json::to_value(schema).map_err(|e| ChartError::InvalidEvent {
+                        role: None,
+                        event: name.value.clone(),
+                        reason: format!("its schema is not JSON: {e}"),
+                        line: name.line,
+                    })?;
+                builder.event_schemas.push((name, schema));
+            }
+        }
         builder.build()
     }
 

@@ -7,13 +7,16 @@
 //! **delegation shortcuts** (a role may hand tasks of listed types straight to
 //! a role that is not its direct report), **tool grants** per role and an
 //! optional **alternate** per role, which takes its delegations while its
-//! circuit breaker is open.
+//! circuit breaker is open, and the **events** each role publishes and
+//! subscribes to (with an optional JSON Schema per event name; see
+//! [`events`](crate::events)).
 //!
 //! The chart is the least-privilege policy of the org: the runtime allows
 //! delegation only down the chart or by a shortcut
 //! ([`delegation_route`](OrgChart::delegation_route)), peer messages only on
 //! declared channels ([`are_peers`](OrgChart::are_peers)), tools only as
-//! granted ([`may_use_tool`](OrgChart::may_use_tool)), and the NATS backend
+//! granted ([`may_use_tool`](OrgChart::may_use_tool)), events only as
+//! declared ([`may_publish`](OrgChart::may_publish)), and the NATS backend
 //! derives broker permissions from [`may_address`](OrgChart::may_address).
 //!
 //! A chart is validated once, when built, and is immutable afterwards; clones
@@ -87,6 +90,14 @@
 //!
 //! [roles.frontend]
 //! reports_to = "cto"
+//! publishes = ["deploy.complete"]
+//!
+//! [roles.marketing]
+//! reports_to = "ceo"
+//! subscribes = ["deploy.*", "deploy.complete"]   # normalized to ["deploy.*"]
+//!
+//! [events."deploy.complete"]
+//! schema = { type = "object", required = ["version"] }
 //!
 //! [[peers]]
 //! between = ["backend", "frontend"]
@@ -99,6 +110,11 @@
 //! "#).unwrap();
 //! assert_eq!(chart.manager_of("backend").unwrap(), "cto");
 //! assert!(chart.may_receive_task_from("frontend", "ceo", Some("api_change")));
+//! assert!(chart.may_publish("frontend", "deploy.complete"));
+//! assert!(!chart.may_publish("backend", "deploy.complete"));
+//! assert_eq!(chart.subscriptions_of("marketing"), ["deploy.*"]);
+//! assert_eq!(chart.subscribers_of("deploy.complete").collect::<Vec<_>>(), ["marketing"]);
+//! assert!(chart.event_schema("deploy.complete").is_some());
 //!
 //! let err = OrgChart::from_toml_str("org = \"o\"\nprincipal = \"p\"\n[roles.a]\nreports_to = \"nobody\"\n")
 //!     .unwrap_err();
@@ -113,6 +129,7 @@ use crate::tools::ToolGrant;
 
 mod builder;
 mod error;
+pub(crate) mod events;
 mod load;
 
 pub use builder::{OrgChartBuilder, RoleSpec};
@@ -139,6 +156,8 @@ struct Inner {
     peers: BTreeMap<Name, BTreeMap<Name, usize>>,
     /// Shortcuts by `from`, then `to`.
     shortcuts: BTreeMap<Name, BTreeMap<Name, Shortcut>>,
+    /// The JSON Schema of each event name that declares one.
+    event_schemas: BTreeMap<String, serde_json::Value>,
 }
 
 /// One role of the chart.
@@ -150,6 +169,10 @@ pub struct Role {
     tools: Vec<ToolGrant>,
     alternate: Option<Name>,
     capabilities: Vec<String>,
+    /// Event names it may publish, sorted.
+    publishes: Vec<String>,
+    /// Its subscription patterns, normalized (none covers another), sorted.
+    subscribes: Vec<String>,
 }
 
 impl Role {
@@ -181,6 +204,18 @@ impl Role {
     /// The free-text capabilities.
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities
+    }
+
+    /// The event names it may publish, sorted.
+    pub fn publishes(&self) -> &[String] {
+        &self.publishes
+    }
+
+    /// Its event subscriptions: names and `*`/`>` patterns, normalized so
+    /// that none covers another (`deploy.complete` is dropped beside
+    /// `deploy.*`), sorted.
+    pub fn subscribes(&self) -> &[String] {
+        &self.subscribes
     }
 }
 
@@ -423,6 +458,66 @@ impl OrgChart {
         self.tool_grants(role)
             .iter()
             .any(|g| g.allows(qualified_tool))
+    }
+
+    /// Whether `role` may publish the event `name`: a role, when it declares
+    /// the name in its `publishes`; the principal, when any role declares
+    /// it or the chart declares a schema for it (the principal speaks for
+    /// the org, e.g. a webhook from outside).
+    pub fn may_publish(&self, role: &str, name: &str) -> bool {
+        if self.is_principal(role) {
+            return self.is_declared_event(name);
+        }
+        self.inner
+            .roles
+            .get(role)
+            .is_some_and(|r| r.publishes.iter().any(|p| p == name))
+    }
+
+    /// Whether the chart declares the event `name`: a role publishes it, or
+    /// it has a schema.
+    pub fn is_declared_event(&self, name: &str) -> bool {
+        self.inner.event_schemas.contains_key(name)
+            || self.roles().any(|r| r.publishes.iter().any(|p| p == name))
+    }
+
+    /// Every event name the chart declares (in a role's `publishes` or with
+    /// a schema), sorted.
+    pub fn declared_events(&self) -> BTreeSet<&str> {
+        self.roles()
+            .flat_map(|r| r.publishes.iter().map(String::as_str))
+            .chain(self.inner.event_schemas.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// The roles that may publish the event `name` (the principal may
+    /// publish every declared event too), by name.
+    pub fn publishers_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Name> + 'a {
+        self.roles()
+            .filter(move |r| r.publishes.iter().any(|p| p == name))
+            .map(Role::name)
+    }
+
+    /// The roles one of whose subscriptions matches the event `name`, by
+    /// name.
+    pub fn subscribers_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Name> + 'a {
+        self.roles()
+            .filter(move |r| r.subscribes.iter().any(|p| events::matches(p, name)))
+            .map(Role::name)
+    }
+
+    /// The subscriptions of `role` (see [`Role::subscribes`]); empty for
+    /// the principal and unknown roles.
+    pub fn subscriptions_of(&self, role: &str) -> &[String] {
+        self.inner
+            .roles
+            .get(role)
+            .map_or(&[], |r| r.subscribes.as_slice())
+    }
+
+    /// The JSON Schema the chart declares for the event `name`'s payload.
+    pub fn event_schema(&self, name: &str) -> Option<&serde_json::Value> {
+        self.inner.event_schemas.get(name)
     }
 
     /// Every role whose inbox `from` may publish to: its direct reports and
