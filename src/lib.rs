@@ -80,8 +80,8 @@
 
 pub use agentorg_core;
 pub use agentorg_core::{
-    agent, async_trait, chart, clock, codec, envelope, hierarchy, name, peer, runtime, store,
-    subject, tools, transport, ChartError, Name, NameError, OrgChart,
+    agent, async_trait, chart, clock, codec, envelope, events, hierarchy, name, peer, runtime,
+    store, subject, tools, transport, ChartError, Name, NameError, OrgChart,
 };
 
 /// The NATS JetStream transport ([`agentorg_nats`]): `NatsTransport`, its
@@ -118,6 +118,7 @@ pub mod prelude {
     pub use agentorg_core::async_trait;
     pub use agentorg_core::chart::{OrgChart, RoleSpec};
     pub use agentorg_core::envelope::Envelope;
+    pub use agentorg_core::events::{Event, EventError};
     pub use agentorg_core::hierarchy::{
         gather, Decision, Escalation, EscalationOutcome, TaskHandle, TaskRecord, TaskStatus,
         TaskTree,

@@ -95,6 +95,7 @@ pub mod codec;
 #[allow(clippy::panic)] // the suites assert by panicking, like any test
 pub mod conformance;
 pub mod envelope;
+pub mod events;
 pub mod hierarchy;
 pub mod name;
 mod panics;

@@ -19,10 +19,10 @@
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
 //! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
-//! | publish the events it is granted ([`OrgAuthBuilder::with_events`]), and the runtime's SLA breaches | `<org>.events.<pattern>`, `<org>.events.sla.breach` |
+//! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's SLA breaches | `<org>.events.<name>`, `<org>.events.sla.breach` |
 //! | dead-letter and alert | `<org>.deadletter`, `<org>.alerts` |
 //! | send requests to the roles it may address; serve its own | `<org>.rpc.<to>` (publish), `<org>.rpc.<r>` (subscribe, and answer: `allow_responses`) |
-//! | bind its own durable consumers, pull and settle their messages | `$JS.API.CONSUMER.INFO.<stream>.<consumer>`, `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, `$JS.ACK.<stream>.<consumer>.>` |
+//! | bind its own durable consumers (its inbox, its event subscription, …), pull and settle their messages | `$JS.API.CONSUMER.INFO.<stream>.<consumer>`, `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, `$JS.ACK.<stream>.<consumer>.>` |
 //! | receive replies (publish acks, pulled messages, request replies) | subscribe `_INBOX.<org>.<r>.>`, its own reply prefix |
 //!
 //! Those three JetStream subjects and the reply prefix are the whole of what a
@@ -264,9 +264,10 @@ impl OrgAuthBuilder {
         self
     }
 
-    /// Lets a role publish these events: each a pattern under
-    /// `<org>.events.` (`deploy.complete`, `deploy.*`, `deploy.>`). The chart
-    /// does not declare events, so none are granted unless listed here.
+    /// Lets a role publish these events besides those the chart declares
+    /// for it: each a pattern under `<org>.events.` (`deploy.complete`,
+    /// `deploy.*`, `deploy.>`). The runtime still refuses, before the
+    /// broker, an event the chart does not declare for the role.
     pub fn with_events(
         mut self,
         role: impl Into<String>,
@@ -331,6 +332,17 @@ impl OrgAuthBuilder {
             // The runtime reports a missed SLA as this event, sent by the
             // delegator.
             publish.push(format!("{org}.events.sla.breach"));
+            let declared: Vec<&str> = if chart.is_principal(&role) {
+                chart.declared_events().into_iter().collect()
+            } else {
+                chart
+                    .role(&role)
+                    .map(|r| r.publishes().iter().map(String::as_str).collect())
+                    .unwrap_or_default()
+            };
+            for name in declared {
+                publish.push(format!("{org}.events.{name}"));
+            }
             for pattern in self.events.get(role.as_str()).into_iter().flatten() {
                 let p = s
                     .events_matching(pattern)

@@ -23,10 +23,23 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-/// GenBrain's chart under a fresh org name.
+/// GenBrain's chart under a fresh org name, with its deployment events:
+/// devops publishes `deploy.complete`, marketing and the ceo subscribe.
 fn genbrain(org: &Name) -> OrgChart {
     let toml = include_str!("../../examples/genbrain.toml")
-        .replace("org = \"genbrain\"", &format!("org = \"{org}\""));
+        .replace("org = \"genbrain\"", &format!("org = \"{org}\""))
+        .replace(
+            "[roles.devops]\n",
+            "[roles.devops]\npublishes = [\"deploy.complete\"]\n",
+        )
+        .replace(
+            "[roles.marketing]\n",
+            "[roles.marketing]\nsubscribes = [\"deploy.*\"]\n",
+        )
+        .replace(
+            "[roles.ceo]\n",
+            "[roles.ceo]\nsubscribes = [\"deploy.complete\"]\n",
+        );
     OrgChart::from_toml_str(&toml).unwrap()
 }
 
@@ -447,4 +460,51 @@ async fn binding_without_the_right_to_pull_is_forbidden() {
         other => panic!("pulling without the right: {other:?}"),
     }
     assert!(deliveries.next().await.is_none());
+}
+
+/// Events as the chart declares them: devops (and the principal) may
+/// publish `deploy.complete`, the cso may not; marketing binds its own
+/// event subscription, the backend may not bind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_only_as_the_chart_declares() {
+    common::init_tracing();
+    let Some(fx) = fixture().await else { return };
+    let s = Subjects::new(fx.chart.org().clone());
+    let complete = s.event(&[n("deploy"), n("complete")]);
+    for role in ["devops", "founder"] {
+        fx.as_role(role)
+            .await
+            .publish(&complete, "ok".into(), PublishOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{role} publishing deploy.complete: {e}"));
+    }
+    forbidden(
+        "cso publishing deploy.complete",
+        fx.as_role("cso")
+            .await
+            .publish(&complete, "x".into(), PublishOptions::default())
+            .await,
+    );
+    let consumers = OrgConsumers::new(&fx.chart, &RuntimeConfig::default());
+    let subscription = consumers
+        .of_role("marketing")
+        .iter()
+        .find(|c| c.name.starts_with("ev-"))
+        .expect("marketing's event subscription")
+        .name
+        .clone();
+    fx.as_role("marketing")
+        .await
+        .consume(&subscription)
+        .await
+        .map(|_| ())
+        .unwrap_or_else(|e| panic!("marketing binding its subscription: {e}"));
+    forbidden(
+        "backend binding marketing's subscription",
+        fx.as_role("backend")
+            .await
+            .consume(&subscription)
+            .await
+            .map(|_| ()),
+    );
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::Agent;
 use crate::chart::OrgChart;
 use crate::envelope::Envelope;
+use crate::events::{Event, EventCallbacks, Events};
 use crate::hierarchy::{
     Decision, Escalation, EscalationOutcome, Hierarchy, HierarchyCallbacks, Outcome, SubtaskResult,
     Task,
@@ -18,15 +19,15 @@ use crate::runtime::{
     AgentError, AgentOptions, Context, Extensions, Org, OrgBuilder, OrgConsumers, RuntimeConfig,
 };
 
-/// `builder` with the default patterns registered: the hierarchy and peer
-/// channels.
+/// `builder` with the default patterns registered: the hierarchy, peer
+/// channels and events.
 pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
-    builder.pattern(Hierarchy).pattern(Peer)
+    builder.pattern(Hierarchy).pattern(Peer).pattern(Events)
 }
 
 impl Org {
     /// Starts building an org of `chart` with the default patterns (the
-    /// hierarchy and peer channels) and the in-memory backends; host agents
+    /// hierarchy, peer channels and events) and the in-memory backends; host agents
     /// with [`OrgBuilder::agent`].
     pub fn builder(chart: OrgChart) -> OrgBuilder {
         default_patterns(OrgBuilder::new(chart))
@@ -49,7 +50,8 @@ impl OrgBuilder {
         let callbacks = Arc::new(AgentCallbacks(agent));
         let mut app = Extensions::new();
         app.insert(Arc::clone(&callbacks) as Arc<dyn HierarchyCallbacks>);
-        app.insert(callbacks as Arc<dyn PeerCallbacks>);
+        app.insert(Arc::clone(&callbacks) as Arc<dyn PeerCallbacks>);
+        app.insert(callbacks as Arc<dyn EventCallbacks>);
         self.host(role, options, app)
     }
 }
@@ -114,5 +116,12 @@ impl PeerCallbacks for AgentCallbacks {
         request: PeerMessage,
     ) -> Result<Value, AgentError> {
         self.0.on_peer_request(cx, request).await
+    }
+}
+
+#[async_trait]
+impl EventCallbacks for AgentCallbacks {
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        self.0.on_event(cx, event).await
     }
 }

@@ -59,6 +59,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
+use crate::events::Event;
 use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
 use crate::peer::PeerMessage;
 
@@ -144,6 +145,14 @@ pub trait Agent: Send + Sync + 'static {
         let _ = (cx, message);
         Ok(())
     }
+
+    /// An event this role subscribes to in the chart. Once per subscriber,
+    /// claimed, retried and dead-lettered like a task; the default accepts
+    /// and ignores it.
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        let _ = (cx, event);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -185,6 +194,9 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
     }
     async fn on_message(&self, cx: &Context, message: Envelope) -> Result<(), AgentError> {
         (**self).on_message(cx, message).await
+    }
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        (**self).on_event(cx, event).await
     }
 }
 

@@ -224,6 +224,9 @@ macro_rules! __agentorg_pattern_cases {
             cancel_ends_the_open_subtree,
             idempotency_key_creates_one_task,
             registry_and_liveness,
+            events_reach_subscribers_durably,
+            events_refused_when_undeclared_spoofed_or_invalid,
+            events_once_per_key_and_requeued_after_dead_letter,
         }
     };
 }

@@ -85,6 +85,11 @@ impl Claimed<'_> {
         self.envelope
     }
 
+    /// The subject it was delivered on.
+    pub fn subject(&self) -> &crate::subject::Subject {
+        self.delivery.subject()
+    }
+
     /// This attempt's number, from the claim (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.claim.attempt

@@ -125,7 +125,8 @@ pub(crate) fn role_consumers(
         if patterns.is_empty() {
             continue;
         }
-        let config = consumer_config(chart, config, h.consumer(), role, &patterns);
+        let config =
+            consumer_config(chart, config, h.consumer(), role, &patterns).with_deliver(h.deliver());
         match out.iter_mut().find(|c| c.name == config.name) {
             Some(c) => c.filters.extend(patterns),
             None => out.push(config),

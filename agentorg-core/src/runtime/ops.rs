@@ -95,10 +95,17 @@ pub(crate) async fn requeue(kernel: &Kernel, id: &MessageId) -> Result<MessageId
             .map_err(|e| invalid(&format!("its original is not a readable envelope ({e})")))?;
         let subject =
             Subject::parse(record.subject.clone()).map_err(|e| invalid(&e.to_string()))?;
-        let fresh = original
+        let mut fresh = original
             .clone()
             .with_id(MessageId::new())
             .with_header("agentorg-requeue-of", id.as_str());
+        // An envelope addressed to no one went to every taker of its
+        // subject (an event, to each subscriber): its requeue is for the
+        // role that dead-lettered it only, and the others' handlers pass it
+        // over.
+        if fresh.to.is_none() {
+            fresh = fresh.with_to(record.role.clone());
+        }
         let mut effects = match handler_of(kernel, &record) {
             Some(h) => h.requeued(kernel, &record).await?,
             None => Effects::new(),

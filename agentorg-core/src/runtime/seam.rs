@@ -145,6 +145,16 @@ pub trait Handler: Send + Sync + 'static {
         INBOX
     }
 
+    /// Where the consumer of this handler's [`consumer`](Handler::consumer)
+    /// key starts when it is first created (the first handler of a key
+    /// decides). Default: every stored message
+    /// ([`DeliverFrom::All`](crate::transport::DeliverFrom::All)); a
+    /// subscription that must not see history from before it existed says
+    /// [`New`](crate::transport::DeliverFrom::New).
+    fn deliver(&self) -> crate::transport::DeliverFrom {
+        crate::transport::DeliverFrom::All
+    }
+
     /// The subjects of `role`'s deliveries this handler takes (none: it does
     /// not serve that role). Asked for every role of the chart and for the
     /// principal (whose inbox consumer the application reads).

@@ -1,5 +1,6 @@
 //! The pattern conformance suite: the hierarchy ([`hierarchy`]) and peer
-//! channels ([`peer`]) on GenBrain's chart, over any transport + store pair.
+//! channels ([`peer`]) on GenBrain's chart, and events ([`events`]) on a
+//! small chart of their own, over any transport + store pair.
 //!
 //! Every function takes the transport, the store and an org name the
 //! transport captures, and starts its own orgs of [`genbrain_chart`] under
@@ -29,11 +30,13 @@ use crate::name::Name;
 use crate::store::StateStore;
 use crate::transport::Transport;
 
+pub mod events;
 pub mod hierarchy;
 pub mod peer;
 mod registry;
 mod support;
 
+pub use events::*;
 pub use hierarchy::*;
 pub use peer::*;
 pub use registry::*;

@@ -1,0 +1,427 @@
+//! Events: declared publishers, durable subscriptions, refusals, keys and
+//! requeues.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
+use crate::chart::{OrgChart, RoleSpec};
+use crate::envelope::{Envelope, Kind};
+use crate::events::{Event, EventError};
+use crate::hierarchy::TaskStatus;
+use crate::name::Name;
+use crate::store::StateStore;
+use crate::transport::{Transport, TransportExt};
+
+use super::super::fail;
+use super::suite_config;
+use super::support::*;
+
+/// The events chart: founder → ceo, devops, marketing, cso; devops
+/// publishes `deploy.complete` and `deploy.rollback`; the ceo subscribes to
+/// `deploy.complete`; marketing to `deploy.*` when `marketing_subscribes`;
+/// `deploy.complete` has a schema (a string `version` is required).
+fn events_chart(b: &str, org: &Name, marketing_subscribes: bool) -> OrgChart {
+    let marketing = RoleSpec::new("marketing").reports_to("founder");
+    let marketing = if marketing_subscribes {
+        marketing.subscribes(["deploy.*", "deploy.complete"])
+    } else {
+        marketing
+    };
+    OrgChart::builder(org.as_str())
+        .principal("founder")
+        .role(
+            RoleSpec::new("ceo")
+                .reports_to("founder")
+                .subscribes(["deploy.complete"]),
+        )
+        .role(
+            RoleSpec::new("devops")
+                .reports_to("founder")
+                .publishes(["deploy.complete", "deploy.rollback"]),
+        )
+        .role(marketing)
+        .role(RoleSpec::new("cso").reports_to("founder"))
+        .event_schema(
+            "deploy.complete",
+            json!({
+                "type": "object",
+                "required": ["version"],
+                "properties": { "version": { "type": "string" } }
+            }),
+        )
+        .build()
+        .unwrap_or_else(|e| fail(b, e))
+}
+
+/// What subscribers saw: (role, event).
+#[derive(Default)]
+struct Seen(Mutex<Vec<(String, Event)>>);
+
+impl Seen {
+    fn at(&self, role: &str) -> Vec<Event> {
+        self.0
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(r, _)| r == role)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn versions_at(&self, role: &str) -> Vec<String> {
+        self.at(role)
+            .iter()
+            .map(|e| e.payload["version"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+}
+
+/// A subscriber that records what it gets; while `poisoned`, it fails
+/// every event permanently.
+struct Subscriber {
+    role: &'static str,
+    seen: Arc<Seen>,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    fn new(role: &'static str, seen: &Arc<Seen>) -> Arc<Self> {
+        Arc::new(Self {
+            role,
+            seen: Arc::clone(seen),
+            poisoned: Arc::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Agent for Subscriber {
+    async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+        Ok(Outcome::Complete(Value::Null))
+    }
+    async fn on_event(&self, _cx: &Context, event: Event) -> Result<(), AgentError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(AgentError::permanent("cannot take this event now"));
+        }
+        if let Ok(mut v) = self.seen.0.lock() {
+            v.push((self.role.to_owned(), event));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `deploy.complete` with the task's input; reports any refusal
+/// of the other publishes it tries.
+struct Devops(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl Agent for Devops {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        let mut notes = Vec::new();
+        if task.input["try_refused"].as_bool() == Some(true) {
+            notes.push(match cx.publish_event("deploy.started", &json!({})) {
+                Err(EventError::NotDeclared { role, event }) => {
+                    format!("undeclared {event} by {role}: refused")
+                }
+                other => format!("undeclared: {other:?}"),
+            });
+            notes.push(
+                match cx.publish_event("deploy.complete", &json!({ "version": 7 })) {
+                    Err(EventError::Schema { event, .. }) => format!("schema of {event}: refused"),
+                    other => format!("schema: {other:?}"),
+                },
+            );
+        }
+        cx.publish_event("deploy.complete", &task.input["event"])?;
+        if let Ok(mut n) = self.0.lock() {
+            n.extend(notes);
+        }
+        Ok(Outcome::Complete(json!("deployed")))
+    }
+}
+
+async fn deploy(b: &str, o: &crate::runtime::Org, version: &str, try_refused: bool) {
+    let spec = TaskSpec::new(format!("Deploy {version}")).input(json!({
+        "event": { "version": version },
+        "try_refused": try_refused,
+    }));
+    let h = delegate(b, &o.principal(), "devops", spec).await;
+    if wait_done(b, &h).await.status != TaskStatus::Completed {
+        fail(b, format!("the deploy of {version} did not complete"));
+    }
+}
+
+/// Durable subscriptions: every subscriber gets each event once, in order;
+/// a subscriber whose process was down gets, when it is back, what was
+/// published meanwhile; a subscriber added to the chart later needs no
+/// change at the publisher and gets nothing published before it existed.
+pub async fn events_reach_subscribers_durably(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "events_reach_subscribers_durably";
+    let seen = Arc::new(Seen::default());
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let without_marketing = || events_chart(B, &org, false);
+    // The publisher's process runs the first chart throughout.
+    let devops = start_with(
+        B,
+        &t,
+        &s,
+        without_marketing(),
+        suite_config(),
+        vec![("devops", Arc::new(Devops(Arc::clone(&notes))), 1)],
+    )
+    .await;
+    // The ceo's process subscribes, then stops.
+    let ceo = start_with(
+        B,
+        &t,
+        &s,
+        without_marketing(),
+        suite_config(),
+        vec![("ceo", Subscriber::new("ceo", &seen), 1)],
+    )
+    .await;
+    deploy(B, &devops, "v1", false).await;
+    eventually(B, "v1 at the ceo", || async {
+        seen.versions_at("ceo") == ["v1"]
+    })
+    .await;
+    ceo.shutdown().await;
+    deploy(B, &devops, "v2", false).await;
+    // Marketing joins: its chart subscribes it; the publisher's does not
+    // change.
+    let marketing = start_with(
+        B,
+        &t,
+        &s,
+        events_chart(B, &org, true),
+        suite_config(),
+        vec![("marketing", Subscriber::new("marketing", &seen), 1)],
+    )
+    .await;
+    deploy(B, &devops, "v3", false).await;
+    eventually(B, "v3 at marketing", || async {
+        seen.versions_at("marketing") == ["v3"]
+    })
+    .await;
+    // The ceo comes back and gets what it missed.
+    let ceo = start_with(
+        B,
+        &t,
+        &s,
+        without_marketing(),
+        suite_config(),
+        vec![("ceo", Subscriber::new("ceo", &seen), 1)],
+    )
+    .await;
+    eventually(B, "v2 and v3 at the ceo after its restart", || async {
+        seen.versions_at("ceo").len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if seen.versions_at("ceo") != ["v1", "v2", "v3"] {
+        fail(
+            B,
+            format!("events at the ceo: {:?}", seen.versions_at("ceo")),
+        );
+    }
+    if seen.versions_at("marketing") != ["v3"] {
+        fail(
+            B,
+            format!(
+                "events at marketing (joined after v2): {:?}",
+                seen.versions_at("marketing")
+            ),
+        );
+    }
+    for e in seen.at("ceo").iter().chain(&seen.at("marketing")) {
+        if e.name != "deploy.complete" || e.from != "devops" {
+            fail(B, format!("an event as received: {e:?}"));
+        }
+    }
+    for o in [devops, ceo, marketing] {
+        o.shutdown().await;
+    }
+}
+
+/// Refusals: an undeclared name and a payload failing the name's schema
+/// are refused at the publisher before the transport (nothing reaches the
+/// subject); an event whose `from` is not a declared publisher of its name
+/// is dead-lettered `not_allowed` at the subscriber, unrun; the principal
+/// may publish a declared event, not an undeclared one.
+pub async fn events_refused_when_undeclared_spoofed_or_invalid(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "events_refused_when_undeclared_spoofed_or_invalid";
+    let seen = Arc::new(Seen::default());
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let o = start_with(
+        B,
+        &t,
+        &s,
+        events_chart(B, &org, true),
+        suite_config(),
+        vec![
+            ("devops", Arc::new(Devops(Arc::clone(&notes))), 1),
+            ("ceo", Subscriber::new("ceo", &seen), 1),
+            ("marketing", Subscriber::new("marketing", &seen), 1),
+        ],
+    )
+    .await;
+    let subjects = o.subjects().clone();
+    let started = [name(B, "deploy"), name(B, "started")];
+    let mut undeclared = tap(B, &t, subjects.event(&started)).await;
+    deploy(B, &o, "v1", true).await;
+    let got = notes.lock().map(|n| n.clone()).unwrap_or_default();
+    if got
+        != [
+            "undeclared deploy.started by devops: refused",
+            "schema of deploy.complete: refused",
+        ]
+    {
+        fail(B, format!("the devops' refused publishes: {got:?}"));
+    }
+    if !drain(&mut undeclared, Duration::from_millis(200))
+        .await
+        .is_empty()
+    {
+        fail(B, "an undeclared event reached the transport");
+    }
+    eventually(B, "v1 at both subscribers", || async {
+        seen.versions_at("ceo") == ["v1"] && seen.versions_at("marketing") == ["v1"]
+    })
+    .await;
+    // A spoofed publisher: the cso declares no events.
+    let complete = [name(B, "deploy"), name(B, "complete")];
+    let spoofed = Envelope::new(
+        org.clone(),
+        name(B, "cso"),
+        Kind::Event,
+        json!({ "version": "evil" }),
+    );
+    if let Err(e) = t
+        .publish_envelope(&subjects.event(&complete), &spoofed)
+        .await
+    {
+        fail(B, e);
+    }
+    let p = o.principal();
+    let dl = dead_letter_of(B, &p, &spoofed.id).await;
+    if dl.reason_code != "not_allowed" {
+        fail(B, format!("the spoofed event's dead letter: {dl:?}"));
+    }
+    // The principal: a declared event goes through, an undeclared one not.
+    match p
+        .publish_event("deploy.complete", &json!({ "version": "v2" }))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => fail(B, format!("the principal's declared event: {e}")),
+    }
+    match p.publish_event("deploy.started", &json!({})).await {
+        Err(EventError::NotDeclared { .. }) => {}
+        other => fail(B, format!("the principal's undeclared event: {other:?}")),
+    }
+    eventually(B, "v2 at both subscribers", || async {
+        seen.versions_at("ceo") == ["v1", "v2"] && seen.versions_at("marketing") == ["v1", "v2"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if seen.versions_at("ceo").contains(&"evil".to_owned())
+        || seen.versions_at("marketing").contains(&"evil".to_owned())
+    {
+        fail(B, "a spoofed event was handled");
+    }
+    o.shutdown().await;
+}
+
+/// Keys and dead letters: the same idempotency key published twice is one
+/// event to each subscriber; an event a subscriber fails is dead-lettered
+/// for that subscriber alone, and requeued it reaches that subscriber
+/// again (not the others, who had it).
+pub async fn events_once_per_key_and_requeued_after_dead_letter(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "events_once_per_key_and_requeued_after_dead_letter";
+    let seen = Arc::new(Seen::default());
+    let marketing = Subscriber::new("marketing", &seen);
+    let o = start_with(
+        B,
+        &t,
+        &s,
+        events_chart(B, &org, true),
+        suite_config(),
+        vec![
+            ("ceo", Subscriber::new("ceo", &seen), 1),
+            ("marketing", Arc::clone(&marketing) as Arc<dyn Agent>, 1),
+        ],
+    )
+    .await;
+    let p = o.principal();
+    let payload = json!({ "version": "webhook-1" });
+    let first = p
+        .publish_event_once("deploy.complete", &payload, "gh-delivery-1")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let second = p
+        .publish_event_once("deploy.complete", &payload, "gh-delivery-1")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    if first != second {
+        fail(B, format!("one key, two event ids: {first} and {second}"));
+    }
+    eventually(B, "the keyed event at both subscribers", || async {
+        !seen.at("ceo").is_empty() && !seen.at("marketing").is_empty()
+    })
+    .await;
+    // Marketing fails the next event for good: dead-lettered for it alone.
+    marketing.poisoned.store(true, Ordering::SeqCst);
+    let poison = p
+        .publish_event("deploy.complete", &json!({ "version": "v-poison" }))
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let dl = dead_letter_of(B, &p, &poison).await;
+    if dl.role != "marketing" {
+        fail(B, format!("the poisoned event's dead letter: {dl:?}"));
+    }
+    eventually(B, "the poisoned event at the ceo", || async {
+        seen.versions_at("ceo").len() == 2
+    })
+    .await;
+    marketing.poisoned.store(false, Ordering::SeqCst);
+    p.requeue(&dl.dead_letter_id)
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    eventually(B, "the requeued event at marketing", || async {
+        seen.versions_at("marketing") == ["webhook-1", "v-poison"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if seen.versions_at("ceo") != ["webhook-1", "v-poison"]
+        || seen.versions_at("marketing") != ["webhook-1", "v-poison"]
+    {
+        fail(
+            B,
+            format!(
+                "events: ceo {:?}, marketing {:?}",
+                seen.versions_at("ceo"),
+                seen.versions_at("marketing")
+            ),
+        );
+    }
+    o.shutdown().await;
+}

@@ -1,0 +1,217 @@
+//! Event choreography: roles publish named events, and every role that
+//! subscribes to a matching name gets each one, durably.
+//!
+//! The chart declares, per role, the events it
+//! [`publishes`](crate::chart::RoleSpec::publishes) and those it
+//! [`subscribes`](crate::chart::RoleSpec::subscribes) to (names, or
+//! patterns with `*` and a last `>`), and may declare a JSON Schema for an
+//! event's payload ([`event_schema`](crate::chart::OrgChartBuilder::event_schema)).
+//! A new subscriber joins by a line in the chart: no publisher changes.
+//!
+//! * [`Context::publish_event`](crate::runtime::Context::publish_event)
+//!   publishes on `<org>.events.<name>`, committed with the handler's
+//!   outcome like any message it sends (exactly once);
+//!   [`Principal::publish_event`](crate::runtime::Principal::publish_event)
+//!   publishes from outside the org, and with an idempotency key a webhook
+//!   delivered twice publishes once. A name the publisher does not declare,
+//!   or a payload that fails the name's schema, is refused before anything
+//!   reaches the transport, naming the rule.
+//! * Each subscribing role has **one durable subscription** to all its
+//!   patterns (normalized: `deploy.complete` beside `deploy.*` is dropped),
+//!   which starts when it is first created: a role that was down gets what
+//!   was published meanwhile when it is back, and a role added to the chart
+//!   later gets nothing from before it existed.
+//! * [`Agent::on_event`](crate::agent::Agent::on_event) receives them. An
+//!   event's handling is claimed, retried and dead-lettered like a task's,
+//!   per subscriber; dead-lettered events are listed, requeued and
+//!   discarded like any dead letter. An event whose `from` is not a
+//!   declared publisher of its name is refused (`not_allowed`) and
+//!   dead-lettered unrun: an event subject names no sender, so this check
+//!   (and, on NATS, the broker's permissions) stands in for the inbox's
+//!   sender-in-subject rule.
+//! * Order: events of one name arrive in publish order as long as their
+//!   handling succeeds; an event whose handling is retried can come after
+//!   later ones, as tasks can.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use agentorg_core::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
+//! use agentorg_core::chart::{OrgChart, RoleSpec};
+//! use agentorg_core::events::Event;
+//! use agentorg_core::runtime::Org;
+//! use async_trait::async_trait;
+//! use serde_json::json;
+//!
+//! struct Devops;
+//! #[async_trait]
+//! impl Agent for Devops {
+//!     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+//!         cx.publish_event("deploy.complete", &json!({ "version": task.title }))?;
+//!         assert!(cx.publish_event("deploy.rollback", &json!({})).is_err()); // not declared
+//!         Ok(Outcome::Complete(json!("deployed")))
+//!     }
+//! }
+//!
+//! #[derive(Clone, Default)]
+//! struct Marketing(Arc<Mutex<Vec<String>>>);
+//! #[async_trait]
+//! impl Agent for Marketing {
+//!     async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+//!         Ok(Outcome::Complete(serde_json::Value::Null))
+//!     }
+//!     async fn on_event(&self, _cx: &Context, event: Event) -> Result<(), AgentError> {
+//!         self.0.lock().unwrap().push(format!("{} {}", event.name, event.payload["version"]));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let chart = OrgChart::builder("demo")
+//!     .principal("founder")
+//!     .role(RoleSpec::new("devops").reports_to("founder").publishes(["deploy.complete"]))
+//!     .role(RoleSpec::new("marketing").reports_to("founder").subscribes(["deploy.*"]))
+//!     .build()?;
+//! let marketing = Marketing::default();
+//! let org = Org::builder(chart)
+//!     .agent("devops", Devops)
+//!     .agent("marketing", marketing.clone())
+//!     .start()
+//!     .await?;
+//! org.principal().delegate("devops", TaskSpec::new("v2.3.1")).await?.wait(Duration::from_secs(5)).await?;
+//! # for _ in 0..200 { if !marketing.0.lock().unwrap().is_empty() { break } tokio::time::sleep(Duration::from_millis(10)).await; }
+//! assert_eq!(*marketing.0.lock().unwrap(), ["deploy.complete \"v2.3.1\""]);
+//! org.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use async_trait::async_trait;
+
+use crate::envelope::MessageId;
+use crate::name::Name;
+use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
+
+mod handler;
+mod publish;
+
+/// The event pattern, as registered with the kernel: the handler of every
+/// subscribing role's durable subscription. `Org::builder` registers it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Events;
+
+impl Pattern for Events {
+    fn name(&self) -> &'static str {
+        "events"
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.handler(handler::EventHandler);
+    }
+}
+
+/// The event pattern's call into a role's code.
+///
+/// Implemented for every `Agent` by the agent layer (implement `Agent`); the
+/// pattern's handler finds it among a hosted role's application objects as
+/// `Arc<dyn EventCallbacks>`.
+#[async_trait]
+pub trait EventCallbacks: Send + Sync + 'static {
+    /// An event the role subscribes to (once per subscriber, like a task).
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError>;
+}
+
+/// An event, as a subscriber receives it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Event {
+    /// The envelope id: one per publish (the dedupe key; derived from the
+    /// idempotency key when the publisher gave one).
+    pub id: MessageId,
+    /// Its name (`deploy.complete`).
+    pub name: String,
+    /// The publishing role (or the principal).
+    pub from: Name,
+    /// The payload as published (JSON).
+    pub payload: Value,
+    /// When it was published.
+    pub published_at: DateTime<Utc>,
+}
+
+impl Event {
+    /// An event (for tests and backends).
+    pub fn new(id: MessageId, name: impl Into<String>, from: Name, payload: Value) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            from,
+            payload,
+            published_at: Utc::now(),
+        }
+    }
+
+    /// The payload as a typed value.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, EventError> {
+        crate::runtime::from_json(&self.payload).map_err(|e| EventError::Encode {
+            message: e.to_string(),
+        })
+    }
+}
+
+/// An event could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The chart does not let this role publish this name (not in its
+    /// `publishes`; for the principal, not declared anywhere in the
+    /// chart). Refused before anything reaches the transport.
+    #[error("`{role}` may not publish event `{event}`: not in its `publishes` in the chart")]
+    NotDeclared {
+        /// The publisher.
+        role: String,
+        /// The event name.
+        event: String,
+    },
+    /// The name is not a valid event name.
+    #[error("invalid event name `{event}`: {reason}")]
+    InvalidName {
+        /// The name given.
+        event: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The payload fails the JSON Schema the chart declares for the name.
+    #[error("event `{event}`: the payload fails the chart's schema: {message}")]
+    Schema {
+        /// The event name.
+        event: String,
+        /// The validator's first error, with its path.
+        message: String,
+    },
+    /// The payload could not be encoded or decoded as the expected type.
+    #[error("event payload does not fit the expected type: {message}")]
+    Encode {
+        /// The serializer's message.
+        message: String,
+    },
+    /// The store refused or failed the commit (the principal's publish).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl EventError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+agent_error_from!(EventError);
