@@ -227,6 +227,7 @@ macro_rules! __agentorg_pattern_cases {
             events_reach_subscribers_durably,
             events_refused_when_undeclared_spoofed_or_invalid,
             events_once_per_key_and_requeued_after_dead_letter,
+            event_receipts_name_who_did_not_process,
         }
     };
 }
@@ -239,6 +240,7 @@ macro_rules! __agentorg_paused_pattern_cases {
     ($callback:ident $args:tt) => {
         $crate::$callback! { $args patterns PAUSED_ONLY:
             sla_breach_escalates_once,
+            event_receipts_expire_after_retention,
         }
     };
 }

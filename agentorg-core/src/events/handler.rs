@@ -4,11 +4,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::receipts::{self, ReceiptStatus};
 use super::{Event, EventCallbacks};
 use crate::chart::OrgChart;
+use crate::envelope::MessageId;
 use crate::envelope::{Envelope, Kind};
 use crate::name::Name;
-use crate::runtime::{Claimed, Fault, Handler, HostedRole, Reason, Settle};
+use crate::runtime::{
+    describe, Claimed, Effects, Fault, Handler, HostedRole, Kernel, Reason, Settle,
+};
 use crate::subject::{Route, SubjectPattern, Subjects};
 use crate::transport::DeliverFrom;
 
@@ -87,6 +91,40 @@ impl Handler for EventHandler {
         Ok(())
     }
 
+    /// The event (its id as published, through requeues): dead letters are
+    /// about it, and its receipt records them.
+    async fn work_item(
+        &self,
+        _kernel: &Kernel,
+        envelope: &Envelope,
+    ) -> Result<Option<MessageId>, Fault> {
+        Ok(Some(receipts::event_id(envelope)))
+    }
+
+    /// A dead-lettered event's receipt, committed with the dead letter.
+    async fn dead_lettered(
+        &self,
+        kernel: &Kernel,
+        role: &Name,
+        item: &MessageId,
+        reason: &Reason,
+    ) -> Result<Option<Effects>, Fault> {
+        let published = receipts::published_at(kernel, item)
+            .await?
+            .unwrap_or_else(|| kernel.now());
+        let mut effects = Effects::new();
+        effects.write(receipts::receipt_write(
+            kernel,
+            role,
+            item,
+            published,
+            ReceiptStatus::DeadLettered,
+            0,
+            Some(format!("{}: {}", reason.code, reason.message)),
+        )?);
+        Ok(Some(effects))
+    }
+
     /// An event the role subscribes to: once per subscriber, like a task.
     async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault> {
         let Some(cb) = callbacks(delivery.host()).cloned() else {
@@ -115,6 +153,42 @@ impl Handler for EventHandler {
         };
         let cx = delivery.context(None);
         let r = delivery.run(cb.on_event(&cx, event)).await;
-        delivery.settle_call(&cx, r).await
+        let kernel = delivery.kernel();
+        let id = receipts::event_id(env);
+        let receipt = |status, reason| {
+            receipts::receipt_write(
+                kernel,
+                delivery.role(),
+                &id,
+                env.created_at,
+                status,
+                delivery.attempt(),
+                reason,
+            )
+        };
+        let (mut effects, _) = cx.take_effects();
+        match r {
+            Ok(()) => {
+                effects.write(receipt(ReceiptStatus::Processed, None)?);
+                delivery.commit_all(effects).await
+            }
+            Err(e) if e.is_retryable() => {
+                // The failed attempt's receipt, in a commit of its own (the
+                // retry commits only the claim). Best effort: a lost one is
+                // replaced by the next attempt's.
+                let mut failed = Effects::new();
+                failed.write(receipt(ReceiptStatus::Failed, Some(describe(&e)))?);
+                if let Err(err) = kernel.commit(failed).await {
+                    tracing::debug!(error = %err, "recording a failed attempt's receipt failed");
+                }
+                delivery.retry_or_dead_letter(e, Some(&id)).await
+            }
+            Err(e) => {
+                delivery.count_failure();
+                delivery
+                    .dead_letter(Reason::new("rejected", describe(&e)), Some(&id))
+                    .await
+            }
+        }
     }
 }

@@ -29,6 +29,15 @@
 //!   dead-lettered unrun: an event subject names no sender, so this check
 //!   (and, on NATS, the broker's permissions) stands in for the inbox's
 //!   sender-in-subject rule.
+//! * **Delivery receipts.** An event's subscribers are fixed when it is
+//!   published (from the publisher's chart), and each records its own
+//!   receipt — processed, failed (a retried attempt, with the reason) or
+//!   dead-lettered — with the attempt and the latency since the publish, in
+//!   the commit that settles its handling.
+//!   [`Principal::receipts`](crate::runtime::Principal::receipts)`(id).wait(timeout)`
+//!   returns them and names the subscribers that have not processed it.
+//!   Receipts are deleted [`RECEIPT_RETENTION`] after the publish (a
+//!   kernel timer of the publisher's).
 //! * Order: events of one name arrive in publish order as long as their
 //!   handling succeeds; an event whose handling is retried can come after
 //!   later ones, as tasks can.
@@ -98,6 +107,9 @@ use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
 
 mod handler;
 mod publish;
+mod receipts;
+
+pub use receipts::{EventReceipts, Receipt, ReceiptStatus, Receipts, RECEIPT_RETENTION};
 
 /// The event pattern, as registered with the kernel: the handler of every
 /// subscribing role's durable subscription. `Org::builder` registers it.
@@ -111,7 +123,9 @@ impl Pattern for Events {
     }
 
     fn register(&self, registry: &mut Registry) {
-        registry.handler(handler::EventHandler);
+        registry
+            .handler(handler::EventHandler)
+            .timer(receipts::RETENTION_TIMER, receipts::Retention);
     }
 }
 
@@ -198,6 +212,13 @@ pub enum EventError {
     Encode {
         /// The serializer's message.
         message: String,
+    },
+    /// No such event is recorded (never published, or past its receipts'
+    /// retention).
+    #[error("no event {event} is recorded")]
+    Unknown {
+        /// The event's id.
+        event: MessageId,
     },
     /// The store refused or failed the commit (the principal's publish).
     #[error(transparent)]

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::EventError;
+use super::{receipts, EventError};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::name::Name;
@@ -129,7 +129,13 @@ impl Context {
             env = env.with_id(keyed_id(kernel.org(), &self.role, name, key)?);
         }
         let id = env.id.clone();
-        self.effects().send(subject, env);
+        let env = env.with_header(receipts::EVENT_ID_HEADER, id.as_str());
+        let record = receipts::at_publish(kernel, &env, name)?;
+        let mut effects = self.effects();
+        for w in record {
+            effects.write(w);
+        }
+        effects.send(subject, env);
         Ok(id)
     }
 }
@@ -146,7 +152,7 @@ impl Principal {
     ) -> Result<MessageId, EventError> {
         let (env, subject) = self.event_envelope(name, payload)?;
         let id = env.id.clone();
-        let mut effects = Effects::new();
+        let mut effects = self.with_record(&env, name)?;
         effects.send(subject, env);
         self.kernel.commit(effects).await?;
         Ok(id)
@@ -164,10 +170,12 @@ impl Principal {
     ) -> Result<MessageId, EventError> {
         let kernel = &*self.kernel;
         let (env, subject) = self.event_envelope(name, payload)?;
-        let env = env.with_id(keyed_id(kernel.org(), self.name(), name, key)?);
-        let id = env.id.clone();
+        let id = keyed_id(kernel.org(), self.name(), name, key)?;
+        let env = env
+            .with_id(id.clone())
+            .with_header(receipts::EVENT_ID_HEADER, id.as_str());
         let record = role_collection(kernel.org(), self.name(), "event-keys")?.doc(id.as_str())?;
-        let mut effects = Effects::new();
+        let mut effects = self.with_record(&env, name)?;
         effects.write(Write::put(
             record,
             json!({ "event": name, "key": key, "published_at": kernel.now().to_rfc3339() }),
@@ -182,6 +190,16 @@ impl Principal {
         }
     }
 
+    /// The event's record (its subscribers) and retention timer, to commit
+    /// with its publish.
+    fn with_record(&self, env: &Envelope, name: &str) -> Result<Effects, EventError> {
+        let mut effects = Effects::new();
+        for w in receipts::at_publish(&self.kernel, env, name)? {
+            effects.write(w);
+        }
+        Ok(effects)
+    }
+
     fn event_envelope<T: Serialize + ?Sized>(
         &self,
         name: &str,
@@ -190,6 +208,11 @@ impl Principal {
         let kernel = &*self.kernel;
         let me = self.name().clone();
         let (subject, payload) = checked(kernel.chart(), kernel.subjects(), &me, name, payload)?;
-        Ok((kernel.envelope(me, Kind::Event, payload), subject))
+        let env = kernel.envelope(me, Kind::Event, payload);
+        let env = {
+            let id = env.id.clone();
+            env.with_header(receipts::EVENT_ID_HEADER, id.as_str())
+        };
+        Ok((env, subject))
     }
 }

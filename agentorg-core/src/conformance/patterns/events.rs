@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use crate::chart::{OrgChart, RoleSpec};
 use crate::envelope::{Envelope, Kind};
-use crate::events::{Event, EventError};
+use crate::events::{Event, EventError, ReceiptStatus};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::store::StateStore;
@@ -22,8 +22,9 @@ use super::suite_config;
 use super::support::*;
 
 /// The events chart: founder → ceo, devops, marketing, cso; devops
-/// publishes `deploy.complete` and `deploy.rollback`; the ceo subscribes to
-/// `deploy.complete`; marketing to `deploy.*` when `marketing_subscribes`;
+/// publishes `deploy.complete` and `deploy.rollback`; the ceo and the cso
+/// subscribe to `deploy.complete`; marketing to `deploy.*` when
+/// `marketing_subscribes`;
 /// `deploy.complete` has a schema (a string `version` is required).
 fn events_chart(b: &str, org: &Name, marketing_subscribes: bool) -> OrgChart {
     let marketing = RoleSpec::new("marketing").reports_to("founder");
@@ -45,7 +46,11 @@ fn events_chart(b: &str, org: &Name, marketing_subscribes: bool) -> OrgChart {
                 .publishes(["deploy.complete", "deploy.rollback"]),
         )
         .role(marketing)
-        .role(RoleSpec::new("cso").reports_to("founder"))
+        .role(
+            RoleSpec::new("cso")
+                .reports_to("founder")
+                .subscribes(["deploy.complete"]),
+        )
         .event_schema(
             "deploy.complete",
             json!({
@@ -423,5 +428,160 @@ pub async fn events_once_per_key_and_requeued_after_dead_letter(
             ),
         );
     }
+    o.shutdown().await;
+}
+
+/// Receipts: an event's subscribers are fixed at its publish; each records
+/// what it did — processed, dead-lettered — and the receipts name the
+/// subscribers that have not processed it (one that dead-lettered it, one
+/// whose process never ran); requeued, the dead-lettered one's receipt
+/// becomes processed.
+pub async fn event_receipts_name_who_did_not_process(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "event_receipts_name_who_did_not_process";
+    let seen = Arc::new(Seen::default());
+    let marketing = Subscriber::new("marketing", &seen);
+    marketing.poisoned.store(true, Ordering::SeqCst);
+    // The cso subscribes but no process hosts it.
+    let o = start_with(
+        B,
+        &t,
+        &s,
+        events_chart(B, &org, true),
+        suite_config(),
+        vec![
+            ("ceo", Subscriber::new("ceo", &seen), 1),
+            ("marketing", Arc::clone(&marketing) as Arc<dyn Agent>, 1),
+        ],
+    )
+    .await;
+    let p = o.principal();
+    let id = p
+        .publish_event("deploy.complete", &json!({ "version": "r1" }))
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let receipts = p.receipts(&id);
+    let got = eventually_some(
+        B,
+        "the ceo's and marketing's receipts",
+        super::super::EVENTUALLY,
+        Duration::from_millis(50),
+        || async {
+            let r = receipts.wait(Duration::from_millis(200)).await.ok()?;
+            let status = |role: &str| {
+                r.receipts
+                    .iter()
+                    .find(|x| x.subscriber == role)
+                    .map(|x| x.status)
+            };
+            (status("ceo") == Some(ReceiptStatus::Processed)
+                && status("marketing") == Some(ReceiptStatus::DeadLettered))
+            .then_some(r)
+        },
+    )
+    .await;
+    let names = |v: &[Name]| v.iter().map(Name::to_string).collect::<Vec<_>>();
+    if names(&got.subscribers) != ["ceo", "cso", "marketing"]
+        || names(&got.not_processed) != ["cso", "marketing"]
+        || got.name != "deploy.complete"
+        || got.receipts.len() != 2
+        || got.all_processed()
+    {
+        fail(B, format!("the receipts: {got:?}"));
+    }
+    let dead = got
+        .receipts
+        .iter()
+        .find(|r| r.subscriber == "marketing")
+        .and_then(|r| r.reason.clone())
+        .unwrap_or_default();
+    if !dead.contains("cannot take this event now") {
+        fail(
+            B,
+            format!("marketing's dead-letter receipt reason: {dead:?}"),
+        );
+    }
+    // Requeued, marketing processes it: its receipt says so.
+    marketing.poisoned.store(false, Ordering::SeqCst);
+    let dl = dead_letter_of(B, &p, &id).await;
+    p.requeue(&dl.dead_letter_id)
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let after = eventually_some(
+        B,
+        "marketing's receipt processed after the requeue",
+        super::super::EVENTUALLY,
+        Duration::from_millis(50),
+        || async {
+            let r = receipts.now().await.ok()?;
+            (names(&r.not_processed) == ["cso"]).then_some(r)
+        },
+    )
+    .await;
+    if seen.versions_at("marketing") != ["r1"] || seen.versions_at("ceo") != ["r1"] {
+        fail(
+            B,
+            format!(
+                "handled: ceo {:?}, marketing {:?}; receipts {after:?}",
+                seen.versions_at("ceo"),
+                seen.versions_at("marketing")
+            ),
+        );
+    }
+    // An unknown event has no receipts.
+    match p.receipts(&crate::envelope::MessageId::new()).now().await {
+        Err(EventError::Unknown { .. }) => {}
+        other => fail(B, format!("receipts of an unknown event: {other:?}")),
+    }
+    o.shutdown().await;
+}
+
+/// Retention (paused clock): an event's receipts and record are deleted by
+/// a kernel timer [`RECEIPT_RETENTION`](crate::events::RECEIPT_RETENTION)
+/// after its publish, not before.
+pub async fn event_receipts_expire_after_retention(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "event_receipts_expire_after_retention";
+    let seen = Arc::new(Seen::default());
+    // An hourly sweep: a week of virtual time stays cheap.
+    let config = suite_config().with_sweep(Duration::from_secs(3600), Duration::from_millis(500));
+    let o = start_with(
+        B,
+        &t,
+        &s,
+        events_chart(B, &org, false),
+        config,
+        vec![("ceo", Subscriber::new("ceo", &seen), 1)],
+    )
+    .await;
+    let p = o.principal();
+    let id = p
+        .publish_event("deploy.complete", &json!({ "version": "old" }))
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let receipts = p.receipts(&id);
+    eventually(B, "the ceo's receipt", || async {
+        receipts
+            .now()
+            .await
+            .is_ok_and(|r| r.not_processed.iter().all(|n| n != "ceo"))
+    })
+    .await;
+    let retention = crate::events::RECEIPT_RETENTION;
+    tokio::time::sleep(retention - Duration::from_secs(3600)).await;
+    if receipts.now().await.is_err() {
+        fail(B, "the receipts went before their retention ended");
+    }
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    eventually(B, "the receipts deleted after their retention", || async {
+        matches!(receipts.now().await, Err(EventError::Unknown { .. }))
+    })
+    .await;
     o.shutdown().await;
 }
