@@ -40,13 +40,7 @@ fn checked<T: Serialize + ?Sized>(
             event: name.to_owned(),
             message: format!("unusable schema: {e}"),
         })?;
-        let violations: Vec<String> = validator
-            .iter_errors(&payload)
-            .map(|e| match e.instance_path().as_str() {
-                "" => e.to_string(),
-                path => format!("{path}: {e}"),
-            })
-            .collect();
+        let violations = crate::tools::schema_violations(&validator, &payload);
         if !violations.is_empty() {
             return Err(EventError::Schema {
                 event: name.to_owned(),

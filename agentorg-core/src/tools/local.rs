@@ -225,14 +225,7 @@ impl ToolHost for LocalToolHost {
         options: CallOptions,
     ) -> Result<ToolOutput, ToolError> {
         let tool = self.tool(name)?;
-        let violations: Vec<String> = tool
-            .validator
-            .iter_errors(&arguments)
-            .map(|e| match e.instance_path().as_str() {
-                "" => e.to_string(),
-                path => format!("{path}: {e}"),
-            })
-            .collect();
+        let violations = super::schema_violations(&tool.validator, &arguments);
         if !violations.is_empty() {
             return Err(ToolError::InvalidInput {
                 tool: name.to_owned(),

@@ -66,6 +66,22 @@ pub use local::LocalToolHost;
 pub use router::ToolRouter;
 pub use scoped::ScopedToolHost;
 
+/// What `value` breaks of the schema `validator` holds, one line per
+/// violation with its JSON path (empty if it conforms): the message of a
+/// refused tool call's arguments or event payload.
+pub(crate) fn schema_violations(
+    validator: &jsonschema::Validator,
+    value: &serde_json::Value,
+) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| match e.instance_path().as_str() {
+            "" => e.to_string(),
+            path => format!("{path}: {e}"),
+        })
+        .collect()
+}
+
 /// A boxed error from a backend, kept as the source of [`ToolError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
