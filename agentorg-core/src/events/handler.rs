@@ -73,7 +73,9 @@ impl Handler for EventHandler {
         let Some(name) = event_name(route) else {
             return Err(Reason::new("wrong_subject", "not an event subject"));
         };
-        if !host.kernel().chart().may_publish(&env.from, &name) {
+        let chart = host.kernel().chart();
+        let org_event = super::ORG_EVENTS.contains(&name.as_str()) && chart.contains(&env.from);
+        if !org_event && !chart.may_publish(&env.from, &name) {
             return Err(Reason::new(
                 "not_allowed",
                 format!(
@@ -145,7 +147,8 @@ impl Handler for EventHandler {
             .and_then(event_name)
             .unwrap_or_default();
         let event = Event {
-            id: env.id.clone(),
+            // The event as published (a requeue's envelope has a new id).
+            id: receipts::event_id(env),
             name,
             from: env.from.clone(),
             payload: env.payload.clone(),
@@ -174,11 +177,17 @@ impl Handler for EventHandler {
             }
             Err(e) if e.is_retryable() => {
                 // The failed attempt's receipt, in a commit of its own (the
-                // retry commits only the claim). Best effort: a lost one is
-                // replaced by the next attempt's.
-                let mut failed = Effects::new();
-                failed.write(receipt(ReceiptStatus::Failed, Some(describe(&e)))?);
-                if let Err(err) = kernel.commit(failed).await {
+                // retry commits only the claim), never over a final one (the
+                // lease may have moved on to an attempt that finished).
+                // Best effort: a lost one is replaced by the next attempt's.
+                if let Err(err) = receipts::record_failure(
+                    kernel,
+                    delivery.role(),
+                    &id,
+                    receipt(ReceiptStatus::Failed, Some(describe(&e)))?,
+                )
+                .await
+                {
                     tracing::debug!(error = %err, "recording a failed attempt's receipt failed");
                 }
                 delivery.retry_or_dead_letter(e, Some(&id)).await

@@ -28,7 +28,8 @@
 //!   declared publisher of its name is refused (`not_allowed`) and
 //!   dead-lettered unrun: an event subject names no sender, so this check
 //!   (and, on NATS, the broker's permissions) stands in for the inbox's
-//!   sender-in-subject rule.
+//!   sender-in-subject rule. The runtime's own events ([`ORG_EVENTS`]:
+//!   `sla.breach`) may come from any role of the chart.
 //! * **Delivery receipts.** An event's subscribers are fixed when it is
 //!   published (from the publisher's chart), and each records its own
 //!   receipt — processed, failed (a retried attempt, with the reason) or
@@ -110,6 +111,12 @@ mod publish;
 mod receipts;
 
 pub use receipts::{EventReceipts, Receipt, ReceiptStatus, Receipts, RECEIPT_RETENTION};
+
+/// The runtime's own events, which any role of the chart may send (the
+/// hierarchy reports a task past its SLA as `sla.breach`, from the task's
+/// delegator): a role may subscribe to them like any other. They carry no
+/// receipts.
+pub const ORG_EVENTS: &[&str] = &["sla.breach"];
 
 /// The event pattern, as registered with the kernel: the handler of every
 /// subscribing role's durable subscription. `Org::builder` registers it.

@@ -67,7 +67,8 @@ pub struct Receipt {
     pub subscriber: Name,
     /// What it did with the event.
     pub status: ReceiptStatus,
-    /// The attempt this receipt is about (1 for the first).
+    /// The attempt this receipt is about (1 for the first; 0 on a
+    /// dead-letter receipt, whose dead letter records the attempts).
     pub attempts: u32,
     /// From the publish to this receipt, in milliseconds.
     pub latency_ms: u64,
@@ -209,6 +210,34 @@ pub(crate) fn receipt_write(
         to_value(&receipt)?,
         Precondition::None,
     ))
+}
+
+/// Commits `failed` (a failed attempt's receipt by `role`) unless the
+/// receipt already there is final (processed or dead-lettered), by a
+/// conditional write on what was read.
+pub(crate) async fn record_failure(
+    kernel: &Kernel,
+    role: &Name,
+    id: &MessageId,
+    failed: Write,
+) -> Result<(), StoreError> {
+    let key = receipts_of(kernel, id)?.doc(role.as_str())?;
+    let precondition = match kernel.store().get(&key).await? {
+        Some(doc) => match from_json::<Receipt>(&doc.value) {
+            Ok(r) if r.status != ReceiptStatus::Failed => return Ok(()),
+            _ => Precondition::Version(doc.version),
+        },
+        None => Precondition::MustNotExist,
+    };
+    let Write::Put { value, .. } = failed else {
+        return Ok(());
+    };
+    let mut effects = Effects::new();
+    effects.write(Write::put(key, value, precondition));
+    match kernel.commit(effects).await {
+        Err(e) if e.is_precondition_failure() => Ok(()),
+        other => other,
+    }
 }
 
 /// When the event `id` was published, from its record (`None` if it has

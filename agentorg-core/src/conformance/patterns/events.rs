@@ -355,7 +355,7 @@ pub async fn events_refused_when_undeclared_spoofed_or_invalid(
 /// Keys and dead letters: the same idempotency key published twice is one
 /// event to each subscriber; an event a subscriber fails is dead-lettered
 /// for that subscriber alone, and requeued it reaches that subscriber
-/// again (not the others, who had it).
+/// again, with its id as published (not the others, who had it).
 pub async fn events_once_per_key_and_requeued_after_dead_letter(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -416,6 +416,14 @@ pub async fn events_once_per_key_and_requeued_after_dead_letter(
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The requeued event comes with its id as published.
+    let ids: Vec<_> = seen.at("marketing").iter().map(|e| e.id.clone()).collect();
+    if ids != [first.clone(), poison.clone()] {
+        fail(
+            B,
+            format!("event ids at marketing: {ids:?}, published {first}, {poison}"),
+        );
+    }
     if seen.versions_at("ceo") != ["webhook-1", "v-poison"]
         || seen.versions_at("marketing") != ["webhook-1", "v-poison"]
     {
