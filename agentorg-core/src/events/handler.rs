@@ -103,7 +103,8 @@ impl Handler for EventHandler {
         Ok(Some(receipts::event_id(envelope)))
     }
 
-    /// A dead-lettered event's receipt, committed with the dead letter.
+    /// A dead-lettered event's receipt, committed with the dead letter (if
+    /// the event has a record).
     async fn dead_lettered(
         &self,
         kernel: &Kernel,
@@ -111,9 +112,11 @@ impl Handler for EventHandler {
         item: &MessageId,
         reason: &Reason,
     ) -> Result<Option<Effects>, Fault> {
-        let published = receipts::published_at(kernel, item)
-            .await?
-            .unwrap_or_else(|| kernel.now());
+        // No record (the runtime's own events, or past its retention): no
+        // receipt.
+        let Some(published) = receipts::published_at(kernel, item).await? else {
+            return Ok(None);
+        };
         let mut effects = Effects::new();
         effects.write(receipts::receipt_write(
             kernel,
@@ -146,6 +149,8 @@ impl Handler for EventHandler {
             .as_ref()
             .and_then(event_name)
             .unwrap_or_default();
+        // The runtime's own events have no record, so no receipts.
+        let receipted = !super::ORG_EVENTS.contains(&name.as_str());
         let event = Event {
             // The event as published (a requeue's envelope has a new id).
             id: receipts::event_id(env),
@@ -172,8 +177,13 @@ impl Handler for EventHandler {
         let (mut effects, _) = cx.take_effects();
         match r {
             Ok(()) => {
-                effects.write(receipt(ReceiptStatus::Processed, None)?);
+                if receipted {
+                    effects.write(receipt(ReceiptStatus::Processed, None)?);
+                }
                 delivery.commit_all(effects).await
+            }
+            Err(e) if e.is_retryable() && !receipted => {
+                delivery.retry_or_dead_letter(e, None).await
             }
             Err(e) if e.is_retryable() => {
                 // The failed attempt's receipt, in a commit of its own (the
@@ -194,8 +204,9 @@ impl Handler for EventHandler {
             }
             Err(e) => {
                 delivery.count_failure();
+                let item = receipted.then_some(&id);
                 delivery
-                    .dead_letter(Reason::new("rejected", describe(&e)), Some(&id))
+                    .dead_letter(Reason::new("rejected", describe(&e)), item)
                     .await
             }
         }

@@ -25,7 +25,8 @@ use super::support::*;
 /// publishes `deploy.complete` and `deploy.rollback`; the ceo and the cso
 /// subscribe to `deploy.complete`; marketing to `deploy.*` when
 /// `marketing_subscribes`;
-/// `deploy.complete` has a schema (a string `version` is required).
+/// `deploy.complete` has a schema (a string `version` is required); the
+/// ceo also subscribes to the runtime's `sla.breach`.
 fn events_chart(b: &str, org: &Name, marketing_subscribes: bool) -> OrgChart {
     let marketing = RoleSpec::new("marketing").reports_to("founder");
     let marketing = if marketing_subscribes {
@@ -38,7 +39,7 @@ fn events_chart(b: &str, org: &Name, marketing_subscribes: bool) -> OrgChart {
         .role(
             RoleSpec::new("ceo")
                 .reports_to("founder")
-                .subscribes(["deploy.complete"]),
+                .subscribes(["deploy.complete", "sla.breach"]),
         )
         .role(
             RoleSpec::new("devops")
@@ -263,7 +264,8 @@ pub async fn events_reach_subscribers_durably(
 /// are refused at the publisher before the transport (nothing reaches the
 /// subject); an event whose `from` is not a declared publisher of its name
 /// is dead-lettered `not_allowed` at the subscriber, unrun; the principal
-/// may publish a declared event, not an undeclared one.
+/// may publish a declared event, not an undeclared one; the runtime's own
+/// `sla.breach` is taken from any role of the chart, without receipts.
 pub async fn events_refused_when_undeclared_spoofed_or_invalid(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -348,6 +350,28 @@ pub async fn events_refused_when_undeclared_spoofed_or_invalid(
         || seen.versions_at("marketing").contains(&"evil".to_owned())
     {
         fail(B, "a spoofed event was handled");
+    }
+    // The runtime's own `sla.breach` may come from any role of the chart
+    // (the delegator of the late task), and has no receipts.
+    let breach = Envelope::new(
+        org.clone(),
+        name(B, "cso"),
+        Kind::Event,
+        json!({ "event": "sla.breach" }),
+    );
+    let sla = [name(B, "sla"), name(B, "breach")];
+    if let Err(e) = t.publish_envelope(&subjects.event(&sla), &breach).await {
+        fail(B, e);
+    }
+    eventually(B, "the sla.breach at the ceo", || async {
+        seen.at("ceo")
+            .iter()
+            .any(|e| e.name == "sla.breach" && e.id == breach.id)
+    })
+    .await;
+    match p.receipts(&breach.id).now().await {
+        Err(EventError::Unknown { .. }) => {}
+        other => fail(B, format!("receipts of an sla.breach: {other:?}")),
     }
     o.shutdown().await;
 }
