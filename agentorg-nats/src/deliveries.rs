@@ -15,9 +15,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::consumers::max_message_bytes;
 use crate::error::Error;
 use crate::layout::StreamKind;
-use crate::transport::{max_message_bytes, Inner};
+use crate::transport::Inner;
 use crate::violations::{Op, Watch};
 
 /// The longest pause between two attempts to re-bind.

@@ -196,6 +196,7 @@
 
 pub mod auth;
 mod builder;
+mod consumers;
 mod deliveries;
 mod error;
 mod layout;
