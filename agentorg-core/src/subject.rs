@@ -347,6 +347,18 @@ impl Subjects {
         self.subject(&parts)
     }
 
+    /// `<org>.events.<name>` for a dotted event name (`deploy.complete`).
+    pub fn event_named(&self, name: &str) -> Result<Subject, SubjectError> {
+        let full = format!("{}.events.{name}", self.org);
+        if name.split('.').any(|t| crate::name::validate(t).is_err()) {
+            return Err(SubjectError {
+                subject: full,
+                reason: "event tokens must be names",
+            });
+        }
+        Subject::parse(full)
+    }
+
     /// `<org>.events.>`: every event of the org.
     pub fn all_events(&self) -> SubjectPattern {
         self.pattern(&["events", ">"])

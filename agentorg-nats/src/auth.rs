@@ -19,7 +19,7 @@
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
 //! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
-//! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's SLA breaches | `<org>.events.<name>`, `<org>.events.sla.breach` |
+//! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's own events ([`ORG_EVENTS`](agentorg_core::events::ORG_EVENTS)) | `<org>.events.<name>`, `<org>.events.sla.breach`, `.breaker.open`, `.dead_letter` |
 //! | dead-letter and alert | `<org>.deadletter`, `<org>.alerts` |
 //! | send requests to the roles it may address; serve its own | `<org>.rpc.<to>` (publish), `<org>.rpc.<r>` (subscribe, and answer: `allow_responses`) |
 //! | bind its own durable consumers (its inbox, its event subscription, …), pull and settle their messages | `$JS.API.CONSUMER.INFO.<stream>.<consumer>`, `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, `$JS.ACK.<stream>.<consumer>.>` |
@@ -329,9 +329,11 @@ impl OrgAuthBuilder {
                 publish.push(s.peer(&role, peer).to_string());
                 publish.push(s.rpc(peer).to_string());
             }
-            // The runtime reports a missed SLA as this event, sent by the
-            // delegator.
-            publish.push(format!("{org}.events.sla.breach"));
+            // The runtime's own events (a missed SLA, an opened breaker, a
+            // dead letter), sent by the role concerned.
+            for name in agentorg_core::events::ORG_EVENTS {
+                publish.push(format!("{org}.events.{name}"));
+            }
             let declared: Vec<&str> = if chart.is_principal(&role) {
                 chart.declared_events().into_iter().collect()
             } else {

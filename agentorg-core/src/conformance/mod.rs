@@ -228,6 +228,7 @@ macro_rules! __agentorg_pattern_cases {
             events_refused_when_undeclared_spoofed_or_invalid,
             events_once_per_key_and_requeued_after_dead_letter,
             event_receipts_name_who_did_not_process,
+            org_events_reach_subscribers,
         }
     };
 }

@@ -29,7 +29,8 @@
 //!   dead-lettered unrun: an event subject names no sender, so this check
 //!   (and, on NATS, the broker's permissions) stands in for the inbox's
 //!   sender-in-subject rule. The runtime's own events ([`ORG_EVENTS`]:
-//!   `sla.breach`) may come from any role of the chart.
+//!   `sla.breach`, `breaker.open`, `dead_letter`) may come from any role
+//!   of the chart, and a role subscribes to them like to any other.
 //! * **Delivery receipts.** An event's subscribers are fixed when it is
 //!   published (from the publisher's chart), and each records its own
 //!   receipt — processed, failed (a retried attempt, with the reason) or
@@ -112,11 +113,19 @@ mod receipts;
 
 pub use receipts::{EventReceipts, Receipt, ReceiptStatus, Receipts, RECEIPT_RETENTION};
 
-/// The runtime's own events, which any role of the chart may send (the
-/// hierarchy reports a task past its SLA as `sla.breach`, from the task's
-/// delegator): a role may subscribe to them like any other. They carry no
-/// receipts.
-pub const ORG_EVENTS: &[&str] = &["sla.breach"];
+/// The runtime's own events, which any role of the chart may send, and a
+/// role may subscribe to like any other:
+///
+/// * `sla.breach` — a task passed its SLA (from the task's delegator);
+/// * `breaker.open` — a role's circuit breaker opened (from that role);
+/// * `dead_letter` — a role dead-lettered a delivery (from that role; none
+///   for a dead-lettered `dead_letter` event, so a failing subscriber does
+///   not feed itself).
+///
+/// Each is committed with what it reports (exactly once), with the payload
+/// `{ "event": <name>, "details": { … } }` — the details the escalation or
+/// the alert of the same occurrence carries. They carry no receipts.
+pub const ORG_EVENTS: &[&str] = &["sla.breach", "breaker.open", "dead_letter"];
 
 /// The event pattern, as registered with the kernel: the handler of every
 /// subscribing role's durable subscription. `Org::builder` registers it.
@@ -243,3 +252,19 @@ impl EventError {
 }
 
 agent_error_from!(EventError);
+
+#[cfg(test)]
+mod tests {
+    /// The names the runtime sends are the ones every role may send.
+    #[test]
+    fn org_events_are_the_runtimes() {
+        for name in [
+            crate::hierarchy::BREACH_EVENT,
+            crate::hierarchy::BREAKER_OPEN_EVENT,
+            crate::runtime::DEAD_LETTER_EVENT,
+        ] {
+            assert!(super::ORG_EVENTS.contains(&name), "{name}");
+            assert!(crate::chart::events::check_name(name).is_ok(), "{name}");
+        }
+    }
+}

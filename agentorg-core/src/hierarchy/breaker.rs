@@ -204,6 +204,9 @@ pub(crate) fn write(
     ))
 }
 
+/// The name of the runtime's event when a role's breaker opens.
+pub(crate) const BREAKER_OPEN_EVENT: &str = "breaker.open";
+
 /// Adds `role`'s breaker change for a task of it that ended (`success` or
 /// not) to `effects`, with the escalation to its manager if it opens.
 pub(crate) async fn breaker_after_task(
@@ -220,12 +223,34 @@ pub(crate) async fn breaker_after_task(
         return Ok(());
     };
     effects.write(write(kernel, role, &rec, pre)?);
-    let Some(manager) = kernel.chart().manager_of(role).cloned() else {
-        return Ok(());
-    };
     if !opened {
         return Ok(());
     }
+    let details = serde_json::json!({
+        "role": role,
+        "consecutive_failures": rec.consecutive_failures,
+        "until": rec.until,
+        "alternate": kernel.chart().alternate_of(role),
+    });
+    // The runtime's `breaker.open` event, for any role that subscribes.
+    let subject = kernel
+        .subjects()
+        .event_named(BREAKER_OPEN_EVENT)
+        .map_err(|e| StoreError::InvalidInput {
+            key: None,
+            message: e.to_string(),
+        })?;
+    effects.send(
+        subject,
+        kernel.envelope(
+            role.clone(),
+            Kind::Event,
+            serde_json::json!({ "event": BREAKER_OPEN_EVENT, "details": details }),
+        ),
+    );
+    let Some(manager) = kernel.chart().manager_of(role).cloned() else {
+        return Ok(());
+    };
     tracing::warn!(
         failures = rec.consecutive_failures,
         "circuit breaker opened; escalating to `{manager}`"
@@ -238,12 +263,7 @@ pub(crate) async fn breaker_after_task(
         origin: role.clone(),
         path: vec![role.clone()],
         reason: "breaker_open".to_owned(),
-        details: serde_json::json!({
-            "role": role,
-            "consecutive_failures": rec.consecutive_failures,
-            "until": rec.until,
-            "alternate": kernel.chart().alternate_of(role),
-        }),
+        details,
         task_id: None,
     };
     let env = kernel

@@ -128,6 +128,11 @@ mod task;
 mod tasks;
 mod tree;
 
+#[cfg(test)]
+pub(crate) use breaker::BREAKER_OPEN_EVENT;
+#[cfg(test)]
+pub(crate) use sla::BREACH_EVENT;
+
 pub use delegate::Delegation;
 pub use error::DelegateError;
 pub use principal::{TaskHandle, WaitError};

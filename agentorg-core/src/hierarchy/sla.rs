@@ -21,6 +21,9 @@ use crate::store::StoreError;
 /// The kind of the hierarchy's SLA timers.
 pub(crate) const KIND: &str = "sla";
 
+/// The name of the runtime's event for a task past its SLA.
+pub(crate) const BREACH_EVENT: &str = "sla.breach";
+
 /// The SLA timer of `task`, if it has a deadline: the record to arm when the
 /// task is created and to cancel when it ends.
 pub(crate) fn timer(task: &TaskRecord) -> Option<TimerRecord> {
@@ -79,19 +82,18 @@ fn breach(
         .envelope(
             delegator.clone(),
             Kind::Event,
-            json!({ "event": "sla.breach", "details": details }),
+            json!({ "event": BREACH_EVENT, "details": details }),
         )
         .with_correlation(task.task_id.clone());
-    let name = |s: &str| {
-        Name::new(s).map_err(|e| StoreError::InvalidInput {
-            key: None,
-            message: e.to_string(),
-        })
-    };
-    effects.send(
-        kernel.subjects().event(&[name("sla")?, name("breach")?]),
-        event,
-    );
+    let subject =
+        kernel
+            .subjects()
+            .event_named(BREACH_EVENT)
+            .map_err(|e| StoreError::InvalidInput {
+                key: None,
+                message: e.to_string(),
+            })?;
+    effects.send(subject, event);
     match kernel.chart().manager_of(delegator).cloned() {
         Some(manager) => {
             let id = MessageId::new();

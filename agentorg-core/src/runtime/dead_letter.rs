@@ -22,7 +22,11 @@ use super::retry::optimistic;
 use super::seam::{Handler, Reason, Settle};
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::store::{DocKey, Precondition, Write, MAX_DOCUMENT_BYTES};
+use crate::subject::{Route, Subject};
 use crate::transport::{Delivery, TransportExt};
+
+/// The name of the runtime's event about each dead letter.
+pub(crate) const DEAD_LETTER_EVENT: &str = "dead_letter";
 
 /// A delivery to dead-letter, and how its claim stands.
 pub(crate) struct DeadLetter<'a> {
@@ -89,6 +93,9 @@ impl HostedRole {
             let mut effects = Effects::new();
             effects.send(self.kernel.subjects.deadletter(), letter.clone());
             effects.send(self.kernel.subjects.alerts(), alert.clone());
+            if let Some((subject, event)) = self.dead_letter_event(d, &letter, &alert) {
+                effects.send(subject, event);
+            }
             let mut failed_item = None;
             if let (Some(handler), Some(item)) = (dl.handler, dl.item) {
                 if let Some(along) = handler
@@ -161,7 +168,11 @@ impl HostedRole {
             t.publish_envelope(&self.kernel.subjects.deadletter(), &dl)
                 .await?;
             t.publish_envelope(&self.kernel.subjects.alerts(), &alert)
-                .await
+                .await?;
+            if let Some((subject, event)) = self.dead_letter_event(d, &dl, &alert) {
+                t.publish_envelope(&subject, &event).await?;
+            }
+            Ok::<_, crate::transport::TransportError>(())
         }
         .await;
         match published {
@@ -174,6 +185,40 @@ impl HostedRole {
                 Settle::Nak(self.kernel.config.retry_delay)
             }
         }
+    }
+
+    /// The runtime's `dead_letter` event about a dead letter (from this
+    /// role, with the alert's details), so a role may subscribe to dead
+    /// letters; none for a dead-lettered `dead_letter` event (a subscriber
+    /// failing them would feed itself).
+    fn dead_letter_event(
+        &self,
+        d: &Delivery,
+        letter: &Envelope,
+        alert: &Envelope,
+    ) -> Option<(Subject, Envelope)> {
+        if let Some(Route::Event { name }) = self.kernel.subjects.route(d.subject()) {
+            if name.len() == 1 && name[0].as_str() == DEAD_LETTER_EVENT {
+                return None;
+            }
+        }
+        let subject = self.kernel.subjects.event_named(DEAD_LETTER_EVENT).ok()?;
+        let mut details = alert.payload.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.remove("alert");
+        }
+        let mut event = self
+            .kernel
+            .envelope(
+                self.role.clone(),
+                Kind::Event,
+                json!({ "event": DEAD_LETTER_EVENT, "details": details }),
+            )
+            .with_causation(letter.id.clone());
+        if let Some(c) = &letter.correlation_id {
+            event = event.with_correlation(c.clone());
+        }
+        Some((subject, event))
     }
 
     /// The dead-letter envelope (a new message, caused by the original, whose

@@ -122,6 +122,8 @@ pub use claimed::{Claimed, Committed};
 pub use config::{AgentOptions, OrgError, RuntimeConfig};
 pub use consumers::OrgConsumers;
 pub use context::Context;
+#[cfg(test)]
+pub(crate) use dead_letter::DEAD_LETTER_EVENT;
 pub(crate) use error::agent_error_from;
 pub use error::{describe, AgentError, BoxError, ErrorKind, Fault};
 pub use extensions::Extensions;

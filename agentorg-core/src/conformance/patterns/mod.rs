@@ -32,12 +32,14 @@ use crate::transport::Transport;
 
 pub mod events;
 pub mod hierarchy;
+pub mod org_events;
 pub mod peer;
 mod registry;
 mod support;
 
 pub use events::*;
 pub use hierarchy::*;
+pub use org_events::*;
 pub use peer::*;
 pub use registry::*;
 
