@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use agentorg_core::subject::{Subject, SubjectPattern};
 use agentorg_core::transport::{
-    ConsumerConfig, DeliveryStream, PublishAck, PublishOptions, Subscription, Transport,
-    TransportError,
+    ConsumerConfig, ConsumerLag, DeliveryStream, PublishAck, PublishOptions, Subscription,
+    Transport, TransportError,
 };
 use agentorg_core::Name;
 use async_nats::jetstream::message::PublishMessage;
@@ -488,6 +488,14 @@ impl Transport for NatsTransport {
             });
         }
         Ok(())
+    }
+
+    async fn consumer_lag(&self, name: &Name) -> Result<ConsumerLag, TransportError> {
+        let (_, info) = self.inner.locate(name).await?;
+        Ok(ConsumerLag::new(
+            info.num_pending,
+            u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+        ))
     }
 
     async fn publish_ephemeral(

@@ -34,8 +34,8 @@ use crate::store::{
 };
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
-    Acker, ConsumerConfig, Delivery, DeliveryStream, PublishAck, PublishOptions, Subscription,
-    Transport, TransportError,
+    Acker, ConsumerConfig, ConsumerLag, Delivery, DeliveryStream, PublishAck, PublishOptions,
+    Subscription, Transport, TransportError,
 };
 
 /// A durable publish as a hook sees it: the real transport, and the
@@ -147,6 +147,9 @@ impl Transport for HookedTransport {
     }
     async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
         self.inner.delete_consumer(name).await
+    }
+    async fn consumer_lag(&self, name: &Name) -> Result<ConsumerLag, TransportError> {
+        self.inner.consumer_lag(name).await
     }
     async fn publish_ephemeral(
         &self,

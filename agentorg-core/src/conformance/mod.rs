@@ -229,6 +229,7 @@ macro_rules! __agentorg_pattern_cases {
             events_once_per_key_and_requeued_after_dead_letter,
             event_receipts_name_who_did_not_process,
             org_events_reach_subscribers,
+            subscription_lag_in_health,
         }
     };
 }

@@ -16,6 +16,9 @@ use crate::runtime::{
 use crate::subject::{Route, SubjectPattern, Subjects};
 use crate::transport::DeliverFrom;
 
+/// The handler's name, as health shows it.
+pub(crate) const NAME: &str = "events";
+
 /// The consumer key of a role's subscription (`ev-<role>-<hash>`).
 pub(crate) const SUBSCRIPTION: &str = "ev";
 
@@ -40,7 +43,7 @@ pub(crate) struct EventHandler;
 #[async_trait]
 impl Handler for EventHandler {
     fn name(&self) -> &'static str {
-        "events"
+        NAME
     }
 
     fn consumer(&self) -> &'static str {

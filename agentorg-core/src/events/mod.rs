@@ -105,7 +105,7 @@ use async_trait::async_trait;
 
 use crate::envelope::MessageId;
 use crate::name::Name;
-use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
+use crate::runtime::{agent_error_from, AgentError, AgentHealth, Context, Pattern, Registry};
 
 mod handler;
 mod publish;
@@ -126,6 +126,16 @@ pub use receipts::{EventReceipts, Receipt, ReceiptStatus, Receipts, RECEIPT_RETE
 /// `{ "event": <name>, "details": { … } }` — the details the escalation or
 /// the alert of the same occurrence carries. They carry no receipts.
 pub const ORG_EVENTS: &[&str] = &["sla.breach", "breaker.open", "dead_letter"];
+
+/// A hosted role's subscription lag: the events that reached its durable
+/// subscription and are not processed yet (undelivered, or being handled),
+/// as [`Org::health`](crate::runtime::Org::health) last read it, or
+/// [`Org::health_now`](crate::runtime::Org::health_now) reads it now;
+/// `None` for a role that subscribes to nothing (or before the first
+/// reading).
+pub fn subscription_lag(health: &AgentHealth) -> Option<u64> {
+    health.lag(handler::NAME)
+}
 
 /// The event pattern, as registered with the kernel: the handler of every
 /// subscribing role's durable subscription. `Org::builder` registers it.

@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 
+use super::kernel::Kernel;
 use super::registry;
 use crate::name::Name;
+use crate::transport::ConsumerLag;
 
 /// A hosted role's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +41,42 @@ pub struct AgentHealth {
     pub dead_lettered: u64,
     /// When it last finished a delivery.
     pub last_active: Option<DateTime<Utc>>,
+    /// How far each of its durable consumers is behind, as last read: by
+    /// the maintenance sweep (every
+    /// [`sweep_interval`](super::RuntimeConfig::sweep_interval)) or by
+    /// [`Org::health_now`](super::Org::health_now). Empty before the first
+    /// reading.
+    pub backlog: Vec<ConsumerBacklog>,
+}
+
+impl AgentHealth {
+    /// The messages not processed yet on the consumers that carry the
+    /// handler `handler`'s deliveries (a pattern's name, e.g. `"events"`
+    /// for the role's event subscription), as last read; `None` if none
+    /// was read.
+    pub fn lag(&self, handler: &str) -> Option<u64> {
+        self.backlog
+            .iter()
+            .filter(|b| b.handlers.contains(&handler))
+            .map(|b| b.lag.total())
+            .reduce(u64::saturating_add)
+    }
+}
+
+/// One durable consumer of a hosted role, and how far it is behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerBacklog {
+    /// The consumer's durable name.
+    pub consumer: Name,
+    /// The handlers whose deliveries it carries (patterns' names, e.g.
+    /// `["hierarchy", "peer"]`, or `["events"]` for the event
+    /// subscription).
+    pub handlers: Vec<&'static str>,
+    /// Its lag when it was read.
+    pub lag: ConsumerLag,
+    /// When that was.
+    pub read_at: DateTime<Utc>,
 }
 
 /// A hosted role's live counters (and its registry counters not flushed
@@ -56,6 +94,8 @@ pub(crate) struct RoleStats {
     pub(crate) dead_lettered: AtomicU64,
     /// Milliseconds since the epoch, 0 for never.
     pub(crate) last_active_ms: AtomicU64,
+    /// Its consumers' lag, as last read.
+    pub(crate) backlog: std::sync::Mutex<Vec<ConsumerBacklog>>,
     /// Registry counters not flushed yet.
     pub(crate) pending: std::sync::Mutex<registry::Delta>,
     pub(crate) dirty: std::sync::atomic::AtomicBool,
@@ -111,6 +151,32 @@ impl RoleStats {
             last_active: (ms > 0)
                 .then(|| DateTime::from_timestamp_millis(ms as i64))
                 .flatten(),
+            backlog: self.backlog.lock().map(|b| b.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads the lag of every consumer of the hosted `roles` from the
+/// transport, into their health. A consumer the transport cannot tell about
+/// now keeps no entry until the next reading.
+pub(crate) async fn read_backlog(kernel: &Kernel, roles: &[(Name, std::sync::Arc<RoleStats>)]) {
+    for (role, stats) in roles {
+        let mut backlog = Vec::new();
+        for (consumer, handlers) in kernel.role_consumer_handlers(role) {
+            match kernel.transport.consumer_lag(&consumer).await {
+                Ok(lag) => backlog.push(ConsumerBacklog {
+                    consumer,
+                    handlers,
+                    lag,
+                    read_at: kernel.now(),
+                }),
+                Err(e) => {
+                    tracing::debug!(role = %role, consumer = %consumer, error = %e, "reading a consumer's lag failed");
+                }
+            }
+        }
+        if let Ok(mut b) = stats.backlog.lock() {
+            *b = backlog;
         }
     }
 }

@@ -254,6 +254,23 @@ impl Kernel {
         )
     }
 
+    /// `role`'s consumers, each with the names of the handlers whose
+    /// deliveries it carries.
+    pub(crate) fn role_consumer_handlers(&self, role: &Name) -> Vec<(Name, Vec<&'static str>)> {
+        let mut out: Vec<(Name, Vec<&'static str>)> = Vec::new();
+        for h in &self.handlers {
+            if h.subjects(&self.subjects, &self.chart, role).is_empty() {
+                continue;
+            }
+            let name = super::consumers::consumer_name(h.consumer(), self.chart.org(), role);
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, handlers)) => handlers.push(h.name()),
+                None => out.push((name, vec![h.name()])),
+            }
+        }
+        out
+    }
+
     /// The handler that takes `role`'s deliveries on `subject`, if any.
     pub(crate) fn handler_for(&self, role: &Name, subject: &Subject) -> Option<&Arc<dyn Handler>> {
         self.handlers.iter().find(|h| {

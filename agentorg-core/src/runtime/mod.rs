@@ -127,7 +127,7 @@ pub(crate) use dead_letter::DEAD_LETTER_EVENT;
 pub(crate) use error::agent_error_from;
 pub use error::{describe, AgentError, BoxError, ErrorKind, Fault};
 pub use extensions::Extensions;
-pub use health::{AgentHealth, AgentState};
+pub use health::{AgentHealth, AgentState, ConsumerBacklog};
 pub use host::HostedRole;
 pub use kernel::{Effects, Kernel};
 pub use ops::{OperationError, RoleLiveness};

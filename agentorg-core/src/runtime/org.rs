@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::health::{AgentHealth, AgentState, RoleStats};
+use super::health::{read_backlog, AgentHealth, AgentState, RoleStats};
 use super::kernel::Kernel;
 use super::principal::Principal;
 use super::seam::Lifecycle;
@@ -48,6 +48,7 @@ pub(crate) async fn maintenance(
             tracing::warn!(error = %e, "writing this process's heartbeat failed; retried on the next sweep");
         }
         flush_registry(&shared, &roles).await;
+        read_backlog(&shared, &roles).await;
         shared.timers.wake();
     }
     // Shutting down: the last counters, and this process leaves the
@@ -135,9 +136,17 @@ impl Org {
         Principal::new(Arc::clone(&self.shared))
     }
 
-    /// The hosted roles' states and counters.
+    /// The hosted roles' states and counters, and their consumers' lag as
+    /// the last maintenance sweep read it (see [`health_now`](Self::health_now)).
     pub fn health(&self) -> Vec<AgentHealth> {
         self.roles.iter().map(|(r, s)| s.snapshot(r)).collect()
+    }
+
+    /// Like [`health`](Self::health), after reading every hosted consumer's
+    /// lag from the transport now (one request per consumer on NATS).
+    pub async fn health_now(&self) -> Vec<AgentHealth> {
+        read_backlog(&self.shared, &self.roles).await;
+        self.health()
     }
 
     /// How many commits of this process met a conflict (another writer

@@ -202,6 +202,32 @@ impl PublishAck {
     }
 }
 
+/// How far a durable consumer is behind, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerLag {
+    /// Messages it matches that it has not delivered yet.
+    pub undelivered: u64,
+    /// Messages it delivered that are not acknowledged yet (being handled,
+    /// or waiting to be delivered again).
+    pub unacknowledged: u64,
+}
+
+impl ConsumerLag {
+    /// A lag of `undelivered` and `unacknowledged` messages.
+    pub fn new(undelivered: u64, unacknowledged: u64) -> Self {
+        Self {
+            undelivered,
+            unacknowledged,
+        }
+    }
+
+    /// Messages not processed yet: undelivered and unacknowledged.
+    pub fn total(&self) -> u64 {
+        self.undelivered.saturating_add(self.unacknowledged)
+    }
+}
+
 /// A durable consumer's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -509,6 +535,10 @@ pub trait Transport: Debug + Display + Send + Sync + 'static {
     /// Deletes a durable consumer; `NotFound` if it does not exist.
     async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError>;
 
+    /// How far a durable consumer is behind now; `NotFound` if it does not
+    /// exist. A snapshot: it may have moved by the time it is read.
+    async fn consumer_lag(&self, name: &Name) -> Result<ConsumerLag, TransportError>;
+
     /// Core publish: fire-and-forget, at-most-once, not stored; reaches
     /// ephemeral subscribers only.
     async fn publish_ephemeral(
@@ -587,6 +617,9 @@ macro_rules! forward_transport {
             }
             async fn delete_consumer(&self, name: &Name) -> Result<(), TransportError> {
                 (**self).delete_consumer(name).await
+            }
+            async fn consumer_lag(&self, name: &Name) -> Result<ConsumerLag, TransportError> {
+                (**self).consumer_lag(name).await
             }
             async fn publish_ephemeral(
                 &self,

@@ -173,3 +173,80 @@ pub async fn org_events_reach_subscribers(
     }
     o.shutdown().await;
 }
+
+/// Waits at the gate before taking each event.
+struct Slow(Gate);
+
+#[async_trait]
+impl Agent for Slow {
+    async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+        Ok(Outcome::Complete(Value::Null))
+    }
+    async fn on_event(&self, _cx: &Context, _event: Event) -> Result<(), AgentError> {
+        self.0.pass().await;
+        Ok(())
+    }
+}
+
+/// `Org::health` shows a subscription's lag: three events published to a
+/// subscriber held at a gate are three not processed; once it goes on,
+/// none. A role without subscriptions has no subscription lag.
+pub async fn subscription_lag_in_health(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
+    const B: &str = "subscription_lag_in_health";
+    let chart = OrgChart::builder(org.as_str())
+        .principal("founder")
+        .role(
+            RoleSpec::new("ceo")
+                .reports_to("founder")
+                .subscribes(["deploy.complete"]),
+        )
+        .role(
+            RoleSpec::new("devops")
+                .reports_to("founder")
+                .publishes(["deploy.complete"]),
+        )
+        .build()
+        .unwrap_or_else(|e| fail(B, e));
+    let gate = Gate::new();
+    let o = start_with(
+        B,
+        &t,
+        &s,
+        chart,
+        suite_config(),
+        vec![
+            ("ceo", Arc::new(Slow(gate.clone())), 1),
+            ("devops", Arc::new(Broken), 1),
+        ],
+    )
+    .await;
+    let p = o.principal();
+    for v in 0..3 {
+        if let Err(e) = p
+            .publish_event("deploy.complete", &serde_json::json!({ "v": v }))
+            .await
+        {
+            fail(B, e);
+        }
+    }
+    let lag_of = |health: &[crate::runtime::AgentHealth], role: &str| {
+        health
+            .iter()
+            .find(|h| h.role == role)
+            .and_then(crate::events::subscription_lag)
+    };
+    eventually(B, "a lag of three at the ceo", || async {
+        lag_of(&o.health_now().await, "ceo") == Some(3)
+    })
+    .await;
+    let health = o.health();
+    if lag_of(&health, "devops").is_some() || lag_of(&health, "ceo") != Some(3) {
+        fail(B, format!("health as last read: {health:?}"));
+    }
+    gate.open();
+    eventually(B, "no lag at the ceo once it goes on", || async {
+        lag_of(&o.health_now().await, "ceo") == Some(0)
+    })
+    .await;
+    o.shutdown().await;
+}

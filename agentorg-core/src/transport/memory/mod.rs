@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::{
-    ConsumerConfig, DeliverFrom, DeliveryStream, PublishAck, PublishOptions, Subscription,
-    Transport, TransportError,
+    ConsumerConfig, ConsumerLag, DeliverFrom, DeliveryStream, PublishAck, PublishOptions,
+    Subscription, Transport, TransportError,
 };
 use crate::clock::{Clock, MonotonicClock};
 use crate::codec::Codec;
@@ -434,6 +434,19 @@ impl Transport for MemoryTransport {
         // Wake its binders so they see it is gone.
         c.notify.notify_waiters();
         Ok(())
+    }
+
+    async fn consumer_lag(&self, name: &Name) -> Result<ConsumerLag, TransportError> {
+        let guard = lock(&self.inner.state);
+        let Some(c) = guard.consumers.get(name) else {
+            return Err(TransportError::NotFound {
+                what: format!("consumer `{name}`"),
+            });
+        };
+        Ok(ConsumerLag::new(
+            c.ready.len() as u64,
+            c.pending.len() as u64,
+        ))
     }
 
     async fn publish_ephemeral(
