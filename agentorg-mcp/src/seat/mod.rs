@@ -16,7 +16,7 @@
 //! Each delivery to the role becomes an *offer*. The agent's handler
 //! (`on_task`, `on_subtasks_done`, …) puts the offer where the client's
 //! `wait_for_event` takes it, then stays open and serves the client's
-//! commands (`delegate`, `escalate`, `send_peer`, `read_task_tree`,
+//! commands (`delegate`, `escalate`, `send_peer`, `publish_event`, `read_task_tree`,
 //! `report_usage`) with the handler's `Context`, until the client ends the
 //! turn (`complete_task`, `fail_task`, `await_subtasks`). While the handler
 //! is open the runtime keeps extending the claim's lease, so the task stays
@@ -56,7 +56,7 @@
 //! first call of the session that held it that names no turn and finds
 //! none held.
 //!
-//! A notice (`decision`, `result`, `peer_message`) is *acknowledged* by
+//! A notice (`decision`, `result`, `peer_message`, `org_event`) is *acknowledged* by
 //! the next call of any seat tool on the MCP session whose `wait_for_event`
 //! returned it: that call shows the response arrived. Until then its
 //! handler stays open; if no such call comes within the idle timeout, the
@@ -90,13 +90,14 @@
 //!
 //! | tool | does |
 //! |---|---|
-//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, or a notice (`decision`, `peer_message`, `result`); `{"event": "none"}` on timeout |
+//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to); `{"event": "none"}` on timeout |
 //! | `complete_task` | completes the task in hand with a result |
 //! | `fail_task` | fails it (retryable or not) |
 //! | `await_subtasks` | ends the turn after delegating; results come back as `subtasks_done` |
 //! | `delegate` | delegates a subtask to a report or a shortcut's target |
 //! | `escalate` | escalates to the manager; the decision comes back as `decision` |
 //! | `send_peer` | sends on a declared peer channel |
+//! | `publish_event` | publishes an event the role declares (`publishes`), its payload checked against the name's schema |
 //! | `decide_escalation`, `pass_up_escalation` | end an escalation turn |
 //! | `answer_peer_request` | ends a peer request turn |
 //! | `read_task_tree` | the tree of a task the role was assigned or delegated |
@@ -110,7 +111,7 @@
 //! the same host to both to share them).
 //!
 //! Commands name their task with `task_id`, which may be left out when the
-//! seat holds one task (when it holds several, the refusal lists them). Delegations, escalations and peer messages are sent
+//! seat holds one task (when it holds several, the refusal lists them). Delegations, escalations, peer messages and published events are sent
 //! when the turn ends, as for any agent.
 //!
 //! # Example
@@ -196,6 +197,7 @@ use std::time::Duration;
 
 use agentorg_core::agent::DelegateError;
 use agentorg_core::chart::OrgChart;
+use agentorg_core::events::EventError;
 use agentorg_core::name::Name;
 use agentorg_core::peer::PeerError;
 use agentorg_core::store::StoreError;
@@ -302,6 +304,22 @@ impl SeatError {
                 message: e.to_string(),
             },
             e @ PeerError::Decode { .. } => Self::InvalidInput {
+                message: e.to_string(),
+            },
+            other => Self::Unavailable {
+                message: other.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn from_event(e: EventError) -> Self {
+        match e {
+            e @ EventError::NotDeclared { .. } => Self::NotAllowed {
+                message: e.to_string(),
+            },
+            e @ (EventError::InvalidName { .. }
+            | EventError::Schema { .. }
+            | EventError::Encode { .. }) => Self::InvalidInput {
                 message: e.to_string(),
             },
             other => Self::Unavailable {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
 use agentorg_core::async_trait;
 use agentorg_core::envelope::TaskId;
+use agentorg_core::events::Event;
 use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
 use agentorg_core::peer::PeerMessage;
 use serde_json::{json, Value};
@@ -35,8 +36,9 @@ pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
 ///   `decide_escalation` or `pass_up_escalation`;
 /// * a peer's request (`on_peer_request`) opens a turn ended by
 ///   `answer_peer_request` (or `fail_task`);
-/// * decisions, peer messages and results of tasks delegated outside a task
-///   are *notices*: the handler returns once a client has taken them.
+/// * decisions, peer messages, results of tasks delegated outside a task
+///   and the events the role subscribes to (`org_event`) are *notices*: the
+///   handler returns once a client has taken them.
 #[derive(Clone)]
 pub struct SeatAgent {
     pub(crate) shared: Arc<Shared>,
@@ -228,6 +230,16 @@ impl SeatAgent {
                 }
                 Command::SendPeer { to, message, reply } => {
                     let _ = reply.send(cx.send_peer(&to, &message).map_err(SeatError::from_peer));
+                }
+                Command::PublishEvent {
+                    name,
+                    payload,
+                    reply,
+                } => {
+                    let _ = reply.send(
+                        cx.publish_event(&name, &payload)
+                            .map_err(SeatError::from_event),
+                    );
                 }
                 Command::ReportUsage {
                     tokens,
@@ -436,6 +448,18 @@ impl Agent for SeatAgent {
             "message": message.payload,
         });
         self.notice(cx, message.id.to_string(), event).await
+    }
+
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        let json = json!({
+            "event": "org_event",
+            "event_id": event.id,
+            "name": event.name,
+            "from": event.from,
+            "payload": event.payload,
+            "published_at": event.published_at,
+        });
+        self.notice(cx, event.id.to_string(), json).await
     }
 
     async fn on_peer_request(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use agentorg_core::agent::Delegation;
 use agentorg_core::agent::TaskSpec;
 use agentorg_core::chart::OrgChart;
-use agentorg_core::envelope::TaskId;
+use agentorg_core::envelope::{MessageId, TaskId};
 use agentorg_core::hierarchy::TaskTree;
 use agentorg_core::name::Name;
 use agentorg_core::tools::ToolHost;
@@ -94,6 +94,11 @@ pub(crate) enum Command {
         to: String,
         message: Value,
         reply: Reply<()>,
+    },
+    PublishEvent {
+        name: String,
+        payload: Value,
+        reply: Reply<MessageId>,
     },
     ReportUsage {
         tokens: u64,

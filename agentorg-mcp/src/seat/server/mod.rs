@@ -304,6 +304,8 @@ impl SeatServer {
             "manager": chart.manager_of(role),
             "reports": chart.reports_of(role).collect::<Vec<_>>(),
             "peers": chart.peers_of(role).collect::<Vec<_>>(),
+            "publishes": chart.role(role).map(|r| r.publishes().to_vec()).unwrap_or_default(),
+            "subscribes": chart.subscriptions_of(role),
             "shortcuts": chart.shortcuts().filter(|sc| sc.from().as_str() == role).map(|sc| json!({
                 "to": sc.to(), "task_types": sc.task_types(),
             })).collect::<Vec<_>>(),
@@ -331,7 +333,8 @@ impl SeatServer {
             "You hold the seat of role `{role}` in the org `{org}`{desc}. Manager: {manager}. Reports: {reports}. Peers: {peers}. \
              Call wait_for_event to get work. On a `task` event, do it: call granted tools (list_granted_tools, call_granted_tool), \
              delegate subtasks to reports, then end the turn with complete_task, fail_task, or await_subtasks (after delegating; \
-             the results come back as a `subtasks_done` event). Act within {idle}s between calls or the task is released for retry. \
+             the results come back as a `subtasks_done` event). Events this role subscribes to come as `org_event` notices; \
+             publish_event publishes an event the role declares, with the turn's end. Act within {idle}s between calls or the task is released for retry. \
              The org chart limits what this seat may do; refusals come back as tool errors naming the rule.",
             org = chart.org(),
             desc = chart
@@ -394,6 +397,10 @@ impl SeatServer {
             },
             "send_peer" => match parse::<PeerArgs>(name, args) {
                 Ok(a) => self.send_peer(a).await,
+                Err(e) => Err(e),
+            },
+            "publish_event" => match parse::<PublishArgs>(name, args) {
+                Ok(a) => self.publish_event(a).await,
                 Err(e) => Err(e),
             },
             "decide_escalation" => match parse::<DecideArgs>(name, args) {
@@ -530,6 +537,28 @@ impl SeatServer {
         self.ask(&id, &turn, |reply| Command::SendPeer { to, message, reply })
             .await?;
         Ok(json!({"to": a.to, "note": "sent when this turn ends"}))
+    }
+
+    async fn publish_event(&self, a: PublishArgs) -> Result<Value, SeatError> {
+        let role = &self.shared.role;
+        if !self.shared.chart.may_publish(role, &a.name) {
+            return Err(SeatError::NotAllowed {
+                message: format!(
+                    "`{role}` may not publish event `{}`: not in its `publishes` in the chart",
+                    a.name
+                ),
+            });
+        }
+        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
+        let (name, payload) = (a.name.clone(), a.payload);
+        let event_id = self
+            .ask(&id, &turn, |reply| Command::PublishEvent {
+                name,
+                payload,
+                reply,
+            })
+            .await?;
+        Ok(json!({"event_id": event_id, "name": a.name, "note": "published when this turn ends"}))
     }
 
     async fn read_tree(&self, a: TurnArgs) -> Result<Value, SeatError> {

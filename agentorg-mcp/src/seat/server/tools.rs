@@ -29,7 +29,7 @@ pub(crate) fn seat_tools() -> Vec<Tool> {
     vec![
         tool(
             "wait_for_event",
-            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
+            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`, or `org_event`: an event this role subscribes to, with its `name`, `from` and `payload`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
             json!({"type": "object", "properties": {
                 "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
             }}),
@@ -86,6 +86,15 @@ pub(crate) fn seat_tools() -> Vec<Tool> {
                 "message": {"description": "Any JSON"},
                 "task_id": id(TURN_ID)
             }, "required": ["to", "message"]}),
+        ),
+        tool(
+            "publish_event",
+            "Publish an event this role declares in the chart (`publishes`) to every role that subscribes to it; its payload must fit the schema the chart declares for the name, if any (published when the turn ends).",
+            json!({"type": "object", "properties": {
+                "name": {"type": "string", "description": "The event's name, e.g. deploy.complete"},
+                "payload": {"description": "Any JSON"},
+                "task_id": id(TURN_ID)
+            }, "required": ["name"]}),
         ),
         tool(
             "decide_escalation",
@@ -195,6 +204,14 @@ pub(crate) struct EscalateArgs {
 pub(crate) struct PeerArgs {
     pub(crate) to: String,
     pub(crate) message: Value,
+    pub(crate) task_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PublishArgs {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) payload: Value,
     pub(crate) task_id: Option<String>,
 }
 
