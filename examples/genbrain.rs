@@ -8,10 +8,17 @@
 //! Frontend and DevOps. While Backend works on the endpoints it tells
 //! Frontend of the breaking API contract change on their peer channel (the
 //! write-up's `api_contract_change` message), and Frontend says that it got it.
-//! Every result rolls up, and the finished task tree is printed on stdout as
-//! JSON in the shape of GenBrain's task tree; a summary goes to stderr. The exit status is 0
-//! only if every task completed (and, see below, was counted exactly once and
-//! Frontend got the contract change); 1 if not; 2 on an error.
+//! When DevOps finishes its pipeline it publishes a `deploy.complete` event
+//! (the chart says DevOps `publishes` it): Marketing, which only
+//! `subscribes` to it in the chart — no code in DevOps names it — writes
+//! a changelog post for the deployment, and the CEO, also subscribed, notes
+//! it. Every result rolls up, and the finished task tree is printed on
+//! stdout as JSON in the shape of GenBrain's task tree, followed by a second
+//! JSON document, `{"receipts": …}`: the event's delivery receipts, who
+//! processed it and how fast. A summary goes to stderr. The exit status is 0
+//! only if every task completed (and, see below, was counted exactly once,
+//! Frontend got the contract change, and every subscriber processed the
+//! event once); 1 if not; 2 on an error.
 //!
 //! ```text
 //! cargo run --example genbrain
@@ -70,7 +77,9 @@
 //! writes commit atomically with the handler's outcome, so a handler that
 //! crashed or ran twice still counts once. The driving process checks that
 //! every task of the tree counted exactly 1 and that Frontend handled
-//! Backend's message, and says so on stderr.
+//! Backend's message, and says so on stderr. Marketing's changelog posts are
+//! counted the same way, one document per event in
+//! `agentorg/genbrain/roles/marketing/changelog/<event id>`.
 //!
 //! # Flags
 //!
@@ -101,6 +110,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentorg::envelope::MessageId;
+use agentorg::events::ReceiptStatus;
 use agentorg::prelude::*;
 use agentorg::runtime::role_collection;
 use agentorg::store::{MemoryStore, Precondition, StateStore, StateStoreExt, Write};
@@ -117,6 +128,11 @@ const CHART: &str = include_str!("genbrain.toml");
 /// The exactly-once counters of a role's tasks, one document per task, in
 /// the role's own namespace.
 const WORK: &str = "work";
+/// Marketing's changelog posts, one document per `deploy.complete` event, in
+/// its own namespace.
+const CHANGELOG: &str = "changelog";
+/// The event DevOps publishes when its pipeline is done.
+const DEPLOY_COMPLETE: &str = "deploy.complete";
 /// Frontend's receipts of contract changes, one document per message, in its
 /// namespace.
 const PEER_MESSAGES: &str = "peer_messages";
@@ -309,6 +325,18 @@ impl Agent for Ceo {
         count_work(cx, &task).await?;
         Ok(Outcome::AwaitSubtasks)
     }
+
+    /// The CEO notes each deployment (its chart subscribes it).
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        eprintln!(
+            "genbrain: {} noted {} of {} from {}",
+            cx.role(),
+            event.name,
+            event.payload["version"].as_str().unwrap_or("?"),
+            event.from
+        );
+        Ok(())
+    }
 }
 
 fn strip_user(product: &str) -> String {
@@ -370,6 +398,17 @@ impl Agent for Specialist {
             cx.send_peer("frontend", &ApiContractChange::analytics_v2())?;
         }
         count_work(cx, &task).await?;
+        // DevOps announces the deployment to whoever subscribes: published
+        // when this handler's outcome commits, exactly once.
+        let deploy_event = if cx.role() == "devops" {
+            let id = cx.publish_event(
+                DEPLOY_COMPLETE,
+                &json!({ "version": "analytics-v2", "task_id": task.id.as_str() }),
+            )?;
+            Some(id)
+        } else {
+            None
+        };
         if self.knobs.announce {
             eprintln!(
                 "genbrain: {} finished task {} (attempt {})",
@@ -379,7 +418,35 @@ impl Agent for Specialist {
             );
         }
         tracing::info!(role = %task.assigned_to, task = %task.title, "done");
-        Ok(Outcome::Complete(json!({ self.artifact: task.title })))
+        let mut result = json!({ self.artifact: task.title });
+        if let Some(id) = deploy_event {
+            result["deploy_event"] = json!(id);
+        }
+        Ok(Outcome::Complete(result))
+    }
+
+    /// Marketing writes a changelog post for each deployment (exactly once:
+    /// staged with the event's handling).
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        if cx.role() != "marketing" {
+            return Ok(());
+        }
+        let version = event.payload["version"].as_str().unwrap_or("?").to_owned();
+        let post = format!("Changelog: {version} is live (deployed by {}).", event.from);
+        stage_count(
+            cx,
+            CHANGELOG,
+            event.id.as_str(),
+            json!({ "event_id": event.id.as_str(), "post": post }),
+        )
+        .await?;
+        eprintln!(
+            "genbrain: {} wrote a changelog post for {} {version} (event {})",
+            cx.role(),
+            event.name,
+            event.id
+        );
+        Ok(())
     }
 
     async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
@@ -739,7 +806,8 @@ async fn drive(org: &Org, args: &Args, org_name: &Name) -> anyhow::Result<bool> 
     let checked = ok
         && counted_once(&**org.store(), org_name, &tree).await?
         && contract_change_handled(&**org.store(), org_name, &tree, Duration::from_secs(20))
-            .await?;
+            .await?
+        && deploy_receipts(org, org_name, &tree, Duration::from_secs(20)).await?;
     let stored = read_back_from_firestore(args, org_name, &tree).await?;
     Ok(ok && checked && stored)
 }
@@ -828,6 +896,70 @@ async fn contract_change_handled(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Prints the receipts of DevOps' `deploy.complete` event (waiting up to
+/// `limit` for every subscriber) as `{"receipts": …}` on stdout; whether
+/// every subscriber processed it, and Marketing wrote its post once.
+async fn deploy_receipts(
+    org: &Org,
+    org_name: &Name,
+    tree: &TaskTree,
+    limit: Duration,
+) -> anyhow::Result<bool> {
+    let devops = match tree.iter().find(|t| t.assigned_to == "devops") {
+        Some(t) => org.principal().task(&t.task_id).await?,
+        None => None,
+    };
+    let id = devops
+        .as_ref()
+        .and_then(|t| t.result.as_ref())
+        .and_then(|r| r["deploy_event"].as_str())
+        .map(str::parse::<MessageId>);
+    let Some(Ok(id)) = id else {
+        eprintln!("genbrain: devops' result names no deploy event");
+        return Ok(false);
+    };
+    let receipts = org.principal().receipts(&id).wait(limit).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({ "receipts": receipts }))?
+    );
+    let processed: Vec<String> = receipts
+        .receipts
+        .iter()
+        .filter(|r| r.status == ReceiptStatus::Processed)
+        .map(|r| format!("{} in {} ms", r.subscriber, r.latency_ms))
+        .collect();
+    eprintln!(
+        "genbrain: {} {id} processed by {}{}",
+        receipts.name,
+        if processed.is_empty() {
+            "no one".to_owned()
+        } else {
+            processed.join(", ")
+        },
+        if receipts.all_processed() {
+            String::new()
+        } else {
+            format!("; NOT by {:?}", receipts.not_processed)
+        }
+    );
+    let key = role_collection(org_name, &Name::new("marketing")?, CHANGELOG)?.doc(id.as_str())?;
+    let post = org.store().get(&key).await?;
+    let once = post.as_ref().and_then(|d| d.value["count"].as_u64()) == Some(1);
+    match &post {
+        Some(doc) if once => eprintln!(
+            "genbrain: marketing's changelog post, written once: {}",
+            doc.value["post"]
+        ),
+        Some(doc) => eprintln!(
+            "genbrain: marketing's changelog post counted {}",
+            doc.value["count"]
+        ),
+        None => eprintln!("genbrain: marketing wrote no changelog post for {id}"),
+    }
+    Ok(receipts.all_processed() && once)
 }
 
 /// From now on, listens for Ctrl-C and SIGTERM (and with `stdin_eof`, the

@@ -19,6 +19,9 @@
 //!   committed by attempt 2, the killed process's log shows attempt 1 started
 //!   and never finished, the new one's shows attempt 2 finished;
 //! * Frontend handled Backend's API contract change exactly once;
+//! * DevOps' `deploy.complete` event was processed by Marketing and the CEO,
+//!   each in its own process (the founder's receipts), and Marketing wrote
+//!   its changelog post once;
 //! * every role process, sent SIGTERM, drains and exits 0.
 //!
 //! A `harness = false` test (`[[test]]` in the root Cargo.toml, features
@@ -244,9 +247,29 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
         t0.elapsed().as_secs_f64()
     );
     assert!(status.success(), "the founder's process failed: {status}");
-    let printed: Value = serde_json::from_str(&org.read("founder.stdout"))
-        .expect("the founder printed the tree as JSON");
-    let printed: Vec<&Value> = flatten(&printed);
+    // Two JSON documents: the tree, then the deploy event's receipts.
+    let stdout = org.read("founder.stdout");
+    let documents: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("the founder printed JSON documents");
+    let [printed, deploy] = documents.as_slice() else {
+        panic!("the founder printed the tree and the receipts, not: {stdout}");
+    };
+    let mut processed: Vec<&str> = deploy["receipts"]["receipts"]
+        .as_array()
+        .expect("a receipts list")
+        .iter()
+        .filter(|r| r["status"] == "processed")
+        .filter_map(|r| r["subscriber"].as_str())
+        .collect();
+    processed.sort_unstable();
+    assert_eq!(
+        processed,
+        ["ceo", "marketing"],
+        "deploy.complete processed by both subscribers, each in its own process: {deploy:#}"
+    );
+    let printed: Vec<&Value> = flatten(printed);
     assert_eq!(printed.len(), 7, "the printed tree has 7 tasks");
     assert!(
         printed.iter().all(|t| t["status"] == "completed"),
@@ -305,6 +328,16 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
     assert_eq!(receipt["to"], "frontend", "{receipt:#}");
     assert_eq!(receipt["cause"], task_id.as_str(), "{receipt:#}");
     assert_eq!(receipt["endpoint"], "/api/v2/analytics", "{receipt:#}");
+
+    // Marketing wrote one changelog post, for the event the founder saw.
+    let posts = docs(&store, "agentorg/genbrain/roles/marketing/changelog").await;
+    assert_eq!(posts.len(), 1, "one changelog post: {posts:#?}");
+    assert_eq!(posts[0]["count"], 1, "{:#}", posts[0]);
+    assert_eq!(
+        posts[0]["event_id"], deploy["receipts"]["event"],
+        "the post is about the event: {:#}",
+        posts[0]
+    );
 
     // SIGTERM stops each role process gracefully.
     let stopped = org.terminate_all(Duration::from_secs(30)).await;

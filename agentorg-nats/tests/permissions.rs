@@ -23,23 +23,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-/// GenBrain's chart under a fresh org name, with its deployment events:
+/// GenBrain's chart under a fresh org name, with its deployment event:
 /// devops publishes `deploy.complete`, marketing and the ceo subscribe.
 fn genbrain(org: &Name) -> OrgChart {
     let toml = include_str!("../../examples/genbrain.toml")
-        .replace("org = \"genbrain\"", &format!("org = \"{org}\""))
-        .replace(
-            "[roles.devops]\n",
-            "[roles.devops]\npublishes = [\"deploy.complete\"]\n",
-        )
-        .replace(
-            "[roles.marketing]\n",
-            "[roles.marketing]\nsubscribes = [\"deploy.*\"]\n",
-        )
-        .replace(
-            "[roles.ceo]\n",
-            "[roles.ceo]\nsubscribes = [\"deploy.complete\"]\n",
-        );
+        .replace("org = \"genbrain\"", &format!("org = \"{org}\""));
     OrgChart::from_toml_str(&toml).unwrap()
 }
 

@@ -57,7 +57,9 @@ pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn
 /// GenBrain's chart (as `examples/genbrain.toml`) under the org
 /// name `org`: founder → ceo → cto, cso, marketing; cto → backend, frontend,
 /// devops; backend's alternate is frontend; the four peer channels; the
-/// shortcut ceo → backend for `api_change` tasks.
+/// shortcut ceo → backend for `api_change` tasks; devops publishes
+/// `deploy.complete` (a string `version` and `task_id`), the ceo and
+/// marketing subscribe to it.
 pub fn genbrain_chart(org: &Name) -> OrgChart {
     match genbrain_builder(org).build() {
         Ok(c) => c,
@@ -75,13 +77,16 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
     };
     OrgChart::builder(org.as_str())
         .principal("founder")
-        .role(role(
-            "ceo",
-            "founder",
-            "Task decomposition, strategic decisions",
-            &["time.*"],
-            &["planning", "delegation"],
-        ))
+        .role(
+            role(
+                "ceo",
+                "founder",
+                "Task decomposition, strategic decisions",
+                &["time.*"],
+                &["planning", "delegation"],
+            )
+            .subscribes(["deploy.complete"]),
+        )
         .role(role(
             "cto",
             "ceo",
@@ -96,13 +101,16 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
             &["git.*", "time.*"],
             &["security-review"],
         ))
-        .role(role(
-            "marketing",
-            "ceo",
-            "Content creation, blog posts, social media",
-            &["time.*"],
-            &["blog", "social", "email", "seo"],
-        ))
+        .role(
+            role(
+                "marketing",
+                "ceo",
+                "Content creation, blog posts, social media",
+                &["time.*"],
+                &["blog", "social", "email", "seo"],
+            )
+            .subscribes(["deploy.complete"]),
+        )
         .role(
             role(
                 "backend",
@@ -120,18 +128,32 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
             &["git.*", "time.*"],
             &["ui"],
         ))
-        .role(role(
-            "devops",
-            "cto",
-            "Infrastructure, CI/CD, deployment",
-            &["git.*", "time.*"],
-            &["infrastructure", "ci-cd", "deployment"],
-        ))
+        .role(
+            role(
+                "devops",
+                "cto",
+                "Infrastructure, CI/CD, deployment",
+                &["git.*", "time.*"],
+                &["infrastructure", "ci-cd", "deployment"],
+            )
+            .publishes(["deploy.complete"]),
+        )
         .peer_with_purpose("backend", "frontend", "API contracts")
         .peer_with_purpose("devops", "cso", "infrastructure security")
         .peer_with_purpose("backend", "devops", "deployment configs")
         .peer_with_purpose("frontend", "marketing", "brand assets")
         .shortcut("ceo", "backend", ["api_change"])
+        .event_schema(
+            "deploy.complete",
+            json!({
+                "type": "object",
+                "required": ["version", "task_id"],
+                "properties": {
+                    "version": { "type": "string" },
+                    "task_id": { "type": "string" },
+                },
+            }),
+        )
 }
 
 /// GenBrain's task tree from their write-up ("Real task tree from our
