@@ -51,19 +51,13 @@ impl Inner {
             .map(|f| f.as_str().to_owned())
             .collect();
         want.sort();
-        let have = filters_of(&info.config);
-        if have != want {
-            return Err(TransportError::Conflict {
-                message: format!(
-                    "consumer `{}` exists with filters {have:?}, not {want:?}",
-                    config.name
-                ),
-            });
-        }
-        // The start position is not compared: it applies at creation
-        // and the server cannot change it, so an existing consumer
-        // keeps its own (and its delivered and acknowledged state).
-        let same = info.config.ack_wait == config.ack_wait
+        // Other filters are updated in place (the server keeps the
+        // consumer's position). The start position is not compared: it
+        // applies at creation and the server cannot change it, so an
+        // existing consumer keeps its own (and its delivered and
+        // acknowledged state).
+        let same = filters_of(&info.config) == want
+            && info.config.ack_wait == config.ack_wait
             && info.config.max_ack_pending
                 == i64::try_from(config.max_ack_pending).unwrap_or(i64::MAX)
             && max_message_bytes(&info) == config.max_message_bytes;

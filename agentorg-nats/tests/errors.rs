@@ -96,7 +96,7 @@ async fn payload_above_max_payload_is_too_large() {
 }
 
 /// Consumers: filters are checked against the org's streams; a changed
-/// filter is a conflict; overlapping work-queue consumers are refused; a
+/// filter is updated in place; overlapping work-queue consumers are refused; a
 /// consumer may take several filters of one stream; ack wait updates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_configuration_is_checked() {
@@ -124,16 +124,30 @@ async fn consumer_configuration_is_checked() {
         info["config"]["ack_wait"], 7_000_000_000u64,
         "ack wait updated"
     );
-    match t
-        .ensure_consumer(&ConsumerConfig::new(
-            n("a"),
-            p(&format!("{o}.agent.b.inbox.*")),
-        ))
+    // A changed filter is updated in place.
+    t.ensure_consumer(&ConsumerConfig::new(
+        n("a"),
+        p(&format!("{o}.agent.b.inbox.*")),
+    ))
+    .await
+    .unwrap();
+    let info = t
+        .jetstream_request(
+            &format!(
+                "CONSUMER.INFO.{}.a",
+                t.layout().stream_name(StreamKind::Inbox)
+            ),
+            "{}".into(),
+        )
         .await
-    {
-        Err(TransportError::Conflict { .. }) => {}
-        other => panic!("filter change: {other:?}"),
-    }
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(
+        info["config"]["filter_subject"],
+        format!("{o}.agent.b.inbox.*"),
+        "filter updated: {info}"
+    );
+    t.ensure_consumer(&inbox).await.unwrap();
     match t
         .ensure_consumer(&ConsumerConfig::new(
             n("a2"),

@@ -230,6 +230,7 @@ macro_rules! __agentorg_pattern_cases {
             event_receipts_name_who_did_not_process,
             org_events_reach_subscribers,
             subscription_lag_in_health,
+            a_changed_subscription_takes_effect_on_restart,
         }
     };
 }

@@ -20,7 +20,12 @@
 //!   patterns (normalized: `deploy.complete` beside `deploy.*` is dropped),
 //!   which starts when it is first created: a role that was down gets what
 //!   was published meanwhile when it is back, and a role added to the chart
-//!   later gets nothing from before it existed.
+//!   later gets nothing from before it existed. When a role's chart
+//!   subscribes it to other patterns, its process starting with that chart
+//!   changes the subscription's filters in place (every process hosting the
+//!   role should run the same chart). [`subscription_lag`] reads, from
+//!   [`Org::health`](crate::runtime::Org::health), how many events a role
+//!   has not processed yet.
 //! * [`Agent::on_event`](crate::agent::Agent::on_event) receives them. An
 //!   event's handling is claimed, retried and dead-lettered like a task's,
 //!   per subscriber; dead-lettered events are listed, requeued and
@@ -43,6 +48,9 @@
 //! * Order: events of one name arrive in publish order as long as their
 //!   handling succeeds; an event whose handling is retried can come after
 //!   later ones, as tasks can.
+//! * A role seated over MCP (`agentorg_mcp::seat`) gets its events as
+//!   `org_event` notices of `wait_for_event`, and publishes with the
+//!   `publish_event` tool, held to the same chart.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -93,6 +101,13 @@
 //! org.principal().delegate("devops", TaskSpec::new("v2.3.1")).await?.wait(Duration::from_secs(5)).await?;
 //! # for _ in 0..200 { if !marketing.0.lock().unwrap().is_empty() { break } tokio::time::sleep(Duration::from_millis(10)).await; }
 //! assert_eq!(*marketing.0.lock().unwrap(), ["deploy.complete \"v2.3.1\""]);
+//!
+//! // The principal publishes too (a webhook, say), and reads who processed it.
+//! let founder = org.principal();
+//! let id = founder.publish_event("deploy.complete", &json!({ "version": "v2.3.2" })).await?;
+//! let receipts = founder.receipts(&id).wait(Duration::from_secs(5)).await?;
+//! assert!(receipts.all_processed(), "not processed by {:?}", receipts.not_processed);
+//! assert_eq!(receipts.receipts[0].subscriber, "marketing");
 //! org.shutdown().await;
 //! # Ok(()) }
 //! ```

@@ -523,9 +523,15 @@ pub trait Transport: Debug + Display + Send + Sync + 'static {
     /// what it has delivered and what was acknowledged stay as they are —
     /// and a different start position on an existing consumer is not an
     /// error: it is kept as it was (JetStream cannot change it). Other
-    /// settings (ack wait, pending limit, message limit) are updated; other
-    /// filters are a [`TransportError::Conflict`]. To start over from
-    /// another position, delete the consumer and create it again.
+    /// settings (ack wait, pending limit, message limit) are updated, and so
+    /// are the filters: from then on it takes the messages published that
+    /// the new filters match, and no longer those only the old ones matched
+    /// (what it delivered and was not acknowledged stays its own until
+    /// settled). Whether a message stored *before* the change, that only the
+    /// new filters match, is delivered depends on the backend (JetStream
+    /// delivers those past the consumer's position; the memory transport
+    /// does not). To start over from another position, delete the consumer
+    /// and create it again.
     async fn ensure_consumer(&self, config: &ConsumerConfig) -> Result<(), TransportError>;
 
     /// Binds to an existing durable consumer. Several binders of one consumer

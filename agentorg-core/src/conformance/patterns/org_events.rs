@@ -250,3 +250,82 @@ pub async fn subscription_lag_in_health(t: Arc<dyn Transport>, s: Arc<dyn StateS
     .await;
     o.shutdown().await;
 }
+
+/// A subscriber's chart subscribes it to more: when its process starts with
+/// that chart, its subscription takes the new names too, without losing
+/// what it had (no publisher changes, no new consumer).
+pub async fn a_changed_subscription_takes_effect_on_restart(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "a_changed_subscription_takes_effect_on_restart";
+    let chart = |patterns: &[&str]| {
+        OrgChart::builder(org.as_str())
+            .principal("founder")
+            .role(
+                RoleSpec::new("devops")
+                    .reports_to("founder")
+                    .publishes(["deploy.complete", "deploy.rollback"]),
+            )
+            .role(
+                RoleSpec::new("marketing")
+                    .reports_to("founder")
+                    .subscribes(patterns.iter().copied()),
+            )
+            .build()
+            .unwrap_or_else(|e| fail(B, e))
+    };
+    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let watcher = || -> Arc<dyn Agent> {
+        Arc::new(Watcher {
+            seen: Arc::clone(&seen),
+            fails: false,
+        })
+    };
+    let first = start_with(
+        B,
+        &t,
+        &s,
+        chart(&["deploy.complete"]),
+        suite_config(),
+        vec![("marketing", watcher(), 1)],
+    )
+    .await;
+    let p = first.principal();
+    let publish = |name: &'static str| {
+        let p = p.clone();
+        async move {
+            if let Err(e) = p.publish_event(name, &serde_json::json!({})).await {
+                fail(B, e);
+            }
+        }
+    };
+    publish("deploy.complete").await;
+    eventually(B, "the first deploy.complete", || async {
+        names(&seen) == ["deploy.complete"]
+    })
+    .await;
+    first.shutdown().await;
+    let second = start_with(
+        B,
+        &t,
+        &s,
+        chart(&["deploy.*"]),
+        suite_config(),
+        vec![("marketing", watcher(), 1)],
+    )
+    .await;
+    publish("deploy.rollback").await;
+    publish("deploy.complete").await;
+    eventually(B, "a rollback and a second complete", || async {
+        names(&seen).len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = names(&seen);
+    if got != ["deploy.complete", "deploy.rollback", "deploy.complete"] {
+        fail(B, format!("events at marketing: {got:?}"));
+    }
+    second.shutdown().await;
+}

@@ -335,21 +335,38 @@ impl Transport for MemoryTransport {
         let mut guard = lock(&self.inner.state);
         let st = &mut *guard;
         if let Some(c) = st.consumers.get_mut(&config.name) {
-            if c.config.filters != config.filters {
-                return Err(TransportError::Conflict {
-                    message: format!(
-                        "consumer `{}` exists with filters {:?}, not {:?}",
-                        config.name, c.config.filters, config.filters
-                    ),
-                });
-            }
+            let old_filters = (c.config.filters != config.filters)
+                .then(|| std::mem::replace(&mut c.config.filters, config.filters.clone()));
             // The start position stays as it was created (as on JetStream,
             // which cannot change it); the rest is updated.
             let deliver = c.config.deliver;
             c.config = config.clone();
             c.config.deliver = deliver;
             c.codec = Codec::with_max_bytes(config.max_message_bytes);
-            c.notify.notify_waiters();
+            let notify = Arc::clone(&c.notify);
+            if let Some(old) = old_filters {
+                // New filters: it takes what they match from now on, and
+                // lets go of the undelivered messages they no longer match
+                // (what it delivered stays its own until settled).
+                let mut dropped = Vec::new();
+                c.ready.retain(|seq| {
+                    let keep = st.log.get(seq).is_some_and(|m| config.matches(&m.subject));
+                    if !keep {
+                        dropped.push(*seq);
+                    }
+                    keep
+                });
+                for seq in dropped {
+                    st.release(seq);
+                }
+                for filter in &old {
+                    st.consumer_index.remove(filter, &config.name);
+                }
+                for filter in &config.filters {
+                    st.consumer_index.insert(filter, config.name.clone());
+                }
+            }
+            notify.notify_waiters();
             return Ok(());
         }
         // A new consumer takes the messages still in the log that it matches,
