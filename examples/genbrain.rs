@@ -326,13 +326,20 @@ impl Agent for Ceo {
         Ok(Outcome::AwaitSubtasks)
     }
 
-    /// The CEO notes each deployment (its chart subscribes it).
+    /// The CEO notes each deployment, and each task past its SLA (its
+    /// chart subscribes it to both).
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        let what = match event.name.as_str() {
+            DEPLOY_COMPLETE => event.payload["version"].as_str().unwrap_or("?").to_owned(),
+            _ => event.payload["details"]["title"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned(),
+        };
         eprintln!(
-            "genbrain: {} noted {} of {} from {}",
+            "genbrain: {} noted {} of {what} from {}",
             cx.role(),
             event.name,
-            event.payload["version"].as_str().unwrap_or("?"),
             event.from
         );
         Ok(())

@@ -56,7 +56,11 @@ impl Inner {
         // applies at creation and the server cannot change it, so an
         // existing consumer keeps its own (and its delivered and
         // acknowledged state).
-        let same = filters_of(&info.config) == want
+        let have = filters_of(&info.config);
+        if have != want {
+            tracing::info!(consumer = %config.name, old = ?have, new = ?want, "consumer filters changed");
+        }
+        let same = have == want
             && info.config.ack_wait == config.ack_wait
             && info.config.max_ack_pending
                 == i64::try_from(config.max_ack_pending).unwrap_or(i64::MAX)

@@ -137,9 +137,13 @@ pub use receipts::{EventReceipts, Receipt, ReceiptStatus, Receipts, RECEIPT_RETE
 ///   for a dead-lettered `dead_letter` event, so a failing subscriber does
 ///   not feed itself).
 ///
-/// Each is committed with what it reports (exactly once), with the payload
+/// Each is sent only when some role of the sender's chart subscribes to it
+/// (no one would take it otherwise), committed with what it reports (once;
+/// a dead letter of a message that could not even be claimed publishes its
+/// event directly, best effort), with the payload
 /// `{ "event": <name>, "details": { … } }` — the details the escalation or
-/// the alert of the same occurrence carries. They carry no receipts.
+/// the alert of the same occurrence carries. They carry no receipts, and a
+/// role may not publish them itself.
 pub const ORG_EVENTS: &[&str] = &["sla.breach", "breaker.open", "dead_letter"];
 
 /// A hosted role's subscription lag: the events that reached its durable

@@ -25,6 +25,12 @@ fn checked<T: Serialize + ?Sized>(
         event: name.to_owned(),
         reason,
     })?;
+    if super::ORG_EVENTS.contains(&name) {
+        return Err(EventError::InvalidName {
+            event: name.to_owned(),
+            reason: "reserved for the runtime's own events".to_owned(),
+        });
+    }
     if !chart.may_publish(from, name) {
         return Err(EventError::NotDeclared {
             role: from.to_string(),

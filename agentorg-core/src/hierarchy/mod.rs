@@ -25,8 +25,9 @@
 //!   ([`Principal::answer`]) flows back down to the agent that escalated
 //!   ([`Agent::on_decision`]).
 //! * **SLAs**: a task past its `sla_minutes` emits a
-//!   `<org>.events.sla.breach` event and escalates once to its delegator's
-//!   manager (reason `sla_breach`).
+//!   `<org>.events.sla.breach` event (when a role of the chart subscribes to
+//!   it) and escalates once to its delegator's manager (reason
+//!   `sla_breach`).
 //! * **Breakers**: a role's breaker opening escalates once to its manager,
 //!   as an [`Escalation`] like any other (reason `breaker_open`; details:
 //!   `role`, `consecutive_failures`, `until`, `alternate`).

@@ -4,7 +4,8 @@
 //! is armed in the commit that creates the task and cancelled in the one
 //! that ends it. A process hosting the delegator fires it when it is due;
 //! if the task is still open then, the breach emits a
-//! `<org>.events.sla.breach` event and escalates to the delegator's manager
+//! `<org>.events.sla.breach` event (when a role of the chart subscribes to
+//! it) and escalates to the delegator's manager
 //! (an alert, when the delegator is the principal) — once, whichever
 //! process fires it, since firing deletes the timer in the same commit.
 
@@ -85,15 +86,11 @@ fn breach(
             json!({ "event": BREACH_EVENT, "details": details }),
         )
         .with_correlation(task.task_id.clone());
-    let subject =
-        kernel
-            .subjects()
-            .event_named(BREACH_EVENT)
-            .map_err(|e| StoreError::InvalidInput {
-                key: None,
-                message: e.to_string(),
-            })?;
-    effects.send(subject, event);
+    // Sent when a role of the chart subscribes to it.
+    let subscribed = kernel.chart().subscribers_of(BREACH_EVENT).next().is_some();
+    if let (true, Ok(subject)) = (subscribed, kernel.subjects().event_named(BREACH_EVENT)) {
+        effects.send(subject, event);
+    }
     match kernel.chart().manager_of(delegator).cloned() {
         Some(manager) => {
             let id = MessageId::new();

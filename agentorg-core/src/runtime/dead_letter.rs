@@ -169,8 +169,12 @@ impl HostedRole {
                 .await?;
             t.publish_envelope(&self.kernel.subjects.alerts(), &alert)
                 .await?;
+            // Best effort: the dead letter and its alert are out, and
+            // failing here would publish them again.
             if let Some((subject, event)) = self.dead_letter_event(d, &dl, &alert) {
-                t.publish_envelope(&subject, &event).await?;
+                if let Err(e) = t.publish_envelope(&subject, &event).await {
+                    tracing::warn!(error = %e, "publishing the dead_letter event failed; it is not sent");
+                }
             }
             Ok::<_, crate::transport::TransportError>(())
         }
@@ -189,14 +193,17 @@ impl HostedRole {
 
     /// The runtime's `dead_letter` event about a dead letter (from this
     /// role, with the alert's details), so a role may subscribe to dead
-    /// letters; none for a dead-lettered `dead_letter` event (a subscriber
-    /// failing them would feed itself).
+    /// letters: none when no role of the chart subscribes to it (no one
+    /// would take it), nor for a dead-lettered `dead_letter` event (a
+    /// subscriber failing them would feed itself).
     fn dead_letter_event(
         &self,
         d: &Delivery,
         letter: &Envelope,
         alert: &Envelope,
     ) -> Option<(Subject, Envelope)> {
+        // No role subscribes: no event.
+        self.kernel.chart.subscribers_of(DEAD_LETTER_EVENT).next()?;
         if let Some(Route::Event { name }) = self.kernel.subjects.route(d.subject()) {
             if name.len() == 1 && name[0].as_str() == DEAD_LETTER_EVENT {
                 return None;

@@ -156,22 +156,34 @@ impl RoleStats {
     }
 }
 
+/// How long one reading of a consumer's lag may take.
+const LAG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads the lag of every consumer of the hosted `roles` from the
-/// transport, into their health. A consumer the transport cannot tell about
-/// now keeps no entry until the next reading.
+/// transport (each role's consumers at once, each reading bounded by
+/// [`LAG_READ_TIMEOUT`]), into their health. A consumer the transport cannot
+/// tell about now keeps no entry until the next reading.
 pub(crate) async fn read_backlog(kernel: &Kernel, roles: &[(Name, std::sync::Arc<RoleStats>)]) {
     for (role, stats) in roles {
+        let consumers = kernel.role_consumer_handlers(role);
+        let lags = futures::future::join_all(consumers.iter().map(|(consumer, _)| {
+            tokio::time::timeout(LAG_READ_TIMEOUT, kernel.transport.consumer_lag(consumer))
+        }))
+        .await;
         let mut backlog = Vec::new();
-        for (consumer, handlers) in kernel.role_consumer_handlers(role) {
-            match kernel.transport.consumer_lag(&consumer).await {
-                Ok(lag) => backlog.push(ConsumerBacklog {
+        for ((consumer, handlers), lag) in consumers.into_iter().zip(lags) {
+            match lag {
+                Ok(Ok(lag)) => backlog.push(ConsumerBacklog {
                     consumer,
                     handlers,
                     lag,
                     read_at: kernel.now(),
                 }),
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(role = %role, consumer = %consumer, error = %e, "reading a consumer's lag failed");
+                }
+                Err(_) => {
+                    tracing::debug!(role = %role, consumer = %consumer, "reading a consumer's lag timed out");
                 }
             }
         }

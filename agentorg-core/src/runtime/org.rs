@@ -48,7 +48,11 @@ pub(crate) async fn maintenance(
             tracing::warn!(error = %e, "writing this process's heartbeat failed; retried on the next sweep");
         }
         flush_registry(&shared, &roles).await;
-        read_backlog(&shared, &roles).await;
+        // Bounded per consumer; never holds up a shutdown.
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = read_backlog(&shared, &roles) => {}
+        }
         shared.timers.wake();
     }
     // Shutting down: the last counters, and this process leaves the

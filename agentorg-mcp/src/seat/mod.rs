@@ -322,6 +322,9 @@ impl SeatError {
             | EventError::Encode { .. }) => Self::InvalidInput {
                 message: e.to_string(),
             },
+            e if !e.is_retryable() => Self::InvalidInput {
+                message: e.to_string(),
+            },
             other => Self::Unavailable {
                 message: other.to_string(),
             },

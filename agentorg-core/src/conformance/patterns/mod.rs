@@ -59,7 +59,7 @@ pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn
 /// devops; backend's alternate is frontend; the four peer channels; the
 /// shortcut ceo → backend for `api_change` tasks; devops publishes
 /// `deploy.complete` (a string `version` and `task_id`), the ceo and
-/// marketing subscribe to it.
+/// marketing subscribe to it; the ceo also to the runtime's `sla.breach`.
 pub fn genbrain_chart(org: &Name) -> OrgChart {
     match genbrain_builder(org).build() {
         Ok(c) => c,
@@ -85,7 +85,7 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
                 &["time.*"],
                 &["planning", "delegation"],
             )
-            .subscribes(["deploy.complete"]),
+            .subscribes(["deploy.complete", "sla.breach"]),
         )
         .role(role(
             "cto",

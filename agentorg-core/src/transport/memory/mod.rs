@@ -345,6 +345,7 @@ impl Transport for MemoryTransport {
             c.codec = Codec::with_max_bytes(config.max_message_bytes);
             let notify = Arc::clone(&c.notify);
             if let Some(old) = old_filters {
+                tracing::info!(consumer = %config.name, old = ?old, new = ?config.filters, "consumer filters changed");
                 // New filters: it takes what they match from now on, and
                 // lets go of the undelivered messages they no longer match
                 // (what it delivered stays its own until settled).
