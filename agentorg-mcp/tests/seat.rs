@@ -14,19 +14,17 @@ use agentorg_core::hierarchy::TaskStatus;
 use agentorg_core::runtime::{Org, RuntimeConfig};
 use agentorg_core::tools::{LocalToolHost, ToolHost, ToolOutput, ToolRouter};
 use agentorg_mcp::seat::{Seat, SeatOptions, SeatToken};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::ServiceExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-type Client = RunningService<RoleClient, ClientConfig>;
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-const DEADLINE: Duration = Duration::from_secs(20);
+mod seat_support;
+use seat_support::{next_event, ok, refused, Client, TestResult, DEADLINE};
 
 fn chart() -> OrgChart {
     match OrgChart::from_toml_str(include_str!("../../examples/genbrain.toml")) {
@@ -93,57 +91,6 @@ fn leaf(role: &'static str) -> impl Agent {
             json!({"by": role, "done": task.title.clone()}),
         ))
     })
-}
-
-async fn call(client: &Client, name: &'static str, args: Value) -> CallToolResult {
-    let params = CallToolRequestParams::new(name)
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
-    match client.call_tool(params).await {
-        Ok(r) => r,
-        Err(e) => panic!("{name}: protocol error {e}"),
-    }
-}
-
-/// The structured content of a successful call.
-async fn ok(client: &Client, name: &'static str, args: Value) -> Value {
-    let r = call(client, name, args).await;
-    assert_ne!(r.is_error, Some(true), "{name} was refused: {r:?}");
-    r.structured_content.unwrap_or(Value::Null)
-}
-
-/// The kind and message of a refused call.
-async fn refused(client: &Client, name: &'static str, args: Value) -> (String, String) {
-    let r = call(client, name, args).await;
-    assert_eq!(r.is_error, Some(true), "{name} should be refused: {r:?}");
-    let err = r
-        .structured_content
-        .as_ref()
-        .map(|s| s["error"].clone())
-        .unwrap_or(Value::Null);
-    let text = r
-        .content
-        .first()
-        .and_then(|c| c.as_text())
-        .map(|t| t.text.clone())
-        .unwrap_or_default();
-    assert_eq!(err["message"].as_str(), Some(text.as_str()));
-    (err["kind"].as_str().unwrap_or("").to_owned(), text)
-}
-
-/// The next event of the seat, long-polling until one comes (within the
-/// deadline).
-async fn next_event(client: &Client) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let e = ok(client, "wait_for_event", json!({"timeout_secs": 5})).await;
-        if e["event"] != "none" {
-            return e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no event within {DEADLINE:?}"
-        );
-    }
 }
 
 fn seat_options() -> SeatOptions {

@@ -12,15 +12,13 @@ use agentorg_core::events::ReceiptStatus;
 use agentorg_core::hierarchy::TaskStatus;
 use agentorg_core::runtime::Org;
 use agentorg_mcp::seat::{Seat, SeatOptions, SeatServer};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::model::ClientConfig;
 use rmcp::service::RunningService;
-use rmcp::{RoleClient, RoleServer, ServiceExt};
+use rmcp::{RoleServer, ServiceExt};
 use serde_json::{json, Value};
 
-type Client = RunningService<RoleClient, ClientConfig>;
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-const DEADLINE: Duration = Duration::from_secs(20);
+mod seat_support;
+use seat_support::{next_event, ok, refused, Client, TestResult, DEADLINE};
 
 /// founder → devops (publishes `deploy.complete`, whose payload needs a
 /// string `version`), marketing (subscribes to `deploy.*`).
@@ -69,46 +67,6 @@ async fn client_of(seat: &Seat) -> (Client, RunningService<RoleServer, SeatServe
     match (server, client) {
         (Ok(s), Ok(c)) => (c, s),
         (s, c) => panic!("MCP session: server {:?}, client {:?}", s.err(), c.err()),
-    }
-}
-
-async fn call(client: &Client, name: &'static str, args: Value) -> CallToolResult {
-    let params = CallToolRequestParams::new(name)
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
-    match client.call_tool(params).await {
-        Ok(r) => r,
-        Err(e) => panic!("{name}: protocol error {e}"),
-    }
-}
-
-async fn ok(client: &Client, name: &'static str, args: Value) -> Value {
-    let r = call(client, name, args).await;
-    assert_ne!(r.is_error, Some(true), "{name} was refused: {r:?}");
-    r.structured_content.unwrap_or(Value::Null)
-}
-
-/// The error kind and message of a refused call.
-async fn refused(client: &Client, name: &'static str, args: Value) -> (String, String) {
-    let r = call(client, name, args).await;
-    assert_eq!(r.is_error, Some(true), "{name} should be refused: {r:?}");
-    let err = r
-        .structured_content
-        .map(|s| s["error"].clone())
-        .unwrap_or(Value::Null);
-    (
-        err["kind"].as_str().unwrap_or("").to_owned(),
-        err["message"].as_str().unwrap_or("").to_owned(),
-    )
-}
-
-async fn next_event(client: &Client) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let e = ok(client, "wait_for_event", json!({"timeout_secs": 5})).await;
-        if e["event"] != "none" {
-            return e;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no event in time");
     }
 }
 
