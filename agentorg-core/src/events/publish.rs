@@ -9,7 +9,7 @@ use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::name::Name;
 use crate::runtime::{role_collection, Context, Effects, Principal};
-use crate::store::{Precondition, Write};
+use crate::store::{DocKey, Precondition, Write};
 use crate::subject::Subject;
 
 /// The event `name` from `from` with `payload`, checked against the chart:
@@ -130,7 +130,7 @@ impl Context {
         }
         let id = env.id.clone();
         let env = env.with_header(receipts::EVENT_ID_HEADER, id.as_str());
-        let record = receipts::at_publish(kernel, &env, name)?;
+        let record = receipts::at_publish(kernel, &env, name, None)?;
         let mut effects = self.effects();
         for w in record {
             effects.write(w);
@@ -152,7 +152,7 @@ impl Principal {
     ) -> Result<MessageId, EventError> {
         let (env, subject) = self.event_envelope(name, payload)?;
         let id = env.id.clone();
-        let mut effects = self.with_record(&env, name)?;
+        let mut effects = self.with_record(&env, name, None)?;
         effects.send(subject, env);
         self.kernel.commit(effects).await?;
         Ok(id)
@@ -161,7 +161,10 @@ impl Principal {
     /// [`publish_event`](Self::publish_event) at most once per idempotency
     /// key (a webhook delivered twice from outside, say): the first call
     /// records the key with the event, in one commit; a later call with
-    /// the same key publishes nothing and returns the first event's id.
+    /// the same key publishes nothing and returns the first event's id. The
+    /// key is remembered as long as the event's receipts
+    /// ([`RECEIPT_RETENTION`](super::RECEIPT_RETENTION)); after that the
+    /// same key publishes again.
     pub async fn publish_event_once<T: Serialize + Sync + ?Sized>(
         &self,
         name: &str,
@@ -175,7 +178,7 @@ impl Principal {
             .with_id(id.clone())
             .with_header(receipts::EVENT_ID_HEADER, id.as_str());
         let record = role_collection(kernel.org(), self.name(), "event-keys")?.doc(id.as_str())?;
-        let mut effects = self.with_record(&env, name)?;
+        let mut effects = self.with_record(&env, name, Some(&record))?;
         effects.write(Write::put(
             record,
             json!({ "event": name, "key": key, "published_at": kernel.now().to_rfc3339() }),
@@ -192,9 +195,14 @@ impl Principal {
 
     /// The event's record (its subscribers) and retention timer, to commit
     /// with its publish.
-    fn with_record(&self, env: &Envelope, name: &str) -> Result<Effects, EventError> {
+    fn with_record(
+        &self,
+        env: &Envelope,
+        name: &str,
+        key_doc: Option<&DocKey>,
+    ) -> Result<Effects, EventError> {
         let mut effects = Effects::new();
-        for w in receipts::at_publish(&self.kernel, env, name)? {
+        for w in receipts::at_publish(&self.kernel, env, name, key_doc)? {
             effects.write(w);
         }
         Ok(effects)

@@ -143,11 +143,13 @@ pub(crate) fn event_id(env: &Envelope) -> MessageId {
 }
 
 /// The writes that go with the publish of `env` (an event named `name`):
-/// its record, naming its subscribers, and the timer that deletes it.
+/// its record, naming its subscribers, and the timer that deletes it (and
+/// `key_doc`, the principal's record of its idempotency key, if any).
 pub(crate) fn at_publish(
     kernel: &Kernel,
     env: &Envelope,
     name: &str,
+    key_doc: Option<&DocKey>,
 ) -> Result<Vec<Write>, StoreError> {
     let mut subscribers: Vec<Name> = kernel.chart().subscribers_of(name).cloned().collect();
     subscribers.sort();
@@ -166,7 +168,10 @@ pub(crate) fn at_publish(
         env.from.clone(),
         env.id.as_str(),
         due,
-        json!({ "event": env.id }),
+        match key_doc {
+            Some(k) => json!({ "event": env.id, "key_doc": k.to_string() }),
+            None => json!({ "event": env.id }),
+        },
     );
     // Armed unconditionally: the same event published again (an
     // idempotency key) arms the same timer.
@@ -254,7 +259,8 @@ pub(crate) async fn published_at(
         .map(|r| r.published_at))
 }
 
-/// Deletes an event's record and receipts when their retention ends.
+/// Deletes an event's record and receipts (and the record of its
+/// idempotency key) when their retention ends.
 #[derive(Debug)]
 pub(crate) struct Retention;
 
@@ -272,6 +278,12 @@ impl TimerHandler for Retention {
             effects.write(Write::delete(doc.key, Precondition::None));
         }
         effects.write(Write::delete(record_key(kernel, &id)?, Precondition::None));
+        if let Some(key_doc) = timer.payload["key_doc"]
+            .as_str()
+            .and_then(|k| DocKey::parse(k).ok())
+        {
+            effects.write(Write::delete(key_doc, Precondition::None));
+        }
         Ok(effects)
     }
 }

@@ -571,9 +571,10 @@ pub async fn event_receipts_name_who_did_not_process(
     o.shutdown().await;
 }
 
-/// Retention (paused clock): an event's receipts and record are deleted by
-/// a kernel timer [`RECEIPT_RETENTION`](crate::events::RECEIPT_RETENTION)
-/// after its publish, not before.
+/// Retention (paused clock): an event's receipts and record, and the
+/// record of its idempotency key, are deleted by a kernel timer
+/// [`RECEIPT_RETENTION`](crate::events::RECEIPT_RETENTION) after its
+/// publish, not before.
 pub async fn event_receipts_expire_after_retention(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -597,6 +598,23 @@ pub async fn event_receipts_expire_after_retention(
         .publish_event("deploy.complete", &json!({ "version": "old" }))
         .await
         .unwrap_or_else(|e| fail(B, e));
+    // And one with an idempotency key: the key goes with the receipts.
+    let keyed = p
+        .publish_event_once("deploy.complete", &json!({ "version": "hook" }), "hook-1")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let key_doc = crate::runtime::role_collection(&org, p.name(), "event-keys")
+        .and_then(|c| c.doc(keyed.as_str()))
+        .unwrap_or_else(|e| fail(B, e));
+    let key_kept = || async {
+        match s.get(&key_doc).await {
+            Ok(doc) => doc.is_some(),
+            Err(e) => fail(B, e),
+        }
+    };
+    if !key_kept().await {
+        fail(B, "the idempotency key was not recorded");
+    }
     let receipts = p.receipts(&id);
     eventually(B, "the ceo's receipt", || async {
         receipts
@@ -607,12 +625,20 @@ pub async fn event_receipts_expire_after_retention(
     .await;
     let retention = crate::events::RECEIPT_RETENTION;
     tokio::time::sleep(retention - Duration::from_secs(3600)).await;
-    if receipts.now().await.is_err() {
-        fail(B, "the receipts went before their retention ended");
+    if receipts.now().await.is_err() || !key_kept().await {
+        fail(
+            B,
+            "the receipts or the key went before their retention ended",
+        );
     }
     tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
     eventually(B, "the receipts deleted after their retention", || async {
         matches!(receipts.now().await, Err(EventError::Unknown { .. }))
+            && matches!(
+                p.receipts(&keyed).now().await,
+                Err(EventError::Unknown { .. })
+            )
+            && !key_kept().await
     })
     .await;
     o.shutdown().await;
