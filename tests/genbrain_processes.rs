@@ -2,7 +2,7 @@
 //! with SIGKILL mid-task and started again: its task completes exactly once
 //! and the tree completes.
 //!
-//! The processes are the `genbrain` example itself (`examples/genbrain.rs`),
+//! The processes are the `genbrain` example itself (`examples/genbrain/`),
 //! one per role plus the founder's (`--roles <role>`), on a fresh nats-server
 //! and a unique project of the Firestore emulator (both from
 //! `agentorg-testkit`), with the lease and ack wait cut to 2 s
@@ -78,7 +78,7 @@ const WORK_MS: &str = "3000";
 const FOUNDER_TIMEOUT: Duration = Duration::from_secs(45);
 const TASKS: &str = "agentorg/genbrain/tasks";
 const CLAIMS: &str = "agentorg/genbrain/claims";
-/// The example's exactly-once bookkeeping (see `examples/genbrain.rs`): the
+/// The example's exactly-once bookkeeping (see `examples/genbrain/agents.rs`): the
 /// counters of tasks, `work` in each role's namespace…
 const WORK: &str = "work";
 /// …and Frontend's receipts of contract changes, in its namespace.
