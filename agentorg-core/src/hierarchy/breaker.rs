@@ -232,25 +232,8 @@ pub(crate) async fn breaker_after_task(
         "until": rec.until,
         "alternate": kernel.chart().alternate_of(role),
     });
-    // The runtime's `breaker.open` event, when a role of the chart
-    // subscribes to it.
-    let subscribed = kernel
-        .chart()
-        .subscribers_of(BREAKER_OPEN_EVENT)
-        .next()
-        .is_some();
-    if let (true, Ok(subject)) = (
-        subscribed,
-        kernel.subjects().event_named(BREAKER_OPEN_EVENT),
-    ) {
-        effects.send(
-            subject,
-            kernel.envelope(
-                role.clone(),
-                Kind::Event,
-                serde_json::json!({ "event": BREAKER_OPEN_EVENT, "details": details }),
-            ),
-        );
+    if let Some((subject, event)) = kernel.org_event(role.clone(), BREAKER_OPEN_EVENT, &details) {
+        effects.send(subject, event);
     }
     let Some(manager) = kernel.chart().manager_of(role).cloned() else {
         return Ok(());

@@ -79,17 +79,8 @@ fn breach(
         "deadline": timer.due,
         "status": task.status,
     });
-    let event = kernel
-        .envelope(
-            delegator.clone(),
-            Kind::Event,
-            json!({ "event": BREACH_EVENT, "details": details }),
-        )
-        .with_correlation(task.task_id.clone());
-    // Sent when a role of the chart subscribes to it.
-    let subscribed = kernel.chart().subscribers_of(BREACH_EVENT).next().is_some();
-    if let (true, Ok(subject)) = (subscribed, kernel.subjects().event_named(BREACH_EVENT)) {
-        effects.send(subject, event);
+    if let Some((subject, event)) = kernel.org_event(delegator.clone(), BREACH_EVENT, &details) {
+        effects.send(subject, event.with_correlation(task.task_id.clone()));
     }
     match kernel.chart().manager_of(delegator).cloned() {
         Some(manager) => {

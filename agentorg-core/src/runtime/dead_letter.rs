@@ -202,26 +202,19 @@ impl HostedRole {
         letter: &Envelope,
         alert: &Envelope,
     ) -> Option<(Subject, Envelope)> {
-        // No role subscribes: no event.
-        self.kernel.chart.subscribers_of(DEAD_LETTER_EVENT).next()?;
         if let Some(Route::Event { name }) = self.kernel.subjects.route(d.subject()) {
             if name.len() == 1 && name[0].as_str() == DEAD_LETTER_EVENT {
                 return None;
             }
         }
-        let subject = self.kernel.subjects.event_named(DEAD_LETTER_EVENT).ok()?;
         let mut details = alert.payload.clone();
         if let Some(map) = details.as_object_mut() {
             map.remove("alert");
         }
-        let mut event = self
-            .kernel
-            .envelope(
-                self.role.clone(),
-                Kind::Event,
-                json!({ "event": DEAD_LETTER_EVENT, "details": details }),
-            )
-            .with_causation(letter.id.clone());
+        let (subject, event) =
+            self.kernel
+                .org_event(self.role.clone(), DEAD_LETTER_EVENT, &details)?;
+        let mut event = event.with_causation(letter.id.clone());
         if let Some(c) = &letter.correlation_id {
             event = event.with_correlation(c.clone());
         }

@@ -126,6 +126,23 @@ impl Kernel {
         Envelope::new(self.org().clone(), from, kind, payload).with_created_at(self.now())
     }
 
+    /// The runtime's own event `name` (`sla.breach`, `breaker.open`,
+    /// `dead_letter`) from `from`: its subject and envelope, payload
+    /// `{ "event": name, "details": details }`, to send with what it
+    /// reports. `None` when no role of the chart subscribes to `name` (no
+    /// one would take it) or `name` makes no event subject.
+    pub fn org_event(
+        &self,
+        from: Name,
+        name: &str,
+        details: &Value,
+    ) -> Option<(Subject, Envelope)> {
+        self.chart.subscribers_of(name).next()?;
+        let subject = self.subjects.event_named(name).ok()?;
+        let payload = serde_json::json!({ "event": name, "details": details });
+        Some((subject, self.envelope(from, Kind::Event, payload)))
+    }
+
     /// `agentorg/<org>/<name>`: a collection of the org's shared records
     /// (a pattern keeps its own there, e.g. the hierarchy's `tasks`).
     pub fn collection(&self, name: &str) -> Result<CollectionPath, StoreError> {
