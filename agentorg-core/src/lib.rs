@@ -96,6 +96,7 @@ pub mod codec;
 pub mod conformance;
 pub mod envelope;
 pub mod events;
+mod hex;
 pub mod hierarchy;
 pub mod name;
 mod panics;

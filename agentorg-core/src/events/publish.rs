@@ -74,12 +74,7 @@ fn keyed_id(org: &Name, from: &Name, name: &str, key: &str) -> Result<MessageId,
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = crate::hex::hex(&h.finalize(), 32);
     MessageId::parse(format!("ev-{hex}")).map_err(|e| EventError::InvalidName {
         event: name.to_owned(),
         reason: e.to_string(),

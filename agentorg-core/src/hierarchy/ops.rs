@@ -20,11 +20,7 @@ use crate::store::{Precondition, StoreError, Version, Write};
 
 /// A deterministic message id for the notice `what` about `task`.
 pub(crate) fn notice_id(task: &TaskId, what: &str) -> MessageId {
-    let hash: String = Sha256::digest(format!("{what}:{task}").as_bytes())
-        .iter()
-        .take(13)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::hex::hex(&Sha256::digest(format!("{what}:{task}").as_bytes()), 26);
     MessageId::parse(format!("n{hash}")).unwrap_or_else(|_| MessageId::new())
 }
 

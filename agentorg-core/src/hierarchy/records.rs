@@ -260,11 +260,7 @@ impl Layout {
     /// text).
     pub(crate) fn idempotency(&self, role: &Name, key: &str) -> Result<DocKey, StoreError> {
         use sha2::{Digest, Sha256};
-        let hash: String = Sha256::digest(key.as_bytes())
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::hex::hex(&Sha256::digest(key.as_bytes()), 32);
         self.idempotency.doc(format!("{role}.{hash}"))
     }
 }

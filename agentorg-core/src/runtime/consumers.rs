@@ -175,12 +175,7 @@ pub(crate) fn consumer_name(prefix: &str, org: &Name, name: &Name) -> Name {
     h.update(org.as_bytes());
     h.update([0]);
     h.update(name.as_bytes());
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = crate::hex::hex(&h.finalize(), 8);
     let head: String = name.chars().take(40).collect();
     // Prefixes are short fixed words and the rest is name characters, so
     // this is a valid name; fall back to the bare hash if it ever is not.

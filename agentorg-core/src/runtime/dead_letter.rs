@@ -297,10 +297,7 @@ fn original_body(raw: &Bytes, whole: bool) -> Value {
             Err(_) => json!({ "body_base64": b64.encode(raw) }),
         };
     }
-    let digest: String = Sha256::digest(raw)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::hex::hex(&Sha256::digest(raw), 64);
     json!({
         "truncated": true,
         "prefix_base64": b64.encode(&raw[..raw.len().min(4096)]),

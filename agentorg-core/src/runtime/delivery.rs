@@ -102,7 +102,7 @@ impl HostedRole {
                 return self.future_version(d, id).await;
             }
             Err(e) => {
-                let hash = hex(&Sha256::digest(d.raw()), 16);
+                let hash = crate::hex::hex(&Sha256::digest(d.raw()), 16);
                 let reason = Reason::new(e.kind_str(), e.to_string());
                 return self
                     .dead_letter(DeadLetter {
@@ -289,13 +289,4 @@ impl HostedRole {
         }
         Settle::Nak(delay)
     }
-}
-
-fn hex(bytes: &[u8], len: usize) -> String {
-    bytes
-        .iter()
-        .flat_map(|b| [b >> 4, b & 0xf])
-        .take(len)
-        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('0'))
-        .collect()
 }
