@@ -31,7 +31,8 @@ use agentorg::events::Event;
 use agentorg::prelude::*;
 use agentorg::store::MemoryStore;
 use agentorg::transport::{MemoryTransport, Transport};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -137,6 +138,24 @@ async fn runtime_loop(iters: u64, org: &Org, tally: &Tally) -> Duration {
     start.elapsed()
 }
 
+/// `<group>/runtime` on `org`, then the group's end and the org's shutdown.
+fn runtime_then_finish(
+    mut group: BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    org: Org,
+    tally: Arc<Tally>,
+) {
+    let org = Arc::new(org);
+    group.bench_function("runtime", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (org, tally) = (Arc::clone(&org), Arc::clone(&tally));
+            async move { runtime_loop(iters, &org, &tally).await }
+        });
+    });
+    group.finish();
+    rt.block_on(org.shutdown());
+}
+
 fn memory(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("fanout_memory");
@@ -168,15 +187,8 @@ fn memory(c: &mut Criterion) {
         });
     });
     let tally = Arc::new(Tally::default());
-    let org = Arc::new(rt.block_on(org(Arc::new(MemoryTransport::new()), "bench", &tally)));
-    group.bench_function("runtime", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (org, tally) = (Arc::clone(&org), Arc::clone(&tally));
-            async move { runtime_loop(iters, &org, &tally).await }
-        });
-    });
-    group.finish();
-    rt.block_on(org.shutdown());
+    let org = rt.block_on(org(Arc::new(MemoryTransport::new()), "bench", &tally));
+    runtime_then_finish(group, &rt, org, tally);
 }
 
 #[cfg(feature = "nats")]
@@ -277,15 +289,7 @@ fn nats(c: &mut Criterion) {
         );
         org(transport, "fan", &tally).await
     });
-    let org = Arc::new(org);
-    group.bench_function("runtime", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (org, tally) = (Arc::clone(&org), Arc::clone(&tally));
-            async move { runtime_loop(iters, &org, &tally).await }
-        });
-    });
-    group.finish();
-    rt.block_on(org.shutdown());
+    runtime_then_finish(group, &rt, org, tally);
     drop(server);
 }
 

@@ -9,7 +9,7 @@ use agentorg_core::conformance::unique_org;
 use agentorg_core::subject::{SubjectPattern, Subjects};
 use agentorg_core::transport::{ConsumerConfig, PublishOptions, Transport, TransportError};
 use agentorg_core::Name;
-use agentorg_nats::{StreamKind, StreamLimits};
+use agentorg_nats::{NatsTransport, StreamKind, StreamLimits};
 use agentorg_testkit::nats_or_skip;
 use futures::StreamExt;
 
@@ -95,6 +95,16 @@ async fn payload_above_max_payload_is_too_large() {
     }
 }
 
+/// The server's info on the inbox stream's consumer `name`.
+async fn inbox_consumer_info(t: &NatsTransport, name: &str) -> serde_json::Value {
+    let stream = t.layout().stream_name(StreamKind::Inbox);
+    let info = t
+        .jetstream_request(&format!("CONSUMER.INFO.{stream}.{name}"), "{}".into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&info).unwrap()
+}
+
 /// Consumers: filters are checked against the org's streams; a changed
 /// filter is updated in place; overlapping work-queue consumers are refused; a
 /// consumer may take several filters of one stream; ack wait updates.
@@ -109,17 +119,7 @@ async fn consumer_configuration_is_checked() {
     t.ensure_consumer(&inbox.clone().with_ack_wait(Duration::from_secs(7)))
         .await
         .unwrap();
-    let info = t
-        .jetstream_request(
-            &format!(
-                "CONSUMER.INFO.{}.a",
-                t.layout().stream_name(StreamKind::Inbox)
-            ),
-            "{}".into(),
-        )
-        .await
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    let info = inbox_consumer_info(&t, "a").await;
     assert_eq!(
         info["config"]["ack_wait"], 7_000_000_000u64,
         "ack wait updated"
@@ -131,17 +131,7 @@ async fn consumer_configuration_is_checked() {
     ))
     .await
     .unwrap();
-    let info = t
-        .jetstream_request(
-            &format!(
-                "CONSUMER.INFO.{}.a",
-                t.layout().stream_name(StreamKind::Inbox)
-            ),
-            "{}".into(),
-        )
-        .await
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    let info = inbox_consumer_info(&t, "a").await;
     assert_eq!(
         info["config"]["filter_subject"],
         format!("{o}.agent.b.inbox.*"),
@@ -290,7 +280,6 @@ async fn streams_are_provisioned_idempotently() {
 /// The builder refuses what cannot work before connecting.
 #[tokio::test]
 async fn builder_validates() {
-    use agentorg_nats::NatsTransport;
     let base = || NatsTransport::builder().with_server("nats://127.0.0.1:1");
     for b in [
         NatsTransport::builder().with_org("o"),
