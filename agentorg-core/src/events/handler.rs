@@ -154,9 +154,10 @@ impl Handler for EventHandler {
             .unwrap_or_default();
         // The runtime's own events have no record, so no receipts.
         let receipted = !super::ORG_EVENTS.contains(&name.as_str());
+        // The event as published (a requeue's envelope has a new id).
+        let id = receipts::event_id(env);
         let event = Event {
-            // The event as published (a requeue's envelope has a new id).
-            id: receipts::event_id(env),
+            id: id.clone(),
             name,
             from: env.from.clone(),
             payload: env.payload.clone(),
@@ -165,7 +166,6 @@ impl Handler for EventHandler {
         let cx = delivery.context(None);
         let r = delivery.run(cb.on_event(&cx, event)).await;
         let kernel = delivery.kernel();
-        let id = receipts::event_id(env);
         let receipt = |status, reason| {
             receipts::receipt_write(
                 kernel,

@@ -8,7 +8,7 @@ use super::{receipts, EventError};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::name::Name;
-use crate::runtime::{role_collection, Context, Effects, Principal};
+use crate::runtime::{role_collection, Context, Effects, Kernel, Principal};
 use crate::store::{DocKey, Precondition, Write};
 use crate::subject::Subject;
 
@@ -54,15 +54,50 @@ fn checked<T: Serialize + ?Sized>(
             });
         }
     }
-    let tokens = name
-        .split('.')
-        .map(Name::new)
-        .collect::<Result<Vec<_>, _>>()
+    let subject = subjects
+        .event_named(name)
         .map_err(|e| EventError::InvalidName {
             event: name.to_owned(),
             reason: e.to_string(),
         })?;
-    Ok((subjects.event(&tokens), payload))
+    Ok((subject, payload))
+}
+
+/// The event `name` from `from` with `payload`, checked against the chart:
+/// its envelope (its id derived from `key` when there is one, and carried in
+/// its header through requeues) and its subject.
+fn event_envelope<T: Serialize + ?Sized>(
+    kernel: &Kernel,
+    from: &Name,
+    name: &str,
+    payload: &T,
+    key: Option<&str>,
+) -> Result<(Envelope, Subject), EventError> {
+    let (subject, payload) = checked(kernel.chart(), kernel.subjects(), from, name, payload)?;
+    let mut env = kernel.envelope(from.clone(), Kind::Event, payload);
+    if let Some(key) = key {
+        env = env.with_id(keyed_id(kernel.org(), from, name, key)?);
+    }
+    let id = env.id.clone();
+    Ok((
+        env.with_header(receipts::EVENT_ID_HEADER, id.as_str()),
+        subject,
+    ))
+}
+
+/// Adds the event's record and retention timer (and the end of its key's
+/// record, `key_doc`) to the effects its publish commits with.
+fn add_record(
+    effects: &mut Effects,
+    kernel: &Kernel,
+    env: &Envelope,
+    name: &str,
+    key_doc: Option<&DocKey>,
+) -> Result<(), EventError> {
+    for w in receipts::at_publish(kernel, env, name, key_doc)? {
+        effects.write(w);
+    }
+    Ok(())
 }
 
 /// The envelope id of a publish with an idempotency key: the same for the
@@ -114,22 +149,13 @@ impl Context {
         key: Option<&str>,
     ) -> Result<MessageId, EventError> {
         let kernel = self.kernel();
-        let (subject, payload) =
-            checked(self.chart(), kernel.subjects(), &self.role, name, payload)?;
-        let mut env = kernel
-            .envelope(self.role.clone(), Kind::Event, payload)
+        let (env, subject) = event_envelope(kernel, &self.role, name, payload, key)?;
+        let env = env
             .with_causation(self.envelope.id.clone())
             .with_trace_parent(&self.trace, None);
-        if let Some(key) = key {
-            env = env.with_id(keyed_id(kernel.org(), &self.role, name, key)?);
-        }
         let id = env.id.clone();
-        let env = env.with_header(receipts::EVENT_ID_HEADER, id.as_str());
-        let record = receipts::at_publish(kernel, &env, name, None)?;
         let mut effects = self.effects();
-        for w in record {
-            effects.write(w);
-        }
+        add_record(&mut effects, kernel, &env, name, None)?;
         effects.send(subject, env);
         Ok(id)
     }
@@ -145,9 +171,11 @@ impl Principal {
         name: &str,
         payload: &T,
     ) -> Result<MessageId, EventError> {
-        let (env, subject) = self.event_envelope(name, payload)?;
+        let kernel = &*self.kernel;
+        let (env, subject) = event_envelope(kernel, self.name(), name, payload, None)?;
         let id = env.id.clone();
-        let mut effects = self.with_record(&env, name, None)?;
+        let mut effects = Effects::new();
+        add_record(&mut effects, kernel, &env, name, None)?;
         effects.send(subject, env);
         self.kernel.commit(effects).await?;
         Ok(id)
@@ -167,13 +195,11 @@ impl Principal {
         key: &str,
     ) -> Result<MessageId, EventError> {
         let kernel = &*self.kernel;
-        let (env, subject) = self.event_envelope(name, payload)?;
-        let id = keyed_id(kernel.org(), self.name(), name, key)?;
-        let env = env
-            .with_id(id.clone())
-            .with_header(receipts::EVENT_ID_HEADER, id.as_str());
+        let (env, subject) = event_envelope(kernel, self.name(), name, payload, Some(key))?;
+        let id = env.id.clone();
         let record = role_collection(kernel.org(), self.name(), "event-keys")?.doc(id.as_str())?;
-        let mut effects = self.with_record(&env, name, Some(&record))?;
+        let mut effects = Effects::new();
+        add_record(&mut effects, kernel, &env, name, Some(&record))?;
         effects.write(Write::put(
             record,
             json!({ "event": name, "key": key, "published_at": kernel.now().to_rfc3339() }),
@@ -186,36 +212,5 @@ impl Principal {
             Err(e) if e.is_precondition_failure() => Ok(id),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// The event's record (its subscribers) and retention timer, to commit
-    /// with its publish.
-    fn with_record(
-        &self,
-        env: &Envelope,
-        name: &str,
-        key_doc: Option<&DocKey>,
-    ) -> Result<Effects, EventError> {
-        let mut effects = Effects::new();
-        for w in receipts::at_publish(&self.kernel, env, name, key_doc)? {
-            effects.write(w);
-        }
-        Ok(effects)
-    }
-
-    fn event_envelope<T: Serialize + ?Sized>(
-        &self,
-        name: &str,
-        payload: &T,
-    ) -> Result<(Envelope, Subject), EventError> {
-        let kernel = &*self.kernel;
-        let me = self.name().clone();
-        let (subject, payload) = checked(kernel.chart(), kernel.subjects(), &me, name, payload)?;
-        let env = kernel.envelope(me, Kind::Event, payload);
-        let env = {
-            let id = env.id.clone();
-            env.with_header(receipts::EVENT_ID_HEADER, id.as_str())
-        };
-        Ok((env, subject))
     }
 }
