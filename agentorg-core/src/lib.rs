@@ -102,6 +102,7 @@ pub mod name;
 mod panics;
 pub mod peer;
 pub mod runtime;
+pub mod saga;
 pub mod store;
 pub mod subject;
 mod timefmt;

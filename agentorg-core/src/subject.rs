@@ -234,6 +234,16 @@ pub enum Route {
         /// The sender named by the subject.
         from: Name,
     },
+    /// `<org>.agent.<role>.<channel>.<from>`, a channel other than the
+    /// inbox that a pattern keeps per role (the saga pattern's `saga`).
+    Channel {
+        /// The receiving role.
+        role: Name,
+        /// The channel's name.
+        channel: Name,
+        /// The sender named by the subject.
+        from: Name,
+    },
     /// `<org>.events.<name…>`
     Event {
         /// The event name's tokens.
@@ -269,7 +279,9 @@ impl Route {
     /// inbox, the receiving end of a peer channel, a request subject).
     pub fn receiver(&self) -> Option<&Name> {
         match self {
-            Self::Inbox { role, .. } | Self::Rpc { role } => Some(role),
+            Self::Inbox { role, .. } | Self::Channel { role, .. } | Self::Rpc { role } => {
+                Some(role)
+            }
             Self::Peer { to, .. } => Some(to),
             _ => None,
         }
@@ -280,7 +292,9 @@ impl Route {
     /// envelope whose `from` differs.
     pub fn sender(&self) -> Option<&Name> {
         match self {
-            Self::Inbox { from, .. } | Self::Peer { from, .. } => Some(from),
+            Self::Inbox { from, .. } | Self::Channel { from, .. } | Self::Peer { from, .. } => {
+                Some(from)
+            }
             _ => None,
         }
     }
@@ -333,6 +347,18 @@ impl Subjects {
     /// `<org>.agent.<role>.inbox.*`: everything sent to `role`.
     pub fn inbox_any(&self, role: &Name) -> SubjectPattern {
         self.pattern(&["agent", role, "inbox", "*"])
+    }
+
+    /// `<org>.agent.<role>.<channel>.<from>`: a message from `from` on
+    /// `role`'s channel `channel` (not `inbox`), which a pattern keeps.
+    pub fn channel(&self, role: &Name, channel: &Name, from: &Name) -> Subject {
+        self.subject(&["agent", role, channel, from])
+    }
+
+    /// `<org>.agent.<role>.<channel>.*`: everything sent on `role`'s
+    /// channel `channel`.
+    pub fn channel_any(&self, role: &Name, channel: &Name) -> SubjectPattern {
+        self.pattern(&["agent", role, channel, "*"])
     }
 
     /// `<org>.agent.>`: every inbox of the org.
@@ -448,11 +474,17 @@ impl Subjects {
         let route = match t.next()? {
             "agent" => {
                 let role = Name::new(t.next()?).ok()?;
-                if t.next()? != "inbox" {
-                    return None;
-                }
+                let channel = t.next()?;
                 let from = Name::new(t.next()?).ok()?;
-                Route::Inbox { role, from }
+                if channel == "inbox" {
+                    Route::Inbox { role, from }
+                } else {
+                    Route::Channel {
+                        role,
+                        channel: Name::new(channel).ok()?,
+                        from,
+                    }
+                }
             }
             "events" => {
                 let name = names(&mut t)?;
@@ -503,6 +535,14 @@ mod tests {
                 Route::Inbox {
                     role: n("cto"),
                     from: n("ceo"),
+                },
+            ),
+            (
+                s.channel(&n("devops"), &n("saga"), &n("cto")),
+                Route::Channel {
+                    role: n("devops"),
+                    channel: n("saga"),
+                    from: n("cto"),
                 },
             ),
             (

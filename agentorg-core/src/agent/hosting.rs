@@ -15,14 +15,19 @@ use crate::hierarchy::{
     Task,
 };
 use crate::peer::{Peer, PeerCallbacks, PeerMessage};
+use crate::saga::{SagaCallbacks, SagaDecision, SagaEscalation, SagaStep, Sagas};
 use crate::runtime::{
     AgentError, AgentOptions, Context, Extensions, Org, OrgBuilder, OrgConsumers, RuntimeConfig,
 };
 
 /// `builder` with the default patterns registered: the hierarchy, peer
-/// channels and events.
+/// channels, events, and chains and sagas.
 pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
-    builder.pattern(Hierarchy).pattern(Peer).pattern(Events)
+    builder
+        .pattern(Hierarchy)
+        .pattern(Peer)
+        .pattern(Events)
+        .pattern(Sagas)
 }
 
 impl Org {
@@ -51,7 +56,8 @@ impl OrgBuilder {
         let mut app = Extensions::new();
         app.insert(Arc::clone(&callbacks) as Arc<dyn HierarchyCallbacks>);
         app.insert(Arc::clone(&callbacks) as Arc<dyn PeerCallbacks>);
-        app.insert(callbacks as Arc<dyn EventCallbacks>);
+        app.insert(Arc::clone(&callbacks) as Arc<dyn EventCallbacks>);
+        app.insert(callbacks as Arc<dyn SagaCallbacks>);
         self.host(role, options, app)
     }
 }
@@ -123,5 +129,24 @@ impl PeerCallbacks for AgentCallbacks {
 impl EventCallbacks for AgentCallbacks {
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
         self.0.on_event(cx, event).await
+    }
+}
+
+#[async_trait]
+impl SagaCallbacks for AgentCallbacks {
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        self.0.on_saga_step(cx, step).await
+    }
+
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        self.0.on_compensate(cx, step).await
+    }
+
+    async fn on_saga_escalation(
+        &self,
+        cx: &Context,
+        escalation: SagaEscalation,
+    ) -> Result<Option<SagaDecision>, AgentError> {
+        self.0.on_saga_escalation(cx, escalation).await
     }
 }

@@ -62,6 +62,7 @@ use crate::envelope::Envelope;
 use crate::events::Event;
 use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
 use crate::peer::PeerMessage;
+use crate::saga::{SagaDecision, SagaEscalation, SagaStep};
 
 mod hosting;
 
@@ -153,6 +154,43 @@ pub trait Agent: Send + Sync + 'static {
         let _ = (cx, event);
         Ok(())
     }
+
+    /// A step of a chain or saga this role runs (see [`crate::saga`]): its
+    /// result goes to the saga's document and to the later steps. A
+    /// permanent error fails the step and the saga compensates; a transient
+    /// one is retried, and when the attempts run out the step is in doubt
+    /// and escalates. Default: refused (permanent).
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        let _ = cx;
+        Err(AgentError::permanent(format!(
+            "no code for saga step `{}`",
+            step.step
+        )))
+    }
+
+    /// Undoes a step of this role (`step.result` is what it returned):
+    /// retried on failure, then dead-lettered and escalated. Use
+    /// `step.idempotency_key` to make it safe to repeat. Default: refused
+    /// (the saga escalates).
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        let _ = cx;
+        Err(AgentError::permanent(format!(
+            "no compensation for saga step `{}`",
+            step.step
+        )))
+    }
+
+    /// A saga step of a role under this one waits for a decision (in doubt,
+    /// a compensation failed, or compensation stopped at an irreversible
+    /// step): `Some` decides, `None` passes it up. Default: `None`.
+    async fn on_saga_escalation(
+        &self,
+        cx: &Context,
+        escalation: SagaEscalation,
+    ) -> Result<Option<SagaDecision>, AgentError> {
+        let _ = (cx, escalation);
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -197,6 +235,19 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
     }
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
         (**self).on_event(cx, event).await
+    }
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        (**self).on_saga_step(cx, step).await
+    }
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        (**self).on_compensate(cx, step).await
+    }
+    async fn on_saga_escalation(
+        &self,
+        cx: &Context,
+        escalation: SagaEscalation,
+    ) -> Result<Option<SagaDecision>, AgentError> {
+        (**self).on_saga_escalation(cx, escalation).await
     }
 }
 

@@ -15,14 +15,14 @@ pub(crate) struct At {
 }
 
 impl At {
-    fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Self {
             value: value.into(),
             line: None,
         }
     }
 
-    fn name(&self) -> Result<Name, ChartError> {
+    pub(crate) fn name(&self) -> Result<Name, ChartError> {
         Name::new(&self.value).map_err(|source| ChartError::InvalidName {
             source,
             line: self.line,
@@ -132,6 +132,7 @@ pub struct OrgChartBuilder {
     pub(crate) peers: Vec<PeerSpec>,
     pub(crate) shortcuts: Vec<ShortcutSpec>,
     pub(crate) event_schemas: Vec<(At, serde_json::Value)>,
+    pub(crate) sagas: Vec<super::SagaSpec>,
 }
 
 impl OrgChartBuilder {
@@ -144,6 +145,7 @@ impl OrgChartBuilder {
             peers: Vec::new(),
             shortcuts: Vec::new(),
             event_schemas: Vec::new(),
+            sagas: Vec::new(),
         }
     }
 
@@ -196,6 +198,15 @@ impl OrgChartBuilder {
             to: At::new(to),
             task_types: task_types.into_iter().map(At::new).collect(),
         });
+        self
+    }
+
+    /// Declares a chain or saga (see [`SagaSpec`](super::SagaSpec) and
+    /// [`crate::saga`]): its steps' roles must be roles of the chart, a
+    /// rollback event must be in its step role's `publishes`, and a gate's
+    /// event in the previous step role's.
+    pub fn saga(mut self, saga: super::SagaSpec) -> Self {
+        self.sagas.push(saga);
         self
     }
 
@@ -495,8 +506,7 @@ impl OrgChartBuilder {
             peers.entry(c.a.clone()).or_default().insert(c.b.clone(), i);
             peers.entry(c.b.clone()).or_default().insert(c.a.clone(), i);
         }
-        Ok(OrgChart {
-            inner: Arc::new(Inner {
+        let mut inner = Inner {
                 org,
                 principal: Role {
                     name: principal,
@@ -514,7 +524,11 @@ impl OrgChartBuilder {
                 peers,
                 shortcuts,
                 event_schemas,
-            }),
+                sagas: BTreeMap::new(),
+        };
+        inner.sagas = super::sagas::validate(&self.sagas, &inner)?;
+        Ok(OrgChart {
+            inner: Arc::new(inner),
         })
     }
 }

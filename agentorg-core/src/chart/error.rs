@@ -121,6 +121,17 @@ pub enum ChartError {
         /// Its line in the TOML file.
         line: Option<usize>,
     },
+    /// A chain or saga is malformed: no steps, a step's role unknown, a
+    /// rollback or gate event its role does not publish, ….
+    #[error("invalid saga `{saga}`{}: {reason}", at(.line))]
+    InvalidSaga {
+        /// The saga's name.
+        saga: String,
+        /// What is wrong.
+        reason: String,
+        /// Its line in the TOML file.
+        line: Option<usize>,
+    },
     /// The TOML text is malformed, has an unknown field, or a value of the
     /// wrong type.
     #[error("invalid org chart TOML{}: {message}", at(.line))]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::builder::{At, OrgChartBuilder, PeerSpec, RoleSpec, ShortcutSpec};
-use super::{ChartError, OrgChart};
+use super::{ChartError, GateSpec, OrgChart, SagaSpec, StepSpec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,39 @@ struct ChartFile {
     shortcuts: Vec<ShortcutFile>,
     #[serde(default)]
     events: BTreeMap<Spanned<String>, EventFile>,
+    #[serde(default)]
+    sagas: BTreeMap<Spanned<String>, SagaFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SagaFile {
+    #[serde(default)]
+    description: String,
+    steps: Vec<StepFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    #[serde(default)]
+    compensate: bool,
+    rollback_event: Option<Spanned<String>>,
+    #[serde(default)]
+    irreversible: bool,
+    gate: Option<GateFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateFile {
+    event: String,
+    quorum: Option<u32>,
+    within_secs: f64,
+    #[serde(default)]
+    on_timeout: super::GateTimeout,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +172,35 @@ impl OrgChart {
                     })?;
                 builder.event_schemas.push((name, schema));
             }
+        }
+        let mut sagas: Vec<_> = file.sagas.into_iter().collect();
+        sagas.sort_by_key(|(name, _)| name.span().start);
+        for (name, saga) in sagas {
+            let name = at(name);
+            let mut spec = SagaSpec::new(name.value.clone()).description(saga.description);
+            spec.name = name.clone();
+            for step in saga.steps {
+                let mut s = StepSpec::new("", "");
+                s.name = at(step.name);
+                s.role = at(step.role);
+                s.compensate = step.compensate || step.rollback_event.is_some();
+                s.rollback_event = step.rollback_event.map(at);
+                s.irreversible = step.irreversible;
+                if let Some(g) = step.gate {
+                    let within = std::time::Duration::try_from_secs_f64(g.within_secs).map_err(
+                        |e| ChartError::InvalidSaga {
+                            saga: name.value.clone(),
+                            reason: format!("step `{}`: gate `within_secs`: {e}", s.name.value),
+                            line: s.name.line,
+                        },
+                    )?;
+                    let mut gate = GateSpec::new(g.event, within).on_timeout(g.on_timeout);
+                    gate.quorum = g.quorum;
+                    s.gate = Some(gate);
+                }
+                spec.steps.push(s);
+            }
+            builder.sagas.push(spec);
         }
         builder.build()
     }

@@ -131,9 +131,11 @@ mod builder;
 mod error;
 pub(crate) mod events;
 mod load;
+mod sagas;
 
 pub use builder::{OrgChartBuilder, RoleSpec};
 pub use error::{ChartError, DelegationRefused, RefusalReason};
+pub use sagas::{GateSpec, GateTimeout, SagaDef, SagaSpec, StepDef, StepSpec};
 
 /// A validated org chart; immutable, and cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +160,8 @@ struct Inner {
     shortcuts: BTreeMap<Name, BTreeMap<Name, Shortcut>>,
     /// The JSON Schema of each event name that declares one.
     event_schemas: BTreeMap<String, serde_json::Value>,
+    /// The chains and sagas, by name.
+    sagas: BTreeMap<Name, SagaDef>,
 }
 
 /// One role of the chart.
@@ -518,6 +522,56 @@ impl OrgChart {
     /// The JSON Schema the chart declares for the event `name`'s payload.
     pub fn event_schema(&self, name: &str) -> Option<&serde_json::Value> {
         self.inner.event_schemas.get(name)
+    }
+
+    /// The chain or saga `name`, if the chart declares it.
+    pub fn saga(&self, name: &str) -> Option<&SagaDef> {
+        self.inner.sagas.get(name)
+    }
+
+    /// Every chain and saga of the chart, by name.
+    pub fn sagas(&self) -> impl Iterator<Item = &SagaDef> + '_ {
+        self.inner.sagas.values()
+    }
+
+    /// Whether `from` may start the saga `name`: the principal, and the
+    /// role of its first step.
+    pub fn may_start_saga(&self, from: &str, name: &str) -> bool {
+        self.saga(name).is_some_and(|def| {
+            self.is_principal(from) || def.steps.first().is_some_and(|s| s.role == from)
+        })
+    }
+
+    /// Every role whose saga channel (`<org>.agent.<to>.saga.<from>`)
+    /// `from` may publish to: the roles of each saga it runs a step of
+    /// (the next step, and compensations, go to them), its manager
+    /// (in-doubt steps escalate up), and the saga roles under it (a
+    /// manager's decision sends the step again). The principal: every
+    /// role that runs a step.
+    pub fn saga_contacts(&self, from: &str) -> BTreeSet<Name> {
+        let mut out = BTreeSet::new();
+        for def in self.sagas() {
+            let roles = def.roles();
+            let takes_part = roles.iter().any(|r| r.as_str() == from);
+            for role in roles {
+                let above = self
+                    .chain_of_command(role)
+                    .iter()
+                    .any(|m| m.as_str() == from);
+                if takes_part || above || self.is_principal(from) {
+                    out.insert(role.clone());
+                }
+            }
+        }
+        if !out.is_empty() {
+            // Escalations climb the chain of command.
+            out.extend(
+                self.chain_of_command(from)
+                    .into_iter()
+                    .filter(|m| !self.is_principal(m)),
+            );
+        }
+        out
     }
 
     /// Every role whose inbox `from` may publish to: its direct reports and

@@ -156,6 +156,20 @@ pub fn subscription_lag(health: &AgentHealth) -> Option<u64> {
     health.lag(handler::NAME)
 }
 
+/// An event's receipts now, for other patterns (the saga pattern's gates);
+/// `Ok(None)` when it has no record (never published, or past its
+/// retention).
+pub(crate) async fn receipts_now(
+    kernel: &crate::runtime::Kernel,
+    event: &MessageId,
+) -> Result<Option<Receipts>, EventError> {
+    match receipts::read(kernel, event).await {
+        Ok(r) => Ok(Some(r)),
+        Err(EventError::Unknown { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The event pattern, as registered with the kernel: the handler of every
 /// subscribing role's durable subscription. `Org::builder` registers it.
 #[derive(Debug, Clone, Copy, Default)]

@@ -289,7 +289,7 @@ impl TimerHandler for Retention {
 }
 
 /// Reads an event's receipts now.
-async fn read(kernel: &Kernel, id: &MessageId) -> Result<Receipts, EventError> {
+pub(super) async fn read(kernel: &Kernel, id: &MessageId) -> Result<Receipts, EventError> {
     let Some(doc) = kernel.store().get(&record_key(kernel, id)?).await? else {
         return Err(EventError::Unknown { event: id.clone() });
     };
