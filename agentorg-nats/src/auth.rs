@@ -18,6 +18,7 @@
 //! | what | subjects |
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
+//! | publish on the saga channel of each role it may reach in a saga ([`OrgChart::saga_contacts`]: the roles of its sagas, its managers, the saga roles under it), *as itself* | `<org>.agent.<to>.saga.<r>` |
 //! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
 //! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's own events ([`ORG_EVENTS`](agentorg_core::events::ORG_EVENTS)) | `<org>.events.<name>`, `<org>.events.sla.breach`, `.breaker.open`, `.dead_letter` |
 //! | dead-letter and alert | `<org>.deadletter`, `<org>.alerts` |
@@ -324,6 +325,13 @@ impl OrgAuthBuilder {
             for to in chart.may_address(&role) {
                 publish.push(s.inbox(&to, &role).to_string());
                 publish.push(s.rpc(&to).to_string());
+            }
+            // Saga steps, compensations and escalations, as itself.
+            let saga = Name::new("saga").map_err(|e| TransportError::InvalidInput {
+                message: format!("org auth: {e}"),
+            })?;
+            for to in chart.saga_contacts(&role) {
+                publish.push(s.channel(&to, &saga, &role).to_string());
             }
             for peer in chart.peers_of(&role) {
                 publish.push(s.peer(&role, peer).to_string());

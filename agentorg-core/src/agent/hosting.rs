@@ -15,10 +15,10 @@ use crate::hierarchy::{
     Task,
 };
 use crate::peer::{Peer, PeerCallbacks, PeerMessage};
-use crate::saga::{SagaCallbacks, SagaDecision, SagaEscalation, SagaStep, Sagas};
 use crate::runtime::{
     AgentError, AgentOptions, Context, Extensions, Org, OrgBuilder, OrgConsumers, RuntimeConfig,
 };
+use crate::saga::{SagaCallbacks, SagaDecision, SagaEscalation, SagaStep, Sagas};
 
 /// `builder` with the default patterns registered: the hierarchy, peer
 /// channels, events, and chains and sagas.

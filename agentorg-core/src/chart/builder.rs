@@ -507,24 +507,24 @@ impl OrgChartBuilder {
             peers.entry(c.b.clone()).or_default().insert(c.a.clone(), i);
         }
         let mut inner = Inner {
-                org,
-                principal: Role {
-                    name: principal,
-                    reports_to: None,
-                    description: String::new(),
-                    tools: Vec::new(),
-                    alternate: None,
-                    capabilities: Vec::new(),
-                    publishes: Vec::new(),
-                    subscribes: Vec::new(),
-                },
-                roles,
-                reports,
-                channels,
-                peers,
-                shortcuts,
-                event_schemas,
-                sagas: BTreeMap::new(),
+            org,
+            principal: Role {
+                name: principal,
+                reports_to: None,
+                description: String::new(),
+                tools: Vec::new(),
+                alternate: None,
+                capabilities: Vec::new(),
+                publishes: Vec::new(),
+                subscribes: Vec::new(),
+            },
+            roles,
+            reports,
+            channels,
+            peers,
+            shortcuts,
+            event_schemas,
+            sagas: BTreeMap::new(),
         };
         inner.sagas = super::sagas::validate(&self.sagas, &inner)?;
         Ok(OrgChart {

@@ -187,13 +187,14 @@ impl OrgChart {
                 s.rollback_event = step.rollback_event.map(at);
                 s.irreversible = step.irreversible;
                 if let Some(g) = step.gate {
-                    let within = std::time::Duration::try_from_secs_f64(g.within_secs).map_err(
-                        |e| ChartError::InvalidSaga {
-                            saga: name.value.clone(),
-                            reason: format!("step `{}`: gate `within_secs`: {e}", s.name.value),
-                            line: s.name.line,
-                        },
-                    )?;
+                    let within =
+                        std::time::Duration::try_from_secs_f64(g.within_secs).map_err(|e| {
+                            ChartError::InvalidSaga {
+                                saga: name.value.clone(),
+                                reason: format!("step `{}`: gate `within_secs`: {e}", s.name.value),
+                                line: s.name.line,
+                            }
+                        })?;
                     let mut gate = GateSpec::new(g.event, within).on_timeout(g.on_timeout);
                     gate.quorum = g.quorum;
                     s.gate = Some(gate);

@@ -231,6 +231,11 @@ macro_rules! __agentorg_pattern_cases {
             org_events_reach_subscribers,
             subscription_lag_in_health,
             a_changed_subscription_takes_effect_on_restart,
+            chain_runs_in_order_whatever_order_events_arrive,
+            cicd_saga_compensates_in_reverse,
+            in_doubt_step_escalates_and_a_decision_resolves_it,
+            failing_compensation_dead_letters_and_escalates,
+            gated_step_takes_its_timeout_branch,
         }
     };
 }

@@ -124,8 +124,7 @@ impl Handler for SagaHandler {
         kernel: &Kernel,
         record: &DeadLetterRecord,
     ) -> Result<Effects, StoreError> {
-        let Some((saga, i, Op::Compensate)) =
-            record.task_id.as_ref().and_then(Message::parse_item)
+        let Some((saga, i, Op::Compensate)) = record.task_id.as_ref().and_then(Message::parse_item)
         else {
             return Ok(Effects::new());
         };
@@ -166,9 +165,10 @@ impl Handler for SagaHandler {
             Op::Compensate => {
                 step.status == StepStatus::Compensating && step.compensation_runs == msg.run
             }
-            Op::Escalate => rec.pending.as_ref().is_some_and(|p| {
-                p.step == msg.step && &p.escalated_to == delivery.role()
-            }),
+            Op::Escalate => rec
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.step == msg.step && &p.escalated_to == delivery.role()),
         };
         if !current {
             tracing::debug!(saga = %msg.saga, step = msg.step, op = ?msg.op, "stale saga message");

@@ -15,7 +15,9 @@ use crate::name::Name;
 use crate::runtime::{
     from_json, to_value, Context, Effects, Fault, Kernel, Principal, TimerHandler, TimerRecord,
 };
-use crate::store::{CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write};
+use crate::store::{
+    CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write,
+};
 
 /// The channel of each role saga messages come on: `<org>.agent.<role>.saga.<from>`.
 pub(crate) const CHANNEL: &str = "saga";
@@ -139,7 +141,11 @@ pub(crate) fn transition(
         }
         Next::Compensate(i) => {
             let s = &rec.steps[i];
-            send(&mut effects, &s.role, msg(i, Op::Compensate, s.compensation_runs))?;
+            send(
+                &mut effects,
+                &s.role,
+                msg(i, Op::Compensate, s.compensation_runs),
+            )?;
         }
         Next::Escalate(i) => {
             let manager = kernel.chart().manager_of(&rec.steps[i].role).cloned();
@@ -157,7 +163,11 @@ pub(crate) fn transition(
         }
         Next::Nothing => {}
     }
-    effects.contended_write(Write::put(run_key(kernel, &rec.saga_id)?, to_value(&rec)?, pre));
+    effects.contended_write(Write::put(
+        run_key(kernel, &rec.saga_id)?,
+        to_value(&rec)?,
+        pre,
+    ));
     Ok(effects)
 }
 
@@ -208,8 +218,10 @@ fn gate_timer(
     i: usize,
     n: u32,
 ) -> Result<Option<TimerRecord>, StoreError> {
-    let (Some(step), Some(prev)) = (rec.steps.get(i), i.checked_sub(1).and_then(|p| rec.steps.get(p)))
-    else {
+    let (Some(step), Some(prev)) = (
+        rec.steps.get(i),
+        i.checked_sub(1).and_then(|p| rec.steps.get(p)),
+    ) else {
         return Ok(None);
     };
     let Some(gate) = &step.gate else {
@@ -265,7 +277,13 @@ fn start(
         });
     }
     let (rec, next) = SagaRecord::start(id, def, from.clone(), input, kernel.now());
-    Ok(transition(kernel, from, rec, Precondition::MustNotExist, next)?)
+    Ok(transition(
+        kernel,
+        from,
+        rec,
+        Precondition::MustNotExist,
+        next,
+    )?)
 }
 
 fn encode<T: Serialize + ?Sized>(input: &T) -> Result<Value, SagaError> {
@@ -306,7 +324,13 @@ async fn decide(
     };
     check_decider(kernel, who, &rec)?;
     let next = rec.decide(decision, kernel.now())?;
-    Ok(transition(kernel, who, rec, Precondition::Version(version), next)?)
+    Ok(transition(
+        kernel,
+        who,
+        rec,
+        Precondition::Version(version),
+        next,
+    )?)
 }
 
 /// The saga pattern's operations of a handler's [`Context`].
@@ -399,7 +423,9 @@ impl Principal {
         for doc in self.kernel.store().list_all(&runs(&self.kernel)?).await? {
             match from_json::<SagaRecord>(&doc.value) {
                 Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(saga = %doc.key, error = %e, "unreadable saga run skipped"),
+                Err(e) => {
+                    tracing::warn!(saga = %doc.key, error = %e, "unreadable saga run skipped")
+                }
             }
         }
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
@@ -436,8 +462,10 @@ impl SagaWatch {
     /// Waits until the run is over or waits for a decision, or until
     /// `timeout`, and returns it then.
     pub async fn wait(&self, timeout: Duration) -> Result<SagaRecord, SagaError> {
-        self.wait_for(timeout, |r| r.status.is_final() || r.status.needs_decision())
-            .await
+        self.wait_for(timeout, |r| {
+            r.status.is_final() || r.status.needs_decision()
+        })
+        .await
     }
 
     /// Waits until `done` holds for the run, or until `timeout`, and returns
@@ -473,7 +501,9 @@ impl TimerHandler for GateTimer {
             timer.payload["saga"]
                 .as_str()
                 .and_then(|s| MessageId::parse(s).ok()),
-            timer.payload["step"].as_u64().and_then(|i| usize::try_from(i).ok()),
+            timer.payload["step"]
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok()),
             timer.payload["n"].as_u64().unwrap_or(0),
         ) else {
             return Ok(Effects::new());

@@ -563,10 +563,7 @@ impl SagaRecord {
                 self.pending = None;
                 self.completed(i, result.clone(), &[], now)
             }
-            (
-                SagaStatus::CompensationFailed,
-                SagaDecision::Retry | SagaDecision::Compensate,
-            ) => {
+            (SagaStatus::CompensationFailed, SagaDecision::Retry | SagaDecision::Compensate) => {
                 self.plan.insert(0, i);
                 self.pending = None;
                 self.next_compensation(now)

@@ -35,6 +35,7 @@ pub mod hierarchy;
 pub mod org_events;
 pub mod peer;
 mod registry;
+pub mod sagas;
 mod support;
 
 pub use events::*;
@@ -42,6 +43,7 @@ pub use hierarchy::*;
 pub use org_events::*;
 pub use peer::*;
 pub use registry::*;
+pub use sagas::*;
 
 crate::__agentorg_pattern_cases!(__agentorg_case_table {});
 crate::__agentorg_paused_pattern_cases!(__agentorg_case_table {});
