@@ -81,7 +81,7 @@
 pub use agentorg_core;
 pub use agentorg_core::{
     agent, async_trait, chart, clock, codec, envelope, events, hierarchy, name, peer, runtime,
-    store, subject, tools, transport, ChartError, Name, NameError, OrgChart,
+    saga, store, subject, tools, transport, ChartError, Name, NameError, OrgChart,
 };
 
 /// The NATS JetStream transport ([`agentorg_nats`]): `NatsTransport`, its
@@ -125,5 +125,8 @@ pub mod prelude {
     };
     pub use agentorg_core::peer::{PeerError, PeerMessage};
     pub use agentorg_core::runtime::{AgentOptions, Org, Principal, RuntimeConfig};
+    pub use agentorg_core::saga::{
+        SagaDecision, SagaError, SagaEscalation, SagaRecord, SagaStatus, SagaStep,
+    };
     pub use agentorg_core::Name;
 }

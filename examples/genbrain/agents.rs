@@ -9,9 +9,9 @@ use std::time::Duration;
 use agentorg::prelude::*;
 use agentorg::store::{Precondition, Write};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{CHANGELOG, DEPLOY_COMPLETE, PEER_MESSAGES, WORK};
+use super::{CHANGELOG, DEPLOY_COMPLETE, PEER_MESSAGES, ROLLBACKS, WORK};
 
 /// What the agents of this process share.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,9 @@ pub(crate) struct Knobs {
     /// Whether to say on stderr when a task starts and ends (one process per
     /// role: each process's log tells its story).
     pub(crate) announce: bool,
+    /// How long DevOps' rollback (the compensation of `deploy`) takes, after
+    /// it says on stderr that it started (`--hold-compensation-ms`).
+    pub(crate) hold_compensation: Duration,
 }
 
 /// GenBrain's peer message: Backend tells Frontend of an API contract change
@@ -266,9 +269,27 @@ impl Agent for Specialist {
     }
 
     /// Marketing writes a changelog post for each deployment (exactly once:
-    /// staged with the event's handling).
+    /// staged with the event's handling), and notes each rollback; DevOps
+    /// starts the CI/CD saga for each merged pull request.
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        if cx.role() == "devops" && event.name == "pr.merged" {
+            let mut input = event.payload.clone();
+            input["pr_event"] = json!(event.id.as_str());
+            let id = cx.start_saga("cicd", &input)?;
+            eprintln!(
+                "genbrain: devops started saga cicd {id} for PR {}",
+                event.payload["pr"]
+            );
+            return Ok(());
+        }
         if cx.role() != "marketing" {
+            return Ok(());
+        }
+        if event.name == "deploy.rollback" {
+            eprintln!(
+                "genbrain: marketing got {} from {}: {} was rolled back",
+                event.name, event.from, event.payload["input"]["version"]
+            );
             return Ok(());
         }
         let version = event.payload["version"].as_str().unwrap_or("?").to_owned();
@@ -285,6 +306,85 @@ impl Agent for Specialist {
             cx.role(),
             event.name,
             event.id
+        );
+        Ok(())
+    }
+
+    /// The CI/CD saga's steps: DevOps deploys and runs the smoke test
+    /// (which publishes `deploy.complete`), Marketing writes the changelog.
+    /// The step named in the input's `fail_step` fails (permanently).
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        let version = step.input["version"].as_str().unwrap_or("?").to_owned();
+        eprintln!(
+            "genbrain: {} runs step {} of saga {} {} (attempt {})",
+            cx.role(),
+            step.step,
+            step.saga,
+            step.saga_id,
+            cx.attempt()
+        );
+        if step.input["fail_step"] == step.step.as_str() {
+            return Err(AgentError::permanent(format!(
+                "{} failed: /health returns 503 on {version}",
+                step.step
+            )));
+        }
+        tokio::time::sleep(self.knobs.work).await;
+        match (cx.role().as_str(), step.step.as_str()) {
+            ("devops", "deploy") => Ok(json!({ "deployed": version })),
+            ("devops", "smoke_test") => {
+                cx.publish_event(
+                    DEPLOY_COMPLETE,
+                    &json!({ "version": version, "task_id": step.saga_id.as_str() }),
+                )?;
+                Ok(json!({ "healthy": true }))
+            }
+            ("marketing", "changelog") => {
+                let post = format!("Changelog: {version} is live (PR {}).", step.input["pr"]);
+                stage_count(
+                    cx,
+                    CHANGELOG,
+                    step.saga_id.as_str(),
+                    json!({ "post": post }),
+                )
+                .await?;
+                Ok(json!({ "post": post }))
+            }
+            (role, name) => Err(AgentError::permanent(format!(
+                "{role} has no step `{name}`"
+            ))),
+        }
+    }
+
+    /// DevOps rolls a deployment back: says so on stderr, takes
+    /// `--hold-compensation-ms`, and counts the rollback (staged: exactly
+    /// once per saga, however often it runs).
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        if (cx.role().as_str(), step.step.as_str()) != ("devops", "deploy") {
+            return Err(AgentError::permanent(format!(
+                "{} cannot undo `{}`",
+                cx.role(),
+                step.step
+            )));
+        }
+        eprintln!(
+            "genbrain: devops compensating deploy of saga {} (attempt {}, key {})",
+            step.saga_id,
+            cx.attempt(),
+            step.idempotency_key
+        );
+        tokio::time::sleep(self.knobs.hold_compensation).await;
+        stage_count(
+            cx,
+            ROLLBACKS,
+            step.saga_id.as_str(),
+            json!({ "rolled_back": step.result }),
+        )
+        .await?;
+        eprintln!(
+            "genbrain: devops rolled back deploy of saga {} (attempt {})",
+            step.saga_id,
+            cx.attempt()
         );
         Ok(())
     }

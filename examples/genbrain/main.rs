@@ -120,6 +120,7 @@ use clap::Parser;
 
 mod agents;
 mod checks;
+mod cicd;
 
 use agents::{agent_for, Knobs};
 use checks::{contract_change_handled, counted_once, deploy_receipts, read_back_from_firestore};
@@ -136,6 +137,8 @@ const WORK: &str = "work";
 const CHANGELOG: &str = "changelog";
 /// The event DevOps publishes when its pipeline is done.
 const DEPLOY_COMPLETE: &str = "deploy.complete";
+/// DevOps' rollbacks, one document per saga, in its namespace.
+const ROLLBACKS: &str = "rollbacks";
 /// Frontend's receipts of contract changes, one document per message, in its
 /// namespace.
 const PEER_MESSAGES: &str = "peer_messages";
@@ -177,6 +180,20 @@ struct Args {
     /// supervisor holding a pipe to it: the process cannot outlive it).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// Run the CI/CD choreography instead of the task tree: the founder
+    /// publishes `pr.merged`, DevOps' saga deploys, runs the smoke test and
+    /// has Marketing write the changelog; the saga is printed as JSON.
+    #[arg(long)]
+    cicd: bool,
+    /// With `--cicd`: make this step of the saga fail (`deploy`,
+    /// `smoke_test` or `changelog`), so the deploy is rolled back and
+    /// `deploy.rollback` published.
+    #[arg(long, value_name = "STEP", requires = "cicd", value_parser = clap::builder::PossibleValuesParser::new(cicd::STEPS))]
+    fail_step: Option<String>,
+    /// How long DevOps' rollback takes, in milliseconds, after it says on
+    /// stderr that it started (for a test that kills it there).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    hold_compensation_ms: u64,
     /// An MCP catalog (TOML) whose servers are the org's tools (needs
     /// `--features mcp`), e.g. `examples/tools.toml`.
     #[arg(long, value_name = "CATALOG")]
@@ -303,6 +320,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let knobs = Knobs {
         work: Duration::from_millis(args.work_ms),
         announce: args.roles.is_some(),
+        hold_compensation: Duration::from_millis(args.hold_compensation_ms),
     };
     let mut config = RuntimeConfig::default();
     if let Some(secs) = args.lease_secs {
@@ -349,7 +367,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let result = if drives {
         tokio::select! {
-            r = drive(&org, &args, &org_name) => r,
+            r = async {
+                if args.cicd {
+                    cicd::drive(&org, args.fail_step.as_deref(), Duration::from_secs(args.timeout)).await
+                } else {
+                    drive(&org, &args, &org_name).await
+                }
+            } => r,
             () = &mut stop => {
                 eprintln!("genbrain: stopping (signal): draining in-flight work");
                 Ok(false)

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 pub use super::runtime::{suite_config, Case, COOLDOWN, LEASE};
 use super::{fail, Backends};
-use crate::chart::{OrgChart, OrgChartBuilder, RoleSpec};
+use crate::chart::{GateSpec, OrgChart, OrgChartBuilder, RoleSpec, SagaSpec, StepSpec};
 use crate::name::Name;
 use crate::store::StateStore;
 use crate::transport::Transport;
@@ -60,8 +60,13 @@ pub async fn run_all(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: impl Fn
 /// name `org`: founder → ceo → cto, cso, marketing; cto → backend, frontend,
 /// devops; backend's alternate is frontend; the four peer channels; the
 /// shortcut ceo → backend for `api_change` tasks; devops publishes
-/// `deploy.complete` (a string `version` and `task_id`), the ceo and
-/// marketing subscribe to it; the ceo also to the runtime's `sla.breach`.
+/// `deploy.complete` (a string `version` and `task_id`) and
+/// `deploy.rollback`, and subscribes to `pr.merged` (an integer `pr` and a
+/// string `version`); the ceo and marketing subscribe to `deploy.complete`,
+/// marketing also to `deploy.rollback`, the ceo to the runtime's
+/// `sla.breach`; the saga `cicd` (deploy, undone with `deploy.rollback`;
+/// smoke_test; changelog, gated on `deploy.complete`'s subscribers within
+/// 30 s).
 pub fn genbrain_chart(org: &Name) -> OrgChart {
     match genbrain_builder(org).build() {
         Ok(c) => c,
@@ -111,7 +116,7 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
                 &["time.*"],
                 &["blog", "social", "email", "seo"],
             )
-            .subscribes(["deploy.complete"]),
+            .subscribes(["deploy.complete", "deploy.rollback"]),
         )
         .role(
             role(
@@ -138,13 +143,35 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
                 &["git.*", "time.*"],
                 &["infrastructure", "ci-cd", "deployment"],
             )
-            .publishes(["deploy.complete"]),
+            .publishes(["deploy.complete", "deploy.rollback"])
+            .subscribes(["pr.merged"]),
         )
         .peer_with_purpose("backend", "frontend", "API contracts")
         .peer_with_purpose("devops", "cso", "infrastructure security")
         .peer_with_purpose("backend", "devops", "deployment configs")
         .peer_with_purpose("frontend", "marketing", "brand assets")
         .shortcut("ceo", "backend", ["api_change"])
+        .event_schema(
+            "pr.merged",
+            json!({
+                "type": "object",
+                "required": ["pr", "version"],
+                "properties": {
+                    "pr": { "type": "integer" },
+                    "version": { "type": "string" },
+                },
+            }),
+        )
+        .saga(
+            SagaSpec::new("cicd")
+                .description("pr.merged → deploy → smoke test → deploy.complete → changelog")
+                .step(StepSpec::new("deploy", "devops").compensate_with("deploy.rollback"))
+                .step(StepSpec::new("smoke_test", "devops"))
+                .step(StepSpec::new("changelog", "marketing").gate(GateSpec::new(
+                    "deploy.complete",
+                    std::time::Duration::from_secs(30),
+                ))),
+        )
         .event_schema(
             "deploy.complete",
             json!({
