@@ -24,6 +24,18 @@
 //!   its changelog post once;
 //! * every role process, sent SIGTERM, drains and exits 0.
 //!
+//! A second scenario, the CI/CD saga killed mid-compensation: DevOps,
+//! Marketing and the founder (`--cicd --fail-step smoke_test`) in processes
+//! of their own on a fresh nats-server and project; the smoke test fails, DevOps starts
+//! compensating the deploy and holds there (`--hold-compensation-ms`, after
+//! saying so on stderr, before its commit). The test waits for that line
+//! and for the saga document to say `compensating`, SIGKILLs DevOps and
+//! starts it again (without the hold). Then the founder exits 0 with the
+//! saga compensated, and in Firestore: the compensation ran once as far as
+//! the store knows (`compensations == ["deploy"]`, one run of it, one
+//! rollback event), DevOps' rollback counter is 1, committed by attempt 2,
+//! and Marketing got `deploy.rollback` once.
+//!
 //! A `harness = false` test (`[[test]]` in the root Cargo.toml, features
 //! `nats` and `firestore`): one scenario, its own tokio runtime.
 //!
@@ -78,6 +90,7 @@ const WORK_MS: &str = "3000";
 const FOUNDER_TIMEOUT: Duration = Duration::from_secs(45);
 const TASKS: &str = "agentorg/genbrain/tasks";
 const CLAIMS: &str = "agentorg/genbrain/claims";
+const SAGAS: &str = "agentorg/genbrain/sagas";
 /// The example's exactly-once bookkeeping (see `examples/genbrain/agents.rs`): the
 /// counters of tasks, `work` in each role's namespace…
 const WORK: &str = "work";
@@ -102,6 +115,10 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(scenario(&exe, &nats, &firestore));
+    drop(nats);
+    // A fresh server: nothing of the first scenario's streams.
+    let Some(nats) = nats_or_skip!() else { return };
+    runtime.block_on(saga_scenario(&exe, &nats, &firestore));
     eprintln!(
         "test {NAME} ... ok ({:.1} s in all)",
         started.elapsed().as_secs_f64()
@@ -355,6 +372,134 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
     );
 }
 
+/// The CI/CD saga, its DevOps process killed mid-compensation (see the
+/// module's docs).
+async fn saga_scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) {
+    let t0 = Instant::now();
+    let project = firestore.unique_project();
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(NAME)
+        .join(&project);
+    std::fs::create_dir_all(&logs).expect("a directory for the processes' logs");
+    eprintln!(
+        "{NAME}: saga scenario: project {project}; logs in {}",
+        logs.display()
+    );
+    let args: Vec<String> = [
+        "--nats",
+        &nats.url(),
+        "--firestore",
+        &firestore.host_port(),
+        "--project",
+        &project,
+        "--lease-secs",
+        LEASE_SECS,
+        "--work-ms",
+        "100",
+        "--timeout",
+        &FOUNDER_TIMEOUT.as_secs().to_string(),
+        "--stop-on-stdin-eof",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut org = Processes::new(exe, args, logs);
+    // Held far longer than the test waits: only the kill ends attempt 1.
+    org.start_with("devops", &["--hold-compensation-ms", "600000"]);
+    org.start("marketing");
+    org.start_with("founder", &["--cicd", "--fail-step", "smoke_test"]);
+    let store = FirestoreStore::builder()
+        .with_project_id(&project)
+        .with_emulator(firestore.host_port())
+        .build()
+        .await
+        .expect("a Firestore store on the emulator");
+
+    // DevOps says it is compensating, and the saga document agrees: kill it.
+    until(
+        "devops to start compensating",
+        Duration::from_secs(30),
+        || async {
+            org.read("devops.1.log")
+                .contains("devops compensating deploy")
+                .then_some(())
+        },
+    )
+    .await;
+    let saga = until(
+        "the saga to be compensating",
+        Duration::from_secs(10),
+        || async {
+            docs(&store, SAGAS).await.into_iter().find(|r| {
+                r["status"] == "compensating" && r["steps"][0]["status"] == "compensating"
+            })
+        },
+    )
+    .await;
+    let saga_id = saga["saga_id"].as_str().expect("a saga id").to_owned();
+    org.kill9("devops");
+    eprintln!(
+        "{NAME}: {:.1} s: saga {saga_id} compensating deploy: SIGKILLed devops",
+        t0.elapsed().as_secs_f64()
+    );
+    org.start("devops");
+
+    let status = org
+        .wait_founder(FOUNDER_TIMEOUT + Duration::from_secs(10))
+        .await;
+    assert!(status.success(), "the founder's process failed: {status}");
+    let printed: Value =
+        serde_json::from_str(&org.read("founder.stdout")).expect("the founder printed the saga");
+    assert_eq!(printed["saga"]["status"], "compensated", "{printed:#}");
+    assert_eq!(
+        printed["saga"]["compensations"],
+        serde_json::json!(["deploy"])
+    );
+
+    // Once, in the store: one compensation, one run of it, one rollback
+    // event, one rollback counted — by the second attempt.
+    let saga = get(&store, SAGAS, &saga_id)
+        .await
+        .expect("the saga document");
+    assert_eq!(saga["status"], "compensated", "{saga:#}");
+    assert_eq!(
+        saga["compensations"],
+        serde_json::json!(["deploy"]),
+        "{saga:#}"
+    );
+    assert_eq!(saga["steps"][0]["compensation_runs"], 1, "{saga:#}");
+    assert_eq!(saga["steps"][1]["status"], "failed", "{saga:#}");
+    assert_eq!(saga["rollback_events"].as_array().map(Vec::len), Some(1));
+    let rollback = get(&store, "agentorg/genbrain/roles/devops/rollbacks", &saga_id)
+        .await
+        .expect("devops' rollback counter");
+    assert_eq!(rollback["count"], 1, "rolled back once: {rollback:#}");
+    assert_eq!(rollback["attempt"], 2, "by attempt 2: {rollback:#}");
+    let killed = org.read("devops.1.log");
+    assert!(
+        killed.contains("compensating deploy of saga") && !killed.contains("rolled back deploy"),
+        "the killed process started the compensation and never finished it:\n{killed}"
+    );
+    assert!(
+        org.read("devops.2.log")
+            .contains("rolled back deploy of saga")
+            && org.read("devops.2.log").contains("(attempt 2)"),
+        "the new devops process finished it, as attempt 2"
+    );
+    let marketing = org.read("marketing.1.log");
+    assert_eq!(
+        marketing.matches("marketing got deploy.rollback").count(),
+        1,
+        "marketing got deploy.rollback once:\n{marketing}"
+    );
+    for (name, status) in org.terminate_all(Duration::from_secs(30)).await {
+        assert!(status.success(), "{name} exited {status} after SIGTERM");
+    }
+    eprintln!(
+        "{NAME}: {:.1} s: saga scenario done",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 /// Polls `check` every 50 ms until it yields, for up to `limit`.
 async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
@@ -441,6 +586,11 @@ impl Processes {
     /// roles stdout) to `<role>.<run>.log`, the founder's stdout to
     /// `founder.stdout`.
     fn start(&mut self, role: &str) {
+        self.start_with(role, &[]);
+    }
+
+    /// [`start`](Self::start), with `extra` arguments.
+    fn start_with(&mut self, role: &str, extra: &[&str]) {
         let run = 1 + self.procs.iter().filter(|p| p.role == role).count();
         let log = File::create(self.logs.join(format!("{role}.{run}.log"))).expect("a log file");
         let stdout = if role == "founder" {
@@ -451,6 +601,7 @@ impl Processes {
         let mut child = Command::new(&self.exe)
             .args(&self.args)
             .args(["--roles", role])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(log)

@@ -23,13 +23,33 @@ pub(crate) async fn drive(
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     let founder = org.principal();
+    // A role's event subscription starts when its process first binds it:
+    // wait for the subscribers of `pr.merged` and `deploy.rollback` to be up
+    // (in other processes, they may still be starting).
+    let deadline = tokio::time::Instant::now() + timeout;
+    let chart = org.chart();
+    let mut needed: Vec<Name> = chart.subscribers_of("pr.merged").cloned().collect();
+    needed.extend(chart.subscribers_of("deploy.rollback").cloned());
+    loop {
+        let live = founder.liveness().await?;
+        let down: Vec<&Name> = needed
+            .iter()
+            .filter(|r| !live.iter().any(|l| &l.role == *r && l.up))
+            .collect();
+        if down.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{down:?} not up within {timeout:?}: no one would take pr.merged");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut payload = json!({ "pr": 1234, "version": "analytics-v2" });
     if let Some(step) = fail_step {
         payload["fail_step"] = json!(step);
     }
     let event = founder.publish_event("pr.merged", &payload).await?;
     eprintln!("genbrain: founder published pr.merged {event} (PR 1234)");
-    let deadline = tokio::time::Instant::now() + timeout;
     let saga = loop {
         let run = founder
             .sagas()
