@@ -84,7 +84,11 @@ async fn org() -> (Org, PrincipalStream, mpsc::UnboundedReceiver<()>) {
         builder = builder.agent(format!("s{i}"), Step(last));
     }
     let org = builder.start().await.expect("the org starts");
-    let inbox = org.principal().inbox().await.expect("the principal's inbox");
+    let inbox = org
+        .principal()
+        .inbox()
+        .await
+        .expect("the principal's inbox");
     (org, inbox, rx)
 }
 
@@ -133,7 +137,10 @@ fn memory(c: &mut Criterion) {
                 let founder = org.principal();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    founder.start_saga("five", &json!({})).await.expect("started");
+                    founder
+                        .start_saga("five", &json!({}))
+                        .await
+                        .expect("started");
                     done.recv().await.expect("the last step ran");
                 }
                 start.elapsed() / STEPS

@@ -27,7 +27,27 @@
 //! cargo run --example genbrain --features firestore -- --firestore 127.0.0.1:8686
 //! cargo run --example genbrain --features nats,firestore -- --nats nats://127.0.0.1:4222 --firestore 127.0.0.1:8686
 //! cargo run --example genbrain --features mcp -- --mcp examples/tools.toml
+//! cargo run --example genbrain -- --cicd
+//! cargo run --example genbrain -- --cicd --fail-step smoke_test
 //! ```
+//!
+//! # The CI/CD saga (`--cicd`)
+//!
+//! Instead of the task tree, the founder publishes `pr.merged` (a webhook's
+//! event); DevOps, which subscribes to it, starts the chart's saga `cicd`
+//! (`cicd.rs`): DevOps deploys, DevOps runs the smoke test (which publishes
+//! `deploy.complete`), and Marketing writes the changelog once every
+//! subscriber of `deploy.complete` processed it (the step's gate). Each step
+//! starts on the previous one's completion, not on the order events arrive.
+//! The founder prints the run as `{"saga": {"id", "name", "status",
+//! "steps": [{"name", "role", "status", "runs"}], "compensations",
+//! "rollback_events"}}` and exits 0 if it completed. With `--fail-step
+//! STEP` that step fails: the deploy is compensated (DevOps rolls it back,
+//! which publishes `deploy.rollback`; Marketing, subscribed, takes note), and
+//! the exit status is 0 if the saga ended compensated and every subscriber
+//! processed the rollback event. `--hold-compensation-ms` makes the
+//! rollback wait after it says it started (for the test that kills it
+//! there). Over `--nats`/`--firestore`, and one process per role, too.
 //!
 //! With `--nats`, the org runs over NATS JetStream (the streams of org
 //! `genbrain` are created if missing; `scripts/servers` starts a local

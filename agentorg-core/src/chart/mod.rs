@@ -9,7 +9,9 @@
 //! optional **alternate** per role, which takes its delegations while its
 //! circuit breaker is open, and the **events** each role publishes and
 //! subscribes to (with an optional JSON Schema per event name; see
-//! [`events`](crate::events)).
+//! [`events`](crate::events)), and its **chains and sagas**: named
+//! sequences of steps, each run by a role, with compensations and gates
+//! ([`SagaSpec`]; see [`saga`](crate::saga)).
 //!
 //! The chart is the least-privilege policy of the org: the runtime allows
 //! delegation only down the chart or by a shortcut
@@ -107,7 +109,15 @@
 //! from = "ceo"
 //! to = "backend"
 //! task_types = ["api_change"]
+//!
+//! [sagas.release]
+//! description = "deploy, then announce"
+//! steps = [
+//!   { name = "deploy", role = "frontend", compensate = true },
+//!   { name = "announce", role = "marketing", irreversible = true, gate = { event = "deploy.complete", quorum = 1, within_secs = 30, on_timeout = "skip" } },
+//! ]
 //! "#).unwrap();
+//! assert_eq!(chart.saga("release").unwrap().steps[1].role, "marketing");
 //! assert_eq!(chart.manager_of("backend").unwrap(), "cto");
 //! assert!(chart.may_receive_task_from("frontend", "ceo", Some("api_change")));
 //! assert!(chart.may_publish("frontend", "deploy.complete"));
