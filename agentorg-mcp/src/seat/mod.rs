@@ -29,6 +29,12 @@
 //! again). A turn stages at most [`MAX_DELEGATIONS_PER_TURN`] (100)
 //! delegations; more are refused with a message naming the cap.
 //!
+//! A seat whose role runs saga steps gets each step (`saga_step`) and each
+//! compensation (`saga_compensation`) as a turn, and reports the outcome
+//! with `complete_task` or `fail_task`; a manager seat resolves a report's
+//! in-doubt step (or failed compensation) from a `saga_escalation` turn with
+//! `decide_escalation` or passes it up (see [`agentorg_core::saga`]).
+//!
 //! A manager seat delegates subtasks and ends the turn with
 //! `await_subtasks`; when they have all ended, their results come back as a
 //! `subtasks_done` event of the same task, and the client completes it.

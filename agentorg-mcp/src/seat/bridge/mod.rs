@@ -12,6 +12,7 @@ use agentorg_core::envelope::TaskId;
 use agentorg_core::events::Event;
 use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
 use agentorg_core::peer::PeerMessage;
+use agentorg_core::saga::{SagaDecision, SagaEscalation, SagaStep};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -36,6 +37,15 @@ pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
 ///   `decide_escalation` or `pass_up_escalation`;
 /// * a peer's request (`on_peer_request`) opens a turn ended by
 ///   `answer_peer_request` (or `fail_task`);
+/// * a saga step (`on_saga_step`, event `saga_step`) or a compensation
+///   (`on_compensate`, event `saga_compensation`) opens a turn whose
+///   outcome the client reports with `complete_task` (the step's result) or
+///   `fail_task` (permanent: the saga compensates; retryable: retried, then
+///   in doubt);
+/// * a report's saga waiting for a decision (`on_saga_escalation`, event
+///   `saga_escalation`) opens a turn ended by `decide_escalation` (`{"decision":
+///   "retry" | "compensate"}` or `{"decision": "accept", "result": …}`) or
+///   `pass_up_escalation`;
 /// * decisions, peer messages, results of tasks delegated outside a task
 ///   and the events the role subscribes to (`org_event`) are *notices*: the
 ///   handler returns once a client has taken them.
@@ -339,7 +349,10 @@ fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatErro
             message: "await_subtasks needs at least one delegation made in this turn".to_owned(),
         }),
         (TurnKind::Task, End::AwaitSubtasks) => Ok(()),
-        (TurnKind::Escalation, End::Decide(_) | End::PassUp) => Ok(()),
+        (TurnKind::Escalation | TurnKind::SagaEscalation, End::PassUp) => Ok(()),
+        (TurnKind::Escalation, End::Decide(_)) => Ok(()),
+        (TurnKind::SagaEscalation, End::Decide(d)) => saga_decision(d).map(|_| ()),
+        (TurnKind::SagaStep | TurnKind::Compensation, End::Complete(_)) => Ok(()),
         (TurnKind::PeerRequest, End::Answer(_)) => Ok(()),
         (_, End::Complete(_)) => wrong("complete_task"),
         (_, End::AwaitSubtasks) => wrong("await_subtasks"),
@@ -347,6 +360,33 @@ fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatErro
         (_, End::PassUp) => wrong("pass_up_escalation"),
         (_, End::Answer(_)) => wrong("answer_peer_request"),
     }
+}
+
+/// A seat's decision on a saga: `{"decision": "retry" | "compensate"}` or
+/// `{"decision": "accept", "result": …}`.
+fn saga_decision(decision: &Value) -> Result<SagaDecision, SeatError> {
+    serde_json::from_value(decision.clone()).map_err(|e| SeatError::InvalidInput {
+        message: format!(
+            "a saga decision is {{\"decision\": \"retry\"}}, {{\"decision\": \"compensate\"}} or {{\"decision\": \"accept\", \"result\": …}}: {e}"
+        ),
+    })
+}
+
+/// What a saga step or compensation offers the client.
+fn saga_step_event(event: &str, cx: &Context, step: &SagaStep) -> Value {
+    json!({
+        "event": event,
+        "saga_id": step.saga_id,
+        "saga": step.saga,
+        "step": step.step,
+        "index": step.index,
+        "input": step.input,
+        "results": step.results,
+        "result": step.result,
+        "idempotency_key": step.idempotency_key,
+        "run": step.run,
+        "attempt": cx.attempt(),
+    })
 }
 
 fn fail(message: String, retryable: bool) -> AgentError {
@@ -460,6 +500,53 @@ impl Agent for SeatAgent {
             "published_at": event.published_at,
         });
         self.notice(cx, event.id.to_string(), json).await
+    }
+
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        let id = format!("{}#{}", step.idempotency_key, step.run);
+        let event = saga_step_event("saga_step", cx, &step);
+        match self.turn(cx, id, TurnKind::SagaStep, event).await? {
+            End::Complete(v) => Ok(v),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Err(AgentError::permanent("the seat ended a saga step wrongly")),
+        }
+    }
+
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        let id = format!("{}#{}", step.idempotency_key, step.run);
+        let event = saga_step_event("saga_compensation", cx, &step);
+        match self.turn(cx, id, TurnKind::Compensation, event).await? {
+            End::Complete(_) => Ok(()),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Err(AgentError::permanent(
+                "the seat ended a compensation wrongly",
+            )),
+        }
+    }
+
+    async fn on_saga_escalation(
+        &self,
+        cx: &Context,
+        escalation: SagaEscalation,
+    ) -> Result<Option<SagaDecision>, AgentError> {
+        let id = format!("{}/{}/escalation", escalation.saga_id, escalation.step);
+        let event = json!({
+            "event": "saga_escalation",
+            "escalation_id": id,
+            "saga_id": escalation.saga_id,
+            "step": escalation.step,
+            "role": escalation.role,
+            "status": escalation.status,
+            "reason": escalation.reason,
+            "saga": serde_json::to_value(&escalation.record).unwrap_or(Value::Null),
+        });
+        match self.turn(cx, id, TurnKind::SagaEscalation, event).await? {
+            End::Decide(v) => saga_decision(&v)
+                .map(Some)
+                .map_err(|e| AgentError::permanent(e.to_string())),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Ok(None),
+        }
     }
 
     async fn on_peer_request(

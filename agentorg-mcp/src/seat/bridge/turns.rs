@@ -28,6 +28,14 @@ pub(crate) enum TurnKind {
     Escalation,
     /// A peer's request: `answer_peer_request`, `fail_task`.
     PeerRequest,
+    /// A saga step: `complete_task` (its result), `fail_task`.
+    SagaStep,
+    /// A saga step's compensation: `complete_task`, `fail_task`.
+    Compensation,
+    /// A saga of a report waiting for a decision: `decide_escalation`
+    /// (`{"decision": "retry" | "compensate"}` or `{"decision": "accept",
+    /// "result": …}`), `pass_up_escalation`.
+    SagaEscalation,
 }
 
 impl TurnKind {
@@ -37,6 +45,9 @@ impl TurnKind {
             Self::Task => "task",
             Self::Escalation => "escalation",
             Self::PeerRequest => "peer_request",
+            Self::SagaStep => "saga_step",
+            Self::Compensation => "saga_compensation",
+            Self::SagaEscalation => "saga_escalation",
         }
     }
 
@@ -45,6 +56,9 @@ impl TurnKind {
             Self::Task => "task",
             Self::Escalation => "escalation",
             Self::PeerRequest => "peer request",
+            Self::SagaStep => "saga step",
+            Self::Compensation => "compensation",
+            Self::SagaEscalation => "saga escalation",
         }
     }
 }

@@ -334,7 +334,8 @@ impl SeatServer {
              Call wait_for_event to get work. On a `task` event, do it: call granted tools (list_granted_tools, call_granted_tool), \
              delegate subtasks to reports, then end the turn with complete_task, fail_task, or await_subtasks (after delegating; \
              the results come back as a `subtasks_done` event). Events this role subscribes to come as `org_event` notices; \
-             publish_event publishes an event the role declares, with the turn's end. Act within {idle}s between calls or the task is released for retry. \
+             publish_event publishes an event the role declares, with the turn's end. A `saga_step` or `saga_compensation` event is a step of a saga this role runs: \
+             end it with complete_task (the step's result) or fail_task; a `saga_escalation` asks for a decision on a report's saga (decide_escalation or pass_up_escalation). Act within {idle}s between calls or the task is released for retry. \
              The org chart limits what this seat may do; refusals come back as tool errors naming the rule.",
             org = chart.org(),
             desc = chart
@@ -364,7 +365,9 @@ impl SeatServer {
             },
             "complete_task" => match parse::<CompleteArgs>(name, args) {
                 Ok(a) => {
-                    self.finish(a.task_id.as_deref(), task, End::Complete(a.result))
+                    // A task's, a saga step's or a compensation's outcome.
+                    let kinds = [TurnKind::Task, TurnKind::SagaStep, TurnKind::Compensation];
+                    self.finish(a.task_id.as_deref(), &kinds, End::Complete(a.result))
                         .await
                 }
                 Err(e) => Err(e),
@@ -375,7 +378,14 @@ impl SeatServer {
                         message: a.reason,
                         retryable: a.retryable,
                     };
-                    let kinds = [TurnKind::Task, TurnKind::Escalation, TurnKind::PeerRequest];
+                    let kinds = [
+                        TurnKind::Task,
+                        TurnKind::Escalation,
+                        TurnKind::PeerRequest,
+                        TurnKind::SagaStep,
+                        TurnKind::Compensation,
+                        TurnKind::SagaEscalation,
+                    ];
                     self.finish(a.task_id.as_deref(), &kinds, end).await
                 }
                 Err(e) => Err(e),
@@ -407,7 +417,7 @@ impl SeatServer {
                 Ok(a) => {
                     self.finish(
                         a.escalation_id.as_deref(),
-                        &[TurnKind::Escalation],
+                        &[TurnKind::Escalation, TurnKind::SagaEscalation],
                         End::Decide(a.decision),
                     )
                     .await
@@ -418,7 +428,7 @@ impl SeatServer {
                 Ok(a) => {
                     self.finish(
                         a.escalation_id.as_deref(),
-                        &[TurnKind::Escalation],
+                        &[TurnKind::Escalation, TurnKind::SagaEscalation],
                         End::PassUp,
                     )
                     .await

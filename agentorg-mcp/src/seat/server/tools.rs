@@ -36,7 +36,7 @@ pub(crate) fn seat_tools() -> Vec<Tool> {
         ),
         tool(
             "complete_task",
-            "Complete the task in hand with a result; the result goes to whoever delegated it.",
+            "Complete the task in hand with a result (the result goes to whoever delegated it), or report a saga step done (its result goes to the saga and its later steps) or a compensation done.",
             json!({"type": "object", "properties": {
                 "task_id": id(TURN_ID),
                 "result": {"description": "The result (any JSON)"}
@@ -44,7 +44,7 @@ pub(crate) fn seat_tools() -> Vec<Tool> {
         ),
         tool(
             "fail_task",
-            "Fail the task (or escalation, or peer request) in hand. Retryable failures are retried later; others fail the task at once and the delegator sees the reason.",
+            "Fail the task (or escalation, peer request, saga step or compensation) in hand. Retryable failures are retried later (a saga step whose attempts run out is in doubt and escalates); others fail the task at once and the delegator sees the reason (a failed saga step compensates the steps before it).",
             json!({"type": "object", "properties": {
                 "task_id": id("The id of the task, escalation or peer request in hand (optional when only one is held)"),
                 "reason": {"type": "string"},
@@ -98,7 +98,7 @@ pub(crate) fn seat_tools() -> Vec<Tool> {
         ),
         tool(
             "decide_escalation",
-            "Decide an escalation in hand; the decision goes back to the role that raised it.",
+            "Decide an escalation in hand; the decision goes back to the role that raised it. For a `saga_escalation` (a report's saga step in doubt, a failed compensation, a blocked saga) the decision is {\"decision\": \"retry\"}, {\"decision\": \"compensate\"} or {\"decision\": \"accept\", \"result\": …}.",
             json!({"type": "object", "properties": {
                 "escalation_id": id("The escalation in hand (optional when only one is held)"),
                 "decision": {"description": "Any JSON"}
