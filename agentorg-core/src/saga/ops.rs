@@ -428,7 +428,7 @@ impl Principal {
                 }
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out.sort_by_key(|r| r.created_at);
         Ok(out)
     }
 
@@ -473,7 +473,7 @@ impl SagaWatch {
     pub async fn wait_for(
         &self,
         timeout: Duration,
-        done: impl Fn(&SagaRecord) -> bool,
+        done: impl Fn(&SagaRecord) -> bool + Send,
     ) -> Result<SagaRecord, SagaError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -148,7 +148,7 @@ struct SagaAgent {
 }
 
 impl SagaAgent {
-    fn new(role: &'static str, log: &Arc<Log>, switches: &Arc<Switches>) -> Arc<dyn Agent> {
+    fn agent(role: &'static str, log: &Arc<Log>, switches: &Arc<Switches>) -> Arc<dyn Agent> {
         Arc::new(Self {
             role,
             log: Arc::clone(log),
@@ -234,7 +234,7 @@ async fn start_saga_org(
 ) -> Org {
     let agents = roles
         .iter()
-        .map(|r| (*r, SagaAgent::new(r, log, switches), 4))
+        .map(|r| (*r, SagaAgent::agent(r, log, switches), 4))
         .collect();
     start_with(b, t, s, saga_chart(b, org), suite_config(), agents).await
 }
@@ -251,7 +251,7 @@ async fn run_until(
     p: &Principal,
     id: &MessageId,
     what: &str,
-    done: impl Fn(&SagaRecord) -> bool,
+    done: impl Fn(&SagaRecord) -> bool + Send + Sync,
 ) -> SagaRecord {
     let rec = p
         .saga(id)
