@@ -10,6 +10,19 @@ pub(crate) fn hex(bytes: &[u8], len: usize) -> String {
         .collect()
 }
 
+/// 32 hex digits of the SHA-256 of `parts`, each ended by a 0 byte: a
+/// stable id derived from them (an idempotency key's event, a keyed saga
+/// run).
+pub(crate) fn digest(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize(), 32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::hex;

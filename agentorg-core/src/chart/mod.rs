@@ -553,33 +553,27 @@ impl OrgChart {
     }
 
     /// Every role whose saga channel (`<org>.agent.<to>.saga.<from>`)
-    /// `from` may publish to: the roles of each saga it runs a step of
-    /// (the next step, and compensations, go to them), its manager
-    /// (in-doubt steps escalate up), and the saga roles under it (a
-    /// manager's decision sends the step again). The principal: every
-    /// role that runs a step.
+    /// `from` may publish to. A saga's *members* are the roles of its steps
+    /// and the managers above them (not the principal): steps go from one
+    /// step role to the next, compensations back, escalations up the line,
+    /// and a manager's decision to any step role (a retry, the next step,
+    /// a compensation). So a member of a saga may reach every member of it;
+    /// the principal may reach every member of every saga.
     pub fn saga_contacts(&self, from: &str) -> BTreeSet<Name> {
         let mut out = BTreeSet::new();
         for def in self.sagas() {
-            let roles = def.roles();
-            let takes_part = roles.iter().any(|r| r.as_str() == from);
-            for role in roles {
-                let above = self
-                    .chain_of_command(role)
-                    .iter()
-                    .any(|m| m.as_str() == from);
-                if takes_part || above || self.is_principal(from) {
-                    out.insert(role.clone());
-                }
+            let mut members = BTreeSet::new();
+            for role in def.roles() {
+                members.insert(role.clone());
+                members.extend(
+                    self.chain_of_command(role)
+                        .into_iter()
+                        .filter(|m| !self.is_principal(m)),
+                );
             }
-        }
-        if !out.is_empty() {
-            // Escalations climb the chain of command.
-            out.extend(
-                self.chain_of_command(from)
-                    .into_iter()
-                    .filter(|m| !self.is_principal(m)),
-            );
+            if self.is_principal(from) || members.iter().any(|m| m.as_str() == from) {
+                out.extend(members);
+            }
         }
         out
     }

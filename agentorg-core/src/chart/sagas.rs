@@ -121,7 +121,10 @@ impl StepSpec {
 /// A step's gate: it starts when every event named `event` that the
 /// previous step published has been processed by all its subscribers (or
 /// `quorum` of them), or — `within` after the previous step completed —
-/// takes the `on_timeout` branch.
+/// takes the `on_timeout` branch. The gate looks at the receipts every
+/// `within / 20` (between 50 ms and 1 s); if the previous step published
+/// no such event (it was skipped, or accepted by a decision), the gate
+/// opens at its first look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct GateSpec {

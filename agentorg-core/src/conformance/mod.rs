@@ -236,6 +236,7 @@ macro_rules! __agentorg_pattern_cases {
             in_doubt_step_escalates_and_a_decision_resolves_it,
             failing_compensation_dead_letters_and_escalates,
             gated_step_takes_its_timeout_branch,
+            irreversible_step_blocks_compensation_and_escalates,
         }
     };
 }

@@ -103,13 +103,7 @@ fn add_record(
 /// The envelope id of a publish with an idempotency key: the same for the
 /// same org, publisher, name and key.
 fn keyed_id(org: &Name, from: &Name, name: &str, key: &str) -> Result<MessageId, EventError> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [org.as_str(), from.as_str(), name, key] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    let hex = crate::hex::hex(&h.finalize(), 32);
+    let hex = crate::hex::digest(&[org.as_str(), from.as_str(), name, key]);
     MessageId::parse(format!("ev-{hex}")).map_err(|e| EventError::InvalidName {
         event: name.to_owned(),
         reason: e.to_string(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::ops::{self, Message, Op};
-use super::records::SagaRecord;
+use super::records::{Next, SagaRecord};
 use super::{SagaCallbacks, SagaEscalation, SagaStep, StepStatus};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind, MessageId};
@@ -16,7 +16,7 @@ use crate::runtime::{
     describe, from_json, Claimed, DeadLetterRecord, Effects, Fault, Handler, HostedRole, Kernel,
     Reason, Settle,
 };
-use crate::store::{Precondition, StoreError};
+use crate::store::{Precondition, StoreError, Version};
 use crate::subject::{Route, SubjectPattern, Subjects};
 
 /// The role's saga callbacks, as hosted.
@@ -39,15 +39,16 @@ impl Handler for SagaHandler {
     }
 
     fn subjects(&self, subjects: &Subjects, chart: &OrgChart, role: &Name) -> Vec<SubjectPattern> {
-        // Roles that run steps, and the managers escalations climb to.
-        let takes = chart
+        // The members of a saga: its step roles and the managers above
+        // them (escalations climb to them).
+        let member = chart
             .sagas()
             .flat_map(|d| d.steps.iter())
             .any(|s| &s.role == role || chart.chain_of_command(&s.role).contains(role));
-        if !takes || chart.is_principal(role) {
+        if !member || chart.is_principal(role) {
             return Vec::new();
         }
-        Name::new(ops::CHANNEL)
+        ops::channel()
             .map(|c| vec![subjects.channel_any(role, &c)])
             .unwrap_or_default()
     }
@@ -62,7 +63,7 @@ impl Handler for SagaHandler {
             return Err(Reason::new(
                 "not_allowed",
                 format!(
-                    "`{}` may not send saga messages to `{role}`: it runs no step of a saga with it and is not above it",
+                    "`{}` may not send saga messages to `{role}`: they are not members of one saga (its step roles and their managers)",
                     env.from
                 ),
             ));
@@ -86,7 +87,9 @@ impl Handler for SagaHandler {
     }
 
     /// Attempts spent (or a compensation refused): a step is in doubt, a
-    /// compensation failed; either escalates.
+    /// compensation failed; either escalates. An escalation its manager
+    /// could not handle goes on up. A dead letter of a run, compensation or
+    /// escalation the saga moved past changes nothing.
     async fn dead_lettered(
         &self,
         kernel: &Kernel,
@@ -94,18 +97,28 @@ impl Handler for SagaHandler {
         item: &MessageId,
         reason: &Reason,
     ) -> Result<Option<Effects>, Fault> {
-        let Some((saga, i, op)) = Message::parse_item(item) else {
+        let Some(msg) = Message::parse_item(item) else {
             return Ok(None);
         };
-        let Some((mut rec, version)) = ops::read_run(kernel, &saga).await? else {
+        let Some((mut rec, version)) = ops::read_run(kernel, &msg.saga).await? else {
             return Ok(None);
         };
         let now = kernel.now();
         let why = format!("{}: {}", reason.code, reason.message);
-        let next = match (op, rec.steps.get(i).map(|s| s.status)) {
-            (Op::Run, Some(StepStatus::Running)) => rec.in_doubt(i, why, now),
-            (Op::Compensate, Some(StepStatus::Compensating)) => {
-                rec.compensation_failed(i, why, now)
+        let Some(step) = rec.steps.get(msg.step) else {
+            return Ok(None);
+        };
+        let next = match msg.op {
+            Op::Run if step.status == StepStatus::Running && step.runs == msg.run => {
+                rec.in_doubt(msg.step, why, now)
+            }
+            Op::Compensate
+                if step.status == StepStatus::Compensating && step.compensation_runs == msg.run =>
+            {
+                rec.compensation_failed(msg.step, why, now)
+            }
+            Op::Escalate if escalated_here(&rec, &msg, role) => {
+                return Ok(Some(ops::pass_up(kernel, role, rec, version)?));
             }
             _ => return Ok(None),
         };
@@ -118,27 +131,37 @@ impl Handler for SagaHandler {
         )?))
     }
 
-    /// A requeued compensation is compensating again.
+    /// The latest dead-lettered run of an in-doubt step, or compensation,
+    /// requeued: running (compensating) again. An older one changes nothing
+    /// (the saga drops it as stale).
     async fn requeued(
         &self,
         kernel: &Kernel,
         record: &DeadLetterRecord,
     ) -> Result<Effects, StoreError> {
-        let Some((saga, i, Op::Compensate)) = record.task_id.as_ref().and_then(Message::parse_item)
-        else {
+        let Some(msg) = record.task_id.as_ref().and_then(Message::parse_item) else {
             return Ok(Effects::new());
         };
-        let Some((mut rec, version)) = ops::read_run(kernel, &saga).await? else {
+        let Some((mut rec, version)) = ops::read_run(kernel, &msg.saga).await? else {
             return Ok(Effects::new());
         };
-        rec.compensation_requeued(i, kernel.now());
-        let mut effects = Effects::new();
-        effects.write(crate::store::Write::put(
-            ops::run_key(kernel, &saga)?,
-            crate::runtime::to_value(&rec)?,
+        let Some(step) = rec.steps.get(msg.step) else {
+            return Ok(Effects::new());
+        };
+        match msg.op {
+            Op::Run if step.runs == msg.run => rec.run_requeued(msg.step, kernel.now()),
+            Op::Compensate if step.compensation_runs == msg.run => {
+                rec.compensation_requeued(msg.step, kernel.now());
+            }
+            _ => return Ok(Effects::new()),
+        }
+        ops::transition(
+            kernel,
+            &record.role,
+            rec,
             Precondition::Version(version),
-        ));
-        Ok(effects)
+            Next::Nothing,
+        )
     }
 
     async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault> {
@@ -177,9 +200,17 @@ impl Handler for SagaHandler {
         match msg.op {
             Op::Run => run(&delivery, &*cb, rec, version, msg).await,
             Op::Compensate => compensate(&delivery, &*cb, rec, version, msg).await,
-            Op::Escalate => escalate(&delivery, &*cb, rec, version).await,
+            Op::Escalate => escalate(&delivery, &*cb, rec, version, msg).await,
         }
     }
+}
+
+/// Whether `msg` escalates `rec`'s pending decision to `role` (and nothing
+/// moved it since).
+fn escalated_here(rec: &SagaRecord, msg: &Message, role: &Name) -> bool {
+    rec.pending
+        .as_ref()
+        .is_some_and(|p| p.step == msg.step && &p.escalated_to == role)
 }
 
 fn step_of(rec: &SagaRecord, i: usize, op: Op) -> SagaStep {
@@ -225,7 +256,7 @@ async fn run(
     delivery: &Claimed<'_>,
     cb: &dyn SagaCallbacks,
     mut rec: SagaRecord,
-    version: crate::store::Version,
+    version: Version,
     msg: Message,
 ) -> Result<Settle, Fault> {
     let kernel = delivery.kernel();
@@ -267,7 +298,7 @@ async fn compensate(
     delivery: &Claimed<'_>,
     cb: &dyn SagaCallbacks,
     mut rec: SagaRecord,
-    version: crate::store::Version,
+    version: Version,
     msg: Message,
 ) -> Result<Settle, Fault> {
     let kernel = delivery.kernel();
@@ -324,16 +355,17 @@ async fn escalate(
     delivery: &Claimed<'_>,
     cb: &dyn SagaCallbacks,
     mut rec: SagaRecord,
-    version: crate::store::Version,
+    version: Version,
+    msg: Message,
 ) -> Result<Settle, Fault> {
     let kernel = delivery.kernel();
-    let Some(pending) = rec.pending.clone() else {
+    let (Some(pending), Some(step)) = (rec.pending.clone(), rec.steps.get(msg.step)) else {
         return delivery.done().await;
     };
     let escalation = SagaEscalation {
         saga_id: rec.saga_id.clone(),
-        step: rec.steps[pending.step].name.clone(),
-        role: rec.steps[pending.step].role.clone(),
+        step: step.name.clone(),
+        role: step.role.clone(),
         status: rec.status,
         reason: pending.reason.clone(),
         record: rec.clone(),
@@ -341,34 +373,35 @@ async fn escalate(
     let cx = delivery.context(None);
     let r = delivery.run(cb.on_saga_escalation(&cx, escalation)).await;
     let (mut effects, _) = cx.take_effects();
-    match r {
+    let role = delivery.role();
+    let decided = match r {
         Ok(Some(decision)) => match rec.decide(&decision, kernel.now()) {
-            Ok(next) => {
-                effects.extend(ops::transition(
-                    kernel,
-                    delivery.role(),
-                    rec,
-                    Precondition::Version(version),
-                    next,
-                )?);
-                delivery.commit_all(effects).await
-            }
+            Ok(next) => Some(next),
             Err(e) => {
-                delivery
-                    .dead_letter(Reason::new("rejected", e.to_string()), None)
-                    .await
+                tracing::warn!(saga = %rec.saga_id, error = %e, "a manager's saga decision does not apply; passed up");
+                None
             }
         },
-        Ok(None) => {
-            effects.extend(ops::pass_up(kernel, delivery.role(), rec, version)?);
-            delivery.commit_all(effects).await
+        Ok(None) => None,
+        Err(e) if e.is_retryable() => {
+            return delivery.retry_or_dead_letter(e, msg.item().as_ref()).await
         }
-        Err(e) if e.is_retryable() => delivery.retry_or_dead_letter(e, None).await,
         Err(e) => {
             delivery.count_failure();
-            delivery
-                .dead_letter(Reason::new("rejected", describe(&e)), None)
-                .await
+            tracing::warn!(saga = %rec.saga_id, error = %describe(&e), "a manager failed to decide on a saga; passed up");
+            effects = Effects::new();
+            None
         }
-    }
+    };
+    // A decision (from what was read, `rec` moved by it), or up the line.
+    effects.extend(match decided {
+        Some(next) => ops::transition(kernel, role, rec, Precondition::Version(version), next)?,
+        None => {
+            let Some((fresh, version)) = ops::read_run(kernel, &rec.saga_id).await? else {
+                return delivery.done().await;
+            };
+            ops::pass_up(kernel, role, fresh, version)?
+        }
+    });
+    delivery.commit_all(effects).await
 }

@@ -42,11 +42,14 @@
 //!   blindly but escalated up its role's reporting line — the manager's
 //!   [`Agent::on_saga_escalation`](crate::agent::Agent::on_saga_escalation)
 //!   decides ([`SagaDecision`]: retry, compensate or accept) or passes it
-//!   up, and at the top the principal decides
+//!   up (as does a manager whose decision does not apply or who fails), and
+//!   at the top the principal decides
 //!   ([`Principal::decide_saga`](crate::runtime::Principal::decide_saga)).
 //! * **A failing compensation** is retried, then dead-lettered: the saga
 //!   shows [`CompensationFailed`](SagaStatus::CompensationFailed) and
-//!   escalates; requeuing the dead letter, or a decision, resumes it.
+//!   escalates; requeuing its (latest) dead letter, or a decision, resumes
+//!   it. A requeued dead letter of an in-doubt step runs it again the same
+//!   way.
 //! * **Gates.** A step may wait until the events its predecessor published
 //!   under the gate's name are processed by all their subscribers (or a
 //!   quorum), with a deadline (a kernel timer) and a branch for the
@@ -213,13 +216,15 @@ pub struct SagaEscalation {
 #[serde(rename_all = "snake_case", tag = "decision", content = "result")]
 #[non_exhaustive]
 pub enum SagaDecision {
-    /// Run the step (or its compensation) again.
+    /// Run the step in doubt, or the failed compensation, again (not for a
+    /// blocked saga: its compensations ran already).
     Retry,
     /// Compensate: the step in doubt (it may have happened) and the
     /// completed ones before it, in reverse.
     Compensate,
     /// Accept: the step in doubt as completed with this result; a failed
-    /// compensation as done by other means; a blocked saga as failed.
+    /// compensation as done by other means; a blocked saga as failed (the
+    /// only decision a blocked saga takes).
     Accept(Value),
 }
 

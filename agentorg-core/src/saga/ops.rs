@@ -59,14 +59,22 @@ pub(crate) struct Message {
 }
 
 impl Message {
-    /// The work item its dead letter is about: `<saga>_<step>_<op>`.
+    /// The work item its dead letter is about: `<saga>_<step>_<op>_<run>`.
     pub(crate) fn item(&self) -> Option<MessageId> {
-        MessageId::parse(format!("{}_{}_{}", self.saga, self.step, self.op.as_str())).ok()
+        MessageId::parse(format!(
+            "{}_{}_{}_{}",
+            self.saga,
+            self.step,
+            self.op.as_str(),
+            self.run
+        ))
+        .ok()
     }
 
-    /// The saga, step and op of a work item [`item`](Self::item) made.
-    pub(crate) fn parse_item(item: &MessageId) -> Option<(MessageId, usize, Op)> {
-        let mut parts = item.as_str().rsplitn(3, '_');
+    /// The message an [`item`](Self::item) was made of.
+    pub(crate) fn parse_item(item: &MessageId) -> Option<Self> {
+        let mut parts = item.as_str().rsplitn(4, '_');
+        let run = parts.next()?.parse().ok()?;
         let op = match parts.next()? {
             "run" => Op::Run,
             "compensate" => Op::Compensate,
@@ -75,8 +83,75 @@ impl Message {
         };
         let step = parts.next()?.parse().ok()?;
         let saga = MessageId::parse(parts.next()?).ok()?;
-        Some((saga, step, op))
+        Some(Self {
+            saga,
+            step,
+            op,
+            run,
+        })
     }
+}
+
+/// The name of the saga channel.
+pub(crate) fn channel() -> Result<Name, StoreError> {
+    Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))
+}
+
+/// Adds `msg`, from `from` to `to`'s saga channel, to `effects`.
+fn send(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    from: &Name,
+    to: &Name,
+    msg: &Message,
+) -> Result<(), StoreError> {
+    let env = kernel
+        .envelope(from.clone(), Kind::Message, to_value(msg)?)
+        .with_to(to.clone());
+    effects.send(kernel.subjects().channel(to, &channel()?, from), env);
+    Ok(())
+}
+
+/// Adds the write of `rec` (with `pre`) to `effects`: contended, so a
+/// handler whose run moved meanwhile runs again on what it is now.
+fn put_run(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &SagaRecord,
+    pre: Precondition,
+) -> Result<(), StoreError> {
+    effects.contended_write(Write::put(
+        run_key(kernel, &rec.saga_id)?,
+        to_value(rec)?,
+        pre,
+    ));
+    Ok(())
+}
+
+/// Hands `rec`'s pending decision to `to`: recorded as escalated to it,
+/// and sent to it from `from` unless it is the principal (who reads the
+/// document).
+fn escalate_to(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    from: &Name,
+    rec: &mut SagaRecord,
+    to: Name,
+) -> Result<(), StoreError> {
+    let Some(pending) = rec.pending.as_mut() else {
+        return Ok(());
+    };
+    pending.escalated_to = to.clone();
+    let msg = Message {
+        saga: rec.saga_id.clone(),
+        step: pending.step,
+        op: Op::Escalate,
+        run: 0,
+    };
+    if kernel.chart().is_principal(&to) {
+        return Ok(());
+    }
+    send(kernel, effects, from, &to, &msg)
 }
 
 /// `agentorg/<org>/sagas`.
@@ -119,15 +194,6 @@ pub(crate) fn transition(
     next: Next,
 ) -> Result<Effects, StoreError> {
     let mut effects = Effects::new();
-    let channel = Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))?;
-    let send = |effects: &mut Effects, to: &Name, msg: Message| -> Result<(), StoreError> {
-        let payload = to_value(&msg)?;
-        let env = kernel
-            .envelope(from.clone(), Kind::Message, payload)
-            .with_to(to.clone());
-        effects.send(kernel.subjects().channel(to, &channel, from), env);
-        Ok(())
-    };
     let msg = |step: usize, op: Op, run: u32| Message {
         saga: rec.saga_id.clone(),
         step,
@@ -136,24 +202,30 @@ pub(crate) fn transition(
     };
     match next {
         Next::Run(i) => {
-            let s = &rec.steps[i];
-            send(&mut effects, &s.role, msg(i, Op::Run, s.runs))?;
+            if let Some(s) = rec.steps.get(i) {
+                send(
+                    kernel,
+                    &mut effects,
+                    from,
+                    &s.role,
+                    &msg(i, Op::Run, s.runs),
+                )?;
+            }
         }
         Next::Compensate(i) => {
-            let s = &rec.steps[i];
-            send(
-                &mut effects,
-                &s.role,
-                msg(i, Op::Compensate, s.compensation_runs),
-            )?;
+            if let Some(s) = rec.steps.get(i) {
+                let m = msg(i, Op::Compensate, s.compensation_runs);
+                send(kernel, &mut effects, from, &s.role, &m)?;
+            }
         }
         Next::Escalate(i) => {
-            let manager = kernel.chart().manager_of(&rec.steps[i].role).cloned();
-            if let (Some(manager), Some(pending)) = (manager, rec.pending.as_mut()) {
-                pending.escalated_to = manager.clone();
-                if !kernel.chart().is_principal(&manager) {
-                    send(&mut effects, &manager, msg(i, Op::Escalate, 0))?;
-                }
+            let manager = rec
+                .steps
+                .get(i)
+                .and_then(|s| kernel.chart().manager_of(&s.role))
+                .cloned();
+            if let Some(manager) = manager {
+                escalate_to(kernel, &mut effects, from, &mut rec, manager)?;
             }
         }
         Next::Gate(i) => {
@@ -163,50 +235,25 @@ pub(crate) fn transition(
         }
         Next::Nothing => {}
     }
-    effects.contended_write(Write::put(
-        run_key(kernel, &rec.saga_id)?,
-        to_value(&rec)?,
-        pre,
-    ));
+    put_run(kernel, &mut effects, &rec, pre)?;
     Ok(effects)
 }
 
-/// Sends an escalation of run `rec` (already recorded as pending with
-/// `to`) on to `to`, from `from`.
+/// What passing `rec`'s pending decision up from `from` (read at
+/// `version`) to its manager commits: the principal at the top reads it in
+/// the document.
 pub(crate) fn pass_up(
     kernel: &Kernel,
     from: &Name,
     mut rec: SagaRecord,
     version: Version,
 ) -> Result<Effects, StoreError> {
-    let Some(pending) = rec.pending.as_mut() else {
-        return Ok(Effects::new());
-    };
-    let step = pending.step;
-    let up = kernel.chart().manager_of(from).cloned();
-    let Some(up) = up else {
-        return Ok(Effects::new());
-    };
-    pending.escalated_to = up.clone();
     let mut effects = Effects::new();
-    if !kernel.chart().is_principal(&up) {
-        let channel = Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))?;
-        let msg = Message {
-            saga: rec.saga_id.clone(),
-            step,
-            op: Op::Escalate,
-            run: 0,
-        };
-        let env = kernel
-            .envelope(from.clone(), Kind::Message, to_value(&msg)?)
-            .with_to(up.clone());
-        effects.send(kernel.subjects().channel(&up, &channel, from), env);
-    }
-    effects.contended_write(Write::put(
-        run_key(kernel, &rec.saga_id)?,
-        to_value(&rec)?,
-        Precondition::Version(version),
-    ));
+    let Some(up) = kernel.chart().manager_of(from).cloned() else {
+        return Ok(effects);
+    };
+    escalate_to(kernel, &mut effects, from, &mut rec, up)?;
+    put_run(kernel, &mut effects, &rec, Precondition::Version(version))?;
     Ok(effects)
 }
 
@@ -243,16 +290,9 @@ fn gate_timer(
 
 /// The id of a run of `name` started with idempotency key `key`.
 fn keyed_id(kernel: &Kernel, name: &str, key: &str) -> Result<MessageId, SagaError> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [kernel.org().as_str(), name, key] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    MessageId::parse(format!("sg-{}", crate::hex::hex(&h.finalize(), 32))).map_err(|e| {
-        SagaError::Encode {
-            message: e.to_string(),
-        }
+    let hex = crate::hex::digest(&[kernel.org().as_str(), name, key]);
+    MessageId::parse(format!("sg-{hex}")).map_err(|e| SagaError::Encode {
+        message: e.to_string(),
     })
 }
 
@@ -300,7 +340,12 @@ fn check_decider(kernel: &Kernel, who: &Name, rec: &SagaRecord) -> Result<(), Sa
             saga: rec.saga_id.clone(),
         });
     };
-    let role = &rec.steps[pending.step].role;
+    let Some(role) = rec.steps.get(pending.step).map(|s| &s.role) else {
+        return Err(SagaError::InvalidDecision {
+            saga: rec.saga_id.clone(),
+            reason: "the pending decision names no step of the saga".to_owned(),
+        });
+    };
     let chart = kernel.chart();
     if chart.is_principal(who) || chart.chain_of_command(role).contains(who) {
         return Ok(());
@@ -338,7 +383,8 @@ impl Context {
     /// Starts a run of the chart's saga `name` with `input` (this role must
     /// run its first step), when the handler's outcome is committed. Its
     /// id derives from this delivery and `name`, so a retried handler
-    /// starts one run.
+    /// starts one run — and one delivery starts at most one run of a saga
+    /// (a second call for the same `name` makes the commit conflict).
     pub fn start_saga<T: Serialize + ?Sized>(
         &self,
         name: &str,
@@ -526,7 +572,7 @@ impl TimerHandler for GateTimer {
                 .map_err(|e| Fault::Transient(e.to_string()))?;
             // No record: past its retention, nothing to wait for.
             if let Some(r) = receipts {
-                let processed = r.subscribers.len() - r.not_processed.len();
+                let processed = r.subscribers.len().saturating_sub(r.not_processed.len());
                 let needed = gate
                     .spec
                     .quorum
@@ -573,8 +619,11 @@ mod tests {
                 op,
                 run: 1,
             };
-            let item = m.item().unwrap();
-            assert_eq!(Message::parse_item(&item), Some((saga.clone(), 12, op)));
+            let back = Message::parse_item(&m.item().unwrap()).unwrap();
+            assert_eq!(
+                (back.saga, back.step, back.op, back.run),
+                (saga.clone(), 12, op, 1)
+            );
         }
     }
 }

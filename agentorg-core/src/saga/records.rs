@@ -207,6 +207,9 @@ pub struct SagaRecord {
     /// Why compensation stopped short, if an irreversible step stopped it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<Name>,
+    /// The step whose failure started the compensation, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<usize>,
     /// When it started.
     #[serde(serialize_with = "crate::timefmt::serialize")]
     pub created_at: DateTime<Utc>,
@@ -275,6 +278,7 @@ impl SagaRecord {
             rollback_events: Vec::new(),
             pending: None,
             blocked_by: None,
+            failed_step: None,
             created_at: now,
             updated_at: now,
         };
@@ -403,8 +407,11 @@ impl SagaRecord {
         step.finished_at = Some(now);
         self.updated_at = now;
         self.pending = None;
+        self.failed_step = Some(i);
         let mut plan = Vec::new();
-        if self.steps[i].compensate {
+        // Compensated too if it ran at all (it may have partly happened);
+        // not a step whose gate timed out before it ran.
+        if self.steps[i].compensate && self.steps[i].runs > 0 {
             plan.push(i);
         }
         for j in (0..i).rev() {
@@ -431,11 +438,7 @@ impl SagaRecord {
         if self.plan.is_empty() {
             if let Some(by) = self.blocked_by.clone() {
                 self.status = SagaStatus::Blocked;
-                let failed = self
-                    .steps
-                    .iter()
-                    .rposition(|s| s.status == StepStatus::Failed)
-                    .unwrap_or(0);
+                let failed = self.failed_step.unwrap_or(0);
                 return self.escalate(
                     failed,
                     format!("compensation stops at irreversible step `{by}`"),
@@ -446,7 +449,10 @@ impl SagaRecord {
         }
         let j = self.plan.remove(0);
         self.status = SagaStatus::Compensating;
-        let step = &mut self.steps[j];
+        // A plan entry naming no step (a document edited by hand) is skipped.
+        let Some(step) = self.steps.get_mut(j) else {
+            return self.next_compensation(now);
+        };
         step.status = StepStatus::Compensating;
         step.compensation_runs += 1;
         step.started_at = Some(now);
@@ -510,6 +516,21 @@ impl SagaRecord {
         self.escalate(j, reason)
     }
 
+    /// A dead-lettered run of in-doubt step `i` was requeued: it is running
+    /// again (the same run).
+    pub(crate) fn run_requeued(&mut self, i: usize, now: DateTime<Utc>) {
+        if let Some(step) = self.steps.get_mut(i) {
+            if step.status == StepStatus::InDoubt {
+                step.status = StepStatus::Running;
+                step.error = None;
+                step.started_at = Some(now);
+                self.status = SagaStatus::Running;
+                self.pending = None;
+                self.updated_at = now;
+            }
+        }
+    }
+
     /// A dead-lettered compensation of step `j` was requeued: it is
     /// compensating again.
     pub(crate) fn compensation_requeued(&mut self, j: usize, now: DateTime<Utc>) {
@@ -524,8 +545,9 @@ impl SagaRecord {
         }
     }
 
-    /// Records a decision pending on step `i` (its `escalated_to` is set
-    /// by the caller, who knows the chart).
+    /// Records a decision pending on step `i`. Its `escalated_to` is
+    /// `started_by` until the commit sets it to the manager of the step's
+    /// role ([`transition`](super::ops::transition) knows the chart).
     fn escalate(&mut self, i: usize, reason: String) -> Next {
         self.pending = Some(PendingDecision {
             step: i,
@@ -551,10 +573,14 @@ impl SagaRecord {
             saga: self.saga_id.clone(),
             reason: why.to_owned(),
         };
+        let Some(step) = self.steps.get(i) else {
+            return Err(invalid("the pending decision names no step of the saga"));
+        };
+        let irreversible = step.irreversible;
         let next = match (self.status, decision) {
             (SagaStatus::InDoubt, SagaDecision::Retry) => self.run(i, now),
             (SagaStatus::InDoubt, SagaDecision::Compensate) => {
-                if self.steps[i].irreversible {
+                if irreversible {
                     return Err(invalid("the step in doubt is irreversible"));
                 }
                 self.failed(i, "in doubt; decided: compensate".to_owned(), now)
@@ -572,20 +598,16 @@ impl SagaRecord {
                 // Accepted as compensated (undone by other means).
                 self.compensated(i, None, now)
             }
-            (SagaStatus::Blocked, SagaDecision::Retry) => {
-                self.blocked_by = None;
-                self.run(i, now)
+            (SagaStatus::Blocked, SagaDecision::Retry | SagaDecision::Compensate) => {
+                return Err(invalid(
+                    "compensation already ran back to an irreversible step: only `accept` (the saga ends failed) applies",
+                ))
             }
             (SagaStatus::Blocked, SagaDecision::Accept(_)) => {
                 self.status = SagaStatus::Failed;
                 self.pending = None;
                 self.updated_at = now;
                 Next::Nothing
-            }
-            (SagaStatus::Blocked, SagaDecision::Compensate) => {
-                return Err(invalid(
-                    "compensation already stopped at an irreversible step",
-                ))
             }
             _ => return Err(invalid("the saga waits for no such decision")),
         };
@@ -646,14 +668,47 @@ mod tests {
         assert_eq!(r.failed(2, "no".into(), now), Next::Compensate(1));
         assert_eq!(r.compensated(1, None, now), Next::Escalate(2));
         assert_eq!(r.status, SagaStatus::Blocked);
-        assert!(r
-            .decide(&SagaDecision::Compensate, now)
-            .is_err_and(|e| matches!(e, SagaError::InvalidDecision { .. })));
+        assert_eq!(r.pending.as_ref().map(|p| p.step), Some(2));
+        for d in [SagaDecision::Compensate, SagaDecision::Retry] {
+            assert!(r
+                .decide(&d, now)
+                .is_err_and(|e| matches!(e, SagaError::InvalidDecision { .. })));
+        }
         assert_eq!(
             r.decide(&SagaDecision::Accept(Value::Null), now).unwrap(),
             Next::Nothing
         );
         assert_eq!(r.status, SagaStatus::Failed);
+    }
+
+    /// A gated step whose gate times out with `compensate` never ran: it is
+    /// not compensated, the step before it is.
+    #[test]
+    fn a_gate_timeout_compensates_what_ran() {
+        use crate::chart::{GateSpec, GateTimeout};
+        let now = Utc::now();
+        let chart = OrgChart::builder("o")
+            .principal("p")
+            .role(RoleSpec::new("x").reports_to("p").publishes(["e"]))
+            .saga(
+                SagaSpec::new("s")
+                    .step(StepSpec::new("a", "x").compensate())
+                    .step(
+                        StepSpec::new("b", "x").compensate().gate(
+                            GateSpec::new("e", std::time::Duration::from_secs(1))
+                                .on_timeout(GateTimeout::Compensate),
+                        ),
+                    ),
+            )
+            .build()
+            .unwrap();
+        let def = chart.saga("s").unwrap();
+        let (mut r, _) = SagaRecord::start(MessageId::new(), def, n("p"), Value::Null, now);
+        assert_eq!(r.completed(0, Value::Null, &[], now), Next::Gate(1));
+        assert_eq!(r.gate_timed_out(1, now), Next::Compensate(0));
+        assert_eq!(r.compensated(0, None, now), Next::Nothing);
+        assert_eq!(r.compensations, [n("a")]);
+        assert_eq!(r.steps[1].status, StepStatus::Failed);
     }
 
     #[test]

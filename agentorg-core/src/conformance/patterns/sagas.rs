@@ -37,6 +37,8 @@ const GATE_WITHIN: Duration = Duration::from_secs(2);
 ///   (marketing);
 /// * `chain`: build (devops), scan (cso), announce (marketing) — no
 ///   compensation;
+/// * `charge`: charge (devops, irreversible), ship (cso, compensated),
+///   notify (marketing);
 /// * `gated`: release (devops), notify (marketing, gated on all of
 ///   `deploy.complete`'s subscribers within [`GATE_WITHIN`], skipped on
 ///   timeout), close (cso).
@@ -70,6 +72,12 @@ fn saga_chart(b: &str, org: &Name) -> OrgChart {
                 .step(StepSpec::new("deploy", "devops").compensate_with("deploy.rollback"))
                 .step(StepSpec::new("smoke_test", "cso"))
                 .step(StepSpec::new("changelog", "marketing")),
+        )
+        .saga(
+            SagaSpec::new("charge")
+                .step(StepSpec::new("charge", "devops").irreversible())
+                .step(StepSpec::new("ship", "cso").compensate())
+                .step(StepSpec::new("notify", "marketing")),
         )
         .saga(
             SagaSpec::new("chain")
@@ -140,7 +148,8 @@ struct Switches {
 /// (transiently) a `deploy.complete` until it has seen `scan.done`, so it
 /// receives the chain's events out of order; the ceo decides an escalation
 /// when the input says `ceo_decides` (retry, and the flaky step heals),
-/// the cto passes every one up.
+/// the cto accepts the step when it says `cto_accepts`, and passes the
+/// rest up.
 struct SagaAgent {
     role: &'static str,
     log: Arc<Log>,
@@ -205,6 +214,9 @@ impl Agent for SagaAgent {
         if self.role == "ceo" && e.record.input["ceo_decides"] == true {
             self.switches.flaky.store(false, Ordering::SeqCst);
             return Ok(Some(SagaDecision::Retry));
+        }
+        if self.role == "cto" && e.record.input["cto_accepts"] == true {
+            return Ok(Some(SagaDecision::Accept(json!("accepted by the cto"))));
         }
         Ok(None)
     }
@@ -429,11 +441,29 @@ pub async fn in_doubt_step_escalates_and_a_decision_resolves_it(
     if rec.steps[2].runs != 2 || !rec.compensations.is_empty() {
         fail(B, format!("the decided run: {rec:?}"));
     }
+    switches.flaky.store(true, Ordering::SeqCst);
     if log.at("cto") != ["esc:smoke_test"] || log.at("ceo").iter().all(|w| w != "esc:smoke_test") {
         fail(B, format!("the escalation's path: {:?}", log.all()));
     }
+    // The cto accepts the step in doubt: the next step, on a role outside
+    // the cto's line (marketing), runs.
+    let accepted = start_run(
+        B,
+        &p,
+        "cicd",
+        json!({ "flaky": "smoke_test", "cto_accepts": true }),
+    )
+    .await;
+    let rec = run_until(B, &p, &accepted, "completed", |r| {
+        r.status == SagaStatus::Completed
+    })
+    .await;
+    if rec.steps[2].result != Some(json!("accepted by the cto"))
+        || rec.steps[3].status != StepStatus::Completed
+    {
+        fail(B, format!("the accepted run: {rec:?}"));
+    }
     // No manager decides: the principal does.
-    switches.flaky.store(true, Ordering::SeqCst);
     let undecided = start_run(B, &p, "cicd", json!({ "flaky": "smoke_test" })).await;
     let rec = run_until(B, &p, &undecided, "in doubt at the principal", |r| {
         r.status == SagaStatus::InDoubt
@@ -589,4 +619,53 @@ pub async fn gated_step_takes_its_timeout_branch(
         );
     }
     some.shutdown().await;
+}
+
+/// A step past an irreversible one fails: the steps after the irreversible
+/// one are compensated, then the saga is blocked and escalates; only
+/// accepting it (as failed) applies, and the irreversible step is never
+/// undone.
+pub async fn irreversible_step_blocks_compensation_and_escalates(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "irreversible_step_blocks_compensation_and_escalates";
+    let (log, switches) = (Arc::new(Log::default()), Arc::new(Switches::default()));
+    let o = start_saga_org(B, &t, &s, &org, &ROLES, &log, &switches).await;
+    let p = o.principal();
+    let id = start_run(B, &p, "charge", json!({ "fail": "notify" })).await;
+    let rec = run_until(B, &p, &id, "blocked at the principal", |r| {
+        r.status == SagaStatus::Blocked
+            && r.pending
+                .as_ref()
+                .is_some_and(|d| d.escalated_to == "founder")
+    })
+    .await;
+    let pending = rec
+        .pending
+        .clone()
+        .unwrap_or_else(|| fail(B, "no pending decision"));
+    if rec.compensations != ["ship"]
+        || rec.steps[0].status != StepStatus::Completed
+        || pending.step != 2
+        || rec.blocked_by.as_ref().is_none_or(|b| b != "charge")
+    {
+        fail(B, format!("the blocked run: {rec:?}"));
+    }
+    if log.count("comp:charge") != 0 || !log.at("ceo").contains(&"esc:notify".to_owned()) {
+        fail(B, format!("what ran: {:?}", log.all()));
+    }
+    match p.decide_saga(&id, SagaDecision::Retry).await {
+        Err(crate::saga::SagaError::InvalidDecision { .. }) => {}
+        other => fail(B, format!("a retry of a blocked saga: {other:?}")),
+    }
+    p.decide_saga(&id, SagaDecision::Accept(Value::Null))
+        .await
+        .unwrap_or_else(|e| fail(B, format!("accepting: {e}")));
+    let rec = run_until(B, &p, &id, "failed", |r| r.status == SagaStatus::Failed).await;
+    if rec.pending.is_some() {
+        fail(B, format!("a decided run still pending: {rec:?}"));
+    }
+    o.shutdown().await;
 }

@@ -372,21 +372,38 @@ fn saga_decision(decision: &Value) -> Result<SagaDecision, SeatError> {
     })
 }
 
-/// What a saga step or compensation offers the client.
-fn saga_step_event(event: &str, cx: &Context, step: &SagaStep) -> Value {
-    json!({
-        "event": event,
-        "saga_id": step.saga_id,
-        "saga": step.saga,
-        "step": step.step,
-        "index": step.index,
-        "input": step.input,
-        "results": step.results,
-        "result": step.result,
-        "idempotency_key": step.idempotency_key,
-        "run": step.run,
-        "attempt": cx.attempt(),
-    })
+impl SeatAgent {
+    /// A saga step (or compensation, by `kind`) as a turn: the client
+    /// reports its outcome with `complete_task` or `fail_task`.
+    async fn saga_turn(
+        &self,
+        cx: &Context,
+        step: &SagaStep,
+        kind: TurnKind,
+    ) -> Result<Value, AgentError> {
+        let id = format!("{}#{}", step.idempotency_key, step.run);
+        let event = json!({
+            "event": kind.name(),
+            "saga_id": step.saga_id,
+            "saga": step.saga,
+            "step": step.step,
+            "index": step.index,
+            "input": step.input,
+            "results": step.results,
+            "result": step.result,
+            "idempotency_key": step.idempotency_key,
+            "run": step.run,
+            "attempt": cx.attempt(),
+        });
+        match self.turn(cx, id, kind, event).await? {
+            End::Complete(v) => Ok(v),
+            End::Fail { message, retryable } => Err(fail(message, retryable)),
+            _ => Err(AgentError::permanent(format!(
+                "the seat ended a {} wrongly",
+                kind.noun()
+            ))),
+        }
+    }
 }
 
 fn fail(message: String, retryable: bool) -> AgentError {
@@ -503,25 +520,13 @@ impl Agent for SeatAgent {
     }
 
     async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
-        let id = format!("{}#{}", step.idempotency_key, step.run);
-        let event = saga_step_event("saga_step", cx, &step);
-        match self.turn(cx, id, TurnKind::SagaStep, event).await? {
-            End::Complete(v) => Ok(v),
-            End::Fail { message, retryable } => Err(fail(message, retryable)),
-            _ => Err(AgentError::permanent("the seat ended a saga step wrongly")),
-        }
+        self.saga_turn(cx, &step, TurnKind::SagaStep).await
     }
 
     async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
-        let id = format!("{}#{}", step.idempotency_key, step.run);
-        let event = saga_step_event("saga_compensation", cx, &step);
-        match self.turn(cx, id, TurnKind::Compensation, event).await? {
-            End::Complete(_) => Ok(()),
-            End::Fail { message, retryable } => Err(fail(message, retryable)),
-            _ => Err(AgentError::permanent(
-                "the seat ended a compensation wrongly",
-            )),
-        }
+        self.saga_turn(cx, &step, TurnKind::Compensation)
+            .await
+            .map(|_| ())
     }
 
     async fn on_saga_escalation(
