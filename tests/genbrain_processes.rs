@@ -195,45 +195,11 @@ fn build_example() -> PathBuf {
 
 async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) {
     let t0 = Instant::now();
-    let project = firestore.unique_project();
-    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(NAME)
-        .join(&project);
-    std::fs::create_dir_all(&logs).expect("a directory for the processes' logs");
-    eprintln!(
-        "{NAME}: project {project} on {}, nats {}; logs in {}",
-        firestore.host_port(),
-        nats.url(),
-        logs.display()
-    );
-    let args: Vec<String> = [
-        "--nats",
-        &nats.url(),
-        "--firestore",
-        &firestore.host_port(),
-        "--project",
-        &project,
-        "--lease-secs",
-        LEASE_SECS,
-        "--work-ms",
-        WORK_MS,
-        "--timeout",
-        &FOUNDER_TIMEOUT.as_secs().to_string(),
-        "--stop-on-stdin-eof",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut org = Processes::new(exe, args, logs);
+    let (mut org, store) = processes(exe, nats, firestore, WORK_MS).await;
     for role in ROLES {
         org.start(role);
     }
     org.start("founder");
-    let store = FirestoreStore::builder()
-        .with_project_id(&project)
-        .with_emulator(firestore.host_port())
-        .build()
-        .await
-        .expect("a Firestore store on the emulator");
 
     // Backend's task in progress: SIGKILL its process, start it again.
     let task = until(
@@ -376,43 +342,11 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
 /// module's docs).
 async fn saga_scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) {
     let t0 = Instant::now();
-    let project = firestore.unique_project();
-    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(NAME)
-        .join(&project);
-    std::fs::create_dir_all(&logs).expect("a directory for the processes' logs");
-    eprintln!(
-        "{NAME}: saga scenario: project {project}; logs in {}",
-        logs.display()
-    );
-    let args: Vec<String> = [
-        "--nats",
-        &nats.url(),
-        "--firestore",
-        &firestore.host_port(),
-        "--project",
-        &project,
-        "--lease-secs",
-        LEASE_SECS,
-        "--work-ms",
-        "100",
-        "--timeout",
-        &FOUNDER_TIMEOUT.as_secs().to_string(),
-        "--stop-on-stdin-eof",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut org = Processes::new(exe, args, logs);
+    let (mut org, store) = processes(exe, nats, firestore, "100").await;
     // Held far longer than the test waits: only the kill ends attempt 1.
     org.start_with("devops", &["--hold-compensation-ms", "600000"]);
     org.start("marketing");
     org.start_with("founder", &["--cicd", "--fail-step", "smoke_test"]);
-    let store = FirestoreStore::builder()
-        .with_project_id(&project)
-        .with_emulator(firestore.host_port())
-        .build()
-        .await
-        .expect("a Firestore store on the emulator");
 
     // DevOps says it is compensating, and the saga document agrees: kill it.
     until(
@@ -498,6 +432,52 @@ async fn saga_scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmula
         "{NAME}: {:.1} s: saga scenario done",
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// The processes of an org on `nats` and a fresh project of `firestore`
+/// (none started yet; each specialist works `work_ms`), and a store on
+/// that project.
+async fn processes(
+    exe: &Path,
+    nats: &NatsServer,
+    firestore: &FirestoreEmulator,
+    work_ms: &str,
+) -> (Processes, FirestoreStore) {
+    let project = firestore.unique_project();
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(NAME)
+        .join(&project);
+    std::fs::create_dir_all(&logs).expect("a directory for the processes' logs");
+    eprintln!(
+        "{NAME}: project {project} on {}, nats {}; logs in {}",
+        firestore.host_port(),
+        nats.url(),
+        logs.display()
+    );
+    let args: Vec<String> = [
+        "--nats",
+        &nats.url(),
+        "--firestore",
+        &firestore.host_port(),
+        "--project",
+        &project,
+        "--lease-secs",
+        LEASE_SECS,
+        "--work-ms",
+        work_ms,
+        "--timeout",
+        &FOUNDER_TIMEOUT.as_secs().to_string(),
+        "--stop-on-stdin-eof",
+    ]
+    .map(String::from)
+    .to_vec();
+    let store = FirestoreStore::builder()
+        .with_project_id(&project)
+        .with_emulator(firestore.host_port())
+        .build()
+        .await
+        .expect("a Firestore store on the emulator");
+    (Processes::new(exe, args, logs), store)
 }
 
 /// Polls `check` every 50 ms until it yields, for up to `limit`.

@@ -4,21 +4,16 @@
 //! `wait_for_event`, and its receipt says processed once the client has it.
 //! Memory backends, an in-process pipe.
 
-use std::time::Duration;
-
 use agentorg_core::agent::{agent_fn, Outcome, TaskSpec};
 use agentorg_core::chart::{OrgChart, RoleSpec};
 use agentorg_core::events::ReceiptStatus;
 use agentorg_core::hierarchy::TaskStatus;
 use agentorg_core::runtime::Org;
-use agentorg_mcp::seat::{Seat, SeatOptions, SeatServer};
-use rmcp::model::ClientConfig;
-use rmcp::service::RunningService;
-use rmcp::{RoleServer, ServiceExt};
+use agentorg_mcp::seat::Seat;
 use serde_json::{json, Value};
 
 mod seat_support;
-use seat_support::{next_event, ok, refused, Client, TestResult, DEADLINE};
+use seat_support::{client_of, next_event, ok, refused, test_seat, TestResult, DEADLINE};
 
 /// founder → devops (publishes `deploy.complete`, whose payload needs a
 /// string `version`), marketing (subscribes to `deploy.*`).
@@ -48,26 +43,7 @@ fn chart() -> OrgChart {
 }
 
 fn seat(role: &str) -> Seat {
-    let options = SeatOptions::default()
-        .with_pickup_timeout(DEADLINE)
-        .with_idle_timeout(DEADLINE)
-        .with_max_wait(Duration::from_secs(5));
-    match Seat::builder(chart(), role).options(options).build() {
-        Ok(s) => s,
-        Err(e) => panic!("seat: {e}"),
-    }
-}
-
-async fn client_of(seat: &Seat) -> (Client, RunningService<RoleServer, SeatServer>) {
-    let (server_io, client_io) = tokio::io::duplex(256 * 1024);
-    let (server, client) = tokio::join!(
-        seat.server().serve(server_io),
-        ClientConfig::default().serve(client_io)
-    );
-    match (server, client) {
-        (Ok(s), Ok(c)) => (c, s),
-        (s, c) => panic!("MCP session: server {:?}, client {:?}", s.err(), c.err()),
-    }
+    test_seat(chart(), role)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,11 @@ use std::time::Duration;
 use agentorg_core::chart::{OrgChart, RoleSpec, SagaSpec, StepSpec};
 use agentorg_core::runtime::{Org, RuntimeConfig};
 use agentorg_core::saga::{SagaStatus, StepStatus};
-use agentorg_mcp::seat::{Seat, SeatOptions, SeatServer};
-use rmcp::model::ClientConfig;
-use rmcp::service::RunningService;
-use rmcp::{RoleServer, ServiceExt};
+use agentorg_mcp::seat::Seat;
 use serde_json::json;
 
 mod seat_support;
-use seat_support::{next_event, ok, refused, Client, TestResult, DEADLINE};
+use seat_support::{client_of, next_event, ok, refused, test_seat, TestResult, DEADLINE};
 
 /// founder → cto → devops (publishes `deploy.rollback`); the saga
 /// `release`: deploy (devops, compensated with `deploy.rollback`), verify
@@ -43,26 +40,7 @@ fn chart() -> OrgChart {
 }
 
 fn seat(role: &str) -> Seat {
-    let options = SeatOptions::default()
-        .with_pickup_timeout(DEADLINE)
-        .with_idle_timeout(DEADLINE)
-        .with_max_wait(Duration::from_secs(5));
-    match Seat::builder(chart(), role).options(options).build() {
-        Ok(s) => s,
-        Err(e) => panic!("seat: {e}"),
-    }
-}
-
-async fn client_of(seat: &Seat) -> (Client, RunningService<RoleServer, SeatServer>) {
-    let (server_io, client_io) = tokio::io::duplex(256 * 1024);
-    let (server, client) = tokio::join!(
-        seat.server().serve(server_io),
-        ClientConfig::default().serve(client_io)
-    );
-    match (server, client) {
-        (Ok(s), Ok(c)) => (c, s),
-        (s, c) => panic!("MCP session: server {:?}, client {:?}", s.err(), c.err()),
-    }
+    test_seat(chart(), role)
 }
 
 async fn org(devops: &Seat, cto: &Seat) -> Result<Org, Box<dyn std::error::Error + Send + Sync>> {

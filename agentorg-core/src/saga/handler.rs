@@ -252,6 +252,26 @@ fn published(kernel: &Kernel, effects: &Effects) -> Vec<(String, MessageId)> {
         .collect()
 }
 
+/// Commits `effects` with `rec` moved to `next` (compared-and-set against
+/// `version`) and what `next` sends, from the delivery's role.
+async fn commit_next(
+    delivery: &Claimed<'_>,
+    mut effects: Effects,
+    rec: SagaRecord,
+    version: Version,
+    next: Next,
+) -> Result<Settle, Fault> {
+    let pre = Precondition::Version(version);
+    effects.extend(ops::transition(
+        delivery.kernel(),
+        delivery.role(),
+        rec,
+        pre,
+        next,
+    )?);
+    delivery.commit_all(effects).await
+}
+
 async fn run(
     delivery: &Claimed<'_>,
     cb: &dyn SagaCallbacks,
@@ -284,14 +304,7 @@ async fn run(
             rec.failed(msg.step, describe(&e), now)
         }
     };
-    effects.extend(ops::transition(
-        kernel,
-        delivery.role(),
-        rec,
-        Precondition::Version(version),
-        next,
-    )?);
-    delivery.commit_all(effects).await
+    commit_next(delivery, effects, rec, version, next).await
 }
 
 async fn compensate(
@@ -309,7 +322,11 @@ async fn compensate(
     match r {
         Ok(()) => {
             let mut rollback = None;
-            if let Some(event) = rec.steps[msg.step].rollback_event.clone() {
+            let event = rec
+                .steps
+                .get(msg.step)
+                .and_then(|s| s.rollback_event.clone());
+            if let Some(event) = event {
                 let payload = serde_json::json!({
                     "saga": rec.name,
                     "saga_id": rec.saga_id,
@@ -328,16 +345,9 @@ async fn compensate(
                     }
                 }
             }
-            let (mut effects, _) = cx.take_effects();
+            let (effects, _) = cx.take_effects();
             let next = rec.compensated(msg.step, rollback, kernel.now());
-            effects.extend(ops::transition(
-                kernel,
-                delivery.role(),
-                rec,
-                Precondition::Version(version),
-                next,
-            )?);
-            delivery.commit_all(effects).await
+            commit_next(delivery, effects, rec, version, next).await
         }
         Err(e) if e.is_retryable() => delivery.retry_or_dead_letter(e, item.as_ref()).await,
         Err(e) => {
@@ -394,14 +404,12 @@ async fn escalate(
         }
     };
     // A decision (from what was read, `rec` moved by it), or up the line.
-    effects.extend(match decided {
-        Some(next) => ops::transition(kernel, role, rec, Precondition::Version(version), next)?,
-        None => {
-            let Some((fresh, version)) = ops::read_run(kernel, &rec.saga_id).await? else {
-                return delivery.done().await;
-            };
-            ops::pass_up(kernel, role, fresh, version)?
-        }
-    });
+    if let Some(next) = decided {
+        return commit_next(delivery, effects, rec, version, next).await;
+    }
+    let Some((fresh, version)) = ops::read_run(kernel, &rec.saga_id).await? else {
+        return delivery.done().await;
+    };
+    effects.extend(ops::pass_up(kernel, role, fresh, version)?);
     delivery.commit_all(effects).await
 }

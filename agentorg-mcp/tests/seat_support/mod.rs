@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use agentorg_core::chart::OrgChart;
+use agentorg_mcp::seat::{Seat, SeatOptions, SeatServer};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
 use rmcp::service::RunningService;
-use rmcp::RoleClient;
+use rmcp::{RoleClient, RoleServer, ServiceExt};
 use serde_json::{json, Value};
 
 /// A client of a seat.
@@ -65,5 +67,32 @@ pub async fn next_event(client: &Client) -> Value {
             tokio::time::Instant::now() < deadline,
             "no event within {DEADLINE:?}"
         );
+    }
+}
+
+/// The seat of `role` in `chart`, with the tests' timeouts: a client has
+/// [`DEADLINE`] to take an offer and between calls; `wait_for_event` waits
+/// at most 5 s.
+pub fn test_seat(chart: OrgChart, role: &str) -> Seat {
+    let options = SeatOptions::default()
+        .with_pickup_timeout(DEADLINE)
+        .with_idle_timeout(DEADLINE)
+        .with_max_wait(Duration::from_secs(5));
+    match Seat::builder(chart, role).options(options).build() {
+        Ok(s) => s,
+        Err(e) => panic!("seat: {e}"),
+    }
+}
+
+/// A client of `seat` over an in-process pipe, and the served session.
+pub async fn client_of(seat: &Seat) -> (Client, RunningService<RoleServer, SeatServer>) {
+    let (server_io, client_io) = tokio::io::duplex(256 * 1024);
+    let (server, client) = tokio::join!(
+        seat.server().serve(server_io),
+        ClientConfig::default().serve(client_io)
+    );
+    match (server, client) {
+        (Ok(s), Ok(c)) => (c, s),
+        (s, c) => panic!("MCP session: server {:?}, client {:?}", s.err(), c.err()),
     }
 }
