@@ -10,7 +10,8 @@
 //! ```text
 //! application agents (impl Agent)                        agent
 //!         │
-//! coordination patterns, one module each, each          hierarchy, peer
+//! coordination patterns, one module each, each          hierarchy, peer,
+//!                                                       events, saga
 //! registered with the kernel as handlers
 //!         │
 //! runtime kernel: hosts roles, binds consumers,         runtime
@@ -67,7 +68,9 @@
 //! * [`chart`]: the org chart and its rules.
 //! * [`runtime`]: the kernel that hosts roles and keeps the delivery
 //!   semantics; the seam patterns plug into.
-//! * [`hierarchy`], [`peer`]: the coordination patterns.
+//! * [`hierarchy`], [`peer`], [`events`], [`saga`]: the coordination
+//!   patterns (delegation, peer channels, event choreography, chains and
+//!   sagas).
 //! * [`agent`]: the application's trait, with a method per pattern.
 //! * `conformance` (feature `conformance`): the suites every backend runs.
 

@@ -76,6 +76,7 @@
 //!     }
 //!     async fn on_saga_step(&self, _cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
 //!         match step.step.as_str() {
+//!             "build" => Ok(json!({ "built": step.input["version"] })),
 //!             "deploy" => Ok(json!({ "deployed": step.input["version"] })),
 //!             _ => Err(AgentError::permanent("smoke test failed: /health returns 503")),
 //!         }
@@ -91,12 +92,19 @@
 //! let chart = OrgChart::builder("demo")
 //!     .principal("founder")
 //!     .role(RoleSpec::new("devops").reports_to("founder").publishes(["deploy.rollback"]))
+//!     // A chain: no step has a compensation.
+//!     .saga(SagaSpec::new("build").step(StepSpec::new("build", "devops")).step(StepSpec::new("deploy", "devops")))
+//!     // A saga: the deploy is undone if the smoke test fails.
 //!     .saga(SagaSpec::new("cicd")
 //!         .step(StepSpec::new("deploy", "devops").compensate_with("deploy.rollback"))
 //!         .step(StepSpec::new("smoke_test", "devops")))
 //!     .build()?;
 //! let org = Org::builder(chart).agent("devops", Devops).start().await?;
 //! let founder = org.principal();
+//! let chain = founder.start_saga("build", &json!({ "version": "v2.3.1" })).await?;
+//! let chain = founder.saga(&chain).wait(Duration::from_secs(5)).await?;
+//! assert_eq!(chain.status, SagaStatus::Completed);
+//! assert_eq!(chain.steps[1].result, Some(json!({ "deployed": "v2.3.1" })));
 //! let id = founder.start_saga("cicd", &json!({ "version": "v2.3.1" })).await?;
 //! let saga = founder.saga(&id).wait(Duration::from_secs(5)).await?;
 //! assert_eq!(saga.status, SagaStatus::Compensated);
