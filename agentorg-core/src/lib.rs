@@ -11,7 +11,8 @@
 //! application agents (impl Agent)                        agent
 //!         │
 //! coordination patterns, one module each, each          hierarchy, peer,
-//!                                                       events, saga
+//!                                                       events, saga,
+//!                                                       blackboard
 //! registered with the kernel as handlers
 //!         │
 //! runtime kernel: hosts roles, binds consumers,         runtime
@@ -68,9 +69,9 @@
 //! * [`chart`]: the org chart and its rules.
 //! * [`runtime`]: the kernel that hosts roles and keeps the delivery
 //!   semantics; the seam patterns plug into.
-//! * [`hierarchy`], [`peer`], [`events`], [`saga`]: the coordination
-//!   patterns (delegation, peer channels, event choreography, chains and
-//!   sagas).
+//! * [`hierarchy`], [`peer`], [`events`], [`saga`], [`blackboard`]: the
+//!   coordination patterns (delegation, peer channels, event choreography,
+//!   chains and sagas, a shared project of owned artifacts).
 //! * [`agent`]: the application's trait, with a method per pattern.
 //! * `conformance` (feature `conformance`): the suites every backend runs.
 
@@ -90,6 +91,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;
+pub mod blackboard;
 pub mod chart;
 pub mod clock;
 pub mod codec;

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
 //! | publish on the saga channel of each role it may reach in a saga ([`OrgChart::saga_contacts`]: the members of each saga it is a member of — the step roles and their managers), *as itself* | `<org>.agent.<to>.saga.<r>` |
+//! | publish blackboard ready notices, as itself (projects are not in the chart; the receiver checks that the sender owns a blocker) | `<org>.agent.*.board.<r>` |
 //! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
 //! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's own events ([`ORG_EVENTS`](agentorg_core::events::ORG_EVENTS)) | `<org>.events.<name>`, `<org>.events.sla.breach`, `.breaker.open`, `.dead_letter` |
 //! | dead-letter and alert | `<org>.deadletter`, `<org>.alerts` |
@@ -332,6 +333,12 @@ impl OrgAuthBuilder {
             })?;
             for to in chart.saga_contacts(&role) {
                 publish.push(s.channel(&to, &saga, &role).to_string());
+            }
+            // Blackboard ready notices, as itself, to any role (projects
+            // are not in the chart; the receiver checks the sender owns a
+            // blocker).
+            if !chart.is_principal(&role) {
+                publish.push(format!("{org}.agent.*.board.{role}"));
             }
             for peer in chart.peers_of(&role) {
                 publish.push(s.peer(&role, peer).to_string());

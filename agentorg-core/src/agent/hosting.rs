@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::Agent;
+use crate::blackboard::{Blackboard, BoardCallbacks, ReadyArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::Envelope;
 use crate::events::{Event, EventCallbacks, Events};
@@ -21,13 +22,14 @@ use crate::runtime::{
 use crate::saga::{SagaCallbacks, SagaDecision, SagaEscalation, SagaStep, Sagas};
 
 /// `builder` with the default patterns registered: the hierarchy, peer
-/// channels, events, and chains and sagas.
+/// channels, events, chains and sagas, and the blackboard.
 pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
     builder
         .pattern(Hierarchy)
         .pattern(Peer)
         .pattern(Events)
         .pattern(Sagas)
+        .pattern(Blackboard)
 }
 
 impl Org {
@@ -57,7 +59,8 @@ impl OrgBuilder {
         app.insert(Arc::clone(&callbacks) as Arc<dyn HierarchyCallbacks>);
         app.insert(Arc::clone(&callbacks) as Arc<dyn PeerCallbacks>);
         app.insert(Arc::clone(&callbacks) as Arc<dyn EventCallbacks>);
-        app.insert(callbacks as Arc<dyn SagaCallbacks>);
+        app.insert(Arc::clone(&callbacks) as Arc<dyn SagaCallbacks>);
+        app.insert(callbacks as Arc<dyn BoardCallbacks>);
         self.host(role, options, app)
     }
 }
@@ -148,5 +151,16 @@ impl SagaCallbacks for AgentCallbacks {
         escalation: SagaEscalation,
     ) -> Result<Option<SagaDecision>, AgentError> {
         self.0.on_saga_escalation(cx, escalation).await
+    }
+}
+
+#[async_trait]
+impl BoardCallbacks for AgentCallbacks {
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        self.0.on_artifact_ready(cx, ready).await
     }
 }

@@ -58,6 +58,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::blackboard::ReadyArtifact;
 use crate::envelope::Envelope;
 use crate::events::Event;
 use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
@@ -180,6 +181,18 @@ pub trait Agent: Send + Sync + 'static {
         )))
     }
 
+    /// An artifact this role owns on a blackboard became ready: every
+    /// artifact it is blocked by is complete (see [`crate::blackboard`]).
+    /// Called once per set of blocker revisions. Default: nothing.
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        let _ = (cx, ready);
+        Ok(())
+    }
+
     /// A saga step of a role under this one waits for a decision (in doubt,
     /// a compensation failed, or compensation stopped at an irreversible
     /// step): `Some` decides, `None` passes it up. Default: `None`.
@@ -248,6 +261,13 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
         escalation: SagaEscalation,
     ) -> Result<Option<SagaDecision>, AgentError> {
         (**self).on_saga_escalation(cx, escalation).await
+    }
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        (**self).on_artifact_ready(cx, ready).await
     }
 }
 

@@ -1,0 +1,127 @@
+//! The blackboard's handler of each role's ready notices: checks that the
+//! artifact is ready now, and tells its owner once per set of blocker
+//! revisions.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::ops::{self, Notice};
+use super::records::ArtifactStatus;
+use super::{BoardCallbacks, ReadyArtifact};
+use crate::chart::OrgChart;
+use crate::envelope::{Envelope, Kind};
+use crate::name::Name;
+use crate::runtime::{from_json, Claimed, Fault, Handler, HostedRole, Reason, Settle};
+use crate::store::{Precondition, Write};
+use crate::subject::{Route, SubjectPattern, Subjects};
+
+fn callbacks(host: &HostedRole) -> Option<&Arc<dyn BoardCallbacks>> {
+    host.app::<Arc<dyn BoardCallbacks>>()
+}
+
+fn notice(env: &Envelope) -> Option<Notice> {
+    from_json(&env.payload).ok()
+}
+
+/// Takes every role's ready notices (on its inbox consumer).
+#[derive(Debug)]
+pub(crate) struct BoardHandler;
+
+#[async_trait]
+impl Handler for BoardHandler {
+    fn name(&self) -> &'static str {
+        "blackboard"
+    }
+
+    fn subjects(&self, subjects: &Subjects, chart: &OrgChart, role: &Name) -> Vec<SubjectPattern> {
+        if chart.is_principal(role) {
+            return Vec::new();
+        }
+        ops::channel()
+            .map(|c| vec![subjects.channel_any(role, &c)])
+            .unwrap_or_default()
+    }
+
+    fn admit(&self, host: &HostedRole, env: &Envelope, _route: &Route) -> Result<(), Reason> {
+        if env.kind != Kind::Message || notice(env).is_none() {
+            return Err(Reason::new("malformed", "not a ready notice"));
+        }
+        let chart = host.kernel().chart();
+        if !chart.contains(&env.from) || chart.is_principal(&env.from) {
+            return Err(Reason::new(
+                "not_allowed",
+                format!("`{}` owns no artifact: not a role of the chart", env.from),
+            ));
+        }
+        if callbacks(host).is_none() {
+            return Err(Reason::new(
+                "not_hosted",
+                format!("`{}` hosts no code for the blackboard", host.role()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Claimed<'_>) -> Result<Settle, Fault> {
+        let (Some(cb), Some(n)) = (
+            callbacks(delivery.host()).cloned(),
+            notice(delivery.envelope()),
+        ) else {
+            return delivery
+                .dead_letter(Reason::new("not_hosted", "no blackboard callbacks"), None)
+                .await;
+        };
+        let kernel = delivery.kernel();
+        let fault = |e: super::BoardError| Fault::Transient(e.to_string());
+        // The notice's sender must own a blocker of the artifact, and the
+        // artifact must be this role's and still not started.
+        let (artifact, _) = match ops::read_artifact(kernel, &n.project, &n.artifact).await {
+            Ok(a) => a,
+            Err(super::BoardError::Store(e)) => return Err(e.into()),
+            Err(_) => return delivery.done().await,
+        };
+        if &artifact.owner != delivery.role() || artifact.status != ArtifactStatus::Pending {
+            return delivery.done().await;
+        }
+        let mut blockers = Vec::with_capacity(artifact.blocked_by.len());
+        for b in &artifact.blocked_by {
+            blockers.push(
+                ops::read_artifact(kernel, &n.project, b)
+                    .await
+                    .map_err(fault)?
+                    .0,
+            );
+        }
+        let sender_blocks = blockers.iter().any(|b| b.owner == delivery.envelope().from);
+        if !sender_blocks
+            || blockers
+                .iter()
+                .any(|b| b.status != ArtifactStatus::Complete)
+        {
+            return delivery.done().await;
+        }
+        // Once per set of blocker revisions: two blockers completing at
+        // once send two notices, and both may find it ready.
+        let refs: Vec<_> = blockers.iter().collect();
+        let marker = ops::ready_marker(kernel, &n.project, &n.artifact, &refs)?;
+        if kernel.store().get(&marker).await?.is_some() {
+            return delivery.done().await;
+        }
+        let cx = delivery.context(None);
+        let ready = ReadyArtifact {
+            project: n.project.clone(),
+            artifact: n.artifact.clone(),
+            blockers,
+        };
+        let r = delivery.run(cb.on_artifact_ready(&cx, ready)).await;
+        cx.with_effects(|effects, _| {
+            effects.contended_write(Write::put(
+                marker,
+                serde_json::json!({ "artifact": n.artifact, "role": delivery.role() }),
+                Precondition::MustNotExist,
+            ));
+        });
+        delivery.settle_call(&cx, r).await
+    }
+}

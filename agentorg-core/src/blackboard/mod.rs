@@ -1,0 +1,395 @@
+//! The blackboard: a shared project of artifacts, each owned by a role,
+//! that coordinates the org by its changes — "when the Backend agent marks
+//! api_spec as complete, the CSO agent sees that its blocker is resolved
+//! and starts the security review. No explicit message needed".
+//!
+//! * **A project** ([`Principal::create_project`](crate::runtime::Principal::create_project),
+//!   [`Context::create_project`](crate::runtime::Context::create_project))
+//!   has artifacts, each owned by a role of the chart, `pending` at first.
+//!   Each artifact is **its own document**, versioned on its own: a change
+//!   is compared with the version it read, so writes to different
+//!   artifacts of one project never conflict, and a conflict on one
+//!   artifact is never lost (the handler runs again on what it is now).
+//!   Every change is kept in the artifact's history.
+//! * **Only the owner** changes an artifact
+//!   ([`Context::update_artifact`](crate::runtime::Context::update_artifact)):
+//!   anyone else is refused ([`BoardError::NotOwner`]) before anything is
+//!   written. Everyone may read the whole project
+//!   ([`Principal::project`](crate::runtime::Principal::project)), in one
+//!   call, consistent per artifact (not a snapshot across artifacts).
+//! * **Dependencies.** An artifact's `blocked_by` names other artifacts of
+//!   the project; an unknown one, or a cycle, is refused when the project
+//!   is created. Ready (not started, every blocker complete) is *derived*
+//!   from the blockers' statuses, never written into the dependent's
+//!   document. The commit that completes an artifact carries, in the
+//!   kernel's outbox, a notice to the owner of each artifact it blocks; the
+//!   owner's process checks the blockers and, if the artifact is ready,
+//!   calls [`Agent::on_artifact_ready`](crate::agent::Agent::on_artifact_ready)
+//!   — once per set of blocker revisions, claimed, retried and
+//!   dead-lettered like any delivery.
+//!   [`Principal::ready_artifacts`](crate::runtime::Principal::ready_artifacts)
+//!   lists, per role, what is ready.
+//! * **Decisions.** An append-only log
+//!   ([`Context::record_decision`](crate::runtime::Context::record_decision)):
+//!   a decision is never edited, only superseded by a later one that names
+//!   it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use agentorg_core::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
+//! use agentorg_core::blackboard::{ArtifactSpec, ArtifactStatus, ArtifactUpdate, DecisionSpec, ProjectSpec, ReadyArtifact};
+//! use agentorg_core::chart::{OrgChart, RoleSpec};
+//! use agentorg_core::runtime::Org;
+//! use async_trait::async_trait;
+//! use serde_json::Value;
+//!
+//! /// Backend writes the API spec when asked.
+//! struct Backend;
+//! #[async_trait]
+//! impl Agent for Backend {
+//!     async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+//!         let done = ArtifactUpdate::status(ArtifactStatus::Complete).path("/specs/analytics-v2.yaml");
+//!         cx.update_artifact("dashboard", "api_spec", done).await?;
+//!         Ok(Outcome::Complete(Value::Null))
+//!     }
+//! }
+//!
+//! /// The CSO starts its review when its blocker completes: nobody messages it.
+//! #[derive(Clone, Default)]
+//! struct Cso(Arc<Mutex<Vec<String>>>);
+//! #[async_trait]
+//! impl Agent for Cso {
+//!     async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+//!         Ok(Outcome::Complete(Value::Null))
+//!     }
+//!     async fn on_artifact_ready(&self, cx: &Context, ready: ReadyArtifact) -> Result<(), AgentError> {
+//!         self.0.lock().unwrap().push(ready.artifact.clone());
+//!         cx.update_artifact(&ready.project, &ready.artifact, ArtifactUpdate::status(ArtifactStatus::Complete)).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let chart = OrgChart::builder("demo")
+//!     .principal("founder")
+//!     .role(RoleSpec::new("backend").reports_to("founder"))
+//!     .role(RoleSpec::new("cso").reports_to("founder"))
+//!     .build()?;
+//! let cso = Cso::default();
+//! let org = Org::builder(chart).agent("backend", Backend).agent("cso", cso.clone()).start().await?;
+//! let founder = org.principal();
+//! founder.create_project(&ProjectSpec::new("dashboard")
+//!     .artifact(ArtifactSpec::new("api_spec", "backend"))
+//!     .artifact(ArtifactSpec::new("security_review", "cso").blocked_by(["api_spec"]))).await?;
+//! founder.record_decision("dashboard", DecisionSpec::new(
+//!     "Use ClickHouse for analytics storage, not BigQuery",
+//!     "Lower latency for real-time dashboard queries",
+//! )).await?;
+//! assert_eq!(founder.ready_artifacts("dashboard").await?["backend"], ["api_spec"]);
+//! founder.delegate("backend", TaskSpec::new("write the API spec")).await?.wait(Duration::from_secs(5)).await?;
+//! # for _ in 0..200 { if founder.project("dashboard").await?.is_complete() { break } tokio::time::sleep(Duration::from_millis(10)).await; }
+//! let project = founder.project("dashboard").await?;
+//! assert!(project.is_complete());
+//! assert_eq!(*cso.0.lock().unwrap(), ["security_review"]);
+//! let json = project.to_json();
+//! assert_eq!(json["artifacts"]["security_review"]["blocked_by"], "api_spec");
+//! assert_eq!(json["decisions"][0]["agent"], "founder");
+//! org.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
+
+mod handler;
+mod ops;
+mod records;
+
+pub use records::{Artifact, ArtifactStatus, Change, DecisionRecord};
+
+/// The blackboard pattern, as registered with the kernel: the handler of
+/// every role's ready notices. `Org::builder` registers it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Blackboard;
+
+impl Pattern for Blackboard {
+    fn name(&self) -> &'static str {
+        "blackboard"
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.handler(handler::BoardHandler);
+    }
+}
+
+/// The blackboard's call into a role's code.
+///
+/// Implemented for every `Agent` by the agent layer (implement `Agent`).
+#[async_trait]
+pub trait BoardCallbacks: Send + Sync + 'static {
+    /// An artifact this role owns became ready: every blocker is complete.
+    async fn on_artifact_ready(&self, cx: &Context, ready: ReadyArtifact)
+        -> Result<(), AgentError>;
+}
+
+/// An artifact that became ready, as its owner hears of it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReadyArtifact {
+    /// The project.
+    pub project: String,
+    /// The artifact, owned by the role told.
+    pub artifact: String,
+    /// Its blockers, as they are now (all complete).
+    pub blockers: Vec<Artifact>,
+}
+
+/// A project to create: its id and artifacts.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProjectSpec {
+    /// Its id (a [`Name`]: letters, digits, `-`, `_`).
+    pub project_id: String,
+    /// Its artifacts.
+    pub artifacts: Vec<ArtifactSpec>,
+}
+
+impl ProjectSpec {
+    /// Project `id`, so far with no artifacts.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            project_id: id.into(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// Adds an artifact.
+    pub fn artifact(mut self, artifact: ArtifactSpec) -> Self {
+        self.artifacts.push(artifact);
+        self
+    }
+}
+
+/// An artifact to create: its name, owner and blockers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ArtifactSpec {
+    /// Its name in the project.
+    pub name: String,
+    /// The role that owns it.
+    pub owner: String,
+    /// The artifacts of the project it waits for.
+    pub blocked_by: Vec<String>,
+}
+
+impl ArtifactSpec {
+    /// Artifact `name`, owned by `owner`, blocked by nothing.
+    pub fn new(name: impl Into<String>, owner: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            owner: owner.into(),
+            blocked_by: Vec::new(),
+        }
+    }
+
+    /// Blocked by these artifacts of the project.
+    pub fn blocked_by(mut self, blockers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.blocked_by = blockers.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A change of an artifact: what to set (the rest stays).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ArtifactUpdate {
+    /// The new status.
+    pub status: Option<ArtifactStatus>,
+    /// The new path.
+    pub path: Option<String>,
+    /// The new content.
+    pub content: Option<Value>,
+}
+
+impl ArtifactUpdate {
+    /// Sets the status.
+    pub fn status(status: ArtifactStatus) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the content only.
+    pub fn content(content: Value) -> Self {
+        Self {
+            content: Some(content),
+            ..Self::default()
+        }
+    }
+
+    /// Also sets the path.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Also sets the content.
+    pub fn with_content(mut self, content: Value) -> Self {
+        self.content = Some(content);
+        self
+    }
+}
+
+/// A decision to record.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DecisionSpec {
+    /// What was decided.
+    pub decision: String,
+    /// Why.
+    pub rationale: String,
+    /// The artifacts of the project it concerns.
+    pub artifacts: Vec<String>,
+    /// The meeting that took it.
+    pub meeting: Option<String>,
+    /// The decision (by id) it replaces.
+    pub supersedes: Option<String>,
+}
+
+impl DecisionSpec {
+    /// A decision and its rationale.
+    pub fn new(decision: impl Into<String>, rationale: impl Into<String>) -> Self {
+        Self {
+            decision: decision.into(),
+            rationale: rationale.into(),
+            artifacts: Vec::new(),
+            meeting: None,
+            supersedes: None,
+        }
+    }
+
+    /// About these artifacts.
+    pub fn artifacts(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.artifacts = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Taken by this meeting.
+    pub fn meeting(mut self, id: impl Into<String>) -> Self {
+        self.meeting = Some(id.into());
+        self
+    }
+
+    /// Replacing this earlier decision (which stays in the log).
+    pub fn supersedes(mut self, id: impl Into<String>) -> Self {
+        self.supersedes = Some(id.into());
+        self
+    }
+}
+
+/// A project as read: its artifacts by name and its decision log, oldest
+/// first.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Project {
+    /// Its id.
+    pub project_id: String,
+    /// Its artifacts, by name.
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// Its decisions, oldest first.
+    pub decisions: Vec<DecisionRecord>,
+}
+
+impl Project {
+    /// Whether every artifact is complete.
+    pub fn is_complete(&self) -> bool {
+        self.artifacts
+            .values()
+            .all(|a| a.status == ArtifactStatus::Complete)
+    }
+
+    /// The decisions no later one supersedes.
+    pub fn current_decisions(&self) -> impl Iterator<Item = &DecisionRecord> + '_ {
+        self.decisions.iter().filter(|d| {
+            !self
+                .decisions
+                .iter()
+                .any(|later| later.supersedes.as_deref() == Some(d.decision_id.as_str()))
+        })
+    }
+}
+
+/// A blackboard operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BoardError {
+    /// Only an artifact's owner changes it.
+    #[error("`{role}` may not change artifact `{artifact}`: only its owner `{owner}` does")]
+    NotOwner {
+        /// Who tried.
+        role: String,
+        /// The artifact.
+        artifact: String,
+        /// Its owner.
+        owner: String,
+    },
+    /// No such project.
+    #[error("no project `{project}`")]
+    UnknownProject {
+        /// The id given.
+        project: String,
+    },
+    /// No such artifact in the project.
+    #[error("project `{project}` has no artifact `{artifact}`")]
+    UnknownArtifact {
+        /// The project.
+        project: String,
+        /// The name given.
+        artifact: String,
+    },
+    /// A blocker names no artifact of the project.
+    #[error(
+        "artifact `{artifact}` is blocked by `{blocker}`, which is not an artifact of the project"
+    )]
+    UnknownDependency {
+        /// The blocked artifact.
+        artifact: String,
+        /// The unknown blocker.
+        blocker: String,
+    },
+    /// The blockers go round in a circle.
+    #[error("the dependencies go round in a circle: {}", cycle.join(" → "))]
+    Cycle {
+        /// The artifacts of the circle, in order.
+        cycle: Vec<String>,
+    },
+    /// Bad input (a name, a duplicate, an owner outside the chart, …).
+    #[error("invalid input: {message}")]
+    InvalidInput {
+        /// What is wrong.
+        message: String,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl BoardError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable() || e.is_precondition_failure(),
+            _ => false,
+        }
+    }
+}
+
+agent_error_from!(BoardError);

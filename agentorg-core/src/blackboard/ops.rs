@@ -1,0 +1,517 @@
+//! Where a project lives, and what creating it, changing an artifact,
+//! recording a decision and reading it take — from a `Context` (committed
+//! with the handler's outcome) and from the principal.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::records::{
+    blockers_of, check_graph, dependents, Artifact, ArtifactStatus, Change, DecisionRecord,
+    GraphError, ProjectRecord, Shape,
+};
+use super::{ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
+use crate::envelope::{Kind, MessageId};
+use crate::name::Name;
+use crate::runtime::{from_doc, to_value, Context, Effects, Kernel, Principal};
+use crate::store::{
+    CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write,
+};
+
+/// The channel of each role ready notices come on:
+/// `<org>.agent.<role>.board.<from>`.
+pub(crate) const CHANNEL: &str = "board";
+
+/// A ready notice: an artifact of `project` some blocker of which was
+/// completed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Notice {
+    pub(crate) project: String,
+    pub(crate) artifact: String,
+}
+
+/// The name of the board channel.
+pub(crate) fn channel() -> Result<Name, StoreError> {
+    Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))
+}
+
+fn project_key(kernel: &Kernel, project: &str) -> Result<DocKey, StoreError> {
+    kernel.collection("projects")?.doc(project)
+}
+
+fn artifacts(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreError> {
+    project_key(kernel, project)?.subcollection("artifacts")
+}
+
+fn artifact_key(kernel: &Kernel, project: &str, name: &str) -> Result<DocKey, StoreError> {
+    artifacts(kernel, project)?.doc(name)
+}
+
+fn history(kernel: &Kernel, project: &str, name: &str) -> Result<CollectionPath, StoreError> {
+    artifact_key(kernel, project, name)?.subcollection("history")
+}
+
+fn decisions(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreError> {
+    project_key(kernel, project)?.subcollection("decisions")
+}
+
+/// The marker of a ready notice handled: one per artifact and set of
+/// blocker revisions.
+pub(crate) fn ready_marker(
+    kernel: &Kernel,
+    project: &str,
+    artifact: &str,
+    blockers: &[&Artifact],
+) -> Result<DocKey, StoreError> {
+    let revisions: Vec<String> = blockers
+        .iter()
+        .map(|b| format!("{}@{}", b.name, b.revision))
+        .collect();
+    let mut parts: Vec<&str> = vec![artifact];
+    parts.extend(revisions.iter().map(String::as_str));
+    let digest = crate::hex::digest(&parts);
+    project_key(kernel, project)?
+        .subcollection("ready")?
+        .doc(format!("{artifact}-{digest}"))
+}
+
+fn name_of(what: &str, s: &str) -> Result<Name, BoardError> {
+    Name::new(s).map_err(|e| BoardError::InvalidInput {
+        message: format!("{what} `{s}`: {e}"),
+    })
+}
+
+/// Reads project `id`'s structure.
+pub(crate) async fn read_project(kernel: &Kernel, id: &str) -> Result<ProjectRecord, BoardError> {
+    match kernel
+        .read::<ProjectRecord>(&project_key(kernel, id)?)
+        .await?
+    {
+        Some((p, _)) => Ok(p),
+        None => Err(BoardError::UnknownProject {
+            project: id.to_owned(),
+        }),
+    }
+}
+
+/// Reads artifact `name` of project `id`, with its version.
+pub(crate) async fn read_artifact(
+    kernel: &Kernel,
+    id: &str,
+    name: &str,
+) -> Result<(Artifact, Version), BoardError> {
+    match kernel
+        .read::<Artifact>(&artifact_key(kernel, id, name)?)
+        .await?
+    {
+        Some(a) => Ok(a),
+        None => Err(BoardError::UnknownArtifact {
+            project: id.to_owned(),
+            artifact: name.to_owned(),
+        }),
+    }
+}
+
+/// Every artifact of project `id` (each as read: consistent per artifact).
+pub(crate) async fn read_artifacts(kernel: &Kernel, id: &str) -> Result<Vec<Artifact>, BoardError> {
+    let mut out = Vec::new();
+    for doc in kernel.store().list_all(&artifacts(kernel, id)?).await? {
+        out.push(from_doc::<Artifact>(&doc)?.0);
+    }
+    Ok(out)
+}
+
+/// What creating `spec` from `by` commits.
+fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effects, BoardError> {
+    name_of("project id", &spec.project_id)?;
+    let chart = kernel.chart();
+    let mut shapes = BTreeMap::new();
+    for a in &spec.artifacts {
+        name_of("artifact", &a.name)?;
+        let owner = name_of("owner", &a.owner)?;
+        if !chart.contains(&owner) || chart.is_principal(&owner) {
+            return Err(BoardError::InvalidInput {
+                message: format!(
+                    "artifact `{}`: its owner `{owner}` is not a role of the chart",
+                    a.name
+                ),
+            });
+        }
+        let shape = Shape {
+            owner,
+            blocked_by: a.blocked_by.clone(),
+        };
+        if shapes.insert(a.name.clone(), shape).is_some() {
+            return Err(BoardError::InvalidInput {
+                message: format!("artifact `{}` is declared twice", a.name),
+            });
+        }
+    }
+    check_graph(&blockers_of(&shapes)).map_err(|e| match e {
+        GraphError::Unknown { artifact, blocker } => {
+            BoardError::UnknownDependency { artifact, blocker }
+        }
+        GraphError::Cycle(cycle) => BoardError::Cycle { cycle },
+    })?;
+    let now = kernel.now();
+    let mut effects = Effects::new();
+    for (name, shape) in &shapes {
+        let artifact = Artifact {
+            name: name.clone(),
+            owner: shape.owner.clone(),
+            status: ArtifactStatus::Pending,
+            path: None,
+            content: None,
+            blocked_by: shape.blocked_by.clone(),
+            revision: 0,
+            updated_by: None,
+            updated_at: None,
+        };
+        effects.write(Write::put(
+            artifact_key(kernel, &spec.project_id, name)?,
+            to_value(&artifact)?,
+            Precondition::MustNotExist,
+        ));
+    }
+    let record = ProjectRecord {
+        project_id: spec.project_id.clone(),
+        created_by: by.clone(),
+        created_at: now,
+        artifacts: shapes,
+    };
+    effects.write(Write::put(
+        project_key(kernel, &spec.project_id)?,
+        to_value(&record)?,
+        Precondition::MustNotExist,
+    ));
+    Ok(effects)
+}
+
+/// What `role` changing artifact `name` of `project` by `update` commits
+/// (the artifact compared-and-set against the version read, its history,
+/// and a ready notice to the owner of each artifact it blocks when it
+/// completes), and the new revision.
+async fn update(
+    kernel: &Kernel,
+    role: &Name,
+    project: &str,
+    name: &str,
+    update: impl FnOnce(&Artifact) -> ArtifactUpdate,
+) -> Result<(Effects, u64), BoardError> {
+    let (mut artifact, version) = read_artifact(kernel, project, name).await?;
+    if &artifact.owner != role {
+        return Err(BoardError::NotOwner {
+            role: role.to_string(),
+            artifact: name.to_owned(),
+            owner: artifact.owner.to_string(),
+        });
+    }
+    let change = update(&artifact);
+    let from = artifact.status;
+    if let Some(s) = change.status {
+        artifact.status = s;
+    }
+    if let Some(p) = change.path {
+        artifact.path = Some(p);
+    }
+    if let Some(c) = change.content {
+        artifact.content = Some(c);
+    }
+    let now = kernel.now();
+    artifact.revision += 1;
+    artifact.updated_by = Some(role.clone());
+    artifact.updated_at = Some(now);
+    let record = Change {
+        revision: artifact.revision,
+        by: role.clone(),
+        at: now,
+        from,
+        to: artifact.status,
+        path: artifact.path.clone(),
+    };
+    let mut effects = Effects::new();
+    effects.contended_write(Write::put(
+        artifact_key(kernel, project, name)?,
+        to_value(&artifact)?,
+        Precondition::Version(version),
+    ));
+    effects.write(Write::put(
+        history(kernel, project, name)?.doc(format!("{:012}", artifact.revision))?,
+        to_value(&record)?,
+        Precondition::MustNotExist,
+    ));
+    if artifact.status == ArtifactStatus::Complete && from != ArtifactStatus::Complete {
+        let shapes = read_project(kernel, project).await?.artifacts;
+        let channel = channel()?;
+        for (dependent, shape) in dependents(&shapes, name) {
+            let notice = Notice {
+                project: project.to_owned(),
+                artifact: dependent.clone(),
+            };
+            let env = kernel
+                .envelope(role.clone(), Kind::Message, to_value(&notice)?)
+                .with_to(shape.owner.clone());
+            effects.send(kernel.subjects().channel(&shape.owner, &channel, role), env);
+        }
+    }
+    Ok((effects, artifact.revision))
+}
+
+/// What recording `spec` in `project`'s log from `by` commits, and its id.
+async fn decide(
+    kernel: &Kernel,
+    by: &Name,
+    project: &str,
+    spec: DecisionSpec,
+) -> Result<(Effects, String), BoardError> {
+    let shapes = read_project(kernel, project).await?.artifacts;
+    if let Some(a) = spec.artifacts.iter().find(|a| !shapes.contains_key(*a)) {
+        return Err(BoardError::UnknownArtifact {
+            project: project.to_owned(),
+            artifact: a.clone(),
+        });
+    }
+    if let Some(old) = &spec.supersedes {
+        let key = decisions(kernel, project)?.doc(old)?;
+        if kernel.store().get(&key).await?.is_none() {
+            return Err(BoardError::InvalidInput {
+                message: format!("decision `{old}` to supersede is not in the log of `{project}`"),
+            });
+        }
+    }
+    let id = format!("d-{}", MessageId::new());
+    let record = DecisionRecord {
+        decision_id: id.clone(),
+        agent: by.clone(),
+        decision: spec.decision,
+        rationale: spec.rationale,
+        timestamp: kernel.now(),
+        artifacts: spec.artifacts,
+        meeting: spec.meeting,
+        supersedes: spec.supersedes,
+    };
+    let mut effects = Effects::new();
+    effects.write(Write::put(
+        decisions(kernel, project)?.doc(&id)?,
+        to_value(&record)?,
+        Precondition::MustNotExist,
+    ));
+    Ok((effects, id))
+}
+
+/// Reads project `id` whole: its artifacts (each consistent on its own,
+/// not a snapshot across them) and its decision log, oldest first.
+async fn read(kernel: &Kernel, id: &str) -> Result<Project, BoardError> {
+    read_project(kernel, id).await?;
+    let artifacts = read_artifacts(kernel, id)
+        .await?
+        .into_iter()
+        .map(|a| (a.name.clone(), a))
+        .collect();
+    let mut log = Vec::new();
+    for doc in kernel.store().list_all(&decisions(kernel, id)?).await? {
+        log.push(from_doc::<DecisionRecord>(&doc)?.0);
+    }
+    log.sort_by(|a, b| (a.timestamp, &a.decision_id).cmp(&(b.timestamp, &b.decision_id)));
+    Ok(Project {
+        project_id: id.to_owned(),
+        artifacts,
+        decisions: log,
+    })
+}
+
+/// The artifacts of `id` not started whose blockers are all complete, by
+/// owner.
+async fn ready(kernel: &Kernel, id: &str) -> Result<BTreeMap<Name, Vec<String>>, BoardError> {
+    read_project(kernel, id).await?;
+    Ok(super::records::ready(&read_artifacts(kernel, id).await?))
+}
+
+/// The blackboard's operations of a handler's [`Context`].
+impl Context {
+    /// Creates a project with its artifacts (each owned by a role of the
+    /// chart, all `pending`), when the handler's outcome is committed. An
+    /// unknown blocker or a cycle is refused now.
+    pub fn create_project(&self, spec: &ProjectSpec) -> Result<(), BoardError> {
+        let effects = create(self.kernel(), self.role(), spec)?;
+        self.with_effects(|staged, _| {
+            staged.extend(effects);
+        });
+        Ok(())
+    }
+
+    /// Changes artifact `name` of `project` (this role must own it) by
+    /// `change`, with the handler's outcome: compared with the version read
+    /// now, so if it changes meanwhile the handler runs again on the new
+    /// one (nothing is lost). Completing it notifies the owners of the
+    /// artifacts it blocks. Returns the new revision.
+    pub async fn update_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        change: ArtifactUpdate,
+    ) -> Result<u64, BoardError> {
+        self.update_artifact_with(project, name, |_| change).await
+    }
+
+    /// [`update_artifact`](Self::update_artifact) with the change computed
+    /// from the artifact as read (a counter in its content, say).
+    pub async fn update_artifact_with(
+        &self,
+        project: &str,
+        name: &str,
+        change: impl FnOnce(&Artifact) -> ArtifactUpdate + Send,
+    ) -> Result<u64, BoardError> {
+        let (effects, revision) = update(self.kernel(), self.role(), project, name, change).await?;
+        self.with_effects(|staged, _| {
+            staged.extend(effects);
+        });
+        Ok(revision)
+    }
+
+    /// Appends a decision to `project`'s log, with the handler's outcome;
+    /// returns its id.
+    pub async fn record_decision(
+        &self,
+        project: &str,
+        decision: DecisionSpec,
+    ) -> Result<String, BoardError> {
+        let (effects, id) = decide(self.kernel(), self.role(), project, decision).await?;
+        self.with_effects(|staged, _| {
+            staged.extend(effects);
+        });
+        Ok(id)
+    }
+
+    /// Reads project `id` (see [`Principal::project`]).
+    pub async fn project(&self, id: &str) -> Result<Project, BoardError> {
+        read(self.kernel(), id).await
+    }
+
+    /// The artifacts of project `id` ready to start, by owner.
+    pub async fn ready_artifacts(
+        &self,
+        id: &str,
+    ) -> Result<BTreeMap<Name, Vec<String>>, BoardError> {
+        ready(self.kernel(), id).await
+    }
+}
+
+/// The blackboard's operations of the principal.
+impl Principal {
+    /// Creates a project with its artifacts (each owned by a role of the
+    /// chart, all `pending`); an unknown blocker or a cycle is refused.
+    pub async fn create_project(&self, spec: &ProjectSpec) -> Result<(), BoardError> {
+        let effects = create(&self.kernel, self.name(), spec)?;
+        match self.kernel.commit(effects).await {
+            Err(e) if e.is_precondition_failure() => Err(BoardError::InvalidInput {
+                message: format!("project `{}` exists already", spec.project_id),
+            }),
+            r => r.map_err(Into::into),
+        }
+    }
+
+    /// Reads project `id` whole, in one call: each artifact as it is now
+    /// (consistent per artifact — not a snapshot across artifacts, which
+    /// may change between two reads) and the decision log, oldest first.
+    /// [`Project::to_json`] gives it in the shape of GenBrain's project
+    /// document.
+    pub async fn project(&self, id: &str) -> Result<Project, BoardError> {
+        read(&self.kernel, id).await
+    }
+
+    /// The artifacts of project `id` ready to start (not started, every
+    /// blocker complete), by owner.
+    pub async fn ready_artifacts(
+        &self,
+        id: &str,
+    ) -> Result<BTreeMap<Name, Vec<String>>, BoardError> {
+        ready(&self.kernel, id).await
+    }
+
+    /// Appends a decision to `project`'s log as the principal.
+    pub async fn record_decision(
+        &self,
+        project: &str,
+        decision: DecisionSpec,
+    ) -> Result<String, BoardError> {
+        let (effects, id) = decide(&self.kernel, self.name(), project, decision).await?;
+        self.kernel.commit(effects).await?;
+        Ok(id)
+    }
+
+    /// Every change of artifact `name` of `project`, oldest first.
+    pub async fn artifact_history(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Vec<Change>, BoardError> {
+        read_artifact(&self.kernel, project, name).await?;
+        let mut out = Vec::new();
+        for doc in self
+            .kernel
+            .store()
+            .list_all(&history(&self.kernel, project, name)?)
+            .await?
+        {
+            out.push(from_doc::<Change>(&doc)?.0);
+        }
+        out.sort_by_key(|c| c.revision);
+        Ok(out)
+    }
+
+    /// The ids of every project.
+    pub async fn projects(&self) -> Result<Vec<String>, BoardError> {
+        let docs = self
+            .kernel
+            .store()
+            .list_all(&self.kernel.collection("projects")?)
+            .await?;
+        Ok(docs.into_iter().map(|d| d.key.id().to_owned()).collect())
+    }
+}
+
+impl Project {
+    /// The project in the shape of GenBrain's project document:
+    /// `{project_id, status, artifacts: {name: {owner, status, path,
+    /// blocked_by, updated_at}}, decisions: [{agent, decision, rationale,
+    /// timestamp, …}]}` — `blocked_by` a string when one, a list when
+    /// several, `null` when none; `status` `complete` when every artifact
+    /// is, else `in_progress`.
+    pub fn to_json(&self) -> Value {
+        let artifacts: serde_json::Map<String, Value> = self
+            .artifacts
+            .iter()
+            .map(|(name, a)| {
+                let blocked_by = match a.blocked_by.as_slice() {
+                    [] => Value::Null,
+                    [one] => json!(one),
+                    many => json!(many),
+                };
+                let mut v =
+                    json!({ "owner": a.owner, "status": a.status, "blocked_by": blocked_by });
+                if let Some(p) = &a.path {
+                    v["path"] = json!(p);
+                }
+                if a.updated_at.is_some() {
+                    // As the document has it (RFC 3339, UTC).
+                    let doc = serde_json::to_value(a).unwrap_or(Value::Null);
+                    v["updated_at"] = doc["updated_at"].clone();
+                }
+                (name.clone(), v)
+            })
+            .collect();
+        let decisions: Vec<Value> = self
+            .decisions
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .collect();
+        json!({
+            "project_id": self.project_id,
+            "status": if self.is_complete() { "complete" } else { "in_progress" },
+            "artifacts": artifacts,
+            "decisions": decisions,
+        })
+    }
+}

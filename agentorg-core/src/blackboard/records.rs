@@ -1,0 +1,275 @@
+//! The blackboard's documents and the dependency graph: checking it
+//! (unknown names, cycles) and deriving what is ready.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::name::Name;
+
+/// Where an artifact stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ArtifactStatus {
+    /// Not started.
+    Pending,
+    /// Being worked on.
+    InProgress,
+    /// Done.
+    Complete,
+    /// To be redone: something it depends on changed after it started.
+    Rework,
+}
+
+/// A project's structure, written once when it is created:
+/// `agentorg/<org>/projects/<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ProjectRecord {
+    pub(crate) project_id: String,
+    pub(crate) created_by: Name,
+    #[serde(serialize_with = "crate::timefmt::serialize")]
+    pub(crate) created_at: DateTime<Utc>,
+    /// Each artifact's owner and blockers.
+    pub(crate) artifacts: BTreeMap<String, Shape>,
+}
+
+/// An artifact's place in the project: its owner and what blocks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Shape {
+    pub(crate) owner: Name,
+    #[serde(default)]
+    pub(crate) blocked_by: Vec<String>,
+}
+
+/// One artifact, its own document (versioned on its own):
+/// `agentorg/<org>/projects/<id>/artifacts/<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Artifact {
+    /// Its name in the project.
+    pub name: String,
+    /// The role that owns it: the only one that changes it.
+    pub owner: Name,
+    /// Where it stands.
+    pub status: ArtifactStatus,
+    /// Where it lives (a file, a URL), once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Any content its owner keeps with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    /// The artifacts it waits for.
+    #[serde(default)]
+    pub blocked_by: Vec<String>,
+    /// How many changes it has had (0: as created).
+    pub revision: u64,
+    /// Who changed it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<Name>,
+    /// When it last changed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timefmt::option"
+    )]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One change of an artifact, kept for good:
+/// `…/artifacts/<name>/history/<revision>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Change {
+    /// The revision it made.
+    pub revision: u64,
+    /// Who made it.
+    pub by: Name,
+    /// When.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
+    pub at: DateTime<Utc>,
+    /// The status before.
+    pub from: ArtifactStatus,
+    /// The status after.
+    pub to: ArtifactStatus,
+    /// The path after, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// A decision of the log: never edited, only superseded by a later one
+/// that names it. `…/decisions/<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DecisionRecord {
+    /// Its id (sortable by time).
+    pub decision_id: String,
+    /// The role (or principal) that took it.
+    pub agent: Name,
+    /// What was decided.
+    pub decision: String,
+    /// Why.
+    pub rationale: String,
+    /// When.
+    #[serde(serialize_with = "crate::timefmt::serialize")]
+    pub timestamp: DateTime<Utc>,
+    /// The artifacts it concerns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+    /// The meeting that took it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting: Option<String>,
+    /// The decision it replaces, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+}
+
+/// Why a dependency graph is refused: an unknown blocker, or a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GraphError {
+    /// `artifact` is blocked by `blocker`, which the project does not have.
+    Unknown { artifact: String, blocker: String },
+    /// These artifacts block each other in a circle (in order).
+    Cycle(Vec<String>),
+}
+
+/// Checks the blockers of every artifact: each names an artifact of the
+/// project, and there is no cycle (an artifact blocking itself is one).
+pub(crate) fn check_graph(blockers: &BTreeMap<String, Vec<String>>) -> Result<(), GraphError> {
+    for (artifact, bs) in blockers {
+        if let Some(b) = bs.iter().find(|b| !blockers.contains_key(*b)) {
+            return Err(GraphError::Unknown {
+                artifact: artifact.clone(),
+                blocker: b.clone(),
+            });
+        }
+    }
+    // Depth-first, with the path on the stack: white 0, grey 1, black 2.
+    let mut color: BTreeMap<&str, u8> = BTreeMap::new();
+    for start in blockers.keys() {
+        if color.get(start.as_str()).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        color.insert(start.as_str(), 1);
+        while let Some((node, next)) = stack.pop() {
+            let edges = blockers.get(node).map(Vec::as_slice).unwrap_or_default();
+            if let Some(b) = edges.get(next) {
+                stack.push((node, next + 1));
+                match color.get(b.as_str()).copied().unwrap_or(0) {
+                    0 => {
+                        color.insert(b.as_str(), 1);
+                        stack.push((b.as_str(), 0));
+                    }
+                    1 => {
+                        let from = stack
+                            .iter()
+                            .position(|(n, _)| *n == b.as_str())
+                            .unwrap_or(0);
+                        let cycle = stack[from..].iter().map(|(n, _)| (*n).to_owned()).collect();
+                        return Err(GraphError::Cycle(cycle));
+                    }
+                    _ => {}
+                }
+            } else {
+                color.insert(node, 2);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The artifacts not started whose blockers are all complete, by owner
+/// (each list sorted).
+pub(crate) fn ready<'a>(
+    artifacts: impl IntoIterator<Item = &'a Artifact> + Clone,
+) -> BTreeMap<Name, Vec<String>> {
+    let status: BTreeMap<&str, ArtifactStatus> = artifacts
+        .clone()
+        .into_iter()
+        .map(|a| (a.name.as_str(), a.status))
+        .collect();
+    let mut out: BTreeMap<Name, Vec<String>> = BTreeMap::new();
+    for a in artifacts {
+        let unblocked = a
+            .blocked_by
+            .iter()
+            .all(|b| status.get(b.as_str()) == Some(&ArtifactStatus::Complete));
+        if a.status == ArtifactStatus::Pending && unblocked {
+            out.entry(a.owner.clone()).or_default().push(a.name.clone());
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// The artifacts that `name` blocks.
+pub(crate) fn dependents<'a>(
+    shapes: &'a BTreeMap<String, Shape>,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Shape)> + 'a {
+    shapes
+        .iter()
+        .filter(move |(_, s)| s.blocked_by.iter().any(|b| b == name))
+}
+
+/// Every artifact's blockers, as declared.
+pub(crate) fn blockers_of(shapes: &BTreeMap<String, Shape>) -> BTreeMap<String, Vec<String>> {
+    shapes
+        .iter()
+        .map(|(n, s)| (n.clone(), s.blocked_by.clone()))
+        .collect::<BTreeMap<_, _>>()
+}
+
+/// The names in a cycle, as a set (for tests).
+#[cfg(test)]
+fn members(e: &GraphError) -> std::collections::BTreeSet<String> {
+    match e {
+        GraphError::Cycle(c) => c.iter().cloned().collect(),
+        GraphError::Unknown { .. } => std::collections::BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        edges
+            .iter()
+            .map(|(a, bs)| {
+                (
+                    (*a).to_owned(),
+                    bs.iter().map(|b| (*b).to_owned()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unknown_blockers_and_cycles_are_refused() {
+        assert_eq!(check_graph(&graph(&[("a", &[]), ("b", &["a"])])), Ok(()));
+        assert_eq!(
+            check_graph(&graph(&[("a", &["x"])])),
+            Err(GraphError::Unknown {
+                artifact: "a".into(),
+                blocker: "x".into()
+            })
+        );
+        let e = check_graph(&graph(&[
+            ("a", &["c"]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("d", &[]),
+        ]));
+        assert_eq!(
+            members(&e.unwrap_err()),
+            ["a", "b", "c"].map(String::from).into()
+        );
+        assert!(check_graph(&graph(&[("a", &["a"])])).is_err());
+    }
+}
