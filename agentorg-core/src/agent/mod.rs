@@ -183,7 +183,9 @@ pub trait Agent: Send + Sync + 'static {
 
     /// An artifact this role owns on a blackboard became ready: every
     /// artifact it is blocked by is complete (see [`crate::blackboard`]).
-    /// Called once per set of blocker revisions. Default: nothing.
+    /// What it stages is committed once per set of blocker revisions (when
+    /// two blockers complete at once it may run twice; the second commit
+    /// finds the first). Default: nothing.
     async fn on_artifact_ready(
         &self,
         cx: &Context,

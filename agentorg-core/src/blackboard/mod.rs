@@ -24,9 +24,11 @@
 //!   document. The commit that completes an artifact carries, in the
 //!   kernel's outbox, a notice to the owner of each artifact it blocks; the
 //!   owner's process checks the blockers and, if the artifact is ready,
-//!   calls [`Agent::on_artifact_ready`](crate::agent::Agent::on_artifact_ready)
-//!   — once per set of blocker revisions, claimed, retried and
-//!   dead-lettered like any delivery.
+//!   calls [`Agent::on_artifact_ready`](crate::agent::Agent::on_artifact_ready),
+//!   claimed, retried and dead-lettered like any delivery; what it stages
+//!   is committed once per set of blocker revisions (two blockers
+//!   completed at once send two notices: the callback may run twice, and
+//!   the second commit finds the first and runs on what is there).
 //!   [`Principal::ready_artifacts`](crate::runtime::Principal::ready_artifacts)
 //!   lists, per role, what is ready.
 //! * **Decisions.** An append-only log

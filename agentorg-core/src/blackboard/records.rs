@@ -272,4 +272,105 @@ mod tests {
         );
         assert!(check_graph(&graph(&[("a", &["a"])])).is_err());
     }
+
+    use proptest::prelude::*;
+
+    /// A graph of `n` artifacts `a0…`, each blocked by a random subset of
+    /// the others (any direction: cycles possible).
+    fn graphs() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
+        (1usize..9).prop_flat_map(|n| {
+            proptest::collection::vec(proptest::collection::vec(0..n, 0..4), n).prop_map(
+                move |edges| {
+                    edges
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, bs)| {
+                            let mut bs: Vec<String> = bs.iter().map(|b| format!("a{b}")).collect();
+                            bs.sort();
+                            bs.dedup();
+                            (format!("a{i}"), bs)
+                        })
+                        .collect()
+                },
+            )
+        })
+    }
+
+    /// Whether `g` has a cycle, by repeatedly removing artifacts with no
+    /// blocker left (Kahn): what cannot be removed is on or behind one.
+    fn has_cycle(g: &BTreeMap<String, Vec<String>>) -> bool {
+        let mut left: BTreeMap<&str, Vec<&str>> = g
+            .iter()
+            .map(|(a, bs)| (a.as_str(), bs.iter().map(String::as_str).collect()))
+            .collect();
+        loop {
+            let free: Vec<&str> = left
+                .iter()
+                .filter(|(_, bs)| bs.iter().all(|b| !left.contains_key(b)))
+                .map(|(a, _)| *a)
+                .collect();
+            if free.is_empty() {
+                return !left.is_empty();
+            }
+            for a in free {
+                left.remove(a);
+            }
+        }
+    }
+
+    proptest! {
+        /// Cycles are always refused, acyclic graphs always accepted, and a
+        /// refused cycle is a real one (each blocked by the next).
+        #[test]
+        fn cycles_refused_acyclic_accepted(g in graphs()) {
+            match check_graph(&g) {
+                Ok(()) => prop_assert!(!has_cycle(&g)),
+                Err(GraphError::Cycle(c)) => {
+                    prop_assert!(has_cycle(&g));
+                    for (i, a) in c.iter().enumerate() {
+                        let next = &c[(i + 1) % c.len()];
+                        prop_assert!(g[a].contains(next), "{a} is not blocked by {next} in {g:?}");
+                    }
+                }
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+        }
+
+        /// `ready` is exactly the artifacts not started whose blockers are
+        /// all complete, whatever was completed.
+        #[test]
+        fn ready_is_pending_with_every_blocker_complete(
+            g in graphs(),
+            statuses in proptest::collection::vec(0u8..4, 8),
+        ) {
+            let status = |i: usize| match statuses[i % statuses.len()] {
+                0 => ArtifactStatus::Pending,
+                1 => ArtifactStatus::InProgress,
+                2 => ArtifactStatus::Complete,
+                _ => ArtifactStatus::Rework,
+            };
+            let artifacts: Vec<Artifact> = g
+                .iter()
+                .enumerate()
+                .map(|(i, (name, bs))| Artifact {
+                    name: name.clone(),
+                    owner: Name::new(format!("r{}", i % 3)).unwrap(),
+                    status: status(i),
+                    path: None,
+                    content: None,
+                    blocked_by: bs.clone(),
+                    revision: 0,
+                    updated_by: None,
+                    updated_at: None,
+                })
+                .collect();
+            let got = ready(&artifacts);
+            for a in &artifacts {
+                let complete = |b: &String| artifacts.iter().any(|x| &x.name == b && x.status == ArtifactStatus::Complete);
+                let want = a.status == ArtifactStatus::Pending && a.blocked_by.iter().all(complete);
+                let listed = got.get(&a.owner).is_some_and(|v| v.contains(&a.name));
+                prop_assert_eq!(want, listed, "{} in {:?}", a.name, got);
+            }
+        }
+    }
 }

@@ -237,6 +237,11 @@ macro_rules! __agentorg_pattern_cases {
             failing_compensation_dead_letters_and_escalates,
             gated_step_takes_its_timeout_branch,
             irreversible_step_blocks_compensation_and_escalates,
+            concurrent_artifact_updates_lose_nothing,
+            non_owner_update_refused,
+            completing_a_blocker_notifies_the_owner,
+            bad_dependencies_refused,
+            decision_superseded_log_intact,
         }
     };
 }

@@ -30,6 +30,7 @@ use crate::name::Name;
 use crate::store::StateStore;
 use crate::transport::Transport;
 
+pub mod blackboard;
 pub mod events;
 pub mod hierarchy;
 pub mod org_events;
@@ -38,6 +39,7 @@ mod registry;
 pub mod sagas;
 mod support;
 
+pub use blackboard::*;
 pub use events::*;
 pub use hierarchy::*;
 pub use org_events::*;

@@ -1,0 +1,388 @@
+//! The blackboard: concurrent changes lose nothing, only owners change
+//! artifacts, a completed blocker tells the owner of what became ready, bad
+//! dependencies are refused, and the decision log is append-only.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
+use crate::blackboard::{
+    ArtifactSpec, ArtifactStatus, ArtifactUpdate, BoardError, DecisionSpec, ProjectSpec,
+    ReadyArtifact,
+};
+use crate::chart::{OrgChart, RoleSpec};
+use crate::hierarchy::TaskStatus;
+use crate::name::Name;
+use crate::runtime::{Org, Principal};
+use crate::store::StateStore;
+use crate::transport::Transport;
+
+use super::super::fail;
+use super::suite_config;
+use super::support::{delegate, eventually, start_with, wait_done};
+
+/// How many workers (each owning an artifact) and updates per artifact.
+const WORKERS: usize = 8;
+
+/// founder → w1 … w8, backend, cso.
+fn board_chart(b: &str, org: &Name) -> OrgChart {
+    let mut chart = OrgChart::builder(org.as_str()).principal("founder");
+    for i in 1..=WORKERS {
+        chart = chart.role(RoleSpec::new(format!("w{i}")).reports_to("founder"));
+    }
+    chart
+        .role(RoleSpec::new("backend").reports_to("founder"))
+        .role(RoleSpec::new("cso").reports_to("founder"))
+        .build()
+        .unwrap_or_else(|e| fail(b, e))
+}
+
+/// Every role's agent: a task's input says what to do to which artifact
+/// (`increment` its content's count, `complete` it, `touch` one it does not
+/// own); ready notices are logged, and the artifact is then completed.
+struct BoardAgent {
+    ready: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait]
+impl Agent for BoardAgent {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        let project = task.input["project"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let artifact = task.input["artifact"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match task.input["op"].as_str() {
+            Some("increment") => {
+                let revision = cx
+                    .update_artifact_with(&project, &artifact, |a| {
+                        let n = a
+                            .content
+                            .as_ref()
+                            .and_then(|c| c["count"].as_u64())
+                            .unwrap_or(0);
+                        ArtifactUpdate::status(ArtifactStatus::InProgress)
+                            .with_content(json!({ "count": n + 1 }))
+                    })
+                    .await?;
+                Ok(Outcome::Complete(json!({ "revision": revision })))
+            }
+            Some("complete") => {
+                let update =
+                    ArtifactUpdate::status(ArtifactStatus::Complete).path(format!("/{artifact}"));
+                cx.update_artifact(&project, &artifact, update).await?;
+                Ok(Outcome::Complete(Value::Null))
+            }
+            Some("touch") => {
+                let refused = cx
+                    .update_artifact(
+                        &project,
+                        &artifact,
+                        ArtifactUpdate::status(ArtifactStatus::Complete),
+                    )
+                    .await;
+                Ok(Outcome::Complete(json!(match refused {
+                    Err(BoardError::NotOwner { owner, .. }) => format!("refused: owned by {owner}"),
+                    other => format!("{other:?}"),
+                })))
+            }
+            _ => Err(AgentError::permanent("no such op")),
+        }
+    }
+
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        if let Ok(mut v) = self.ready.lock() {
+            v.push((cx.role().to_string(), ready.artifact.clone()));
+        }
+        let done = ArtifactUpdate::status(ArtifactStatus::Complete);
+        cx.update_artifact(&ready.project, &ready.artifact, done)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn board_org(
+    b: &str,
+    t: &Arc<dyn Transport>,
+    s: &Arc<dyn StateStore>,
+    org: &Name,
+    ready: &Arc<Mutex<Vec<(String, String)>>>,
+) -> Org {
+    let mut roles: Vec<String> = (1..=WORKERS).map(|i| format!("w{i}")).collect();
+    roles.extend(["backend".to_owned(), "cso".to_owned()]);
+    let agents = roles
+        .iter()
+        .map(|r| {
+            let agent: Arc<dyn Agent> = Arc::new(BoardAgent {
+                ready: Arc::clone(ready),
+            });
+            (r.as_str(), agent, WORKERS)
+        })
+        .collect();
+    start_with(b, t, s, board_chart(b, org), suite_config(), agents).await
+}
+
+async fn task(b: &str, p: &Principal, to: &str, input: Value) -> Value {
+    let h = delegate(b, p, to, TaskSpec::new("board work").input(input)).await;
+    let done = wait_done(b, &h).await;
+    if done.status != TaskStatus::Completed {
+        fail(b, format!("task to {to}: {done:?}"));
+    }
+    done.result.unwrap_or(Value::Null)
+}
+
+/// Eight owners changing their own artifacts of one project at once, and
+/// eight handlers of one owner changing the same artifact at once: every
+/// change counted, none lost, each in the artifact's history.
+pub async fn concurrent_artifact_updates_lose_nothing(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "concurrent_artifact_updates_lose_nothing";
+    let ready = Arc::default();
+    let o = board_org(B, &t, &s, &org, &ready).await;
+    let p = o.principal();
+    let mut spec = ProjectSpec::new("p1").artifact(ArtifactSpec::new("shared", "w1"));
+    for i in 1..=WORKERS {
+        spec = spec.artifact(ArtifactSpec::new(format!("a{i}"), format!("w{i}")));
+    }
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    // Each worker's own artifact once, and the shared one by w1 WORKERS
+    // times, all at once.
+    let jobs = (1..=WORKERS)
+        .map(|i| (format!("w{i}"), format!("a{i}")))
+        .chain((0..WORKERS).map(|_| ("w1".to_owned(), "shared".to_owned())));
+    join_all(jobs.map(|(to, artifact)| {
+        let p = &p;
+        async move {
+            let input = json!({ "project": "p1", "artifact": artifact, "op": "increment" });
+            task(B, p, &to, input).await
+        }
+    }))
+    .await;
+    let project = p.project("p1").await.unwrap_or_else(|e| fail(B, e));
+    for (name, want) in (1..=WORKERS)
+        .map(|i| (format!("a{i}"), 1))
+        .chain(std::iter::once(("shared".to_owned(), WORKERS as u64)))
+    {
+        let a = &project.artifacts[&name];
+        let count = a.content.as_ref().and_then(|c| c["count"].as_u64());
+        if count != Some(want) || a.revision != want {
+            fail(
+                B,
+                format!(
+                    "`{name}`: count {count:?}, revision {}, want {want}",
+                    a.revision
+                ),
+            );
+        }
+        let history = p
+            .artifact_history("p1", &name)
+            .await
+            .unwrap_or_else(|e| fail(B, e));
+        let revisions: Vec<u64> = history.iter().map(|c| c.revision).collect();
+        if revisions != (1..=want).collect::<Vec<_>>() {
+            fail(B, format!("`{name}`'s history: {revisions:?}"));
+        }
+    }
+    o.shutdown().await;
+}
+
+/// A role that does not own an artifact is refused, naming the owner, and
+/// nothing is written.
+pub async fn non_owner_update_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
+    const B: &str = "non_owner_update_refused";
+    let ready = Arc::default();
+    let o = board_org(B, &t, &s, &org, &ready).await;
+    let p = o.principal();
+    let spec = ProjectSpec::new("p2").artifact(ArtifactSpec::new("api_spec", "backend"));
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    let said = task(
+        B,
+        &p,
+        "cso",
+        json!({ "project": "p2", "artifact": "api_spec", "op": "touch" }),
+    )
+    .await;
+    if said != json!("refused: owned by backend") {
+        fail(B, format!("the cso's change of backend's artifact: {said}"));
+    }
+    let project = p.project("p2").await.unwrap_or_else(|e| fail(B, e));
+    let api = &project.artifacts["api_spec"];
+    if api.revision != 0 || api.status != ArtifactStatus::Pending {
+        fail(B, format!("written anyway: {api:?}"));
+    }
+    o.shutdown().await;
+}
+
+/// Completing api_spec tells the CSO (nobody messages it) that
+/// security_review is ready, and the CSO completes it; an artifact with two
+/// blockers completed at once hears once. `ready` lists what is ready.
+pub async fn completing_a_blocker_notifies_the_owner(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "completing_a_blocker_notifies_the_owner";
+    let ready = Arc::default();
+    let o = board_org(B, &t, &s, &org, &ready).await;
+    let p = o.principal();
+    let spec = ProjectSpec::new("p3")
+        .artifact(ArtifactSpec::new("api_spec", "backend"))
+        .artifact(ArtifactSpec::new("ui", "w1"))
+        .artifact(ArtifactSpec::new("security_review", "cso").blocked_by(["api_spec"]))
+        .artifact(ArtifactSpec::new("launch", "w2").blocked_by(["api_spec", "ui"]));
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    let listed = p.ready_artifacts("p3").await.unwrap_or_else(|e| fail(B, e));
+    let names = |role: &str| listed.get(role).cloned().unwrap_or_default();
+    if names("backend") != ["api_spec"] || names("w1") != ["ui"] || listed.len() != 2 {
+        fail(B, format!("ready at the start: {listed:?}"));
+    }
+    let complete = |to: &'static str, artifact: &'static str| {
+        let p = &p;
+        async move {
+            task(
+                B,
+                p,
+                to,
+                json!({ "project": "p3", "artifact": artifact, "op": "complete" }),
+            )
+            .await
+        }
+    };
+    join_all([complete("backend", "api_spec"), complete("w1", "ui")]).await;
+    eventually(B, "every artifact complete", || async {
+        p.project("p3").await.is_ok_and(|p| p.is_complete())
+    })
+    .await;
+    // The callback may run again when two notices race (its commit then
+    // conflicts and it runs on what is there); what it committed counts.
+    let mut heard = ready.lock().map(|v| v.clone()).unwrap_or_default();
+    heard.sort();
+    heard.dedup();
+    let want =
+        [("cso", "security_review"), ("w2", "launch")].map(|(r, a)| (r.to_owned(), a.to_owned()));
+    if heard != want {
+        fail(B, format!("ready notices: {heard:?}"));
+    }
+    for (role, artifact) in &want {
+        let history = p
+            .artifact_history("p3", artifact)
+            .await
+            .unwrap_or_else(|e| fail(B, e));
+        if history.len() != 1
+            || history[0].by != role.as_str()
+            || history[0].to != ArtifactStatus::Complete
+        {
+            fail(
+                B,
+                format!("`{artifact}` completed once by {role}: {history:?}"),
+            );
+        }
+    }
+    let json = p
+        .project("p3")
+        .await
+        .unwrap_or_else(|e| fail(B, e))
+        .to_json();
+    if json["status"] != "complete"
+        || json["artifacts"]["security_review"]["blocked_by"] != "api_spec"
+        || json["artifacts"]["launch"]["blocked_by"] != json!(["api_spec", "ui"])
+        || json["artifacts"]["api_spec"]["blocked_by"] != Value::Null
+    {
+        fail(B, format!("the project document: {json:#}"));
+    }
+    o.shutdown().await;
+}
+
+/// A blocker that names no artifact, and dependencies in a circle, are
+/// refused when the project is created; nothing is created.
+pub async fn bad_dependencies_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
+    const B: &str = "bad_dependencies_refused";
+    let ready = Arc::default();
+    let o = board_org(B, &t, &s, &org, &ready).await;
+    let p = o.principal();
+    let unknown = ProjectSpec::new("p4")
+        .artifact(ArtifactSpec::new("security_review", "cso").blocked_by(["api_sepc"]));
+    match p.create_project(&unknown).await {
+        Err(BoardError::UnknownDependency { blocker, .. }) if blocker == "api_sepc" => {}
+        other => fail(B, format!("an unknown blocker: {other:?}")),
+    }
+    let cycle = ProjectSpec::new("p4")
+        .artifact(ArtifactSpec::new("a", "w1").blocked_by(["c"]))
+        .artifact(ArtifactSpec::new("b", "w2").blocked_by(["a"]))
+        .artifact(ArtifactSpec::new("c", "w3").blocked_by(["b"]));
+    match p.create_project(&cycle).await {
+        Err(BoardError::Cycle { cycle }) if cycle.len() == 3 => {}
+        other => fail(B, format!("a cycle: {other:?}")),
+    }
+    match p.project("p4").await {
+        Err(BoardError::UnknownProject { .. }) => {}
+        other => fail(B, format!("a refused project exists: {other:?}")),
+    }
+    o.shutdown().await;
+}
+
+/// A decision superseded by a later one: both stay in the log, in order,
+/// and only the later one is current.
+pub async fn decision_superseded_log_intact(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "decision_superseded_log_intact";
+    let ready = Arc::default();
+    let o = board_org(B, &t, &s, &org, &ready).await;
+    let p = o.principal();
+    let spec = ProjectSpec::new("p5").artifact(ArtifactSpec::new("api_spec", "backend"));
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    let first = p
+        .record_decision(
+            "p5",
+            DecisionSpec::new("Use BigQuery", "Managed").artifacts(["api_spec"]),
+        )
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let second = p
+        .record_decision(
+            "p5",
+            DecisionSpec::new("Use ClickHouse, not BigQuery", "Lower latency").supersedes(&first),
+        )
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    match p
+        .record_decision("p5", DecisionSpec::new("x", "y").supersedes("d-nope"))
+        .await
+    {
+        Err(BoardError::InvalidInput { .. }) => {}
+        other => fail(B, format!("superseding an unknown decision: {other:?}")),
+    }
+    let project = p.project("p5").await.unwrap_or_else(|e| fail(B, e));
+    let ids: Vec<&str> = project
+        .decisions
+        .iter()
+        .map(|d| d.decision_id.as_str())
+        .collect();
+    let current: Vec<&str> = project
+        .current_decisions()
+        .map(|d| d.decision_id.as_str())
+        .collect();
+    if ids != [first.as_str(), second.as_str()] || current != [second.as_str()] {
+        fail(B, format!("the log {ids:?}, current {current:?}"));
+    }
+    if project.decisions[0].decision != "Use BigQuery" || project.decisions[1].agent != "founder" {
+        fail(B, format!("the log's entries: {:?}", project.decisions));
+    }
+    o.shutdown().await;
+}
