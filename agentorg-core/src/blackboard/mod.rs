@@ -157,7 +157,7 @@ pub struct ReadyArtifact {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ProjectSpec {
-    /// Its id (a [`Name`]: letters, digits, `-`, `_`).
+    /// Its id (a [`Name`](crate::Name): letters, digits, `-`, `_`).
     pub project_id: String,
     /// Its artifacts.
     pub artifacts: Vec<ArtifactSpec>,
