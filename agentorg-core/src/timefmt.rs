@@ -74,6 +74,15 @@ pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok,
     }
 }
 
+/// `t` as the store's documents have it (RFC 3339, UTC).
+pub(crate) fn text(t: &DateTime<Utc>) -> String {
+    let mut buf = [0u8; MAX_LEN];
+    match write(t, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+        Some(text) => text.to_owned(),
+        None => t.to_rfc3339(),
+    }
+}
+
 /// `#[serde(serialize_with = "crate::timefmt::option")]` for an
 /// `Option<DateTime<Utc>>`.
 pub(crate) fn option<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

@@ -328,8 +328,10 @@ impl OrgAuthBuilder {
                 publish.push(s.rpc(&to).to_string());
             }
             // Saga steps, compensations and escalations, as itself.
-            let saga = Name::new("saga").map_err(|e| TransportError::InvalidInput {
-                message: format!("org auth: {e}"),
+            let saga = Name::new(agentorg_core::saga::CHANNEL).map_err(|e| {
+                TransportError::InvalidInput {
+                    message: format!("org auth: {e}"),
+                }
             })?;
             for to in chart.saga_contacts(&role) {
                 publish.push(s.channel(&to, &saga, &role).to_string());
@@ -338,7 +340,8 @@ impl OrgAuthBuilder {
             // are not in the chart; the receiver checks the sender owns a
             // blocker).
             if !chart.is_principal(&role) {
-                publish.push(format!("{org}.agent.*.board.{role}"));
+                let board = agentorg_core::blackboard::CHANNEL;
+                publish.push(format!("{org}.agent.*.{board}.{role}"));
             }
             for peer in chart.peers_of(&role) {
                 publish.push(s.peer(&role, peer).to_string());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::ops::{self, Notice};
-use super::records::ArtifactStatus;
+use super::records::{Artifact, ArtifactStatus};
 use super::{BoardCallbacks, ReadyArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind};
@@ -73,26 +73,24 @@ impl Handler for BoardHandler {
                 .await;
         };
         let kernel = delivery.kernel();
-        let fault = |e: super::BoardError| Fault::Transient(e.to_string());
-        // The notice's sender must own a blocker of the artifact, and the
-        // artifact must be this role's and still not started.
-        let (artifact, _) = match ops::read_artifact(kernel, &n.project, &n.artifact).await {
+        // The artifact must be this role's and still not started; the
+        // notice's sender must own one of its blockers (read below).
+        let artifacts = match ops::read_artifacts(kernel, &n.project).await {
             Ok(a) => a,
             Err(super::BoardError::Store(e)) => return Err(e.into()),
-            Err(_) => return delivery.done().await,
+            Err(e) => return Err(Fault::Permanent(e.to_string())),
+        };
+        let Some(artifact) = artifacts.iter().find(|a| a.name == n.artifact) else {
+            return delivery.done().await;
         };
         if &artifact.owner != delivery.role() || artifact.status != ArtifactStatus::Pending {
             return delivery.done().await;
         }
-        let mut blockers = Vec::with_capacity(artifact.blocked_by.len());
-        for b in &artifact.blocked_by {
-            blockers.push(
-                ops::read_artifact(kernel, &n.project, b)
-                    .await
-                    .map_err(fault)?
-                    .0,
-            );
-        }
+        let blockers: Vec<Artifact> = artifacts
+            .iter()
+            .filter(|a| artifact.blocked_by.contains(&a.name))
+            .cloned()
+            .collect();
         let sender_blocks = blockers.iter().any(|b| b.owner == delivery.envelope().from);
         if !sender_blocks
             || blockers

@@ -28,13 +28,21 @@
 //!   claimed, retried and dead-lettered like any delivery; what it stages
 //!   is committed once per set of blocker revisions (two blockers
 //!   completed at once send two notices: the callback may run twice, and
-//!   the second commit finds the first and runs on what is there).
+//!   the second commit finds the first and runs on what is there). The
+//!   blockers are read when the notice is handled, not locked: a blocker
+//!   that leaves `complete` in the moment between is not seen.
 //!   [`Principal::ready_artifacts`](crate::runtime::Principal::ready_artifacts)
 //!   lists, per role, what is ready.
 //! * **Decisions.** An append-only log
 //!   ([`Context::record_decision`](crate::runtime::Context::record_decision)):
 //!   a decision is never edited, only superseded by a later one that names
-//!   it.
+//!   it (once: the log does not fork).
+//! * An artifact changes once per handler call (a second change of the
+//!   same artifact in one call is refused: the first is committed with the
+//!   call's outcome).
+//!
+//! Not yet: rework notices, claims with a lease, the MCP seat's board
+//! tools.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -114,6 +122,11 @@ mod ops;
 mod records;
 
 pub use records::{Artifact, ArtifactStatus, Change, DecisionRecord};
+
+/// The channel of each role that ready notices come on:
+/// `<org>.agent.<role>.board.<from>` (the broker grants every role's
+/// publish to it, as itself).
+pub const CHANNEL: &str = "board";
 
 /// The blackboard pattern, as registered with the kernel: the handler of
 /// every role's ready notices. `Org::builder` registers it.
@@ -342,6 +355,12 @@ pub enum BoardError {
         artifact: String,
         /// Its owner.
         owner: String,
+    },
+    /// A project with this id exists already.
+    #[error("project `{project}` exists already")]
+    ProjectExists {
+        /// The id given.
+        project: String,
     },
     /// No such project.
     #[error("no project `{project}`")]

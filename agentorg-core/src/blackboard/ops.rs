@@ -19,9 +19,7 @@ use crate::store::{
     CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write,
 };
 
-/// The channel of each role ready notices come on:
-/// `<org>.agent.<role>.board.<from>`.
-pub(crate) const CHANNEL: &str = "board";
+pub(crate) use super::CHANNEL;
 
 /// A ready notice: an artifact of `project` some blocker of which was
 /// completed.
@@ -57,7 +55,8 @@ fn decisions(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreErro
 }
 
 /// The marker of a ready notice handled: one per artifact and set of
-/// blocker revisions.
+/// blockers' completions (the revision each became complete at: an edit
+/// that keeps a blocker complete does not make it ready again).
 pub(crate) fn ready_marker(
     kernel: &Kernel,
     project: &str,
@@ -66,7 +65,7 @@ pub(crate) fn ready_marker(
 ) -> Result<DocKey, StoreError> {
     let revisions: Vec<String> = blockers
         .iter()
-        .map(|b| format!("{}@{}", b.name, b.revision))
+        .map(|b| format!("{}@{}", b.name, b.completed_revision.unwrap_or(b.revision)))
         .collect();
     let mut parts: Vec<&str> = vec![artifact];
     parts.extend(revisions.iter().map(String::as_str));
@@ -113,18 +112,36 @@ pub(crate) async fn read_artifact(
     }
 }
 
-/// Every artifact of project `id` (each as read: consistent per artifact).
-pub(crate) async fn read_artifacts(kernel: &Kernel, id: &str) -> Result<Vec<Artifact>, BoardError> {
+/// Every document of `collection`, decoded.
+async fn list<T: serde::de::DeserializeOwned>(
+    kernel: &Kernel,
+    collection: &CollectionPath,
+) -> Result<Vec<T>, BoardError> {
     let mut out = Vec::new();
-    for doc in kernel.store().list_all(&artifacts(kernel, id)?).await? {
-        out.push(from_doc::<Artifact>(&doc)?.0);
+    for doc in kernel.store().list_all(collection).await? {
+        out.push(from_doc::<T>(&doc)?.0);
     }
     Ok(out)
 }
 
-/// What creating `spec` from `by` commits.
-fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effects, BoardError> {
+/// Every artifact of project `id` (each as read: consistent per artifact).
+pub(crate) async fn read_artifacts(kernel: &Kernel, id: &str) -> Result<Vec<Artifact>, BoardError> {
+    list(kernel, &artifacts(kernel, id)?).await
+}
+
+/// What creating `spec` from `by` commits (refused if the project exists).
+async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effects, BoardError> {
     name_of("project id", &spec.project_id)?;
+    if kernel
+        .store()
+        .get(&project_key(kernel, &spec.project_id)?)
+        .await?
+        .is_some()
+    {
+        return Err(BoardError::ProjectExists {
+            project: spec.project_id.clone(),
+        });
+    }
     let chart = kernel.chart();
     let mut shapes = BTreeMap::new();
     for a in &spec.artifacts {
@@ -165,10 +182,13 @@ fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effects, Boa
             content: None,
             blocked_by: shape.blocked_by.clone(),
             revision: 0,
+            completed_revision: None,
             updated_by: None,
             updated_at: None,
         };
-        effects.write(Write::put(
+        // Contended: a project created meanwhile makes a handler run again
+        // (and find it).
+        effects.contended_write(Write::put(
             artifact_key(kernel, &spec.project_id, name)?,
             to_value(&artifact)?,
             Precondition::MustNotExist,
@@ -180,7 +200,7 @@ fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effects, Boa
         created_at: now,
         artifacts: shapes,
     };
-    effects.write(Write::put(
+    effects.contended_write(Write::put(
         project_key(kernel, &spec.project_id)?,
         to_value(&record)?,
         Precondition::MustNotExist,
@@ -222,6 +242,11 @@ async fn update(
     artifact.revision += 1;
     artifact.updated_by = Some(role.clone());
     artifact.updated_at = Some(now);
+    artifact.completed_revision = match (from, artifact.status) {
+        (_, s) if s != ArtifactStatus::Complete => None,
+        (ArtifactStatus::Complete, _) => artifact.completed_revision.or(Some(artifact.revision)),
+        _ => Some(artifact.revision),
+    };
     let record = Change {
         revision: artifact.revision,
         by: role.clone(),
@@ -272,6 +297,8 @@ async fn decide(
             artifact: a.clone(),
         });
     }
+    let id = format!("d-{}", MessageId::new());
+    let mut effects = Effects::new();
     if let Some(old) = &spec.supersedes {
         let key = decisions(kernel, project)?.doc(old)?;
         if kernel.store().get(&key).await?.is_none() {
@@ -279,8 +306,24 @@ async fn decide(
                 message: format!("decision `{old}` to supersede is not in the log of `{project}`"),
             });
         }
+        // One successor per decision: the log does not fork.
+        let marker = project_key(kernel, project)?
+            .subcollection("superseded")?
+            .doc(old)?;
+        if let Some(doc) = kernel.store().get(&marker).await? {
+            return Err(BoardError::InvalidInput {
+                message: format!(
+                    "decision `{old}` is already superseded by `{}`",
+                    doc.value["by"].as_str().unwrap_or("?")
+                ),
+            });
+        }
+        effects.contended_write(Write::put(
+            marker,
+            json!({ "by": id }),
+            Precondition::MustNotExist,
+        ));
     }
-    let id = format!("d-{}", MessageId::new());
     let record = DecisionRecord {
         decision_id: id.clone(),
         agent: by.clone(),
@@ -291,7 +334,6 @@ async fn decide(
         meeting: spec.meeting,
         supersedes: spec.supersedes,
     };
-    let mut effects = Effects::new();
     effects.write(Write::put(
         decisions(kernel, project)?.doc(&id)?,
         to_value(&record)?,
@@ -309,16 +351,31 @@ async fn read(kernel: &Kernel, id: &str) -> Result<Project, BoardError> {
         .into_iter()
         .map(|a| (a.name.clone(), a))
         .collect();
-    let mut log = Vec::new();
-    for doc in kernel.store().list_all(&decisions(kernel, id)?).await? {
-        log.push(from_doc::<DecisionRecord>(&doc)?.0);
-    }
-    log.sort_by(|a, b| (a.timestamp, &a.decision_id).cmp(&(b.timestamp, &b.decision_id)));
+    let mut log: Vec<DecisionRecord> = list(kernel, &decisions(kernel, id)?).await?;
+    order_log(&mut log);
     Ok(Project {
         project_id: id.to_owned(),
         artifacts,
         decisions: log,
     })
+}
+
+/// Puts the log in order: by time, and every decision after the one it
+/// supersedes (two decisions of one instant have no order of their own).
+fn order_log(log: &mut Vec<DecisionRecord>) {
+    log.sort_by(|a, b| (a.timestamp, &a.decision_id).cmp(&(b.timestamp, &b.decision_id)));
+    // Each decision is superseded at most once, by a later one: a chain
+    // at most as long as the log.
+    for _ in 0..log.len() {
+        let misplaced = log.iter().enumerate().find_map(|(i, d)| {
+            let old = d.supersedes.as_deref()?;
+            let at = log.iter().position(|x| x.decision_id == old)?;
+            (at > i).then_some((i, at))
+        });
+        let Some((i, at)) = misplaced else { break };
+        let d = log.remove(i);
+        log.insert(at, d);
+    }
 }
 
 /// The artifacts of `id` not started whose blockers are all complete, by
@@ -328,16 +385,25 @@ async fn ready(kernel: &Kernel, id: &str) -> Result<BTreeMap<Name, Vec<String>>,
     Ok(super::records::ready(&read_artifacts(kernel, id).await?))
 }
 
+/// Stages `effects` with `cx`'s outcome.
+fn stage(cx: &Context, effects: Effects) {
+    cx.with_effects(|staged, _| {
+        staged.extend(effects);
+    });
+}
+
+/// Whether `cx` has already staged a write of `key`.
+fn staged(cx: &Context, key: &DocKey) -> bool {
+    cx.with_effects(|staged, _| staged.writes().iter().any(|w| w.key() == key))
+}
+
 /// The blackboard's operations of a handler's [`Context`].
 impl Context {
     /// Creates a project with its artifacts (each owned by a role of the
     /// chart, all `pending`), when the handler's outcome is committed. An
-    /// unknown blocker or a cycle is refused now.
-    pub fn create_project(&self, spec: &ProjectSpec) -> Result<(), BoardError> {
-        let effects = create(self.kernel(), self.role(), spec)?;
-        self.with_effects(|staged, _| {
-            staged.extend(effects);
-        });
+    /// unknown blocker, a cycle or an existing project is refused now.
+    pub async fn create_project(&self, spec: &ProjectSpec) -> Result<(), BoardError> {
+        stage(self, create(self.kernel(), self.role(), spec).await?);
         Ok(())
     }
 
@@ -363,10 +429,15 @@ impl Context {
         name: &str,
         change: impl FnOnce(&Artifact) -> ArtifactUpdate + Send,
     ) -> Result<u64, BoardError> {
+        if staged(self, &artifact_key(self.kernel(), project, name)?) {
+            return Err(BoardError::InvalidInput {
+                message: format!(
+                    "artifact `{name}` is already changed in this call: make one change per artifact per call (it is committed with the call's outcome)"
+                ),
+            });
+        }
         let (effects, revision) = update(self.kernel(), self.role(), project, name, change).await?;
-        self.with_effects(|staged, _| {
-            staged.extend(effects);
-        });
+        stage(self, effects);
         Ok(revision)
     }
 
@@ -378,9 +449,7 @@ impl Context {
         decision: DecisionSpec,
     ) -> Result<String, BoardError> {
         let (effects, id) = decide(self.kernel(), self.role(), project, decision).await?;
-        self.with_effects(|staged, _| {
-            staged.extend(effects);
-        });
+        stage(self, effects);
         Ok(id)
     }
 
@@ -403,10 +472,10 @@ impl Principal {
     /// Creates a project with its artifacts (each owned by a role of the
     /// chart, all `pending`); an unknown blocker or a cycle is refused.
     pub async fn create_project(&self, spec: &ProjectSpec) -> Result<(), BoardError> {
-        let effects = create(&self.kernel, self.name(), spec)?;
+        let effects = create(&self.kernel, self.name(), spec).await?;
         match self.kernel.commit(effects).await {
-            Err(e) if e.is_precondition_failure() => Err(BoardError::InvalidInput {
-                message: format!("project `{}` exists already", spec.project_id),
+            Err(e) if e.is_precondition_failure() => Err(BoardError::ProjectExists {
+                project: spec.project_id.clone(),
             }),
             r => r.map_err(Into::into),
         }
@@ -430,15 +499,21 @@ impl Principal {
         ready(&self.kernel, id).await
     }
 
-    /// Appends a decision to `project`'s log as the principal.
+    /// Appends a decision to `project`'s log as the principal. A decision
+    /// is superseded at most once (the log does not fork): superseding one
+    /// twice is refused.
     pub async fn record_decision(
         &self,
         project: &str,
         decision: DecisionSpec,
     ) -> Result<String, BoardError> {
         let (effects, id) = decide(&self.kernel, self.name(), project, decision).await?;
-        self.kernel.commit(effects).await?;
-        Ok(id)
+        match self.kernel.commit(effects).await {
+            Err(e) if e.is_precondition_failure() => Err(BoardError::InvalidInput {
+                message: "the decision it supersedes was superseded meanwhile".to_owned(),
+            }),
+            r => r.map(|()| id).map_err(Into::into),
+        }
     }
 
     /// Every change of artifact `name` of `project`, oldest first.
@@ -448,15 +523,8 @@ impl Principal {
         name: &str,
     ) -> Result<Vec<Change>, BoardError> {
         read_artifact(&self.kernel, project, name).await?;
-        let mut out = Vec::new();
-        for doc in self
-            .kernel
-            .store()
-            .list_all(&history(&self.kernel, project, name)?)
-            .await?
-        {
-            out.push(from_doc::<Change>(&doc)?.0);
-        }
+        let mut out: Vec<Change> =
+            list(&self.kernel, &history(&self.kernel, project, name)?).await?;
         out.sort_by_key(|c| c.revision);
         Ok(out)
     }
@@ -477,8 +545,9 @@ impl Project {
     /// `{project_id, status, artifacts: {name: {owner, status, path,
     /// blocked_by, updated_at}}, decisions: [{agent, decision, rationale,
     /// timestamp, …}]}` — `blocked_by` a string when one, a list when
-    /// several, `null` when none; `status` `complete` when every artifact
-    /// is, else `in_progress`.
+    /// several, `null` when none (as `path` and `updated_at` when there is
+    /// none yet); `status` `complete` when every artifact is, else
+    /// `in_progress`.
     pub fn to_json(&self) -> Value {
         let artifacts: serde_json::Map<String, Value> = self
             .artifacts
@@ -489,16 +558,14 @@ impl Project {
                     [one] => json!(one),
                     many => json!(many),
                 };
-                let mut v =
-                    json!({ "owner": a.owner, "status": a.status, "blocked_by": blocked_by });
-                if let Some(p) = &a.path {
-                    v["path"] = json!(p);
-                }
-                if a.updated_at.is_some() {
-                    // As the document has it (RFC 3339, UTC).
-                    let doc = serde_json::to_value(a).unwrap_or(Value::Null);
-                    v["updated_at"] = doc["updated_at"].clone();
-                }
+                let updated_at = a.updated_at.map(|t| json!(crate::timefmt::text(&t)));
+                let v = json!({
+                    "owner": a.owner,
+                    "status": a.status,
+                    "path": a.path,
+                    "blocked_by": blocked_by,
+                    "updated_at": updated_at,
+                });
                 (name.clone(), v)
             })
             .collect();
@@ -513,5 +580,42 @@ impl Project {
             "artifacts": artifacts,
             "decisions": decisions,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(
+        id: &str,
+        supersedes: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: id.to_owned(),
+            agent: Name::new("cto").unwrap(),
+            decision: id.to_owned(),
+            rationale: String::new(),
+            timestamp: at,
+            artifacts: Vec::new(),
+            meeting: None,
+            supersedes: supersedes.map(str::to_owned),
+        }
+    }
+
+    /// A superseding decision of the same instant, whose id sorts first,
+    /// still comes after the one it supersedes.
+    #[test]
+    fn a_successor_comes_after_what_it_supersedes() {
+        let at = chrono::Utc::now();
+        let mut log = vec![
+            decision("d-b", None, at),
+            decision("d-a", Some("d-b"), at),
+            decision("d-0", Some("d-a"), at),
+        ];
+        order_log(&mut log);
+        let ids: Vec<&str> = log.iter().map(|d| d.decision_id.as_str()).collect();
+        assert_eq!(ids, ["d-b", "d-a", "d-0"]);
     }
 }

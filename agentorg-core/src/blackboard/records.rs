@@ -20,7 +20,9 @@ pub enum ArtifactStatus {
     InProgress,
     /// Done.
     Complete,
-    /// To be redone: something it depends on changed after it started.
+    /// To be redone (set by its owner, e.g. when something it depends on
+    /// changed after it started). Not ready again until its owner moves it
+    /// back to `pending`.
     Rework,
 }
 
@@ -66,6 +68,10 @@ pub struct Artifact {
     pub blocked_by: Vec<String>,
     /// How many changes it has had (0: as created).
     pub revision: u64,
+    /// The revision at which it last became complete (while it stays
+    /// complete; an edit that keeps it complete does not change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_revision: Option<u64>,
     /// Who changed it last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<Name>,
@@ -360,6 +366,7 @@ mod tests {
                     content: None,
                     blocked_by: bs.clone(),
                     revision: 0,
+                    completed_revision: None,
                     updated_by: None,
                     updated_at: None,
                 })

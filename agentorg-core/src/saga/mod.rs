@@ -127,6 +127,10 @@ mod ops;
 mod records;
 
 pub use ops::SagaWatch;
+
+/// The channel of each role that saga messages come on:
+/// `<org>.agent.<role>.saga.<from>`.
+pub const CHANNEL: &str = "saga";
 pub use records::{
     GateState, PendingDecision, RollbackRecord, SagaRecord, SagaStatus, StepRecord, StepStatus,
 };

@@ -19,8 +19,7 @@ use crate::store::{
     CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write,
 };
 
-/// The channel of each role saga messages come on: `<org>.agent.<role>.saga.<from>`.
-pub(crate) const CHANNEL: &str = "saga";
+pub(crate) use super::CHANNEL;
 
 /// The kind of the gates' timers.
 pub(crate) const GATE_TIMER: &str = "saga-gate";

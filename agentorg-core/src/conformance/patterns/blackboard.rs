@@ -17,7 +17,7 @@ use crate::chart::{OrgChart, RoleSpec};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
 use crate::runtime::{Org, Principal};
-use crate::store::StateStore;
+use crate::store::{Precondition, StateStore, Write};
 use crate::transport::Transport;
 
 use super::super::fail;
@@ -42,10 +42,16 @@ fn board_chart(b: &str, org: &Name) -> OrgChart {
 
 /// Every role's agent: a task's input says what to do to which artifact
 /// (`increment` its content's count, `complete` it, `touch` one it does not
-/// own); ready notices are logged, and the artifact is then completed.
+/// own); ready notices are logged, and the artifact is then completed
+/// (`launch` is counted instead, and left pending).
 struct BoardAgent {
     ready: Arc<Mutex<Vec<(String, String)>>>,
+    /// How many times each artifact's `increment` ran (a run again means
+    /// its write conflicted).
+    runs: Runs,
 }
+
+type Runs = Arc<Mutex<std::collections::BTreeMap<String, u32>>>;
 
 #[async_trait]
 impl Agent for BoardAgent {
@@ -60,6 +66,9 @@ impl Agent for BoardAgent {
             .to_owned();
         match task.input["op"].as_str() {
             Some("increment") => {
+                if let Ok(mut r) = self.runs.lock() {
+                    *r.entry(artifact.clone()).or_default() += 1;
+                }
                 let revision = cx
                     .update_artifact_with(&project, &artifact, |a| {
                         let n = a
@@ -104,6 +113,20 @@ impl Agent for BoardAgent {
         if let Ok(mut v) = self.ready.lock() {
             v.push((cx.role().to_string(), ready.artifact.clone()));
         }
+        if ready.artifact == "launch" {
+            // Counted once, exactly (staged with the notice's handling),
+            // and left pending: only the notice's marker keeps it once.
+            let key = cx.collection("heard")?.doc("launch")?;
+            let (n, pre) = match cx.store().get(&key).await? {
+                Some(d) => (
+                    d.value["count"].as_u64().unwrap_or(0),
+                    Precondition::Version(d.version),
+                ),
+                None => (0, Precondition::MustNotExist),
+            };
+            cx.stage(Write::put(key, json!({ "count": n + 1 }), pre))?;
+            return Ok(());
+        }
         let done = ArtifactUpdate::status(ArtifactStatus::Complete);
         cx.update_artifact(&ready.project, &ready.artifact, done)
             .await?;
@@ -117,6 +140,7 @@ async fn board_org(
     s: &Arc<dyn StateStore>,
     org: &Name,
     ready: &Arc<Mutex<Vec<(String, String)>>>,
+    runs: &Runs,
 ) -> Org {
     let mut roles: Vec<String> = (1..=WORKERS).map(|i| format!("w{i}")).collect();
     roles.extend(["backend".to_owned(), "cso".to_owned()]);
@@ -125,6 +149,7 @@ async fn board_org(
         .map(|r| {
             let agent: Arc<dyn Agent> = Arc::new(BoardAgent {
                 ready: Arc::clone(ready),
+                runs: Arc::clone(runs),
             });
             (r.as_str(), agent, WORKERS)
         })
@@ -150,8 +175,8 @@ pub async fn concurrent_artifact_updates_lose_nothing(
     org: Name,
 ) {
     const B: &str = "concurrent_artifact_updates_lose_nothing";
-    let ready = Arc::default();
-    let o = board_org(B, &t, &s, &org, &ready).await;
+    let (ready, runs) = (Arc::default(), Arc::default());
+    let o = board_org(B, &t, &s, &org, &ready, &runs).await;
     let p = o.principal();
     let mut spec = ProjectSpec::new("p1").artifact(ArtifactSpec::new("shared", "w1"));
     for i in 1..=WORKERS {
@@ -172,11 +197,23 @@ pub async fn concurrent_artifact_updates_lose_nothing(
     }))
     .await;
     let project = p.project("p1").await.unwrap_or_else(|e| fail(B, e));
+    // Different artifacts never conflict: each worker's change ran once.
+    let runs = runs.lock().map(|r| r.clone()).unwrap_or_default();
+    for i in 1..=WORKERS {
+        if runs.get(&format!("a{i}")) != Some(&1) {
+            fail(
+                B,
+                format!("a change of its own artifact ran again (a conflict): {runs:?}"),
+            );
+        }
+    }
     for (name, want) in (1..=WORKERS)
         .map(|i| (format!("a{i}"), 1))
         .chain(std::iter::once(("shared".to_owned(), WORKERS as u64)))
     {
-        let a = &project.artifacts[&name];
+        let Some(a) = project.artifacts.get(&name) else {
+            fail(B, format!("no artifact `{name}`"));
+        };
         let count = a.content.as_ref().and_then(|c| c["count"].as_u64());
         if count != Some(want) || a.revision != want {
             fail(
@@ -204,7 +241,7 @@ pub async fn concurrent_artifact_updates_lose_nothing(
 pub async fn non_owner_update_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
     const B: &str = "non_owner_update_refused";
     let ready = Arc::default();
-    let o = board_org(B, &t, &s, &org, &ready).await;
+    let o = board_org(B, &t, &s, &org, &ready, &Arc::default()).await;
     let p = o.principal();
     let spec = ProjectSpec::new("p2").artifact(ArtifactSpec::new("api_spec", "backend"));
     p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
@@ -219,7 +256,9 @@ pub async fn non_owner_update_refused(t: Arc<dyn Transport>, s: Arc<dyn StateSto
         fail(B, format!("the cso's change of backend's artifact: {said}"));
     }
     let project = p.project("p2").await.unwrap_or_else(|e| fail(B, e));
-    let api = &project.artifacts["api_spec"];
+    let Some(api) = project.artifacts.get("api_spec") else {
+        fail(B, "no api_spec");
+    };
     if api.revision != 0 || api.status != ArtifactStatus::Pending {
         fail(B, format!("written anyway: {api:?}"));
     }
@@ -228,7 +267,8 @@ pub async fn non_owner_update_refused(t: Arc<dyn Transport>, s: Arc<dyn StateSto
 
 /// Completing api_spec tells the CSO (nobody messages it) that
 /// security_review is ready, and the CSO completes it; an artifact with two
-/// blockers completed at once hears once. `ready` lists what is ready.
+/// blockers completed at once is told once (what its owner stages with the
+/// notice is committed once). `ready` lists what is ready.
 pub async fn completing_a_blocker_notifies_the_owner(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -236,7 +276,7 @@ pub async fn completing_a_blocker_notifies_the_owner(
 ) {
     const B: &str = "completing_a_blocker_notifies_the_owner";
     let ready = Arc::default();
-    let o = board_org(B, &t, &s, &org, &ready).await;
+    let o = board_org(B, &t, &s, &org, &ready, &Arc::default()).await;
     let p = o.principal();
     let spec = ProjectSpec::new("p3")
         .artifact(ArtifactSpec::new("api_spec", "backend"))
@@ -262,12 +302,39 @@ pub async fn completing_a_blocker_notifies_the_owner(
         }
     };
     join_all([complete("backend", "api_spec"), complete("w1", "ui")]).await;
-    eventually(B, "every artifact complete", || async {
-        p.project("p3").await.is_ok_and(|p| p.is_complete())
-    })
+    // The review completes; launch is counted once, however the two
+    // notices raced (its counter is staged with the notice's handling).
+    let heard_once = crate::store::CollectionPath::new(format!("agentorg/{org}/roles/w2/heard"))
+        .and_then(|c| c.doc("launch"))
+        .unwrap_or_else(|e| fail(B, e));
+    eventually(
+        B,
+        "the review complete, launch counted, w2's notices all handled",
+        || async {
+            let reviewed = p.project("p3").await.is_ok_and(|p| {
+                p.artifacts.get("security_review").map(|a| a.status)
+                    == Some(ArtifactStatus::Complete)
+            });
+            let counted = s.get(&heard_once).await.ok().flatten().is_some();
+            let w2_idle = o
+                .health_now()
+                .await
+                .iter()
+                .filter(|h| h.role == "w2")
+                .all(|h| h.lag("blackboard") == Some(0));
+            reviewed && counted && w2_idle
+        },
+    )
     .await;
-    // The callback may run again when two notices race (its commit then
-    // conflicts and it runs on what is there); what it committed counts.
+    let counted = s
+        .get(&heard_once)
+        .await
+        .ok()
+        .flatten()
+        .map(|d| d.value["count"].clone());
+    if counted != Some(json!(1)) {
+        fail(B, format!("launch was told {counted:?} times, not once"));
+    }
     let mut heard = ready.lock().map(|v| v.clone()).unwrap_or_default();
     heard.sort();
     heard.dedup();
@@ -276,27 +343,23 @@ pub async fn completing_a_blocker_notifies_the_owner(
     if heard != want {
         fail(B, format!("ready notices: {heard:?}"));
     }
-    for (role, artifact) in &want {
-        let history = p
-            .artifact_history("p3", artifact)
-            .await
-            .unwrap_or_else(|e| fail(B, e));
-        if history.len() != 1
-            || history[0].by != role.as_str()
-            || history[0].to != ArtifactStatus::Complete
-        {
-            fail(
-                B,
-                format!("`{artifact}` completed once by {role}: {history:?}"),
-            );
-        }
+    let history = p
+        .artifact_history("p3", "security_review")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    if history.len() != 1 || history[0].by != "cso" || history[0].to != ArtifactStatus::Complete {
+        fail(
+            B,
+            format!("security_review completed once by the cso: {history:?}"),
+        );
     }
     let json = p
         .project("p3")
         .await
         .unwrap_or_else(|e| fail(B, e))
         .to_json();
-    if json["status"] != "complete"
+    if json["status"] != "in_progress"
+        || json["artifacts"]["launch"]["path"] != Value::Null
         || json["artifacts"]["security_review"]["blocked_by"] != "api_spec"
         || json["artifacts"]["launch"]["blocked_by"] != json!(["api_spec", "ui"])
         || json["artifacts"]["api_spec"]["blocked_by"] != Value::Null
@@ -311,7 +374,7 @@ pub async fn completing_a_blocker_notifies_the_owner(
 pub async fn bad_dependencies_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
     const B: &str = "bad_dependencies_refused";
     let ready = Arc::default();
-    let o = board_org(B, &t, &s, &org, &ready).await;
+    let o = board_org(B, &t, &s, &org, &ready, &Arc::default()).await;
     let p = o.principal();
     let unknown = ProjectSpec::new("p4")
         .artifact(ArtifactSpec::new("security_review", "cso").blocked_by(["api_sepc"]));
@@ -343,7 +406,7 @@ pub async fn decision_superseded_log_intact(
 ) {
     const B: &str = "decision_superseded_log_intact";
     let ready = Arc::default();
-    let o = board_org(B, &t, &s, &org, &ready).await;
+    let o = board_org(B, &t, &s, &org, &ready, &Arc::default()).await;
     let p = o.principal();
     let spec = ProjectSpec::new("p5").artifact(ArtifactSpec::new("api_spec", "backend"));
     p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
