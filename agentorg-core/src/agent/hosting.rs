@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::Agent;
-use crate::blackboard::{Blackboard, BoardCallbacks, ReadyArtifact};
+use crate::blackboard::{Blackboard, BoardCallbacks, ReadyArtifact, ReworkArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::Envelope;
 use crate::events::{Event, EventCallbacks, Events};
@@ -162,5 +162,13 @@ impl BoardCallbacks for AgentCallbacks {
         ready: ReadyArtifact,
     ) -> Result<(), AgentError> {
         self.0.on_artifact_ready(cx, ready).await
+    }
+
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError> {
+        self.0.on_artifact_rework(cx, rework).await
     }
 }

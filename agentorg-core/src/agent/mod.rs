@@ -58,7 +58,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::blackboard::ReadyArtifact;
+use crate::blackboard::{ReadyArtifact, ReworkArtifact};
 use crate::envelope::Envelope;
 use crate::events::Event;
 use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
@@ -195,6 +195,20 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
+    /// An artifact this role owns went to rework: a blocker changed after
+    /// it started (on a blackboard, see [`crate::blackboard`]). The
+    /// library has already moved it to `rework` in this call (so it cannot
+    /// be changed again in it); redo it from another call — claim it, or
+    /// move it to `in_progress`. Default: nothing more.
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError> {
+        let _ = (cx, rework);
+        Ok(())
+    }
+
     /// A saga step of a role under this one waits for a decision (in doubt,
     /// a compensation failed, or compensation stopped at an irreversible
     /// step): `Some` decides, `None` passes it up. Default: `None`.
@@ -270,6 +284,13 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
         ready: ReadyArtifact,
     ) -> Result<(), AgentError> {
         (**self).on_artifact_ready(cx, ready).await
+    }
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError> {
+        (**self).on_artifact_rework(cx, rework).await
     }
 }
 

@@ -1,6 +1,7 @@
-//! The blackboard's handler of each role's ready notices: checks that the
-//! artifact is ready now, and tells its owner once per set of blocker
-//! revisions.
+//! The blackboard's handler of each role's notices: an artifact not started
+//! whose blockers are complete now is ready (its owner told once per set of
+//! blocker revisions); one started on an earlier revision of the blocker
+//! that changed goes to rework.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 
 use super::ops::{self, Notice};
 use super::records::{Artifact, ArtifactStatus};
-use super::{BoardCallbacks, ReadyArtifact};
+use super::{ArtifactUpdate, BoardCallbacks, ReadyArtifact, ReworkArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind};
 use crate::name::Name;
@@ -83,8 +84,11 @@ impl Handler for BoardHandler {
         let Some(artifact) = artifacts.iter().find(|a| a.name == n.artifact) else {
             return delivery.done().await;
         };
-        if &artifact.owner != delivery.role() || artifact.status != ArtifactStatus::Pending {
+        if &artifact.owner != delivery.role() {
             return delivery.done().await;
+        }
+        if artifact.status.is_started() {
+            return rework(delivery, cb, n, artifact, &artifacts).await;
         }
         let blockers: Vec<Artifact> = artifacts
             .iter()
@@ -122,4 +126,44 @@ impl Handler for BoardHandler {
         });
         delivery.settle_call(&cx, r).await
     }
+}
+
+/// A notice for a started artifact: if the blocker named changed after it
+/// started (a revision above the one it started on), its owner moves it to
+/// `rework` and is told, in one call. Once: it is then not started.
+async fn rework(
+    delivery: Claimed<'_>,
+    cb: Arc<dyn BoardCallbacks>,
+    n: Notice,
+    artifact: &Artifact,
+    artifacts: &[Artifact],
+) -> Result<Settle, Fault> {
+    let (Some(blocker), Some(revision)) = (n.blocker.as_deref(), n.revision) else {
+        return delivery.done().await;
+    };
+    let changed = artifacts
+        .iter()
+        .find(|a| a.name == blocker && artifact.blocked_by.contains(&a.name));
+    let Some(changed) = changed.cloned() else {
+        return delivery.done().await;
+    };
+    let started_on = artifact.basis.get(blocker).copied().unwrap_or(0);
+    if changed.owner != delivery.envelope().from || revision <= started_on {
+        return delivery.done().await;
+    }
+    let cx = delivery.context(None);
+    let rework = ReworkArtifact {
+        project: n.project.clone(),
+        artifact: n.artifact.clone(),
+        changed,
+    };
+    let r = delivery
+        .run(async {
+            let to_rework = ArtifactUpdate::status(ArtifactStatus::Rework);
+            cx.update_artifact(&n.project, &n.artifact, to_rework)
+                .await?;
+            cb.on_artifact_rework(&cx, rework).await
+        })
+        .await;
+    delivery.settle_call(&cx, r).await
 }

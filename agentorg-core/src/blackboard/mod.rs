@@ -37,12 +37,27 @@
 //!   ([`Context::record_decision`](crate::runtime::Context::record_decision)):
 //!   a decision is never edited, only superseded by a later one that names
 //!   it (once: the log does not fork).
+//! * **Rework.** An artifact keeps the revision of each blocker it was
+//!   started on (moved to `in_progress` or `complete`). When a blocker
+//!   changes while complete (an edit, or reopening it), the commit carries
+//!   a notice to the owners of its dependents; an owner whose artifact
+//!   started on an earlier revision moves it to `rework` — its own
+//!   artifact, in its own process — and hears of it
+//!   ([`Agent::on_artifact_rework`](crate::agent::Agent::on_artifact_rework)).
+//!   A `rework` artifact is ready again (like `pending`) once its
+//!   blockers are complete. A dependent not started is left as it is.
+//! * **Claims.** Several replicas of a role (processes hosting it) claim a
+//!   ready artifact with a lease
+//!   ([`Context::claim_artifact`](crate::runtime::Context::claim_artifact),
+//!   committed at once, compared-and-set): exactly one gets it and moves
+//!   it to `in_progress`; the others are refused with the holder and when
+//!   its lease runs out ([`BoardError::Claimed`]). A lease that ran out
+//!   frees it for another claim; completing the artifact ends it.
 //! * An artifact changes once per handler call (a second change of the
 //!   same artifact in one call is refused: the first is committed with the
 //!   call's outcome).
 //!
-//! Not yet: rework notices, claims with a lease, the MCP seat's board
-//! tools.
+//! Not yet: the MCP seat's board tools.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -121,7 +136,7 @@ mod handler;
 mod ops;
 mod records;
 
-pub use records::{Artifact, ArtifactStatus, Change, DecisionRecord};
+pub use records::{Artifact, ArtifactStatus, Change, DecisionRecord, Lease};
 
 /// The channel of each role that ready notices come on:
 /// `<org>.agent.<role>.board.<from>` (the broker grants every role's
@@ -152,6 +167,43 @@ pub trait BoardCallbacks: Send + Sync + 'static {
     /// An artifact this role owns became ready: every blocker is complete.
     async fn on_artifact_ready(&self, cx: &Context, ready: ReadyArtifact)
         -> Result<(), AgentError>;
+
+    /// An artifact this role owns was sent to rework (moved to `rework` in
+    /// this call): a blocker changed after it started.
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError>;
+}
+
+/// An artifact sent to rework, as its owner hears of it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReworkArtifact {
+    /// The project.
+    pub project: String,
+    /// The artifact, owned by the role told, now `rework`.
+    pub artifact: String,
+    /// The blocker that changed after it started, as it is now.
+    pub changed: Artifact,
+}
+
+/// A claim on an artifact, held by one replica of its owner until it runs
+/// out ([`Context::claim_artifact`](crate::runtime::Context::claim_artifact)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArtifactClaim {
+    /// The project.
+    pub project: String,
+    /// The artifact claimed.
+    pub artifact: String,
+    /// Who holds it (the claiming process and a token of this claim).
+    pub holder: String,
+    /// When it runs out.
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// The artifact's revision the claim made.
+    pub revision: u64,
 }
 
 /// An artifact that became ready, as its owner hears of it.
@@ -385,6 +437,27 @@ pub enum BoardError {
         artifact: String,
         /// The unknown blocker.
         blocker: String,
+    },
+    /// Another replica holds a live claim on the artifact.
+    #[error("artifact `{artifact}` is claimed by `{holder}` until {until}")]
+    Claimed {
+        /// The artifact.
+        artifact: String,
+        /// Who holds it.
+        holder: String,
+        /// When the claim runs out (it may be claimed then).
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The artifact cannot be claimed: it is not ready (a blocker is not
+    /// complete) or is started without a claim that ran out.
+    #[error("artifact `{artifact}` cannot be claimed: it is `{status}`{}", if waiting_on.is_empty() { String::new() } else { format!(", waiting on {}", waiting_on.join(", ")) })]
+    NotReady {
+        /// The artifact.
+        artifact: String,
+        /// Its status.
+        status: ArtifactStatus,
+        /// The blockers not complete.
+        waiting_on: Vec<String>,
     },
     /// The blockers go round in a circle.
     #[error("the dependencies go round in a circle: {}", cycle.join(" → "))]

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use super::records::{
     blockers_of, check_graph, dependents, Artifact, ArtifactStatus, Change, DecisionRecord,
-    GraphError, ProjectRecord, Shape,
+    GraphError, Lease, ProjectRecord, Shape,
 };
-use super::{ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
+use super::{ArtifactClaim, ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
 use crate::envelope::{Kind, MessageId};
 use crate::name::Name;
 use crate::runtime::{from_doc, to_value, Context, Effects, Kernel, Principal};
@@ -21,12 +21,17 @@ use crate::store::{
 
 pub(crate) use super::CHANNEL;
 
-/// A ready notice: an artifact of `project` some blocker of which was
-/// completed.
+/// A notice to the owner of artifact `artifact` of `project`: its blocker
+/// `blocker` completed, or changed while complete, at `revision` (ready if
+/// it is not started, rework if it started on an earlier revision).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Notice {
     pub(crate) project: String,
     pub(crate) artifact: String,
+    #[serde(default)]
+    pub(crate) blocker: Option<String>,
+    #[serde(default)]
+    pub(crate) revision: Option<u64>,
 }
 
 /// The name of the board channel.
@@ -183,6 +188,8 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
             blocked_by: shape.blocked_by.clone(),
             revision: 0,
             completed_revision: None,
+            basis: BTreeMap::new(),
+            claim: None,
             updated_by: None,
             updated_at: None,
         };
@@ -206,6 +213,144 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
         Precondition::MustNotExist,
     ));
     Ok(effects)
+}
+
+/// The revision of each of `blockers` now.
+async fn basis(
+    kernel: &Kernel,
+    project: &str,
+    blockers: &[String],
+) -> Result<BTreeMap<String, u64>, BoardError> {
+    let mut out = BTreeMap::new();
+    for b in blockers {
+        out.insert(
+            b.clone(),
+            read_artifact(kernel, project, b).await?.0.revision,
+        );
+    }
+    Ok(out)
+}
+
+/// How many times a claim re-reads an artifact that changed under it.
+const CLAIM_TRIES: usize = 16;
+
+/// Claims artifact `name` of `project` for `role`, committed now: a ready
+/// one (not started, every blocker complete), or one whose lease ran out;
+/// with `renew`, the holder's own claim again.
+async fn claim(
+    kernel: &Kernel,
+    role: &Name,
+    project: &str,
+    name: &str,
+    lease: std::time::Duration,
+    renew: Option<&str>,
+) -> Result<ArtifactClaim, BoardError> {
+    let lease = chrono::TimeDelta::from_std(lease).map_err(|e| BoardError::InvalidInput {
+        message: format!("lease {lease:?}: {e}"),
+    })?;
+    let holder = match renew {
+        Some(h) => h.to_owned(),
+        None => format!("{}/{}", kernel.instance(), MessageId::new()),
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (mut a, version) = read_artifact(kernel, project, name).await?;
+        if &a.owner != role {
+            return Err(BoardError::NotOwner {
+                role: role.to_string(),
+                artifact: name.to_owned(),
+                owner: a.owner.to_string(),
+            });
+        }
+        let now = kernel.now();
+        let from = a.status;
+        let held = a
+            .claim
+            .as_ref()
+            .filter(|l| l.holder != holder && l.until > now);
+        if let Some(l) = held {
+            return Err(BoardError::Claimed {
+                artifact: name.to_owned(),
+                holder: l.holder.clone(),
+                until: l.until,
+            });
+        }
+        let mine = a.claim.as_ref().is_some_and(|l| l.holder == holder);
+        let lapsed = a.claim.is_some() && from == ArtifactStatus::InProgress;
+        match (from.is_started(), renew) {
+            (false, None) => {
+                let basis = basis(kernel, project, &a.blocked_by).await?;
+                let mut waiting = Vec::new();
+                for b in &a.blocked_by {
+                    if read_artifact(kernel, project, b).await?.0.status != ArtifactStatus::Complete
+                    {
+                        waiting.push(b.clone());
+                    }
+                }
+                if !waiting.is_empty() {
+                    return Err(BoardError::NotReady {
+                        artifact: name.to_owned(),
+                        status: from,
+                        waiting_on: waiting,
+                    });
+                }
+                a.basis = basis;
+            }
+            (true, None) if lapsed => {}
+            (true, Some(_)) if mine && from == ArtifactStatus::InProgress => {}
+            _ => {
+                return Err(BoardError::NotReady {
+                    artifact: name.to_owned(),
+                    status: from,
+                    waiting_on: Vec::new(),
+                })
+            }
+        }
+        let until = now + lease;
+        a.status = ArtifactStatus::InProgress;
+        a.claim = Some(Lease {
+            holder: holder.clone(),
+            until,
+        });
+        a.completed_revision = None;
+        a.revision += 1;
+        a.updated_by = Some(role.clone());
+        a.updated_at = Some(now);
+        let record = Change {
+            revision: a.revision,
+            by: role.clone(),
+            at: now,
+            from,
+            to: a.status,
+            path: a.path.clone(),
+        };
+        let mut effects = Effects::new();
+        effects.write(Write::put(
+            artifact_key(kernel, project, name)?,
+            to_value(&a)?,
+            Precondition::Version(version),
+        ));
+        effects.write(Write::put(
+            history(kernel, project, name)?.doc(format!("{:012}", a.revision))?,
+            to_value(&record)?,
+            Precondition::MustNotExist,
+        ));
+        match kernel.commit(effects).await {
+            Ok(()) => {
+                return Ok(ArtifactClaim {
+                    project: project.to_owned(),
+                    artifact: name.to_owned(),
+                    holder,
+                    until,
+                    revision: a.revision,
+                })
+            }
+            // Changed meanwhile (another replica's claim, say): read again.
+            Err(e) if e.is_precondition_failure() && tries < CLAIM_TRIES => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// What `role` changing artifact `name` of `project` by `update` commits
@@ -238,6 +383,12 @@ async fn update(
     if let Some(c) = change.content {
         artifact.content = Some(c);
     }
+    if !from.is_started() && artifact.status.is_started() {
+        artifact.basis = basis(kernel, project, &artifact.blocked_by).await?;
+    }
+    if artifact.status != ArtifactStatus::InProgress {
+        artifact.claim = None;
+    }
     let now = kernel.now();
     artifact.revision += 1;
     artifact.updated_by = Some(role.clone());
@@ -266,13 +417,17 @@ async fn update(
         to_value(&record)?,
         Precondition::MustNotExist,
     ));
-    if artifact.status == ArtifactStatus::Complete && from != ArtifactStatus::Complete {
+    // Completing it may make its dependents ready; changing it while
+    // complete (an edit, reopening it) may send the started ones to rework.
+    if artifact.status == ArtifactStatus::Complete || from == ArtifactStatus::Complete {
         let shapes = read_project(kernel, project).await?.artifacts;
         let channel = channel()?;
         for (dependent, shape) in dependents(&shapes, name) {
             let notice = Notice {
                 project: project.to_owned(),
                 artifact: dependent.clone(),
+                blocker: Some(name.to_owned()),
+                revision: Some(artifact.revision),
             };
             let env = kernel
                 .envelope(role.clone(), Kind::Message, to_value(&notice)?)
@@ -439,6 +594,46 @@ impl Context {
         let (effects, revision) = update(self.kernel(), self.role(), project, name, change).await?;
         stage(self, effects);
         Ok(revision)
+    }
+
+    /// Claims artifact `name` of `project` (this role must own it) for
+    /// `lease`, so that of several replicas of the role exactly one starts
+    /// it: it must be ready (not started, every blocker complete), or
+    /// `in_progress` under a lease that ran out. It moves to `in_progress`.
+    /// **Committed now**, not with the handler's outcome (the claim is what
+    /// lets this replica start); a claim held by another replica is
+    /// refused ([`BoardError::Claimed`], with when it runs out). Renew it
+    /// for longer work ([`renew_claim`](Self::renew_claim)); changing the
+    /// artifact out of `in_progress` (completing it, say) ends it. The
+    /// lease governs who starts: it does not lock the artifact against its
+    /// owner's other changes.
+    pub async fn claim_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        lease: std::time::Duration,
+    ) -> Result<ArtifactClaim, BoardError> {
+        claim(self.kernel(), self.role(), project, name, lease, None).await
+    }
+
+    /// Extends `claim` to `lease` from now (committed now); refused if it
+    /// was lost ([`BoardError::Claimed`] when another replica took it after
+    /// it ran out, [`BoardError::NotReady`] when the artifact left
+    /// `in_progress`).
+    pub async fn renew_claim(
+        &self,
+        claim: &ArtifactClaim,
+        lease: std::time::Duration,
+    ) -> Result<ArtifactClaim, BoardError> {
+        self::claim(
+            self.kernel(),
+            self.role(),
+            &claim.project,
+            &claim.artifact,
+            lease,
+            Some(&claim.holder),
+        )
+        .await
     }
 
     /// Appends a decision to `project`'s log, with the handler's outcome;

@@ -20,10 +20,48 @@ pub enum ArtifactStatus {
     InProgress,
     /// Done.
     Complete,
-    /// To be redone (set by its owner, e.g. when something it depends on
-    /// changed after it started). Not ready again until its owner moves it
-    /// back to `pending`.
+    /// To be redone: a blocker changed after it started (its owner's
+    /// process moves it here on the rework notice). Like `pending`, it is
+    /// ready when every blocker is complete, and may be claimed.
     Rework,
+}
+
+impl ArtifactStatus {
+    /// Its name in the project document: `pending`, `in_progress`,
+    /// `complete`, `rework`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Complete => "complete",
+            Self::Rework => "rework",
+        }
+    }
+
+    /// Whether work on it has started (`in_progress` or `complete`); an
+    /// artifact not started (`pending`, `rework`) is ready when every
+    /// blocker is complete.
+    pub fn is_started(self) -> bool {
+        matches!(self, Self::InProgress | Self::Complete)
+    }
+}
+
+impl std::fmt::Display for ArtifactStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A claim on an artifact: one replica of its owner works on it until the
+/// lease runs out (see [`Context::claim_artifact`](crate::runtime::Context::claim_artifact)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Lease {
+    /// Who holds it: the claiming process and a token of the claim.
+    pub holder: String,
+    /// When it runs out (another replica may claim it then).
+    #[serde(serialize_with = "crate::timefmt::serialize")]
+    pub until: DateTime<Utc>,
 }
 
 /// A project's structure, written once when it is created:
@@ -72,6 +110,13 @@ pub struct Artifact {
     /// complete; an edit that keeps it complete does not change it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_revision: Option<u64>,
+    /// The revision of each blocker when it was started (a later change of
+    /// one sends a rework notice).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub basis: BTreeMap<String, u64>,
+    /// The live or lapsed claim on it, while it is `in_progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Lease>,
     /// Who changed it last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<Name>,
@@ -187,7 +232,8 @@ pub(crate) fn check_graph(blockers: &BTreeMap<String, Vec<String>>) -> Result<()
     Ok(())
 }
 
-/// The artifacts not started whose blockers are all complete, by owner
+/// The artifacts not started (`pending`, `rework`) whose blockers are all
+/// complete, by owner
 /// (each list sorted).
 pub(crate) fn ready<'a>(
     artifacts: impl IntoIterator<Item = &'a Artifact> + Clone,
@@ -203,7 +249,7 @@ pub(crate) fn ready<'a>(
             .blocked_by
             .iter()
             .all(|b| status.get(b.as_str()) == Some(&ArtifactStatus::Complete));
-        if a.status == ArtifactStatus::Pending && unblocked {
+        if !a.status.is_started() && unblocked {
             out.entry(a.owner.clone()).or_default().push(a.name.clone());
         }
     }
@@ -367,6 +413,8 @@ mod tests {
                     blocked_by: bs.clone(),
                     revision: 0,
                     completed_revision: None,
+                    basis: BTreeMap::new(),
+                    claim: None,
                     updated_by: None,
                     updated_at: None,
                 })
@@ -374,7 +422,8 @@ mod tests {
             let got = ready(&artifacts);
             for a in &artifacts {
                 let complete = |b: &String| artifacts.iter().any(|x| &x.name == b && x.status == ArtifactStatus::Complete);
-                let want = a.status == ArtifactStatus::Pending && a.blocked_by.iter().all(complete);
+                let not_started = matches!(a.status, ArtifactStatus::Pending | ArtifactStatus::Rework);
+                let want = not_started && a.blocked_by.iter().all(complete);
                 let listed = got.get(&a.owner).is_some_and(|v| v.contains(&a.name));
                 prop_assert_eq!(want, listed, "{} in {:?}", a.name, got);
             }

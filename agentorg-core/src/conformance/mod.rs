@@ -242,6 +242,8 @@ macro_rules! __agentorg_pattern_cases {
             completing_a_blocker_notifies_the_owner,
             bad_dependencies_refused,
             decision_superseded_log_intact,
+            rework_marking,
+            two_replicas_claim_one_artifact,
         }
     };
 }

@@ -3,6 +3,7 @@
 //! dependencies are refused, and the decision log is append-only.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use crate::blackboard::{
     ArtifactSpec, ArtifactStatus, ArtifactUpdate, BoardError, DecisionSpec, ProjectSpec,
-    ReadyArtifact,
+    ReadyArtifact, ReworkArtifact,
 };
 use crate::chart::{OrgChart, RoleSpec};
 use crate::hierarchy::TaskStatus;
@@ -42,8 +43,9 @@ fn board_chart(b: &str, org: &Name) -> OrgChart {
 
 /// Every role's agent: a task's input says what to do to which artifact
 /// (`increment` its content's count, `complete` it, `touch` one it does not
-/// own); ready notices are logged, and the artifact is then completed
-/// (`launch` is counted instead, and left pending).
+/// own, `revise` its content, `claim` it for `lease_ms`); ready notices are
+/// logged, and the artifact is then completed (`launch` is counted instead,
+/// and left pending); rework notices are logged as `rework <artifact>`.
 struct BoardAgent {
     ready: Arc<Mutex<Vec<(String, String)>>>,
     /// How many times each artifact's `increment` ran (a run again means
@@ -88,6 +90,22 @@ impl Agent for BoardAgent {
                 cx.update_artifact(&project, &artifact, update).await?;
                 Ok(Outcome::Complete(Value::Null))
             }
+            Some("revise") => {
+                let change = ArtifactUpdate::content(json!({ "revised": true }));
+                let revision = cx.update_artifact(&project, &artifact, change).await?;
+                Ok(Outcome::Complete(json!({ "revision": revision })))
+            }
+            Some("claim") => {
+                let lease =
+                    Duration::from_millis(task.input["lease_ms"].as_u64().unwrap_or(60_000));
+                Ok(Outcome::Complete(
+                    match cx.claim_artifact(&project, &artifact, lease).await {
+                        Ok(claim) => json!({ "claimed": claim.holder }),
+                        Err(BoardError::Claimed { holder, .. }) => json!({ "held_by": holder }),
+                        Err(e) => json!({ "refused": e.to_string() }),
+                    },
+                ))
+            }
             Some("touch") => {
                 let refused = cx
                     .update_artifact(
@@ -130,6 +148,17 @@ impl Agent for BoardAgent {
         let done = ArtifactUpdate::status(ArtifactStatus::Complete);
         cx.update_artifact(&ready.project, &ready.artifact, done)
             .await?;
+        Ok(())
+    }
+
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError> {
+        if let Ok(mut v) = self.ready.lock() {
+            v.push((cx.role().to_string(), format!("rework {}", rework.artifact)));
+        }
         Ok(())
     }
 }
@@ -448,4 +477,182 @@ pub async fn decision_superseded_log_intact(
         fail(B, format!("the log's entries: {:?}", project.decisions));
     }
     o.shutdown().await;
+}
+
+/// An artifact changed after its dependents started sends them to rework:
+/// the complete security review goes to `rework` by its owner (told once),
+/// a dependent not started stays as it is, and the reworked one is ready
+/// again.
+pub async fn rework_marking(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
+    const B: &str = "rework_marking";
+    let heard = Arc::default();
+    let o = board_org(B, &t, &s, &org, &heard, &Arc::default()).await;
+    let p = o.principal();
+    let spec = ProjectSpec::new("p6")
+        .artifact(ArtifactSpec::new("api_spec", "backend"))
+        .artifact(ArtifactSpec::new("security_review", "cso").blocked_by(["api_spec"]))
+        .artifact(ArtifactSpec::new("launch", "w2").blocked_by(["api_spec"]));
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    let input = |op: &str| json!({ "project": "p6", "artifact": "api_spec", "op": op });
+    task(B, &p, "backend", input("complete")).await;
+    let status_of = |name: &'static str| {
+        let p = &p;
+        async move {
+            p.project("p6")
+                .await
+                .ok()
+                .and_then(|p| p.artifacts.get(name).map(|a| a.status))
+        }
+    };
+    eventually(B, "the review complete", || async {
+        status_of("security_review").await == Some(ArtifactStatus::Complete)
+    })
+    .await;
+    // The spec changes after the review was done on it.
+    task(B, &p, "backend", input("revise")).await;
+    eventually(B, "the review sent to rework", || async {
+        status_of("security_review").await == Some(ArtifactStatus::Rework)
+    })
+    .await;
+    eventually(B, "the notices all handled", || async {
+        o.health_now()
+            .await
+            .iter()
+            .filter(|h| h.role == "cso" || h.role == "w2")
+            .all(|h| h.lag("blackboard") == Some(0))
+    })
+    .await;
+    let history = p
+        .artifact_history("p6", "security_review")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let moves: Vec<_> = history
+        .iter()
+        .map(|c| (c.by.as_str(), c.from, c.to))
+        .collect();
+    let want = [
+        ("cso", ArtifactStatus::Pending, ArtifactStatus::Complete),
+        ("cso", ArtifactStatus::Complete, ArtifactStatus::Rework),
+    ];
+    if moves != want {
+        fail(B, format!("the review's history: {moves:?}"));
+    }
+    let mut told = heard.lock().map(|v| v.clone()).unwrap_or_default();
+    told.sort();
+    let want = [
+        ("cso", "rework security_review"),
+        ("cso", "security_review"),
+        ("w2", "launch"),
+    ]
+    .map(|(r, a)| (r.to_owned(), a.to_owned()));
+    if told != want {
+        fail(B, format!("what the owners were told: {told:?}"));
+    }
+    if status_of("launch").await != Some(ArtifactStatus::Pending) {
+        fail(B, "launch, never started, was changed");
+    }
+    let ready = p.ready_artifacts("p6").await.unwrap_or_else(|e| fail(B, e));
+    if ready.get("cso").map(Vec::as_slice) != Some(&["security_review".to_owned()][..]) {
+        fail(
+            B,
+            format!("the reworked review is not ready again: {ready:?}"),
+        );
+    }
+    o.shutdown().await;
+}
+
+/// Two replicas of a role (two processes) claim one artifact at once:
+/// exactly one gets it, the others are told who holds it; a blocked one is
+/// refused; a lease that ran out frees it (not before), and completing it
+/// ends the claim.
+pub async fn two_replicas_claim_one_artifact(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "two_replicas_claim_one_artifact";
+    let heard = Arc::default();
+    let first = board_org(B, &t, &s, &org, &heard, &Arc::default()).await;
+    let second = board_org(B, &t, &s, &org, &heard, &Arc::default()).await;
+    let p = first.principal();
+    let spec = ProjectSpec::new("p7")
+        .artifact(ArtifactSpec::new("api_spec", "backend"))
+        .artifact(ArtifactSpec::new("ui", "w1"))
+        .artifact(ArtifactSpec::new("later", "w1").blocked_by(["ui"]));
+    p.create_project(&spec).await.unwrap_or_else(|e| fail(B, e));
+    let claim = |artifact: &'static str, to: &'static str, lease_ms: u64| {
+        let p = &p;
+        async move {
+            let input = json!({ "project": "p7", "artifact": artifact, "op": "claim", "lease_ms": lease_ms });
+            task(B, p, to, input).await
+        }
+    };
+    let said = join_all((0..WORKERS).map(|_| claim("api_spec", "backend", 60_000))).await;
+    let winners: Vec<&Value> = said.iter().filter(|v| v.get("claimed").is_some()).collect();
+    let Some(winner) = winners.first().and_then(|v| v["claimed"].as_str()) else {
+        fail(B, format!("nobody got the claim: {said:?}"));
+    };
+    let told_holder = said
+        .iter()
+        .filter(|v| v.get("held_by").and_then(Value::as_str) == Some(winner))
+        .count();
+    if winners.len() != 1 || told_holder != WORKERS - 1 {
+        fail(B, format!("one claim, the rest told its holder: {said:?}"));
+    }
+    // Not ready: a blocker is not complete.
+    let blocked = claim("later", "w1", 60_000).await;
+    if !blocked["refused"]
+        .as_str()
+        .is_some_and(|r| r.contains("waiting on ui"))
+    {
+        fail(B, format!("claiming a blocked artifact: {blocked}"));
+    }
+    // A short lease: held until it runs out, then free (not before).
+    const LEASE: Duration = Duration::from_millis(400);
+    let started = tokio::time::Instant::now();
+    let held = claim("ui", "w1", LEASE.as_millis() as u64).await;
+    let Some(holder) = held["claimed"].as_str().map(str::to_owned) else {
+        fail(B, format!("the first claim of ui: {held}"));
+    };
+    let again = loop {
+        let v = claim("ui", "w1", 60_000).await;
+        if v.get("claimed").is_some() {
+            break v;
+        }
+        if v["held_by"].as_str() != Some(holder.as_str()) {
+            fail(B, format!("a claim of ui while it is held: {v}"));
+        }
+        if started.elapsed() > super::super::EVENTUALLY {
+            fail(B, "the lapsed lease never freed ui");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if started.elapsed() < LEASE || again["claimed"].as_str() == Some(holder.as_str()) {
+        fail(
+            B,
+            format!("ui claimed again after {:?}: {again}", started.elapsed()),
+        );
+    }
+    // Completing the claimed artifact ends the claim.
+    task(
+        B,
+        &p,
+        "backend",
+        json!({ "project": "p7", "artifact": "api_spec", "op": "complete" }),
+    )
+    .await;
+    let project = p.project("p7").await.unwrap_or_else(|e| fail(B, e));
+    let api = project.artifacts.get("api_spec");
+    if api.map(|a| (a.status, a.claim.is_none())) != Some((ArtifactStatus::Complete, true)) {
+        fail(B, format!("api_spec after completing: {api:?}"));
+    }
+    let history = p
+        .artifact_history("p7", "api_spec")
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    if history.len() != 2 {
+        fail(B, format!("one claim and one completion: {history:?}"));
+    }
+    first.shutdown().await;
+    second.shutdown().await;
 }
