@@ -36,6 +36,15 @@
 //! rollback event), DevOps' rollback counter is 1, committed by attempt 2,
 //! and Marketing got `deploy.rollback` once.
 //!
+//! A third scenario, the blackboard (`--blackboard`): the CSO in a process
+//! of its own, Backend in another, the founder with the CEO, CTO, Frontend
+//! and DevOps in a third. Backend completes api_spec in its process; the
+//! CSO, which no one messages (no task of it in Firestore), starts its
+//! review in its process on the ready notice the completion's commit
+//! carried; the founder exits 0 and prints the project with every artifact
+//! complete, and the review's history says the CSO completed it after
+//! api_spec completed.
+//!
 //! A `harness = false` test (`[[test]]` in the root Cargo.toml, features
 //! `nats` and `firestore`): one scenario, its own tokio runtime.
 //!
@@ -119,6 +128,9 @@ fn main() {
     // A fresh server: nothing of the first scenario's streams.
     let Some(nats) = nats_or_skip!() else { return };
     runtime.block_on(saga_scenario(&exe, &nats, &firestore));
+    drop(nats);
+    let Some(nats) = nats_or_skip!() else { return };
+    runtime.block_on(board_scenario(&exe, &nats, &firestore));
     eprintln!(
         "test {NAME} ... ok ({:.1} s in all)",
         started.elapsed().as_secs_f64()
@@ -430,6 +442,76 @@ async fn saga_scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmula
     }
     eprintln!(
         "{NAME}: {:.1} s: saga scenario done",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+async fn board_scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) {
+    let t0 = Instant::now();
+    let (mut org, store) = processes(exe, nats, firestore, "200").await;
+    org.start("cso");
+    org.start("backend");
+    org.start_with(
+        "founder",
+        &["--blackboard", "--roles", "ceo,cto,frontend,devops"],
+    );
+    let status = org
+        .wait_founder(FOUNDER_TIMEOUT + Duration::from_secs(10))
+        .await;
+    assert!(status.success(), "the founder's process failed: {status}");
+    let printed: Value =
+        serde_json::from_str(&org.read("founder.stdout")).expect("the founder printed the project");
+    assert_eq!(printed["status"], "complete", "{printed:#}");
+    let id = printed["project_id"].as_str().expect("a project id");
+    for (name, a) in printed["artifacts"].as_object().expect("artifacts") {
+        assert_eq!(a["status"], "complete", "{name}: {printed:#}");
+    }
+    assert_eq!(
+        printed["artifacts"]["security_review"]["blocked_by"],
+        "api_spec"
+    );
+    assert_eq!(printed["decisions"][0]["agent"], "cto", "{printed:#}");
+    // Each in its own process: Backend completed the spec, the CSO heard.
+    assert!(
+        org.read("backend.1.log")
+            .contains("backend completed api_spec"),
+        "backend's process completed api_spec"
+    );
+    let cso = org.read("cso.1.log");
+    assert!(
+        cso.contains("cso starts security_review") && cso.contains("api_spec"),
+        "the CSO's process started the review on api_spec's completion:\n{cso}"
+    );
+    assert!(
+        !tasks(&store)
+            .await
+            .iter()
+            .any(|t| t["assigned_to"] == "cso"),
+        "nobody gave the CSO a task"
+    );
+    let artifacts = format!("agentorg/genbrain/projects/{id}/artifacts");
+    let history = |name: &str| format!("{artifacts}/{name}/history");
+    let review = docs(&store, &history("security_review")).await;
+    let spec = docs(&store, &history("api_spec")).await;
+    let completed_at = |changes: &[Value]| {
+        changes
+            .iter()
+            .find(|c| c["to"] == "complete")
+            .and_then(|c| c["at"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    assert_eq!(review.len(), 1, "the review changed once: {review:#?}");
+    assert_eq!(review[0]["by"], "cso");
+    let (spec_done, review_done) = (completed_at(&spec), completed_at(&review));
+    assert!(
+        spec_done.is_some() && review_done >= spec_done,
+        "the review completed after the spec: {spec_done:?} {review_done:?}"
+    );
+    for (name, status) in org.terminate_all(Duration::from_secs(30)).await {
+        assert!(status.success(), "{name} exited {status} after SIGTERM");
+    }
+    eprintln!(
+        "{NAME}: {:.1} s: blackboard scenario done",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentorg::blackboard::ReadyArtifact;
 use agentorg::prelude::*;
 use agentorg::store::{Precondition, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::board;
 use super::{CHANGELOG, DEPLOY_COMPLETE, PEER_MESSAGES, ROLLBACKS, WORK};
 
 /// What the agents of this process share.
@@ -136,6 +138,9 @@ struct Ceo(Knobs);
 impl Agent for Ceo {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         announce_start(self.0, cx, &task);
+        if board::is_board_task(&task) {
+            return board::ceo_hands_over(cx, &task).await;
+        }
         let product = task.title.trim_start_matches("Ship ").to_owned();
         cx.delegate(
             "cto",
@@ -193,6 +198,9 @@ struct Cto(Knobs);
 impl Agent for Cto {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         announce_start(self.0, cx, &task);
+        if board::is_board_task(&task) {
+            return board::cto_plans(cx, &task).await;
+        }
         let work = [
             (
                 "backend",
@@ -231,6 +239,10 @@ struct Specialist {
 impl Agent for Specialist {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         announce_start(self.knobs, cx, &task);
+        if board::is_board_task(&task) {
+            let result = board::engineer_works(cx, &task, self.knobs.work).await?;
+            return Ok(Outcome::Complete(result));
+        }
         if cx.role() == "devops" {
             devops_checks_the_time(cx).await?;
         }
@@ -387,6 +399,16 @@ impl Agent for Specialist {
             cx.attempt()
         );
         Ok(())
+    }
+
+    /// The CSO reviews the API spec once it is complete (on the
+    /// blackboard: nobody messages it).
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        board::review_when_ready(cx, &ready, self.knobs.work).await
     }
 
     async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {

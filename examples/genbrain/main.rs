@@ -29,6 +29,7 @@
 //! cargo run --example genbrain --features mcp -- --mcp examples/tools.toml
 //! cargo run --example genbrain -- --cicd
 //! cargo run --example genbrain -- --cicd --fail-step smoke_test
+//! cargo run --example genbrain -- --blackboard
 //! ```
 //!
 //! # The CI/CD saga (`--cicd`)
@@ -48,6 +49,24 @@
 //! processed the rollback event. `--hold-compensation-ms` makes the
 //! rollback wait after it says it started (for the test that kills it
 //! there). Over `--nats`/`--firestore`, and one process per role, too.
+//!
+//! # The blackboard (`--blackboard`)
+//!
+//! Instead of the task tree, the founder creates the project of GenBrain's
+//! write-up, `proj-analytics-dashboard` (`board.rs`): api_spec (Backend),
+//! ui_components (Frontend), security_review (CSO, blocked by api_spec)
+//! and deployment_config (DevOps), and asks the CEO to run it, who hands it
+//! to the CTO. The CTO
+//! records its decision ("Use ClickHouse for analytics storage, not
+//! BigQuery") and gives each engineer its artifact; each claims it, works
+//! and completes it. Nobody messages the CSO: its review starts because
+//! api_spec completed. The founder prints the project document as JSON in
+//! GenBrain's shape (`project_id`, `status`, `artifacts` with `owner`,
+//! `status`, `path`, `blocked_by`, `updated_at`, and `decisions`) and exits
+//! 0 if every artifact is complete, the CSO completed its review without a
+//! task, and the decision is in the log. Over `--nats`/`--firestore`, and
+//! one process per role, too (a project id already taken in the Firestore
+//! project gets a suffix, `-2`, …).
 //!
 //! With `--nats`, the org runs over NATS JetStream (the streams of org
 //! `genbrain` are created if missing; `scripts/servers` starts a local
@@ -139,6 +158,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 mod agents;
+mod board;
 mod checks;
 mod cicd;
 
@@ -210,6 +230,12 @@ struct Args {
     /// `deploy.rollback` published.
     #[arg(long, value_name = "STEP", requires = "cicd", value_parser = clap::builder::PossibleValuesParser::new(cicd::STEPS))]
     fail_step: Option<String>,
+    /// Run the analytics-dashboard blackboard instead of the task tree: the
+    /// founder creates the project, the CEO hands it to the CTO, who records its decision and gives
+    /// its engineers their artifacts, the CSO's review starts when api_spec
+    /// completes; the project is printed as JSON.
+    #[arg(long, conflicts_with = "cicd")]
+    blackboard: bool,
     /// How long DevOps' rollback takes, in milliseconds, after it says on
     /// stderr that it started (for a test that kills it there).
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -390,6 +416,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             r = async {
                 if args.cicd {
                     cicd::drive(&org, args.fail_step.as_deref(), Duration::from_secs(args.timeout)).await
+                } else if args.blackboard {
+                    board::drive(&org, Duration::from_secs(args.timeout)).await
                 } else {
                     drive(&org, &args, &org_name).await
                 }

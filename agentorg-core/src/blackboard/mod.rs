@@ -198,8 +198,10 @@ pub struct ArtifactClaim {
     pub project: String,
     /// The artifact claimed.
     pub artifact: String,
-    /// Who holds it (the claiming process and a token of this claim).
+    /// Who holds it: the delivery (message id) that claimed it.
     pub holder: String,
+    /// The process that claimed it.
+    pub process: String,
     /// When it runs out.
     pub until: chrono::DateTime<chrono::Utc>,
     /// The artifact's revision the claim made.

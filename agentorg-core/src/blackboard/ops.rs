@@ -234,24 +234,22 @@ async fn basis(
 /// How many times a claim re-reads an artifact that changed under it.
 const CLAIM_TRIES: usize = 16;
 
-/// Claims artifact `name` of `project` for `role`, committed now: a ready
-/// one (not started, every blocker complete), or one whose lease ran out;
-/// with `renew`, the holder's own claim again.
+/// Claims artifact `name` of `project` for `role`'s delivery `holder`,
+/// committed now: a ready one (not started, every blocker complete), one
+/// whose lease ran out, or one `holder` holds already (a handler that runs
+/// again for the same message); with `renew`, only the last.
 async fn claim(
-    kernel: &Kernel,
-    role: &Name,
+    cx: &Context,
     project: &str,
     name: &str,
     lease: std::time::Duration,
-    renew: Option<&str>,
+    renew: bool,
 ) -> Result<ArtifactClaim, BoardError> {
+    let (kernel, role) = (cx.kernel(), cx.role());
     let lease = chrono::TimeDelta::from_std(lease).map_err(|e| BoardError::InvalidInput {
         message: format!("lease {lease:?}: {e}"),
     })?;
-    let holder = match renew {
-        Some(h) => h.to_owned(),
-        None => format!("{}/{}", kernel.instance(), MessageId::new()),
-    };
+    let holder = cx.envelope().id.to_string();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -277,9 +275,9 @@ async fn claim(
             });
         }
         let mine = a.claim.as_ref().is_some_and(|l| l.holder == holder);
-        let lapsed = a.claim.is_some() && from == ArtifactStatus::InProgress;
-        match (from.is_started(), renew) {
-            (false, None) => {
+        let lapsed = a.claim.as_ref().is_some_and(|l| l.until <= now);
+        match from {
+            s if !s.is_started() && !renew => {
                 let basis = basis(kernel, project, &a.blocked_by).await?;
                 let mut waiting = Vec::new();
                 for b in &a.blocked_by {
@@ -297,8 +295,7 @@ async fn claim(
                 }
                 a.basis = basis;
             }
-            (true, None) if lapsed => {}
-            (true, Some(_)) if mine && from == ArtifactStatus::InProgress => {}
+            ArtifactStatus::InProgress if mine || (lapsed && !renew) => {}
             _ => {
                 return Err(BoardError::NotReady {
                     artifact: name.to_owned(),
@@ -311,6 +308,7 @@ async fn claim(
         a.status = ArtifactStatus::InProgress;
         a.claim = Some(Lease {
             holder: holder.clone(),
+            process: kernel.instance().to_owned(),
             until,
         });
         a.completed_revision = None;
@@ -342,6 +340,7 @@ async fn claim(
                     project: project.to_owned(),
                     artifact: name.to_owned(),
                     holder,
+                    process: kernel.instance().to_owned(),
                     until,
                     revision: a.revision,
                 })
@@ -602,38 +601,34 @@ impl Context {
     /// `in_progress` under a lease that ran out. It moves to `in_progress`.
     /// **Committed now**, not with the handler's outcome (the claim is what
     /// lets this replica start); a claim held by another replica is
-    /// refused ([`BoardError::Claimed`], with when it runs out). Renew it
-    /// for longer work ([`renew_claim`](Self::renew_claim)); changing the
-    /// artifact out of `in_progress` (completing it, say) ends it. The
-    /// lease governs who starts: it does not lock the artifact against its
-    /// owner's other changes.
+    /// refused ([`BoardError::Claimed`], with when it runs out). The claim
+    /// is held by this delivery: a handler that runs again for the same
+    /// message (a retry, or another process's after a crash) claims it
+    /// again at once. Renew it for longer work
+    /// ([`renew_claim`](Self::renew_claim)); changing the artifact out of
+    /// `in_progress` (completing it, say) ends it. The lease governs who
+    /// starts: it does not lock the artifact against its owner's other
+    /// changes.
     pub async fn claim_artifact(
         &self,
         project: &str,
         name: &str,
         lease: std::time::Duration,
     ) -> Result<ArtifactClaim, BoardError> {
-        claim(self.kernel(), self.role(), project, name, lease, None).await
+        claim(self, project, name, lease, false).await
     }
 
-    /// Extends `claim` to `lease` from now (committed now); refused if it
-    /// was lost ([`BoardError::Claimed`] when another replica took it after
-    /// it ran out, [`BoardError::NotReady`] when the artifact left
-    /// `in_progress`).
+    /// Extends this delivery's claim on artifact `name` of `project` to
+    /// `lease` from now (committed now); refused if it was lost
+    /// ([`BoardError::Claimed`] when another replica took it after it ran
+    /// out, [`BoardError::NotReady`] when the artifact left `in_progress`).
     pub async fn renew_claim(
         &self,
-        claim: &ArtifactClaim,
+        project: &str,
+        name: &str,
         lease: std::time::Duration,
     ) -> Result<ArtifactClaim, BoardError> {
-        self::claim(
-            self.kernel(),
-            self.role(),
-            &claim.project,
-            &claim.artifact,
-            lease,
-            Some(&claim.holder),
-        )
-        .await
+        claim(self, project, name, lease, true).await
     }
 
     /// Appends a decision to `project`'s log, with the handler's outcome;

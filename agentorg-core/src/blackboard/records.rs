@@ -57,8 +57,10 @@ impl std::fmt::Display for ArtifactStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Lease {
-    /// Who holds it: the claiming process and a token of the claim.
+    /// Who holds it: the delivery (message id) that claimed it.
     pub holder: String,
+    /// The process that claimed it.
+    pub process: String,
     /// When it runs out (another replica may claim it then).
     #[serde(serialize_with = "crate::timefmt::serialize")]
     pub until: DateTime<Utc>,

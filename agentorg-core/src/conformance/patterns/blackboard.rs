@@ -98,13 +98,21 @@ impl Agent for BoardAgent {
             Some("claim") => {
                 let lease =
                     Duration::from_millis(task.input["lease_ms"].as_u64().unwrap_or(60_000));
-                Ok(Outcome::Complete(
-                    match cx.claim_artifact(&project, &artifact, lease).await {
-                        Ok(claim) => json!({ "claimed": claim.holder }),
-                        Err(BoardError::Claimed { holder, .. }) => json!({ "held_by": holder }),
-                        Err(e) => json!({ "refused": e.to_string() }),
-                    },
-                ))
+                let mut claimed = cx.claim_artifact(&project, &artifact, lease).await;
+                if let (Ok(first), Some(true)) = (&claimed, task.input["renew"].as_bool()) {
+                    // The same delivery claims it again, and renews it.
+                    let again = cx.claim_artifact(&project, &artifact, lease).await?;
+                    let renewed = cx.renew_claim(&project, &artifact, lease).await?;
+                    if again.holder != first.holder || renewed.revision != first.revision + 2 {
+                        return Err(AgentError::permanent(format!("{again:?} {renewed:?}")));
+                    }
+                    claimed = Ok(renewed);
+                }
+                Ok(Outcome::Complete(match claimed {
+                    Ok(claim) => json!({ "claimed": claim.holder }),
+                    Err(BoardError::Claimed { holder, .. }) => json!({ "held_by": holder }),
+                    Err(e) => json!({ "refused": e.to_string() }),
+                }))
             }
             Some("touch") => {
                 let refused = cx
@@ -607,10 +615,12 @@ pub async fn two_replicas_claim_one_artifact(
     {
         fail(B, format!("claiming a blocked artifact: {blocked}"));
     }
-    // A short lease: held until it runs out, then free (not before).
+    // A short lease (its delivery claims again and renews it: still its
+    // holder): held until it runs out, then free (not before).
     const LEASE: Duration = Duration::from_millis(400);
     let started = tokio::time::Instant::now();
-    let held = claim("ui", "w1", LEASE.as_millis() as u64).await;
+    let input = json!({ "project": "p7", "artifact": "ui", "op": "claim", "lease_ms": LEASE.as_millis() as u64, "renew": true });
+    let held = task(B, &p, "w1", input).await;
     let Some(holder) = held["claimed"].as_str().map(str::to_owned) else {
         fail(B, format!("the first claim of ui: {held}"));
     };
