@@ -57,7 +57,9 @@
 //!   same artifact in one call is refused: the first is committed with the
 //!   call's outcome).
 //!
-//! Not yet: the MCP seat's board tools.
+//! An MCP seat (`agentorg_mcp::seat`) gets its role's ready artifacts as
+//! `artifact_ready` turns and reads and changes the board with tools held
+//! to the same rules.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -35,6 +35,16 @@
 //! in-doubt step (or failed compensation) from a `saga_escalation` turn with
 //! `decide_escalation` or passes it up (see [`agentorg_core::saga`]).
 //!
+//! A seat whose role owns artifacts of a blackboard project gets each one
+//! that becomes ready (every blocker complete) as a turn,
+//! `artifact_ready`: the client reads the project (`read_project`),
+//! changes its artifact (`update_artifact`, written with the turn's end;
+//! another role's artifact is refused with `not_allowed` naming its owner)
+//! and ends the turn with `complete_task` (or `fail_task`). An artifact sent
+//! back to rework comes as a notice, `artifact_rework`. In a task turn the
+//! same tools work, and `claim_artifact` and `record_decision` (see
+//! [`agentorg_core::blackboard`]).
+//!
 //! A manager seat delegates subtasks and ends the turn with
 //! `await_subtasks`; when they have all ended, their results come back as a
 //! `subtasks_done` event of the same task, and the client completes it.
@@ -62,7 +72,7 @@
 //! first call of the session that held it that names no turn and finds
 //! none held.
 //!
-//! A notice (`decision`, `result`, `peer_message`, `org_event`) is *acknowledged* by
+//! A notice (`decision`, `result`, `peer_message`, `org_event`, `artifact_rework`) is *acknowledged* by
 //! the next call of any seat tool on the MCP session whose `wait_for_event`
 //! returned it: that call shows the response arrived. Until then its
 //! handler stays open; if no such call comes within the idle timeout, the
@@ -96,7 +106,7 @@
 //!
 //! | tool | does |
 //! |---|---|
-//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to); `{"event": "none"}` on timeout |
+//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, `saga_step`, `saga_compensation`, `saga_escalation`, `artifact_ready`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to, `artifact_rework`); `{"event": "none"}` on timeout |
 //! | `complete_task` | completes the task in hand with a result |
 //! | `fail_task` | fails it (retryable or not) |
 //! | `await_subtasks` | ends the turn after delegating; results come back as `subtasks_done` |
@@ -110,6 +120,10 @@
 //! | `report_usage` | tokens (at most 10⁹ a report) and cost (finite, ≥ 0) spent on the task in hand |
 //! | `list_granted_tools`, `call_granted_tool` | the role's granted tools |
 //! | `seat_info` | role, manager, reports, peers, shortcuts, grants, the turns held (`id`, `kind`) |
+//! | `read_project` | a blackboard project in GenBrain's shape, with `ready` by role |
+//! | `update_artifact` | changes an artifact the role owns (status, path, content), with the turn's end |
+//! | `claim_artifact` | claims a ready artifact the role owns for a lease (at once) |
+//! | `record_decision` | appends a decision to a project's log, with the turn's end |
 //!
 //! The granted tools are those of the [`ToolHost`] given to
 //! [`SeatBuilder::tools`], scoped to the role's grants: they are the seat's

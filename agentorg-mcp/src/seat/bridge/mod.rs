@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
 use agentorg_core::async_trait;
+use agentorg_core::blackboard::{ReadyArtifact, ReworkArtifact};
 use agentorg_core::envelope::TaskId;
 use agentorg_core::events::Event;
 use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
@@ -19,7 +20,9 @@ use tokio::time::Instant;
 
 use super::SeatError;
 
+mod board;
 mod turns;
+pub(crate) use board::BoardOp;
 pub(crate) use turns::*;
 
 /// How many delegations one turn may stage.
@@ -46,6 +49,11 @@ pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
 ///   `saga_escalation`) opens a turn ended by `decide_escalation` (`{"decision":
 ///   "retry" | "compensate"}` or `{"decision": "accept", "result": …}`) or
 ///   `pass_up_escalation`;
+/// * an artifact of this role that became ready on a blackboard
+///   (`on_artifact_ready`, event `artifact_ready`) opens a turn in which the
+///   client changes it (`update_artifact`, `claim_artifact`), ended by
+///   `complete_task` (or `fail_task`); a rework (`on_artifact_rework`) is
+///   a notice, `artifact_rework`;
 /// * decisions, peer messages, results of tasks delegated outside a task
 ///   and the events the role subscribes to (`org_event`) are *notices*: the
 ///   handler returns once a client has taken them.
@@ -259,6 +267,9 @@ impl SeatAgent {
                     cx.report_usage(tokens, cost_usd);
                     let _ = reply.send(Ok(()));
                 }
+                Command::Board { op, reply } => {
+                    let _ = reply.send(board::run(cx, op).await);
+                }
                 Command::ReadTree { root, reply } => {
                     let _ = reply.send(self.read_tree(cx, root).await);
                 }
@@ -352,7 +363,10 @@ fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatErro
         (TurnKind::Escalation | TurnKind::SagaEscalation, End::PassUp) => Ok(()),
         (TurnKind::Escalation, End::Decide(_)) => Ok(()),
         (TurnKind::SagaEscalation, End::Decide(d)) => saga_decision(d).map(|_| ()),
-        (TurnKind::SagaStep | TurnKind::Compensation, End::Complete(_)) => Ok(()),
+        (
+            TurnKind::SagaStep | TurnKind::Compensation | TurnKind::ArtifactReady,
+            End::Complete(_),
+        ) => Ok(()),
         (TurnKind::PeerRequest, End::Answer(_)) => Ok(()),
         (_, End::Complete(_)) => wrong("complete_task"),
         (_, End::AwaitSubtasks) => wrong("await_subtasks"),
@@ -517,6 +531,22 @@ impl Agent for SeatAgent {
             "published_at": event.published_at,
         });
         self.notice(cx, event.id.to_string(), json).await
+    }
+
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        self.artifact_ready(cx, ready).await
+    }
+
+    async fn on_artifact_rework(
+        &self,
+        cx: &Context,
+        rework: ReworkArtifact,
+    ) -> Result<(), AgentError> {
+        self.artifact_rework(cx, rework).await
     }
 
     async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {

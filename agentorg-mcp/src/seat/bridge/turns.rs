@@ -36,6 +36,9 @@ pub(crate) enum TurnKind {
     /// (`{"decision": "retry" | "compensate"}` or `{"decision": "accept",
     /// "result": …}`), `pass_up_escalation`.
     SagaEscalation,
+    /// An artifact of this role that became ready on a blackboard:
+    /// `complete_task`, `fail_task`.
+    ArtifactReady,
 }
 
 impl TurnKind {
@@ -48,6 +51,7 @@ impl TurnKind {
             Self::SagaStep => "saga_step",
             Self::Compensation => "saga_compensation",
             Self::SagaEscalation => "saga_escalation",
+            Self::ArtifactReady => "artifact_ready",
         }
     }
 
@@ -59,6 +63,7 @@ impl TurnKind {
             Self::SagaStep => "saga step",
             Self::Compensation => "compensation",
             Self::SagaEscalation => "saga escalation",
+            Self::ArtifactReady => "ready artifact",
         }
     }
 }
@@ -122,6 +127,11 @@ pub(crate) enum Command {
     ReadTree {
         root: Option<TaskId>,
         reply: Reply<TaskTree>,
+    },
+    /// A blackboard operation.
+    Board {
+        op: super::BoardOp,
+        reply: Reply<Value>,
     },
     /// Any seat call: the client is alive, so the idle timer starts again.
     Touch,

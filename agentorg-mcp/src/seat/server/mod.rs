@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
 use super::SeatError;
 
+mod board;
 mod tools;
 pub(crate) use tools::*;
 
@@ -335,7 +336,9 @@ impl SeatServer {
              delegate subtasks to reports, then end the turn with complete_task, fail_task, or await_subtasks (after delegating; \
              the results come back as a `subtasks_done` event). Events this role subscribes to come as `org_event` notices; \
              publish_event publishes an event the role declares, with the turn's end. A `saga_step` or `saga_compensation` event is a step of a saga this role runs: \
-             end it with complete_task (the step's result) or fail_task; a `saga_escalation` asks for a decision on a report's saga (decide_escalation or pass_up_escalation). Act within {idle}s between calls or the task is released for retry. \
+             end it with complete_task (the step's result) or fail_task; a `saga_escalation` asks for a decision on a report's saga (decide_escalation or pass_up_escalation). \
+             An `artifact_ready` event is an artifact of this role on a blackboard whose blockers are all complete: read_project, update_artifact (only this role's own), \
+             then complete_task; an `artifact_rework` notice says one went back to rework. Act within {idle}s between calls or the task is released for retry. \
              The org chart limits what this seat may do; refusals come back as tool errors naming the rule.",
             org = chart.org(),
             desc = chart
@@ -365,8 +368,14 @@ impl SeatServer {
             },
             "complete_task" => match parse::<CompleteArgs>(name, args) {
                 Ok(a) => {
-                    // A task's, a saga step's or a compensation's outcome.
-                    let kinds = [TurnKind::Task, TurnKind::SagaStep, TurnKind::Compensation];
+                    // A task's, a saga step's, a compensation's or a ready
+                    // artifact's outcome.
+                    let kinds = [
+                        TurnKind::Task,
+                        TurnKind::SagaStep,
+                        TurnKind::Compensation,
+                        TurnKind::ArtifactReady,
+                    ];
                     self.finish(a.task_id.as_deref(), &kinds, End::Complete(a.result))
                         .await
                 }
@@ -385,6 +394,7 @@ impl SeatServer {
                         TurnKind::SagaStep,
                         TurnKind::Compensation,
                         TurnKind::SagaEscalation,
+                        TurnKind::ArtifactReady,
                     ];
                     self.finish(a.task_id.as_deref(), &kinds, end).await
                 }
@@ -479,7 +489,7 @@ impl SeatServer {
                 self.touch();
                 Ok(self.info())
             }
-            _ => return None,
+            _ => return self.board(name, args).await,
         })
     }
 

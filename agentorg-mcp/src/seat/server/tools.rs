@@ -25,18 +25,24 @@ pub(crate) const TURN_ID: &str = "The id of the task in hand (optional when only
 
 /// The seat's tools, in the order listed.
 pub(crate) fn seat_tools() -> Vec<Tool> {
+    let mut tools = core_tools();
+    tools.extend(super::board::board_tools());
+    tools
+}
+
+fn core_tools() -> Vec<Tool> {
     let id = |what: &str| json!({"type": "string", "description": what});
     vec![
         tool(
             "wait_for_event",
-            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`, or `org_event`: an event this role subscribes to, with its `name`, `from` and `payload`). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
+            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`, or `org_event`: an event this role subscribes to, with its `name`, `from` and `payload`), a saga step (`saga_step`, `saga_compensation`, `saga_escalation`), or a blackboard artifact of this role that became ready (`artifact_ready`, a turn ended by complete_task) or went back to rework (`artifact_rework`, a notice). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
             json!({"type": "object", "properties": {
                 "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
             }}),
         ),
         tool(
             "complete_task",
-            "Complete the task in hand with a result (the result goes to whoever delegated it), or report a saga step done (its result goes to the saga and its later steps) or a compensation done.",
+            "Complete the task in hand with a result (the result goes to whoever delegated it), or report a saga step done (its result goes to the saga and its later steps), a compensation done, or a ready artifact's turn done (its changes are written).",
             json!({"type": "object", "properties": {
                 "task_id": id(TURN_ID),
                 "result": {"description": "The result (any JSON)"}
