@@ -134,6 +134,7 @@ use serde_json::Value;
 
 use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
 
+mod claims;
 mod handler;
 mod ops;
 mod records;

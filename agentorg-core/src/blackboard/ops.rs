@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use super::records::{
     blockers_of, check_graph, dependents, Artifact, ArtifactStatus, Change, DecisionRecord,
-    GraphError, Lease, ProjectRecord, Shape,
+    GraphError, ProjectRecord, Shape,
 };
-use super::{ArtifactClaim, ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
+use super::{ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
 use crate::envelope::{Kind, MessageId};
 use crate::name::Name;
 use crate::runtime::{from_doc, to_value, Context, Effects, Kernel, Principal};
@@ -231,125 +231,48 @@ async fn basis(
     Ok(out)
 }
 
-/// How many times a claim re-reads an artifact that changed under it.
-const CLAIM_TRIES: usize = 16;
-
-/// Claims artifact `name` of `project` for `role`'s delivery `holder`,
-/// committed now: a ready one (not started, every blocker complete), one
-/// whose lease ran out, or one `holder` holds already (a handler that runs
-/// again for the same message); with `renew`, only the last.
-async fn claim(
-    cx: &Context,
+/// The writes of a change by `role` of `artifact` (of `project`, read at
+/// `version`, `from` its status before): its revision counted, who and
+/// when stamped, the revision it became complete at kept, then the
+/// artifact compared-and-set and its history record.
+pub(crate) fn change_writes(
+    kernel: &Kernel,
+    role: &Name,
     project: &str,
-    name: &str,
-    lease: std::time::Duration,
-    renew: bool,
-) -> Result<ArtifactClaim, BoardError> {
-    let (kernel, role) = (cx.kernel(), cx.role());
-    let lease = chrono::TimeDelta::from_std(lease).map_err(|e| BoardError::InvalidInput {
-        message: format!("lease {lease:?}: {e}"),
-    })?;
-    let holder = cx.envelope().id.to_string();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let (mut a, version) = read_artifact(kernel, project, name).await?;
-        if &a.owner != role {
-            return Err(BoardError::NotOwner {
-                role: role.to_string(),
-                artifact: name.to_owned(),
-                owner: a.owner.to_string(),
-            });
-        }
-        let now = kernel.now();
-        let from = a.status;
-        let held = a
-            .claim
-            .as_ref()
-            .filter(|l| l.holder != holder && l.until > now);
-        if let Some(l) = held {
-            return Err(BoardError::Claimed {
-                artifact: name.to_owned(),
-                holder: l.holder.clone(),
-                until: l.until,
-            });
-        }
-        let mine = a.claim.as_ref().is_some_and(|l| l.holder == holder);
-        let lapsed = a.claim.as_ref().is_some_and(|l| l.until <= now);
-        match from {
-            s if !s.is_started() && !renew => {
-                let basis = basis(kernel, project, &a.blocked_by).await?;
-                let mut waiting = Vec::new();
-                for b in &a.blocked_by {
-                    if read_artifact(kernel, project, b).await?.0.status != ArtifactStatus::Complete
-                    {
-                        waiting.push(b.clone());
-                    }
-                }
-                if !waiting.is_empty() {
-                    return Err(BoardError::NotReady {
-                        artifact: name.to_owned(),
-                        status: from,
-                        waiting_on: waiting,
-                    });
-                }
-                a.basis = basis;
-            }
-            ArtifactStatus::InProgress if mine || (lapsed && !renew) => {}
-            _ => {
-                return Err(BoardError::NotReady {
-                    artifact: name.to_owned(),
-                    status: from,
-                    waiting_on: Vec::new(),
-                })
-            }
-        }
-        let until = now + lease;
-        a.status = ArtifactStatus::InProgress;
-        a.claim = Some(Lease {
-            holder: holder.clone(),
-            process: kernel.instance().to_owned(),
-            until,
-        });
-        a.completed_revision = None;
-        a.revision += 1;
-        a.updated_by = Some(role.clone());
-        a.updated_at = Some(now);
-        let record = Change {
-            revision: a.revision,
-            by: role.clone(),
-            at: now,
-            from,
-            to: a.status,
-            path: a.path.clone(),
-        };
-        let mut effects = Effects::new();
-        effects.write(Write::put(
+    artifact: &mut Artifact,
+    version: Version,
+    from: ArtifactStatus,
+) -> Result<(Write, Write), BoardError> {
+    let now = kernel.now();
+    artifact.revision += 1;
+    artifact.updated_by = Some(role.clone());
+    artifact.updated_at = Some(now);
+    artifact.completed_revision = match (from, artifact.status) {
+        (_, s) if s != ArtifactStatus::Complete => None,
+        (ArtifactStatus::Complete, _) => artifact.completed_revision.or(Some(artifact.revision)),
+        _ => Some(artifact.revision),
+    };
+    let record = Change {
+        revision: artifact.revision,
+        by: role.clone(),
+        at: now,
+        from,
+        to: artifact.status,
+        path: artifact.path.clone(),
+    };
+    let name = &artifact.name;
+    Ok((
+        Write::put(
             artifact_key(kernel, project, name)?,
-            to_value(&a)?,
+            to_value(&*artifact)?,
             Precondition::Version(version),
-        ));
-        effects.write(Write::put(
-            history(kernel, project, name)?.doc(format!("{:012}", a.revision))?,
+        ),
+        Write::put(
+            history(kernel, project, name)?.doc(format!("{:012}", artifact.revision))?,
             to_value(&record)?,
             Precondition::MustNotExist,
-        ));
-        match kernel.commit(effects).await {
-            Ok(()) => {
-                return Ok(ArtifactClaim {
-                    project: project.to_owned(),
-                    artifact: name.to_owned(),
-                    holder,
-                    process: kernel.instance().to_owned(),
-                    until,
-                    revision: a.revision,
-                })
-            }
-            // Changed meanwhile (another replica's claim, say): read again.
-            Err(e) if e.is_precondition_failure() && tries < CLAIM_TRIES => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        ),
+    ))
 }
 
 /// What `role` changing artifact `name` of `project` by `update` commits
@@ -388,34 +311,9 @@ async fn update(
     if artifact.status != ArtifactStatus::InProgress {
         artifact.claim = None;
     }
-    let now = kernel.now();
-    artifact.revision += 1;
-    artifact.updated_by = Some(role.clone());
-    artifact.updated_at = Some(now);
-    artifact.completed_revision = match (from, artifact.status) {
-        (_, s) if s != ArtifactStatus::Complete => None,
-        (ArtifactStatus::Complete, _) => artifact.completed_revision.or(Some(artifact.revision)),
-        _ => Some(artifact.revision),
-    };
-    let record = Change {
-        revision: artifact.revision,
-        by: role.clone(),
-        at: now,
-        from,
-        to: artifact.status,
-        path: artifact.path.clone(),
-    };
+    let (write, record) = change_writes(kernel, role, project, &mut artifact, version, from)?;
     let mut effects = Effects::new();
-    effects.contended_write(Write::put(
-        artifact_key(kernel, project, name)?,
-        to_value(&artifact)?,
-        Precondition::Version(version),
-    ));
-    effects.write(Write::put(
-        history(kernel, project, name)?.doc(format!("{:012}", artifact.revision))?,
-        to_value(&record)?,
-        Precondition::MustNotExist,
-    ));
+    effects.contended_write(write).write(record);
     // Completing it may make its dependents ready; changing it while
     // complete (an edit, reopening it) may send the started ones to rework.
     if artifact.status == ArtifactStatus::Complete || from == ArtifactStatus::Complete {
@@ -593,42 +491,6 @@ impl Context {
         let (effects, revision) = update(self.kernel(), self.role(), project, name, change).await?;
         stage(self, effects);
         Ok(revision)
-    }
-
-    /// Claims artifact `name` of `project` (this role must own it) for
-    /// `lease`, so that of several replicas of the role exactly one starts
-    /// it: it must be ready (not started, every blocker complete), or
-    /// `in_progress` under a lease that ran out. It moves to `in_progress`.
-    /// **Committed now**, not with the handler's outcome (the claim is what
-    /// lets this replica start); a claim held by another replica is
-    /// refused ([`BoardError::Claimed`], with when it runs out). The claim
-    /// is held by this delivery: a handler that runs again for the same
-    /// message (a retry, or another process's after a crash) claims it
-    /// again at once. Renew it for longer work
-    /// ([`renew_claim`](Self::renew_claim)); changing the artifact out of
-    /// `in_progress` (completing it, say) ends it. The lease governs who
-    /// starts: it does not lock the artifact against its owner's other
-    /// changes.
-    pub async fn claim_artifact(
-        &self,
-        project: &str,
-        name: &str,
-        lease: std::time::Duration,
-    ) -> Result<ArtifactClaim, BoardError> {
-        claim(self, project, name, lease, false).await
-    }
-
-    /// Extends this delivery's claim on artifact `name` of `project` to
-    /// `lease` from now (committed now); refused if it was lost
-    /// ([`BoardError::Claimed`] when another replica took it after it ran
-    /// out, [`BoardError::NotReady`] when the artifact left `in_progress`).
-    pub async fn renew_claim(
-        &self,
-        project: &str,
-        name: &str,
-        lease: std::time::Duration,
-    ) -> Result<ArtifactClaim, BoardError> {
-        claim(self, project, name, lease, true).await
     }
 
     /// Appends a decision to `project`'s log, with the handler's outcome;
