@@ -3,7 +3,8 @@
 //! completed api_spec; it reads the project, is refused when it touches
 //! Backend's artifact (the rule named), completes its own, and ends the
 //! turn. A change of the spec afterwards comes as an `artifact_rework`
-//! notice, and the review is `rework` once the notice is acknowledged. In a task turn a seat claims and
+//! notice, the review is `rework` once the notice is acknowledged, and
+//! then ready again, redone on the new spec. In a task turn a seat claims and
 //! records decisions. Memory backends, in-process pipes.
 
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
@@ -135,6 +136,20 @@ async fn a_seat_hears_its_artifact_is_ready_and_completes_it() -> TestResult {
         assert!(tokio::time::Instant::now() < deadline, "not in rework");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Its blocker complete, the reworked review is ready again: redone.
+    let again = next_event(&client).await;
+    assert_eq!(again["event"], "artifact_ready", "{again}");
+    assert_eq!(again["blockers"][0]["revision"], 2, "{again}");
+    ok(
+        &client,
+        "update_artifact",
+        json!({"project_id": "dash", "artifact": "security_review", "status": "complete"}),
+    )
+    .await;
+    ok(&client, "complete_task", json!({"result": null})).await;
+    let review = founder.project("dash").await?.artifacts["security_review"].clone();
+    assert_eq!(review.status, ArtifactStatus::Complete);
+    assert_eq!(review.basis.get("api_spec"), Some(&2));
 
     // A task turn: the CTO's seat records a decision and claims nothing it
     // does not own.

@@ -198,8 +198,10 @@ pub trait Agent: Send + Sync + 'static {
     /// An artifact this role owns went to rework: a blocker changed after
     /// it started (on a blackboard, see [`crate::blackboard`]). The
     /// library has already moved it to `rework` in this call (so it cannot
-    /// be changed again in it); redo it from another call — claim it, or
-    /// move it to `in_progress`. Default: nothing more.
+    /// be changed again in it). Once its blockers are complete,
+    /// [`on_artifact_ready`](Self::on_artifact_ready) runs for it again, to
+    /// redo it (or redo it from another call: claim it, or move it to
+    /// `in_progress`). Default: nothing more.
     async fn on_artifact_rework(
         &self,
         cx: &Context,

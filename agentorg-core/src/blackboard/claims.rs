@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ops::{change_writes, read_artifact};
+use super::ops::{artifact_key, basis, change_writes, read_artifact, remember, staged};
 use super::records::{ArtifactStatus, Lease};
 use super::{ArtifactClaim, BoardError};
 use crate::runtime::{Context, Effects};
@@ -28,6 +28,15 @@ async fn claim(
         message: format!("lease {lease:?}: {e}"),
     })?;
     let holder = cx.envelope().id.to_string();
+    // Committed now: after a change staged in this call, its version check
+    // would fail, and the call run again, for ever.
+    if staged(cx, &artifact_key(kernel, project, name)?) {
+        return Err(BoardError::InvalidInput {
+            message: format!(
+                "artifact `{name}` is already changed in this call: claim it before changing it"
+            ),
+        });
+    }
     let mut tries = 0;
     loop {
         tries += 1;
@@ -75,7 +84,11 @@ async fn claim(
                 }
                 a.basis = basis;
             }
-            ArtifactStatus::InProgress if mine || (lapsed && !renew) => {}
+            ArtifactStatus::InProgress if mine => {}
+            // Taken over: the work starts again, on the blockers as they are.
+            ArtifactStatus::InProgress if lapsed && !renew => {
+                a.basis = basis(kernel, project, &a.blocked_by).await?;
+            }
             _ => {
                 return Err(BoardError::NotReady {
                     artifact: name.to_owned(),
@@ -84,7 +97,11 @@ async fn claim(
                 })
             }
         }
-        let until = now + lease;
+        let Some(until) = now.checked_add_signed(lease) else {
+            return Err(BoardError::InvalidInput {
+                message: format!("a lease of {lease} runs past the last date"),
+            });
+        };
         a.status = ArtifactStatus::InProgress;
         a.claim = Some(Lease {
             holder: holder.clone(),
@@ -96,6 +113,7 @@ async fn claim(
         effects.write(write).write(record);
         match kernel.commit(effects).await {
             Ok(()) => {
+                remember(cx, project, name, a.basis.clone());
                 return Ok(ArtifactClaim {
                     project: project.to_owned(),
                     artifact: name.to_owned(),
@@ -103,7 +121,7 @@ async fn claim(
                     process: kernel.instance().to_owned(),
                     until,
                     revision: a.revision,
-                })
+                });
             }
             // Changed meanwhile (another replica's claim, say): read again.
             Err(e) if e.is_precondition_failure() && tries < CLAIM_TRIES => continue,

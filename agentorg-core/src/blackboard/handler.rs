@@ -13,7 +13,7 @@ use super::{ArtifactUpdate, BoardCallbacks, ReadyArtifact, ReworkArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind};
 use crate::name::Name;
-use crate::runtime::{from_json, Claimed, Fault, Handler, HostedRole, Reason, Settle};
+use crate::runtime::{from_json, to_value, Claimed, Fault, Handler, HostedRole, Reason, Settle};
 use crate::store::{Precondition, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
 
@@ -95,7 +95,10 @@ impl Handler for BoardHandler {
             .filter(|a| artifact.blocked_by.contains(&a.name))
             .cloned()
             .collect();
-        let sender_blocks = blockers.iter().any(|b| b.owner == delivery.envelope().from);
+        // From the owner of a blocker, or from the owner itself (after a
+        // rework: is it ready again?).
+        let from = &delivery.envelope().from;
+        let sender_blocks = blockers.iter().any(|b| &b.owner == from) || from == delivery.role();
         if !sender_blocks
             || blockers
                 .iter()
@@ -106,11 +109,14 @@ impl Handler for BoardHandler {
         // Once per set of blocker revisions: two blockers completing at
         // once send two notices, and both may find it ready.
         let refs: Vec<_> = blockers.iter().collect();
-        let marker = ops::ready_marker(kernel, &n.project, &n.artifact, &refs)?;
+        let marker = ops::ready_marker(kernel, &n.project, artifact, &refs)?;
         if kernel.store().get(&marker).await?.is_some() {
             return delivery.done().await;
         }
         let cx = delivery.context(None);
+        // What a change in this call starts from: these revisions.
+        let seen = blockers.iter().map(|b| (b.name.clone(), b.revision));
+        ops::remember(&cx, &n.project, &n.artifact, seen.collect());
         let ready = ReadyArtifact {
             project: n.project.clone(),
             artifact: n.artifact.clone(),
@@ -130,7 +136,9 @@ impl Handler for BoardHandler {
 
 /// A notice for a started artifact: if the blocker named changed after it
 /// started (a revision above the one it started on), its owner moves it to
-/// `rework` and is told, in one call. Once: it is then not started.
+/// `rework` and is told, in one call. Once: it is then not started. The
+/// same commit sends the owner a notice of its own, to hear that it is
+/// ready again once its blockers are complete.
 async fn rework(
     delivery: Claimed<'_>,
     cb: Arc<dyn BoardCallbacks>,
@@ -165,5 +173,22 @@ async fn rework(
             cb.on_artifact_rework(&cx, rework).await
         })
         .await;
+    if r.is_ok() {
+        let role = delivery.role().clone();
+        let again = Notice {
+            project: n.project.clone(),
+            artifact: n.artifact.clone(),
+            blocker: None,
+            revision: None,
+        };
+        let kernel = delivery.kernel();
+        let subject = kernel.subjects().channel(&role, &ops::channel()?, &role);
+        let env = kernel
+            .envelope(role.clone(), Kind::Message, to_value(&again)?)
+            .with_to(role);
+        cx.with_effects(|effects, _| {
+            effects.send(subject, env);
+        });
+    }
     delivery.settle_call(&cx, r).await
 }

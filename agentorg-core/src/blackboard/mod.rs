@@ -37,22 +37,35 @@
 //!   ([`Context::record_decision`](crate::runtime::Context::record_decision)):
 //!   a decision is never edited, only superseded by a later one that names
 //!   it (once: the log does not fork).
-//! * **Rework.** An artifact keeps the revision of each blocker it was
-//!   started on (moved to `in_progress` or `complete`). When a blocker
-//!   changes while complete (an edit, or reopening it), the commit carries
-//!   a notice to the owners of its dependents; an owner whose artifact
-//!   started on an earlier revision moves it to `rework` — its own
-//!   artifact, in its own process — and hears of it
-//!   ([`Agent::on_artifact_rework`](crate::agent::Agent::on_artifact_rework)).
-//!   A `rework` artifact is ready again (like `pending`) once its
-//!   blockers are complete. A dependent not started is left as it is.
+//! * **Rework.** An artifact keeps the revision of each blocker its work
+//!   started from (`basis`): the revisions its ready call was told of, or
+//!   its claim read, or else those read when it is moved to `in_progress`
+//!   or `complete`. When a blocker completes, or changes while complete (an
+//!   edit, or reopening it), the commit carries a notice to the owners of
+//!   its dependents; an owner whose artifact started on an earlier revision
+//!   (one started before the blocker was complete, too) moves it to
+//!   `rework` — its own artifact, in its own process — and hears of it
+//!   ([`Agent::on_artifact_rework`](crate::agent::Agent::on_artifact_rework));
+//!   a dependent not started is left as it is. A `rework` artifact is ready
+//!   again (like `pending`) once its blockers are complete, and its owner
+//!   hears [`on_artifact_ready`](crate::agent::Agent::on_artifact_ready)
+//!   again. Work that would start from blockers changed since its call saw
+//!   them is refused ([`BoardError::BlockerChanged`], retryable: the call
+//!   runs again on what is there now), and a `rework` artifact is
+//!   completed only by a call that started it again — claimed it, heard it
+//!   is ready, or moved it to `in_progress` first ([`BoardError::Reworked`]).
+//!   A change of a blocker that is not complete sends no notice.
 //! * **Claims.** Several replicas of a role (processes hosting it) claim a
 //!   ready artifact with a lease
 //!   ([`Context::claim_artifact`](crate::runtime::Context::claim_artifact),
 //!   committed at once, compared-and-set): exactly one gets it and moves
 //!   it to `in_progress`; the others are refused with the holder and when
 //!   its lease runs out ([`BoardError::Claimed`]). A lease that ran out
-//!   frees it for another claim; completing the artifact ends it.
+//!   frees it for another claim; completing the artifact ends it. The
+//!   claim is held by the delivery that made it (a handler that runs again
+//!   for the same message holds it still), and leases are compared with
+//!   the clock of the process claiming: keep the hosts' clocks in sync
+//!   (skew shortens or lengthens a lease).
 //! * An artifact changes once per handler call (a second change of the
 //!   same artifact in one call is refused: the first is committed with the
 //!   call's outcome).
@@ -464,6 +477,27 @@ pub enum BoardError {
         /// The blockers not complete.
         waiting_on: Vec<String>,
     },
+    /// The artifact would start from blockers that changed since this call
+    /// saw them (its ready notice, its claim): retryable — the call runs
+    /// again on what is there now.
+    #[error("artifact `{artifact}` started on `{blocker}` at revision {started_on}, which is at {now} now: do it again on what is there")]
+    BlockerChanged {
+        /// The artifact.
+        artifact: String,
+        /// The blocker that changed.
+        blocker: String,
+        /// Its revision the work started from.
+        started_on: u64,
+        /// Its revision now.
+        now: u64,
+    },
+    /// The artifact was sent to rework: a call that did not start it again
+    /// (claim it, or hear it is ready) may not complete it.
+    #[error("artifact `{artifact}` was sent to rework: start it again (claim it, or move it to in_progress) before completing it")]
+    Reworked {
+        /// The artifact.
+        artifact: String,
+    },
     /// The blockers go round in a circle.
     #[error("the dependencies go round in a circle: {}", cycle.join(" → "))]
     Cycle {
@@ -486,6 +520,7 @@ impl BoardError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Store(e) => e.is_retryable() || e.is_precondition_failure(),
+            Self::BlockerChanged { .. } => true,
             _ => false,
         }
     }

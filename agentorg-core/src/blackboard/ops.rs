@@ -47,7 +47,11 @@ fn artifacts(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreErro
     project_key(kernel, project)?.subcollection("artifacts")
 }
 
-fn artifact_key(kernel: &Kernel, project: &str, name: &str) -> Result<DocKey, StoreError> {
+pub(crate) fn artifact_key(
+    kernel: &Kernel,
+    project: &str,
+    name: &str,
+) -> Result<DocKey, StoreError> {
     artifacts(kernel, project)?.doc(name)
 }
 
@@ -59,19 +63,22 @@ fn decisions(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreErro
     project_key(kernel, project)?.subcollection("decisions")
 }
 
-/// The marker of a ready notice handled: one per artifact and set of
-/// blockers' completions (the revision each became complete at: an edit
-/// that keeps a blocker complete does not make it ready again).
+/// The marker of a ready notice handled: one per artifact revision and set
+/// of blockers' completions (the revision each became complete at: an edit
+/// that keeps a blocker complete does not make it ready again; an artifact
+/// sent to rework, at a new revision, is).
 pub(crate) fn ready_marker(
     kernel: &Kernel,
     project: &str,
-    artifact: &str,
+    dependent: &Artifact,
     blockers: &[&Artifact],
 ) -> Result<DocKey, StoreError> {
-    let revisions: Vec<String> = blockers
+    let artifact = dependent.name.as_str();
+    let mut revisions: Vec<String> = blockers
         .iter()
         .map(|b| format!("{}@{}", b.name, b.completed_revision.unwrap_or(b.revision)))
         .collect();
+    revisions.push(format!("@{}", dependent.revision));
     let mut parts: Vec<&str> = vec![artifact];
     parts.extend(revisions.iter().map(String::as_str));
     let digest = crate::hex::digest(&parts);
@@ -215,8 +222,28 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
     Ok(effects)
 }
 
+/// The blocker revisions a call's work on an artifact starts from, by
+/// project and artifact: what its ready notice showed, or what its claim
+/// recorded (an extension of the call's [`Context`]).
+#[derive(Debug, Default)]
+pub(crate) struct Seen(BTreeMap<(String, String), BTreeMap<String, u64>>);
+
+/// Remembers for the rest of `cx`'s call that its work on `artifact` of
+/// `project` starts from `basis`.
+pub(crate) fn remember(cx: &Context, project: &str, artifact: &str, basis: BTreeMap<String, u64>) {
+    cx.with_effects(|_, ext| {
+        let key = (project.to_owned(), artifact.to_owned());
+        ext.get_or_default::<Seen>().0.insert(key, basis);
+    });
+}
+
+fn seen(cx: &Context, project: &str, artifact: &str) -> Option<BTreeMap<String, u64>> {
+    let key = (project.to_owned(), artifact.to_owned());
+    cx.with_effects(|_, ext| ext.get::<Seen>().and_then(|s| s.0.get(&key).cloned()))
+}
+
 /// The revision of each of `blockers` now.
-async fn basis(
+pub(crate) async fn basis(
     kernel: &Kernel,
     project: &str,
     blockers: &[String],
@@ -285,6 +312,7 @@ async fn update(
     project: &str,
     name: &str,
     update: impl FnOnce(&Artifact) -> ArtifactUpdate,
+    seen: Option<BTreeMap<String, u64>>,
 ) -> Result<(Effects, u64), BoardError> {
     let (mut artifact, version) = read_artifact(kernel, project, name).await?;
     if &artifact.owner != role {
@@ -306,7 +334,34 @@ async fn update(
         artifact.content = Some(c);
     }
     if !from.is_started() && artifact.status.is_started() {
-        artifact.basis = basis(kernel, project, &artifact.blocked_by).await?;
+        let now = basis(kernel, project, &artifact.blocked_by).await?;
+        artifact.basis = match seen {
+            // Started from what the call saw: refused if a blocker has
+            // changed since (its notice may have come and gone meanwhile).
+            Some(seen) => {
+                let changed = now.iter().find_map(|(b, &rev)| {
+                    let was = seen.get(b).copied().unwrap_or(0);
+                    (rev > was).then(|| (b.clone(), was, rev))
+                });
+                if let Some((blocker, started_on, now)) = changed {
+                    return Err(BoardError::BlockerChanged {
+                        artifact: name.to_owned(),
+                        blocker,
+                        started_on,
+                        now,
+                    });
+                }
+                seen
+            }
+            None if from == ArtifactStatus::Rework
+                && artifact.status == ArtifactStatus::Complete =>
+            {
+                return Err(BoardError::Reworked {
+                    artifact: name.to_owned(),
+                })
+            }
+            None => now,
+        };
     }
     if artifact.status != ArtifactStatus::InProgress {
         artifact.claim = None;
@@ -445,7 +500,7 @@ fn stage(cx: &Context, effects: Effects) {
 }
 
 /// Whether `cx` has already staged a write of `key`.
-fn staged(cx: &Context, key: &DocKey) -> bool {
+pub(crate) fn staged(cx: &Context, key: &DocKey) -> bool {
     cx.with_effects(|staged, _| staged.writes().iter().any(|w| w.key() == key))
 }
 
@@ -488,7 +543,9 @@ impl Context {
                 ),
             });
         }
-        let (effects, revision) = update(self.kernel(), self.role(), project, name, change).await?;
+        let seen = seen(self, project, name);
+        let (effects, revision) =
+            update(self.kernel(), self.role(), project, name, change, seen).await?;
         stage(self, effects);
         Ok(revision)
     }

@@ -41,9 +41,12 @@
 //! changes its artifact (`update_artifact`, written with the turn's end;
 //! another role's artifact is refused with `not_allowed` naming its owner)
 //! and ends the turn with `complete_task` (or `fail_task`). An artifact sent
-//! back to rework comes as a notice, `artifact_rework`. In a task turn the
-//! same tools work, and `claim_artifact` and `record_decision` (see
-//! [`agentorg_core::blackboard`]).
+//! back to rework comes as a notice, `artifact_rework` (and, once its
+//! blockers are complete, as `artifact_ready` again). The board's tools —
+//! `read_project`, `update_artifact`, `claim_artifact`, `record_decision` —
+//! work in a task turn or a ready artifact's turn; a claim held by another
+//! replica, or blockers not complete yet, come back as `unavailable`
+//! (retryable) (see [`agentorg_core::blackboard`]).
 //!
 //! A manager seat delegates subtasks and ends the turn with
 //! `await_subtasks`; when they have all ended, their results come back as a
