@@ -1,15 +1,36 @@
 //! Claims on artifacts: one replica of an owner works on a ready artifact
 //! until its lease runs out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::ops::{artifact_key, basis, change_writes, read_artifact, remember, staged};
+use super::ops::{
+    artifact_key, basis, change_writes, check_seen, read_artifact, remember, seen, staged,
+};
 use super::records::{ArtifactStatus, Lease};
 use super::{ArtifactClaim, BoardError};
 use crate::runtime::{Context, Effects};
 
 /// How many times a claim re-reads an artifact that changed under it.
 const CLAIM_TRIES: usize = 16;
+
+/// What work claimed now starts from: what `cx`'s call saw of the blockers
+/// (its ready notice), refused if one changed since; else the blockers as
+/// they are `now`.
+fn started_from(
+    cx: &Context,
+    project: &str,
+    name: &str,
+    now: BTreeMap<String, u64>,
+) -> Result<BTreeMap<String, u64>, BoardError> {
+    match seen(cx, project, name) {
+        Some(seen) => {
+            check_seen(cx, project, name, &seen, &now)?;
+            Ok(seen)
+        }
+        None => Ok(now),
+    }
+}
 
 /// Claims artifact `name` of `project` for `cx`'s delivery (its role must
 /// own it), committed now: a ready one (not started, every blocker
@@ -66,7 +87,7 @@ async fn claim(
         match from {
             s if !s.is_started() && !renew => {
                 // Each blocker read once: its status, and its revision.
-                let mut basis = std::collections::BTreeMap::new();
+                let mut basis = BTreeMap::new();
                 let mut waiting = Vec::new();
                 for b in &a.blocked_by {
                     let (blocker, _) = read_artifact(kernel, project, b).await?;
@@ -82,12 +103,13 @@ async fn claim(
                         waiting_on: waiting,
                     });
                 }
-                a.basis = basis;
+                a.basis = started_from(cx, project, name, basis)?;
             }
             ArtifactStatus::InProgress if mine => {}
             // Taken over: the work starts again, on the blockers as they are.
             ArtifactStatus::InProgress if lapsed && !renew => {
-                a.basis = basis(kernel, project, &a.blocked_by).await?;
+                let now = basis(kernel, project, &a.blocked_by).await?;
+                a.basis = started_from(cx, project, name, now)?;
             }
             _ => {
                 return Err(BoardError::NotReady {

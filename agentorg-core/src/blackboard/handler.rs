@@ -123,13 +123,17 @@ impl Handler for BoardHandler {
             blockers,
         };
         let r = delivery.run(cb.on_artifact_ready(&cx, ready)).await;
-        cx.with_effects(|effects, _| {
-            effects.contended_write(Write::put(
-                marker,
-                serde_json::json!({ "artifact": n.artifact, "role": delivery.role() }),
-                Precondition::MustNotExist,
-            ));
-        });
+        // Told, unless the work found a blocker changed under it: then the
+        // change's own notice tells again.
+        if !ops::is_stale(&cx, &n.project, &n.artifact) {
+            cx.with_effects(|effects, _| {
+                effects.contended_write(Write::put(
+                    marker,
+                    serde_json::json!({ "artifact": n.artifact, "role": delivery.role() }),
+                    Precondition::MustNotExist,
+                ));
+            });
+        }
         delivery.settle_call(&cx, r).await
     }
 }

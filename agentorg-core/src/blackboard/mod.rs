@@ -50,8 +50,9 @@
 //!   again (like `pending`) once its blockers are complete, and its owner
 //!   hears [`on_artifact_ready`](crate::agent::Agent::on_artifact_ready)
 //!   again. Work that would start from blockers changed since its call saw
-//!   them is refused ([`BoardError::BlockerChanged`], retryable: the call
-//!   runs again on what is there now), and a `rework` artifact is
+//!   them is refused ([`BoardError::BlockerChanged`], retryable), and the
+//!   ready call is not counted as told: it runs again, or the change's own
+//!   notice tells again, on what is there now. A `rework` artifact is
 //!   completed only by a call that started it again — claimed it, heard it
 //!   is ready, or moved it to `in_progress` first ([`BoardError::Reworked`]).
 //!   A change of a blocker that is not complete sends no notice.

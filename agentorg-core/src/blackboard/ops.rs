@@ -63,10 +63,10 @@ fn decisions(kernel: &Kernel, project: &str) -> Result<CollectionPath, StoreErro
     project_key(kernel, project)?.subcollection("decisions")
 }
 
-/// The marker of a ready notice handled: one per artifact revision and set
-/// of blockers' completions (the revision each became complete at: an edit
-/// that keeps a blocker complete does not make it ready again; an artifact
-/// sent to rework, at a new revision, is).
+/// The marker of a ready notice handled: one per set of blockers'
+/// completions (the revision each became complete at: an edit that keeps a
+/// blocker complete does not make it ready again) and time the artifact
+/// was sent to rework (after which it is ready again).
 pub(crate) fn ready_marker(
     kernel: &Kernel,
     project: &str,
@@ -78,7 +78,7 @@ pub(crate) fn ready_marker(
         .iter()
         .map(|b| format!("{}@{}", b.name, b.completed_revision.unwrap_or(b.revision)))
         .collect();
-    revisions.push(format!("@{}", dependent.revision));
+    revisions.push(format!("reworks {}", dependent.reworks));
     let mut parts: Vec<&str> = vec![artifact];
     parts.extend(revisions.iter().map(String::as_str));
     let digest = crate::hex::digest(&parts);
@@ -196,6 +196,7 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
             revision: 0,
             completed_revision: None,
             basis: BTreeMap::new(),
+            reworks: 0,
             claim: None,
             updated_by: None,
             updated_at: None,
@@ -226,20 +227,67 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
 /// project and artifact: what its ready notice showed, or what its claim
 /// recorded (an extension of the call's [`Context`]).
 #[derive(Debug, Default)]
-pub(crate) struct Seen(BTreeMap<(String, String), BTreeMap<String, u64>>);
+pub(crate) struct Seen {
+    basis: BTreeMap<(String, String), BTreeMap<String, u64>>,
+    /// The artifacts whose work this call found stale (a blocker changed
+    /// since): not to be marked as told.
+    stale: std::collections::BTreeSet<(String, String)>,
+}
+
+fn key(project: &str, artifact: &str) -> (String, String) {
+    (project.to_owned(), artifact.to_owned())
+}
 
 /// Remembers for the rest of `cx`'s call that its work on `artifact` of
 /// `project` starts from `basis`.
 pub(crate) fn remember(cx: &Context, project: &str, artifact: &str, basis: BTreeMap<String, u64>) {
     cx.with_effects(|_, ext| {
-        let key = (project.to_owned(), artifact.to_owned());
-        ext.get_or_default::<Seen>().0.insert(key, basis);
+        let seen = ext.get_or_default::<Seen>();
+        seen.basis.insert(key(project, artifact), basis);
     });
 }
 
-fn seen(cx: &Context, project: &str, artifact: &str) -> Option<BTreeMap<String, u64>> {
-    let key = (project.to_owned(), artifact.to_owned());
-    cx.with_effects(|_, ext| ext.get::<Seen>().and_then(|s| s.0.get(&key).cloned()))
+/// What `cx`'s work on `artifact` of `project` starts from, if its call
+/// saw it.
+pub(crate) fn seen(cx: &Context, project: &str, artifact: &str) -> Option<BTreeMap<String, u64>> {
+    let key = key(project, artifact);
+    cx.with_effects(|_, ext| ext.get::<Seen>().and_then(|s| s.basis.get(&key).cloned()))
+}
+
+/// Whether `cx`'s call found its work on `artifact` of `project` stale.
+pub(crate) fn is_stale(cx: &Context, project: &str, artifact: &str) -> bool {
+    let key = key(project, artifact);
+    cx.with_effects(|_, ext| ext.get::<Seen>().is_some_and(|s| s.stale.contains(&key)))
+}
+
+/// Checks that no blocker is past the revision the work saw (`seen`, by
+/// blocker) now (`now`); if one is, `BlockerChanged`, and `cx`'s call
+/// remembers its work on `artifact` is stale.
+pub(crate) fn check_seen(
+    cx: &Context,
+    project: &str,
+    artifact: &str,
+    seen: &BTreeMap<String, u64>,
+    now: &BTreeMap<String, u64>,
+) -> Result<(), BoardError> {
+    let changed = now.iter().find_map(|(b, &rev)| {
+        let was = seen.get(b).copied().unwrap_or(0);
+        (rev > was).then(|| (b.clone(), was, rev))
+    });
+    let Some((blocker, started_on, now)) = changed else {
+        return Ok(());
+    };
+    cx.with_effects(|_, ext| {
+        ext.get_or_default::<Seen>()
+            .stale
+            .insert(key(project, artifact));
+    });
+    Err(BoardError::BlockerChanged {
+        artifact: artifact.to_owned(),
+        blocker,
+        started_on,
+        now,
+    })
 }
 
 /// The revision of each of `blockers` now.
@@ -272,6 +320,9 @@ pub(crate) fn change_writes(
 ) -> Result<(Write, Write), BoardError> {
     let now = kernel.now();
     artifact.revision += 1;
+    if artifact.status == ArtifactStatus::Rework && from != ArtifactStatus::Rework {
+        artifact.reworks += 1;
+    }
     artifact.updated_by = Some(role.clone());
     artifact.updated_at = Some(now);
     artifact.completed_revision = match (from, artifact.status) {
@@ -307,13 +358,12 @@ pub(crate) fn change_writes(
 /// and a ready notice to the owner of each artifact it blocks when it
 /// completes), and the new revision.
 async fn update(
-    kernel: &Kernel,
-    role: &Name,
+    cx: &Context,
     project: &str,
     name: &str,
     update: impl FnOnce(&Artifact) -> ArtifactUpdate,
-    seen: Option<BTreeMap<String, u64>>,
 ) -> Result<(Effects, u64), BoardError> {
+    let (kernel, role) = (cx.kernel(), cx.role());
     let (mut artifact, version) = read_artifact(kernel, project, name).await?;
     if &artifact.owner != role {
         return Err(BoardError::NotOwner {
@@ -335,22 +385,11 @@ async fn update(
     }
     if !from.is_started() && artifact.status.is_started() {
         let now = basis(kernel, project, &artifact.blocked_by).await?;
-        artifact.basis = match seen {
+        artifact.basis = match seen(cx, project, name) {
             // Started from what the call saw: refused if a blocker has
             // changed since (its notice may have come and gone meanwhile).
             Some(seen) => {
-                let changed = now.iter().find_map(|(b, &rev)| {
-                    let was = seen.get(b).copied().unwrap_or(0);
-                    (rev > was).then(|| (b.clone(), was, rev))
-                });
-                if let Some((blocker, started_on, now)) = changed {
-                    return Err(BoardError::BlockerChanged {
-                        artifact: name.to_owned(),
-                        blocker,
-                        started_on,
-                        now,
-                    });
-                }
+                check_seen(cx, project, name, &seen, &now)?;
                 seen
             }
             None if from == ArtifactStatus::Rework
@@ -543,9 +582,7 @@ impl Context {
                 ),
             });
         }
-        let seen = seen(self, project, name);
-        let (effects, revision) =
-            update(self.kernel(), self.role(), project, name, change, seen).await?;
+        let (effects, revision) = update(self, project, name, change).await?;
         stage(self, effects);
         Ok(revision)
     }

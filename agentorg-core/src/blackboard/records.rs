@@ -9,6 +9,10 @@ use serde_json::Value;
 
 use crate::name::Name;
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Where an artifact stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +120,9 @@ pub struct Artifact {
     /// one sends a rework notice).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub basis: BTreeMap<String, u64>,
+    /// How many times it was sent to rework.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reworks: u64,
     /// The live or lapsed claim on it, while it is `in_progress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Lease>,
@@ -416,6 +423,7 @@ mod tests {
                     revision: 0,
                     completed_revision: None,
                     basis: BTreeMap::new(),
+                    reworks: 0,
                     claim: None,
                     updated_by: None,
                     updated_at: None,

@@ -46,7 +46,9 @@
 //! `read_project`, `update_artifact`, `claim_artifact`, `record_decision` —
 //! work in a task turn or a ready artifact's turn; a claim held by another
 //! replica, or blockers not complete yet, come back as `unavailable`
-//! (retryable) (see [`agentorg_core::blackboard`]).
+//! (retryable); a blocker that changed under a ready turn's work comes back
+//! as `invalid_input`: end the turn, and the artifact is offered again with
+//! the new revision (see [`agentorg_core::blackboard`]).
 //!
 //! A manager seat delegates subtasks and ends the turn with
 //! `await_subtasks`; when they have all ended, their results come back as a

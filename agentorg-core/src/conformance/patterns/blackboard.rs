@@ -175,8 +175,8 @@ impl Agent for BoardAgent {
 }
 
 /// Works on `slow_review` from the blocker revision it was told of until
-/// the test opens the gate (`roles/<role>/gate/open`), then completes it,
-/// keeping that revision in its content.
+/// the test opens the gate (`roles/<role>/gate/open`), then claims it and
+/// completes it, keeping that revision in its content.
 async fn slow_review(cx: &Context, ready: &ReadyArtifact) -> Result<(), AgentError> {
     let seen = ready.blockers.first().map_or(0, |b| b.revision);
     let gate = cx.collection("gate")?.doc("open")?;
@@ -187,6 +187,10 @@ async fn slow_review(cx: &Context, ready: &ReadyArtifact) -> Result<(), AgentErr
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Claimed only now, after the blocker may have changed: the claim must
+    // not start it on what this call did not see.
+    cx.claim_artifact(&ready.project, &ready.artifact, Duration::from_secs(60))
+        .await?;
     let done =
         ArtifactUpdate::status(ArtifactStatus::Complete).with_content(json!({ "seen": seen }));
     cx.update_artifact(&ready.project, &ready.artifact, done)

@@ -43,19 +43,18 @@ pub(crate) enum BoardOp {
 impl SeatError {
     /// A blackboard refusal or failure as the seat reports it: the chart's
     /// rule (`not_allowed`); what may succeed later (a claim held, blockers
-    /// not complete yet, a blocker changed under the work: `unavailable`,
-    /// retryable); bad input; or the store.
+    /// not complete yet: `unavailable`, retryable); bad input (a blocker
+    /// changed under the turn's work too: this turn cannot do it, and the
+    /// change's notice offers it again); or the store.
     pub(crate) fn from_board(e: BoardError) -> Self {
         match e {
             e @ BoardError::NotOwner { .. } => Self::NotAllowed {
                 message: e.to_string(),
             },
             BoardError::Store(e) => Self::from_store(e),
-            e @ (BoardError::Claimed { .. } | BoardError::BlockerChanged { .. }) => {
-                Self::Unavailable {
-                    message: e.to_string(),
-                }
-            }
+            e @ BoardError::Claimed { .. } => Self::Unavailable {
+                message: e.to_string(),
+            },
             // Blockers not complete yet (not: complete already).
             e if matches!(&e, BoardError::NotReady { waiting_on, .. } if !waiting_on.is_empty()) => {
                 Self::Unavailable {
