@@ -80,8 +80,9 @@
 
 pub use agentorg_core;
 pub use agentorg_core::{
-    agent, async_trait, blackboard, chart, clock, codec, envelope, events, hierarchy, name, peer,
-    runtime, saga, store, subject, tools, transport, ChartError, Name, NameError, OrgChart,
+    agent, async_trait, blackboard, chart, clock, codec, envelope, events, hierarchy, meeting,
+    name, peer, runtime, saga, store, subject, tools, transport, ChartError, Name, NameError,
+    OrgChart,
 };
 
 /// The NATS JetStream transport ([`agentorg_nats`]): `NatsTransport`, its

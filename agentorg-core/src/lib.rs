@@ -103,6 +103,7 @@ pub mod envelope;
 pub mod events;
 mod hex;
 pub mod hierarchy;
+pub mod meeting;
 pub mod name;
 mod panics;
 pub mod peer;

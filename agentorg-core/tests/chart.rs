@@ -640,3 +640,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn meetings_declared_and_checked() {
+    use ChartError::*;
+    let chart = small()
+        .role(RoleSpec::new("d").reports_to("a").meets(["b", "c", "b"]))
+        .build()
+        .unwrap();
+    assert!(chart.may_meet("d", "b") && chart.may_meet("d", "c"));
+    assert!(!chart.may_meet("b", "d") && !chart.may_meet("d", "a"));
+    assert_eq!(names(chart.role("d").unwrap().meets()), ["b", "c"]);
+
+    let e = code_err(small().role(RoleSpec::new("d").reports_to("a").meets(["d"])));
+    assert!(matches!(e, SelfChannel { ref role, line: None } if role == "d"));
+    let e = code_err(small().role(RoleSpec::new("d").reports_to("a").meets(["p"])));
+    assert!(matches!(e, MeetsPrincipal { ref role, line: None } if role == "d"));
+    let e = code_err(small().role(RoleSpec::new("d").reports_to("a").meets(["zz"])));
+    assert!(
+        matches!(e, UnknownRole { ref role, ref referenced_by, .. } if role == "zz" && referenced_by == "meets of `d`")
+    );
+
+    let chart = OrgChart::from_toml_str(&format!(
+        "{HEADER}[roles.b]\nreports_to = \"a\"\n[roles.c]\nreports_to = \"a\"\nmeets = [\"b\"]\n"
+    ))
+    .unwrap();
+    assert!(chart.may_meet("c", "b"));
+    let e = toml_err("[roles.b]\nreports_to = \"a\"\nmeets = [\"a\", \"nobody\"]\n");
+    assert!(matches!(e, UnknownRole { ref role, line: Some(7), .. } if role == "nobody"));
+}

@@ -41,6 +41,7 @@ pub struct RoleSpec {
     pub(crate) capabilities: Vec<String>,
     pub(crate) publishes: Vec<At>,
     pub(crate) subscribes: Vec<At>,
+    pub(crate) meets: Vec<At>,
 }
 
 impl RoleSpec {
@@ -55,6 +56,7 @@ impl RoleSpec {
             capabilities: Vec::new(),
             publishes: Vec::new(),
             subscribes: Vec::new(),
+            meets: Vec::new(),
         }
     }
 
@@ -104,6 +106,13 @@ impl RoleSpec {
     /// gets one durable subscription to all of them.
     pub fn subscribes(mut self, patterns: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.subscribes = patterns.into_iter().map(At::new).collect();
+        self
+    }
+
+    /// The roles this role may call into a meeting it facilitates (not
+    /// itself, not the principal).
+    pub fn meets(mut self, roles: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.meets = roles.into_iter().map(At::new).collect();
         self
     }
 }
@@ -292,6 +301,13 @@ impl OrgChartBuilder {
                 subscribes.push(at.value.clone());
             }
             let subscribes = super::events::normalize(&subscribes);
+            let mut meets = spec
+                .meets
+                .iter()
+                .map(At::name)
+                .collect::<Result<Vec<_>, _>>()?;
+            meets.sort();
+            meets.dedup();
             declared.push((name.clone(), spec));
             roles.insert(
                 name.clone(),
@@ -304,6 +320,7 @@ impl OrgChartBuilder {
                     capabilities: spec.capabilities.clone(),
                     publishes,
                     subscribes,
+                    meets,
                 },
             );
         }
@@ -319,6 +336,28 @@ impl OrgChartBuilder {
                     return Err(ChartError::UnknownRole {
                         role: manager.to_string(),
                         referenced_by: format!("reports_to of `{name}`"),
+                        line: at.line,
+                    });
+                }
+            }
+            for at in &spec.meets {
+                let participant = at.name()?;
+                if &participant == name {
+                    return Err(ChartError::SelfChannel {
+                        role: name.to_string(),
+                        line: at.line,
+                    });
+                }
+                if participant == principal {
+                    return Err(ChartError::MeetsPrincipal {
+                        role: name.to_string(),
+                        line: at.line,
+                    });
+                }
+                if !known(&participant) {
+                    return Err(ChartError::UnknownRole {
+                        role: participant.to_string(),
+                        referenced_by: format!("meets of `{name}`"),
                         line: at.line,
                     });
                 }
@@ -517,6 +556,7 @@ impl OrgChartBuilder {
                 capabilities: Vec::new(),
                 publishes: Vec::new(),
                 subscribes: Vec::new(),
+                meets: Vec::new(),
             },
             roles,
             reports,

@@ -87,6 +87,14 @@ pub enum ChartError {
         /// Where the shortcut's `to` is.
         line: Option<usize>,
     },
+    /// A role's `meets` names the principal, who takes part in no meeting.
+    #[error("`meets` of `{role}` names the principal, who takes part in no meeting{}", at(.line))]
+    MeetsPrincipal {
+        /// The role whose `meets` it is.
+        role: String,
+        /// Where the name is.
+        line: Option<usize>,
+    },
     /// A tool grant of a role could not be parsed.
     #[error("role `{role}`{}: {source}", at(.line))]
     InvalidToolGrant {

@@ -80,6 +80,8 @@ struct RoleFile {
     publishes: Vec<Spanned<String>>,
     #[serde(default)]
     subscribes: Vec<Spanned<String>>,
+    #[serde(default)]
+    meets: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +135,7 @@ impl OrgChart {
                 capabilities: role.capabilities,
                 publishes: role.publishes.into_iter().map(at).collect(),
                 subscribes: role.subscribes.into_iter().map(at).collect(),
+                meets: role.meets.into_iter().map(at).collect(),
             })
             .collect();
         builder.peers = file

@@ -11,7 +11,9 @@
 //! subscribes to (with an optional JSON Schema per event name; see
 //! [`events`](crate::events)), and its **chains and sagas**: named
 //! sequences of steps, each run by a role, with compensations and gates
-//! ([`SagaSpec`]; see [`saga`](crate::saga)).
+//! ([`SagaSpec`]; see [`saga`](crate::saga)), and whom each role may call
+//! into a **meeting** it facilitates (`meets`,
+//! [`may_meet`](OrgChart::may_meet)).
 //!
 //! The chart is the least-privilege policy of the org: the runtime allows
 //! delegation only down the chart or by a shortcut
@@ -85,6 +87,7 @@
 //! reports_to = "ceo"
 //! tools = ["git.*", "time.get_current_time"]
 //! capabilities = ["architecture", "code review"]
+//! meets = ["backend", "frontend"]
 //!
 //! [roles.backend]
 //! reports_to = "cto"
@@ -122,6 +125,7 @@
 //! assert!(chart.may_receive_task_from("frontend", "ceo", Some("api_change")));
 //! assert!(chart.may_publish("frontend", "deploy.complete"));
 //! assert!(!chart.may_publish("backend", "deploy.complete"));
+//! assert!(chart.may_meet("cto", "backend") && !chart.may_meet("backend", "cto"));
 //! assert_eq!(chart.subscriptions_of("marketing"), ["deploy.*"]);
 //! assert_eq!(chart.subscribers_of("deploy.complete").collect::<Vec<_>>(), ["marketing"]);
 //! assert!(chart.event_schema("deploy.complete").is_some());
@@ -187,6 +191,8 @@ pub struct Role {
     publishes: Vec<String>,
     /// Its subscription patterns, normalized (none covers another), sorted.
     subscribes: Vec<String>,
+    /// The roles it may call into a meeting, sorted.
+    meets: Vec<Name>,
 }
 
 impl Role {
@@ -230,6 +236,11 @@ impl Role {
     /// `deploy.*`), sorted.
     pub fn subscribes(&self) -> &[String] {
         &self.subscribes
+    }
+
+    /// The roles it may call into a meeting it facilitates, sorted.
+    pub fn meets(&self) -> &[Name] {
+        &self.meets
     }
 }
 
@@ -486,6 +497,15 @@ impl OrgChart {
             .roles
             .get(role)
             .is_some_and(|r| r.publishes.iter().any(|p| p == name))
+    }
+
+    /// Whether `facilitator` may call `participant` into a meeting: the
+    /// chart lists `participant` in the facilitator's `meets`.
+    pub fn may_meet(&self, facilitator: &str, participant: &str) -> bool {
+        self.inner
+            .roles
+            .get(facilitator)
+            .is_some_and(|r| r.meets.iter().any(|m| m == participant))
     }
 
     /// Whether the chart declares the event `name`: a role publishes it, or
