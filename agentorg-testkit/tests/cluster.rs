@@ -36,11 +36,35 @@ async fn r3_stream_survives_one_node_killed() {
         })
         .await
         .expect("create R3 stream");
-    js.publish("r3.a", "one".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("PubAck");
+    // A stream just created may not answer yet on the node this client
+    // is connected to (its PubAck says "stream not found" until the new
+    // stream's group has a leader the node knows of): publish until it
+    // answers, with a message id, so that a retry after a lost ack is
+    // stored once (the stream's duplicate window).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let first = jetstream::message::PublishMessage::build()
+            .payload("one".into())
+            .message_id("r3-first");
+        let attempt = async {
+            js.send_publish("r3.a", first)
+                .await?
+                .await
+                .map_err(Into::into)
+        };
+        let result: Result<_, Box<dyn std::error::Error + Send + Sync>> = attempt.await;
+        match result {
+            Ok(ack) => {
+                assert_eq!(ack.sequence, 1, "the first message stored once");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("the new R3 stream does not answer yet: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the new R3 stream never took a publish within 30 s: {e}"),
+        }
+    }
 
     let info = stream.info().await.expect("info").clone();
     let cluster_info = info.cluster.expect("cluster info");

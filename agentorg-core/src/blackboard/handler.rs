@@ -74,8 +74,8 @@ impl Handler for BoardHandler {
                 .await;
         };
         let kernel = delivery.kernel();
-        // The artifact must be this role's and still not started; the
-        // notice's sender must own one of its blockers (read below).
+        // The artifact must be this role's: started, it may go to rework;
+        // not started, it may be ready (read below).
         let artifacts = match ops::read_artifacts(kernel, &n.project).await {
             Ok(a) => a,
             Err(super::BoardError::Store(e)) => return Err(e.into()),
