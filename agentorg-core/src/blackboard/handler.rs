@@ -13,7 +13,7 @@ use super::{ArtifactUpdate, BoardCallbacks, ReadyArtifact, ReworkArtifact};
 use crate::chart::OrgChart;
 use crate::envelope::{Envelope, Kind};
 use crate::name::Name;
-use crate::runtime::{from_json, to_value, Claimed, Fault, Handler, HostedRole, Reason, Settle};
+use crate::runtime::{from_json, Claimed, Fault, Handler, HostedRole, Reason, Settle};
 use crate::store::{Precondition, Write};
 use crate::subject::{Route, SubjectPattern, Subjects};
 
@@ -178,21 +178,16 @@ async fn rework(
         })
         .await;
     if r.is_ok() {
-        let role = delivery.role().clone();
+        let role = delivery.role();
         let again = Notice {
             project: n.project.clone(),
             artifact: n.artifact.clone(),
             blocker: None,
             revision: None,
         };
-        let kernel = delivery.kernel();
-        let subject = kernel.subjects().channel(&role, &ops::channel()?, &role);
-        let env = kernel
-            .envelope(role.clone(), Kind::Message, to_value(&again)?)
-            .with_to(role);
         cx.with_effects(|effects, _| {
-            effects.send(subject, env);
-        });
+            ops::send_notice(delivery.kernel(), effects, role, role, &again)
+        })?;
     }
     delivery.settle_call(&cx, r).await
 }

@@ -39,6 +39,22 @@ pub(crate) fn channel() -> Result<Name, StoreError> {
     Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))
 }
 
+/// Stages `notice` from `from` to `owner`'s board channel in `effects`.
+pub(crate) fn send_notice(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    from: &Name,
+    owner: &Name,
+    notice: &Notice,
+) -> Result<(), StoreError> {
+    let subject = kernel.subjects().channel(owner, &channel()?, from);
+    let env = kernel
+        .envelope(from.clone(), Kind::Message, to_value(notice)?)
+        .with_to(owner.clone());
+    effects.send(subject, env);
+    Ok(())
+}
+
 fn project_key(kernel: &Kernel, project: &str) -> Result<DocKey, StoreError> {
     kernel.collection("projects")?.doc(project)
 }
@@ -186,21 +202,7 @@ async fn create(kernel: &Kernel, by: &Name, spec: &ProjectSpec) -> Result<Effect
     let now = kernel.now();
     let mut effects = Effects::new();
     for (name, shape) in &shapes {
-        let artifact = Artifact {
-            name: name.clone(),
-            owner: shape.owner.clone(),
-            status: ArtifactStatus::Pending,
-            path: None,
-            content: None,
-            blocked_by: shape.blocked_by.clone(),
-            revision: 0,
-            completed_revision: None,
-            basis: BTreeMap::new(),
-            reworks: 0,
-            claim: None,
-            updated_by: None,
-            updated_at: None,
-        };
+        let artifact = Artifact::new(name, &shape.owner, &shape.blocked_by);
         // Contended: a project created meanwhile makes a handler run again
         // (and find it).
         effects.contended_write(Write::put(
@@ -412,7 +414,6 @@ async fn update(
     // complete (an edit, reopening it) may send the started ones to rework.
     if artifact.status == ArtifactStatus::Complete || from == ArtifactStatus::Complete {
         let shapes = read_project(kernel, project).await?.artifacts;
-        let channel = channel()?;
         for (dependent, shape) in dependents(&shapes, name) {
             let notice = Notice {
                 project: project.to_owned(),
@@ -420,10 +421,7 @@ async fn update(
                 blocker: Some(name.to_owned()),
                 revision: Some(artifact.revision),
             };
-            let env = kernel
-                .envelope(role.clone(), Kind::Message, to_value(&notice)?)
-                .with_to(shape.owner.clone());
-            effects.send(kernel.subjects().channel(&shape.owner, &channel, role), env);
+            send_notice(kernel, &mut effects, role, &shape.owner, &notice)?;
         }
     }
     Ok((effects, artifact.revision))

@@ -138,6 +138,28 @@ pub struct Artifact {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+impl Artifact {
+    /// Artifact `name` as created: owned by `owner`, blocked by
+    /// `blocked_by`, `pending`, revision 0.
+    pub(crate) fn new(name: &str, owner: &Name, blocked_by: &[String]) -> Self {
+        Self {
+            name: name.to_owned(),
+            owner: owner.clone(),
+            status: ArtifactStatus::Pending,
+            path: None,
+            content: None,
+            blocked_by: blocked_by.to_vec(),
+            revision: 0,
+            completed_revision: None,
+            basis: BTreeMap::new(),
+            reworks: 0,
+            claim: None,
+            updated_by: None,
+            updated_at: None,
+        }
+    }
+}
+
 /// One change of an artifact, kept for good:
 /// `…/artifacts/<name>/history/<revision>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -414,19 +436,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (name, bs))| Artifact {
-                    name: name.clone(),
-                    owner: Name::new(format!("r{}", i % 3)).unwrap(),
                     status: status(i),
-                    path: None,
-                    content: None,
-                    blocked_by: bs.clone(),
-                    revision: 0,
-                    completed_revision: None,
-                    basis: BTreeMap::new(),
-                    reworks: 0,
-                    claim: None,
-                    updated_by: None,
-                    updated_at: None,
+                    ..Artifact::new(name, &Name::new(format!("r{}", i % 3)).unwrap(), bs)
                 })
                 .collect();
             let got = ready(&artifacts);
