@@ -213,7 +213,10 @@ fn delegation_routes() {
         RefusalReason::NoRoute
     );
     assert_eq!(refused("ceo", "backend", None), RefusalReason::NoRoute);
-    // Not across, not up, not two levels down, not to self or the principal.
+    // A role may put a task in its own inbox (a meeting's action item).
+    assert_eq!(ok("cto", "cto", None), Ok(DelegationRoute::Own));
+    // Not across, not up, not two levels down, not to the principal (nor
+    // the principal to itself).
     assert_eq!(refused("backend", "cso", Some("x")), RefusalReason::NoRoute);
     assert_eq!(refused("backend", "cto", None), RefusalReason::NoRoute);
     assert_eq!(refused("founder", "cto", None), RefusalReason::NoRoute);
@@ -221,7 +224,7 @@ fn delegation_routes() {
         refused("ceo", "devops", Some("api_change")),
         RefusalReason::NoRoute
     );
-    assert_eq!(refused("cto", "cto", None), RefusalReason::NoRoute);
+    assert_eq!(refused("founder", "founder", None), RefusalReason::NoRoute);
     assert_eq!(refused("ceo", "founder", None), RefusalReason::NoRoute);
     assert_eq!(refused("nobody", "cto", None), RefusalReason::UnknownSender);
     assert_eq!(

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | publish to the inbox of each role the chart lets it address ([`OrgChart::may_address`]: reports, manager, shortcut targets and sources, alternates), *as itself* | `<org>.agent.<to>.inbox.<r>` |
 //! | publish on the saga channel of each role it may reach in a saga ([`OrgChart::saga_contacts`]: the members of each saga it is a member of — the step roles and their managers), *as itself* | `<org>.agent.<to>.saga.<r>` |
+//! | publish on the meeting channel of each role the chart's `meets` joins it with ([`OrgChart::meeting_contacts`]: a facilitator, itself, the roles it meets and its manager; a participant, the facilitators that meet it), *as itself*; and to its own inbox (the tasks it takes from a meeting's action items) | `<org>.agent.<to>.meeting.<r>`, `<org>.agent.<r>.inbox.<r>` |
 //! | publish blackboard ready notices, as itself (projects are not in the chart; the receiver checks that the sender owns a blocker) | `<org>.agent.*.board.<r>` |
 //! | publish on its declared peer channels, and send requests to those peers | `<org>.peer.<r>.<peer>`, `<org>.rpc.<peer>` |
 //! | publish the events the chart lets it publish ([`OrgChart::may_publish`]: a role its `publishes`, the principal every declared event), any granted besides ([`OrgAuthBuilder::with_events`]), and the runtime's own events ([`ORG_EVENTS`](agentorg_core::events::ORG_EVENTS)) | `<org>.events.<name>`, `<org>.events.sla.breach`, `.breaker.open`, `.dead_letter` |
@@ -335,6 +336,21 @@ impl OrgAuthBuilder {
             })?;
             for to in chart.saga_contacts(&role) {
                 publish.push(s.channel(&to, &saga, &role).to_string());
+            }
+            // Meeting turns, answers, ballot and "voted" notices, action
+            // items and escalations, as itself, between the roles the
+            // chart's `meets` joins.
+            let meeting = Name::new(agentorg_core::meeting::CHANNEL).map_err(|e| {
+                TransportError::InvalidInput {
+                    message: format!("org auth: {e}"),
+                }
+            })?;
+            for to in chart.meeting_contacts(&role) {
+                publish.push(s.channel(&to, &meeting, &role).to_string());
+            }
+            // A task of its own (a meeting's action item), in its own inbox.
+            if !chart.is_principal(&role) {
+                publish.push(s.inbox(&role, &role).to_string());
             }
             // Blackboard ready notices, as itself, to any role (projects
             // are not in the chart; the receiver checks the sender owns a

@@ -496,3 +496,65 @@ async fn events_only_as_the_chart_declares() {
             .map(|_| ()),
     );
 }
+
+/// Meeting channels follow the chart's `meets`: the cto (which meets
+/// backend, frontend, devops and cso) sends on each one's meeting channel
+/// and its own; backend answers on the cto's, and takes tasks of its own in
+/// its own inbox; but backend may not send on another participant's
+/// meeting channel (no role reaches another's ballot), nor marketing (which
+/// nobody meets) on the cto's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_channels_follow_meets() {
+    common::init_tracing();
+    let Some(fx) = fixture().await else { return };
+    let s = Subjects::new(fx.chart.org().clone());
+    let meeting = n(agentorg_core::meeting::CHANNEL);
+    let cto = fx.as_role("cto").await;
+    for to in ["cto", "backend", "frontend", "devops", "cso"] {
+        let subject = s.channel(&n(to), &meeting, &n("cto"));
+        cto.publish(&subject, "turn".into(), PublishOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("cto publishing to {subject}: {e}"));
+    }
+    let backend = fx.as_role("backend").await;
+    for subject in [
+        s.channel(&n("cto"), &meeting, &n("backend")),
+        s.inbox(&n("backend"), &n("backend")),
+    ] {
+        backend
+            .publish(&subject, "ok".into(), PublishOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("backend publishing to {subject}: {e}"));
+    }
+    forbidden(
+        "backend on the cso's meeting channel",
+        backend
+            .publish(
+                &s.channel(&n("cso"), &meeting, &n("backend")),
+                "x".into(),
+                PublishOptions::default(),
+            )
+            .await,
+    );
+    forbidden(
+        "backend on the cto's meeting channel as the cso",
+        backend
+            .publish(
+                &s.channel(&n("cto"), &meeting, &n("cso")),
+                "x".into(),
+                PublishOptions::default(),
+            )
+            .await,
+    );
+    let marketing = fx.as_role("marketing").await;
+    forbidden(
+        "marketing on the cto's meeting channel",
+        marketing
+            .publish(
+                &s.channel(&n("cto"), &meeting, &n("marketing")),
+                "x".into(),
+                PublishOptions::default(),
+            )
+            .await,
+    );
+}

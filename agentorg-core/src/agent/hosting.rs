@@ -15,6 +15,9 @@ use crate::hierarchy::{
     Decision, Escalation, EscalationOutcome, Hierarchy, HierarchyCallbacks, Outcome, SubtaskResult,
     Task,
 };
+use crate::meeting::{
+    MeetingBallot, MeetingCallbacks, MeetingRecord, MeetingTurn, Meetings, Proposal, Vote,
+};
 use crate::peer::{Peer, PeerCallbacks, PeerMessage};
 use crate::runtime::{
     AgentError, AgentOptions, Context, Extensions, Org, OrgBuilder, OrgConsumers, RuntimeConfig,
@@ -22,7 +25,7 @@ use crate::runtime::{
 use crate::saga::{SagaCallbacks, SagaDecision, SagaEscalation, SagaStep, Sagas};
 
 /// `builder` with the default patterns registered: the hierarchy, peer
-/// channels, events, chains and sagas, and the blackboard.
+/// channels, events, chains and sagas, the blackboard, and meetings.
 pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
     builder
         .pattern(Hierarchy)
@@ -30,6 +33,7 @@ pub fn default_patterns(builder: OrgBuilder) -> OrgBuilder {
         .pattern(Events)
         .pattern(Sagas)
         .pattern(Blackboard)
+        .pattern(Meetings)
 }
 
 impl Org {
@@ -60,7 +64,8 @@ impl OrgBuilder {
         app.insert(Arc::clone(&callbacks) as Arc<dyn PeerCallbacks>);
         app.insert(Arc::clone(&callbacks) as Arc<dyn EventCallbacks>);
         app.insert(Arc::clone(&callbacks) as Arc<dyn SagaCallbacks>);
-        app.insert(callbacks as Arc<dyn BoardCallbacks>);
+        app.insert(Arc::clone(&callbacks) as Arc<dyn BoardCallbacks>);
+        app.insert(callbacks as Arc<dyn MeetingCallbacks>);
         self.host(role, options, app)
     }
 }
@@ -170,5 +175,36 @@ impl BoardCallbacks for AgentCallbacks {
         rework: ReworkArtifact,
     ) -> Result<(), AgentError> {
         self.0.on_artifact_rework(cx, rework).await
+    }
+}
+
+#[async_trait]
+impl MeetingCallbacks for AgentCallbacks {
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        self.0.on_meeting_turn(cx, turn).await
+    }
+
+    async fn on_meeting_proposal(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        self.0.on_meeting_proposal(cx, meeting).await
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        self.0.on_meeting_ballot(cx, ballot).await
+    }
+
+    async fn on_meeting_escalation(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<(), AgentError> {
+        self.0.on_meeting_escalation(cx, meeting).await
     }
 }

@@ -62,6 +62,7 @@ use crate::blackboard::{ReadyArtifact, ReworkArtifact};
 use crate::envelope::Envelope;
 use crate::events::Event;
 use crate::hierarchy::{Decision, Escalation, EscalationOutcome};
+use crate::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use crate::peer::PeerMessage;
 use crate::saga::{SagaDecision, SagaEscalation, SagaStep};
 
@@ -211,6 +212,51 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
+    /// This role's speaking turn in a meeting (see [`crate::meeting`]):
+    /// its contribution on `turn.agenda_item`, given the transcript so far.
+    /// A permanent error is an absence for the turn; a transient one is
+    /// retried while the turn lasts. Default: refused (absent).
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        let _ = (cx, turn);
+        Err(AgentError::permanent("no code for meeting turns"))
+    }
+
+    /// As the facilitator of `meeting`, after every turn: the proposal put
+    /// to the vote (`None`: none, and the meeting closes without a
+    /// decision). Default: `None`.
+    async fn on_meeting_proposal(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        let _ = (cx, meeting);
+        Ok(None)
+    }
+
+    /// This role's vote on a meeting's proposal: sealed until the tally,
+    /// and never changed. A permanent error is an absence. Default:
+    /// abstain.
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        let _ = (cx, ballot);
+        Ok(Vote::Abstain)
+    }
+
+    /// A meeting facilitated by a report of this role closed without a
+    /// decision and escalated here (no quorum, or a tie the rule
+    /// escalates). Default: nothing.
+    async fn on_meeting_escalation(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<(), AgentError> {
+        let _ = (cx, meeting);
+        Ok(())
+    }
+
     /// A saga step of a role under this one waits for a decision (in doubt,
     /// a compensation failed, or compensation stopped at an irreversible
     /// step): `Some` decides, `None` passes it up. Default: `None`.
@@ -293,6 +339,34 @@ impl<T: Agent + ?Sized> Agent for Arc<T> {
         rework: ReworkArtifact,
     ) -> Result<(), AgentError> {
         (**self).on_artifact_rework(cx, rework).await
+    }
+
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        (**self).on_meeting_turn(cx, turn).await
+    }
+
+    async fn on_meeting_proposal(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        (**self).on_meeting_proposal(cx, meeting).await
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        (**self).on_meeting_ballot(cx, ballot).await
+    }
+
+    async fn on_meeting_escalation(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<(), AgentError> {
+        (**self).on_meeting_escalation(cx, meeting).await
     }
 }
 

@@ -146,6 +146,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::name::Name;
 use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
 
 mod claims;
@@ -154,6 +155,25 @@ mod ops;
 mod records;
 
 pub use records::{Artifact, ArtifactStatus, Change, DecisionRecord, Lease};
+
+/// Whether project `id` exists (for another pattern naming it).
+pub(crate) async fn read_project_exists(
+    kernel: &crate::runtime::Kernel,
+    id: &str,
+) -> Result<(), BoardError> {
+    ops::read_project(kernel, id).await.map(|_| ())
+}
+
+/// What appending `spec` to `project`'s log by `by` commits, and the
+/// decision's id (for another pattern: a meeting's decision).
+pub(crate) async fn decision_effects(
+    kernel: &crate::runtime::Kernel,
+    by: &Name,
+    project: &str,
+    spec: DecisionSpec,
+) -> Result<(crate::runtime::Effects, String), BoardError> {
+    ops::decide(kernel, by, project, spec).await
+}
 
 /// The channel of each role that ready notices come on:
 /// `<org>.agent.<role>.board.<from>` (the broker grants every role's

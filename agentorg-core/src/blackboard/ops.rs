@@ -428,7 +428,7 @@ async fn update(
 }
 
 /// What recording `spec` in `project`'s log from `by` commits, and its id.
-async fn decide(
+pub(crate) async fn decide(
     kernel: &Kernel,
     by: &Name,
     project: &str,

@@ -16,7 +16,7 @@
 //! [`may_meet`](OrgChart::may_meet)).
 //!
 //! The chart is the least-privilege policy of the org: the runtime allows
-//! delegation only down the chart or by a shortcut
+//! delegation only down the chart, by a shortcut, or to itself
 //! ([`delegation_route`](OrgChart::delegation_route)), peer messages only on
 //! declared channels ([`are_peers`](OrgChart::are_peers)), tools only as
 //! granted ([`may_use_tool`](OrgChart::may_use_tool)), events only as
@@ -303,6 +303,9 @@ pub enum DelegationRoute {
     DirectReport,
     /// A shortcut from the delegator to the delegate covers the task type.
     Shortcut,
+    /// A role puts a task in its own inbox (a meeting's action item it
+    /// takes from the record, say): no rights over any other role's.
+    Own,
 }
 
 impl OrgChart {
@@ -417,7 +420,8 @@ impl OrgChart {
 
     /// Whether `from` may delegate a task (of `task_type`, if given) to `to`:
     /// `to` must be a direct report of `from`, or a shortcut from `from` to
-    /// `to` must list `task_type`.
+    /// `to` must list `task_type`; or `to` is `from` itself (a role, not the
+    /// principal: a task of its own, in its own inbox).
     pub fn delegation_route(
         &self,
         from: &str,
@@ -448,6 +452,9 @@ impl OrgChart {
         }
         if self.manager_of(to).is_some_and(|m| m == from) {
             return Ok(DelegationRoute::DirectReport);
+        }
+        if from == to && !self.is_principal(from) {
+            return Ok(DelegationRoute::Own);
         }
         match (task_type, self.shortcut(from, to)) {
             (Some(t), Some(s)) if s.allows(t) => Ok(DelegationRoute::Shortcut),
@@ -506,6 +513,34 @@ impl OrgChart {
             .roles
             .get(facilitator)
             .is_some_and(|r| r.meets.iter().any(|m| m == participant))
+    }
+
+    /// Every role whose meeting channel `role` may send on: for a
+    /// facilitator (a role whose `meets` is not empty), itself, the roles
+    /// it meets and its manager (an undecided meeting escalates to it);
+    /// for a participant, each facilitator that meets it (its turns and
+    /// ballot notices go back to it). Empty for the principal and unknown
+    /// roles.
+    pub fn meeting_contacts(&self, role: &str) -> BTreeSet<Name> {
+        let mut out = BTreeSet::new();
+        let Some(r) = self.inner.roles.get(role) else {
+            return out;
+        };
+        if !r.meets.is_empty() {
+            out.insert(r.name.clone());
+            out.extend(r.meets.iter().cloned());
+            out.extend(
+                self.manager_of(role)
+                    .filter(|m| !self.is_principal(m))
+                    .cloned(),
+            );
+        }
+        out.extend(
+            self.roles()
+                .filter(|f| f.meets.iter().any(|m| m == role))
+                .map(|f| f.name.clone()),
+        );
+        out
     }
 
     /// Whether the chart declares the event `name`: a role publishes it, or

@@ -244,6 +244,8 @@ macro_rules! __agentorg_pattern_cases {
             decision_superseded_log_intact,
             rework_marking,
             two_replicas_claim_one_artifact,
+            architecture_review_with_a_silent_participant,
+            each_voting_rule,
         }
     };
 }
@@ -257,6 +259,7 @@ macro_rules! __agentorg_paused_pattern_cases {
         $crate::$callback! { $args patterns PAUSED_ONLY:
             sla_breach_escalates_once,
             event_receipts_expire_after_retention,
+            meeting_moves_on_exactly_at_the_turn_timeout,
         }
     };
 }

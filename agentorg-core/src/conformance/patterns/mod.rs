@@ -33,6 +33,7 @@ use crate::transport::Transport;
 pub mod blackboard;
 pub mod events;
 pub mod hierarchy;
+pub mod meetings;
 pub mod org_events;
 pub mod peer;
 mod registry;
@@ -42,6 +43,7 @@ mod support;
 pub use blackboard::*;
 pub use events::*;
 pub use hierarchy::*;
+pub use meetings::*;
 pub use org_events::*;
 pub use peer::*;
 pub use registry::*;
@@ -96,13 +98,16 @@ fn genbrain_builder(org: &Name) -> OrgChartBuilder {
             )
             .subscribes(["deploy.complete", "sla.breach"]),
         )
-        .role(role(
-            "cto",
-            "ceo",
-            "Architecture, code review, technical decisions",
-            &["git.*", "time.*"],
-            &["architecture", "code-review"],
-        ))
+        .role(
+            role(
+                "cto",
+                "ceo",
+                "Architecture, code review, technical decisions",
+                &["git.*", "time.*"],
+                &["architecture", "code-review"],
+            )
+            .meets(["backend", "frontend", "devops", "cso"]),
+        )
         .role(role(
             "cso",
             "ceo",

@@ -1,0 +1,711 @@
+//! Where a meeting lives, its messages, and what each move of its state
+//! machine commits: scheduling, the next turn, the vote, the close (the
+//! decision into the project's log, the action items to their agents, an
+//! escalation) — from a `Context` and from the principal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::records::{
+    outcome_of, Closed, MeetingOutcome, MeetingRecord, MeetingStatus, Proposal, TranscriptEntry,
+    INLINE_CONTRIBUTION,
+};
+use super::rules::Vote;
+use super::{MeetingError, MeetingSpec, MAX_AGENDA};
+use crate::blackboard::DecisionSpec;
+use crate::envelope::{Kind, MessageId};
+use crate::name::Name;
+use crate::runtime::{from_doc, to_value, Context, Effects, Kernel, Principal, TimerRecord};
+use crate::store::{
+    CollectionPath, DocKey, Precondition, StateStoreExt, StoreError, Version, Write,
+};
+
+pub(crate) use super::CHANNEL;
+
+/// The kind of the timers of a turn (or the vote) waiting for answers.
+pub(crate) const TURN_TIMER: &str = "meeting-turn";
+/// The kind of the timers of a meeting's `max_duration`.
+pub(crate) const END_TIMER: &str = "meeting-end";
+
+/// What a meeting message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Op {
+    /// Facilitator to itself: open the meeting.
+    Start,
+    /// Facilitator to a participant: your turn.
+    Turn,
+    /// Participant to facilitator: my contribution (or none).
+    Spoke,
+    /// Facilitator to itself: draft the proposal.
+    Propose,
+    /// Facilitator to a participant: vote.
+    Ballot,
+    /// Participant to facilitator: I have voted (not how).
+    Voted,
+    /// Facilitator to a participant: take your action items.
+    Actions,
+    /// Facilitator to its manager: no decision, over to you.
+    Escalated,
+}
+
+/// A meeting message's payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Msg {
+    pub(crate) meeting: String,
+    pub(crate) op: Op,
+    /// The turn it is about (for `Turn` and `Spoke`).
+    #[serde(default)]
+    pub(crate) turn: usize,
+    /// The contribution's beginning (`Spoke`; `None`: none).
+    #[serde(default)]
+    pub(crate) said: Option<String>,
+    /// Where the whole contribution is (`Spoke`, when long).
+    #[serde(default)]
+    pub(crate) full: Option<String>,
+}
+
+impl Msg {
+    pub(crate) fn new(meeting: &str, op: Op, turn: usize) -> Self {
+        Self {
+            meeting: meeting.to_owned(),
+            op,
+            turn,
+            said: None,
+            full: None,
+        }
+    }
+}
+
+/// A turn timer's payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Wait {
+    pub(crate) meeting: String,
+    pub(crate) turn: usize,
+    /// Waiting for the votes, not a turn.
+    pub(crate) vote: bool,
+}
+
+/// A ballot, as stored: `meetings/<id>/ballots/<role>`, written once by
+/// its voter and read by nobody before the tally.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BallotDoc {
+    pub(crate) role: Name,
+    pub(crate) vote: Vote,
+}
+
+pub(crate) fn channel() -> Result<Name, StoreError> {
+    Name::new(CHANNEL).map_err(|e| StoreError::invalid(None, e.to_string()))
+}
+
+pub(crate) fn meeting_key(kernel: &Kernel, id: &str) -> Result<DocKey, StoreError> {
+    kernel.collection("meetings")?.doc(id)
+}
+
+pub(crate) fn ballots(kernel: &Kernel, id: &str) -> Result<CollectionPath, StoreError> {
+    meeting_key(kernel, id)?.subcollection("ballots")
+}
+
+fn contributions(kernel: &Kernel, id: &str) -> Result<CollectionPath, StoreError> {
+    meeting_key(kernel, id)?.subcollection("contributions")
+}
+
+/// Reads meeting `id`, with its version.
+pub(crate) async fn read(
+    kernel: &Kernel,
+    id: &str,
+) -> Result<Option<(MeetingRecord, Version)>, StoreError> {
+    kernel.read(&meeting_key(kernel, id)?).await
+}
+
+async fn read_known(kernel: &Kernel, id: &str) -> Result<MeetingRecord, MeetingError> {
+    match read(kernel, id).await? {
+        Some((rec, _)) => Ok(rec),
+        None => Err(MeetingError::UnknownMeeting {
+            meeting: id.to_owned(),
+        }),
+    }
+}
+
+/// Every meeting, oldest id first.
+async fn list(kernel: &Kernel) -> Result<Vec<MeetingRecord>, MeetingError> {
+    let mut out = Vec::new();
+    for doc in kernel
+        .store()
+        .list_all(&kernel.collection("meetings")?)
+        .await?
+    {
+        out.push(from_doc::<MeetingRecord>(&doc)?.0);
+    }
+    Ok(out)
+}
+
+/// Stages `msg` from `from` to `to`'s meeting channel.
+pub(crate) fn send(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    from: &Name,
+    to: &Name,
+    msg: &Msg,
+) -> Result<(), StoreError> {
+    let env = kernel
+        .envelope(from.clone(), Kind::Message, to_value(msg)?)
+        .with_to(to.clone());
+    effects.send(kernel.subjects().channel(to, &channel()?, from), env);
+    Ok(())
+}
+
+/// Stages the write of `rec` over `version` (contended: a handler whose
+/// meeting moved meanwhile runs again on what it is now).
+pub(crate) fn put(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &MeetingRecord,
+    version: Version,
+) -> Result<(), StoreError> {
+    effects.contended_write(Write::put(
+        meeting_key(kernel, &rec.meeting_id)?,
+        to_value(rec)?,
+        Precondition::Version(version),
+    ));
+    Ok(())
+}
+
+fn invalid(message: impl Into<String>) -> MeetingError {
+    MeetingError::InvalidInput {
+        message: message.into(),
+    }
+}
+
+fn millis(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// What scheduling `spec`, facilitated by `facilitator`, commits: the
+/// meeting's document, its deadline's timer, and the facilitator's signal
+/// to open it. Returns the meeting's id.
+async fn schedule(
+    kernel: &Kernel,
+    facilitator: &Name,
+    spec: &MeetingSpec,
+) -> Result<(Effects, String), MeetingError> {
+    let chart = kernel.chart();
+    if !chart.contains(facilitator) || chart.is_principal(facilitator) {
+        return Err(invalid(format!(
+            "the facilitator `{facilitator}` is not a role of the chart"
+        )));
+    }
+    let id = match &spec.meeting_id {
+        Some(id) => id.clone(),
+        None => format!("meeting-{}", MessageId::new().as_str().to_ascii_lowercase()),
+    };
+    Name::new(&id).map_err(|e| invalid(format!("meeting id `{id}`: {e}")))?;
+    if spec.title.trim().is_empty() {
+        return Err(invalid("a meeting needs a title"));
+    }
+    if spec.agenda.is_empty() || spec.agenda.len() > MAX_AGENDA {
+        return Err(invalid(format!(
+            "a meeting has 1 to {MAX_AGENDA} agenda items, not {}",
+            spec.agenda.len()
+        )));
+    }
+    if spec.turn_timeout.is_zero() || spec.max_duration.is_zero() {
+        return Err(invalid(
+            "the turn timeout and max_duration must not be zero",
+        ));
+    }
+    let mut participants = Vec::new();
+    for p in &spec.participants {
+        let name = Name::new(p).map_err(|e| invalid(format!("participant `{p}`: {e}")))?;
+        if participants.contains(&name) {
+            return Err(invalid(format!("participant `{p}` is listed twice")));
+        }
+        if &name != facilitator && !chart.may_meet(facilitator, &name) {
+            return Err(MeetingError::NotAllowed {
+                facilitator: facilitator.clone(),
+                participant: p.clone(),
+            });
+        }
+        participants.push(name);
+    }
+    if !participants.contains(facilitator) {
+        return Err(invalid(format!(
+            "the facilitator `{facilitator}` is not among the participants"
+        )));
+    }
+    if let Some(project) = &spec.project {
+        crate::blackboard::read_project_exists(kernel, project)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    if spec.rule.quorum.is_some_and(|q| q > participants.len()) {
+        return Err(invalid(format!(
+            "a quorum of {} votes of {} participants is never met",
+            spec.rule.quorum.unwrap_or_default(),
+            participants.len()
+        )));
+    }
+    if let Some(roles) = spec.rule.veto.iter().find(|r| !participants.contains(r)) {
+        return Err(invalid(format!("veto role `{roles}` is not a participant")));
+    }
+    let now = kernel.now();
+    let deadline = now
+        .checked_add_signed(millis(spec.max_duration))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let rec = MeetingRecord {
+        meeting_id: id.clone(),
+        title: spec.title.clone(),
+        facilitator: facilitator.clone(),
+        participants,
+        agenda: spec.agenda.clone(),
+        decision_required: spec.decision_required,
+        project: spec.project.clone(),
+        rule: spec.rule.clone(),
+        turn_timeout_ms: u64::try_from(spec.turn_timeout.as_millis()).unwrap_or(u64::MAX),
+        deadline,
+        status: MeetingStatus::Scheduled,
+        turn: 0,
+        waiting_until: None,
+        transcript: Vec::new(),
+        proposal: None,
+        voted: Vec::new(),
+        outcome: None,
+        created_at: now,
+        closed_at: None,
+    };
+    let mut effects = Effects::new();
+    effects.write(Write::put(
+        meeting_key(kernel, &id)?,
+        to_value(&rec)?,
+        Precondition::MustNotExist,
+    ));
+    let end = TimerRecord::new(
+        timer_kind(END_TIMER)?,
+        facilitator.clone(),
+        id.clone(),
+        deadline,
+        json!({ "meeting": id }),
+    );
+    effects.write(kernel.arm_timer(&end)?);
+    send(
+        kernel,
+        &mut effects,
+        facilitator,
+        facilitator,
+        &Msg::new(&id, Op::Start, 0),
+    )?;
+    Ok((effects, id))
+}
+
+pub(crate) fn timer_kind(kind: &str) -> Result<Name, StoreError> {
+    Name::new(kind).map_err(|e| StoreError::invalid(None, e.to_string()))
+}
+
+/// The timer of what `rec` waits for now (a turn, or the votes).
+fn wait_timer(rec: &MeetingRecord) -> Result<Option<TimerRecord>, StoreError> {
+    let Some(due) = rec.waiting_until else {
+        return Ok(None);
+    };
+    let vote = rec.status == MeetingStatus::Voting;
+    let key = if vote {
+        format!("{}-vote", rec.meeting_id)
+    } else {
+        format!("{}-t{}", rec.meeting_id, rec.turn)
+    };
+    let payload = to_value(&Wait {
+        meeting: rec.meeting_id.clone(),
+        turn: rec.turn,
+        vote,
+    })?;
+    Ok(Some(TimerRecord::new(
+        timer_kind(TURN_TIMER)?,
+        rec.facilitator.clone(),
+        key,
+        due,
+        payload,
+    )))
+}
+
+/// Stops waiting: cancels the timer of what `rec` waited for, unless it is
+/// the one firing (`firing`: its removal is the kernel's).
+pub(crate) fn stop_waiting(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+    firing: bool,
+) -> Result<(), StoreError> {
+    if !firing {
+        if let Some(t) = wait_timer(rec)? {
+            effects.write(kernel.cancel_timer(&t)?);
+        }
+    }
+    rec.waiting_until = None;
+    Ok(())
+}
+
+/// Starts waiting (for the turn under way, or the votes): arms its timer.
+fn wait(kernel: &Kernel, effects: &mut Effects, rec: &mut MeetingRecord) -> Result<(), StoreError> {
+    let due = kernel
+        .now()
+        .checked_add_signed(chrono::TimeDelta::milliseconds(
+            i64::try_from(rec.turn_timeout_ms).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .min(rec.deadline);
+    rec.waiting_until = Some(due);
+    if let Some(t) = wait_timer(rec)? {
+        effects.write(kernel.arm_timer(&t)?);
+    }
+    Ok(())
+}
+
+/// Opens the meeting: the first turn.
+pub(crate) fn open(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+) -> Result<(), StoreError> {
+    rec.status = MeetingStatus::Turns;
+    rec.turn = 0;
+    give_turn(kernel, effects, rec)
+}
+
+fn give_turn(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+) -> Result<(), StoreError> {
+    if let Some((_, who)) = rec.turn_of(rec.turn) {
+        let who = who.clone();
+        send(
+            kernel,
+            effects,
+            &rec.facilitator,
+            &who,
+            &Msg::new(&rec.meeting_id, Op::Turn, rec.turn),
+        )?;
+        wait(kernel, effects, rec)?;
+    }
+    Ok(())
+}
+
+/// Records the turn under way (`said`: `None` absent) and moves on: the
+/// next turn, the proposal, or (no decision required) the close.
+pub(crate) async fn turn_taken(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+    said: Option<String>,
+    full: Option<String>,
+    firing: bool,
+) -> Result<(), StoreError> {
+    let Some((item, who)) = rec.turn_of(rec.turn) else {
+        return Ok(());
+    };
+    let entry = TranscriptEntry {
+        item,
+        role: who.clone(),
+        said: said.map(|s| excerpt(&s)),
+        full,
+        at: kernel.now(),
+    };
+    stop_waiting(kernel, effects, rec, firing)?;
+    rec.transcript.push(entry);
+    rec.turn += 1;
+    if rec.turn < rec.turns() {
+        return give_turn(kernel, effects, rec);
+    }
+    if rec.decision_required {
+        rec.status = MeetingStatus::Proposing;
+        let me = rec.facilitator.clone();
+        return send(
+            kernel,
+            effects,
+            &me,
+            &me,
+            &Msg::new(&rec.meeting_id, Op::Propose, rec.turn),
+        );
+    }
+    close(kernel, effects, rec, Closed::Completed, BTreeMap::new()).await
+}
+
+/// The first [`INLINE_CONTRIBUTION`] characters of `s`.
+pub(crate) fn excerpt(s: &str) -> String {
+    s.chars().take(INLINE_CONTRIBUTION).collect()
+}
+
+/// Where a participant keeps a long contribution (whole), when it is
+/// longer than the transcript keeps: the write, and its reference.
+pub(crate) fn keep_whole(
+    kernel: &Kernel,
+    rec: &MeetingRecord,
+    said: &str,
+) -> Result<Option<(Write, String)>, StoreError> {
+    if said.chars().count() <= INLINE_CONTRIBUTION {
+        return Ok(None);
+    }
+    let id = format!("t{}", rec.turn);
+    let key = contributions(kernel, &rec.meeting_id)?.doc(&id)?;
+    let write = Write::put(
+        key,
+        json!({ "turn": rec.turn, "said": said }),
+        Precondition::None,
+    );
+    Ok(Some((write, format!("contributions/{id}"))))
+}
+
+/// Puts `proposal` to the vote: a ballot to every participant.
+pub(crate) fn open_vote(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+    proposal: Proposal,
+) -> Result<(), StoreError> {
+    rec.status = MeetingStatus::Voting;
+    rec.proposal = Some(proposal);
+    for p in rec.participants.clone() {
+        send(
+            kernel,
+            effects,
+            &rec.facilitator,
+            &p,
+            &Msg::new(&rec.meeting_id, Op::Ballot, rec.turn),
+        )?;
+    }
+    wait(kernel, effects, rec)
+}
+
+/// The sealed ballots cast in `id`, by voter (read only to count them, and
+/// at the tally).
+pub(crate) async fn read_ballots(
+    kernel: &Kernel,
+    id: &str,
+) -> Result<BTreeMap<Name, Vote>, StoreError> {
+    let mut out = BTreeMap::new();
+    for doc in kernel.store().list_all(&ballots(kernel, id)?).await? {
+        let (b, _) = from_doc::<BallotDoc>(&doc)?;
+        out.insert(b.role, b.vote);
+    }
+    Ok(out)
+}
+
+/// Closes the meeting with `votes` (the ballots cast; empty when there was
+/// no vote): the outcome, the decision into the project's log, each action
+/// item to its agent, the escalation to the facilitator's manager.
+pub(crate) async fn close(
+    kernel: &Kernel,
+    effects: &mut Effects,
+    rec: &mut MeetingRecord,
+    closed: Closed,
+    votes: BTreeMap<Name, Vote>,
+) -> Result<(), StoreError> {
+    let chart = kernel.chart();
+    let manager = chart.manager_of(&rec.facilitator).cloned();
+    let mut outcome = if rec.status == MeetingStatus::Voting {
+        outcome_of(rec, votes, manager.as_ref(), closed)
+    } else {
+        MeetingOutcome {
+            closed,
+            decision: None,
+            votes: BTreeMap::new(),
+            tally: None,
+            conditions: Vec::new(),
+            action_items: Vec::new(),
+            escalated_to: None,
+            decision_id: None,
+        }
+    };
+    let me = rec.facilitator.clone();
+    if let (Some(decision), Some(project)) = (&outcome.decision, &rec.project) {
+        let rationale = rec
+            .proposal
+            .as_ref()
+            .map(|p| p.rationale.clone())
+            .unwrap_or_default();
+        let spec = DecisionSpec::new(decision.clone(), rationale).meeting(rec.meeting_id.clone());
+        match crate::blackboard::decision_effects(kernel, &me, project, spec).await {
+            Ok((e, id)) => {
+                effects.extend(e);
+                outcome.decision_id = Some(id);
+            }
+            Err(e) => {
+                tracing::warn!(meeting = %rec.meeting_id, project = %project, error = %e, "the meeting's decision could not go into the project's log");
+            }
+        }
+    }
+    let mut agents: Vec<&Name> = outcome.action_items.iter().map(|a| &a.agent).collect();
+    agents.sort();
+    agents.dedup();
+    for agent in agents {
+        send(
+            kernel,
+            effects,
+            &me,
+            agent,
+            &Msg::new(&rec.meeting_id, Op::Actions, 0),
+        )?;
+    }
+    if let Some(to) = &outcome.escalated_to {
+        if !chart.is_principal(to) {
+            send(
+                kernel,
+                effects,
+                &me,
+                to,
+                &Msg::new(&rec.meeting_id, Op::Escalated, 0),
+            )?;
+        }
+    }
+    rec.outcome = Some(outcome);
+    rec.status = MeetingStatus::Closed;
+    rec.closed_at = Some(kernel.now());
+    Ok(())
+}
+
+/// The meetings' operations of a handler's [`Context`].
+impl Context {
+    /// Schedules a meeting this role facilitates, when the handler's
+    /// outcome is committed; returns its id. Every other participant must
+    /// be in this role's `meets`.
+    pub async fn schedule_meeting(&self, spec: &MeetingSpec) -> Result<String, MeetingError> {
+        let (effects, id) = schedule(self.kernel(), self.role(), spec).await?;
+        if self
+            .kernel()
+            .store()
+            .get(&meeting_key(self.kernel(), &id)?)
+            .await?
+            .is_some()
+        {
+            return Err(MeetingError::Exists { meeting: id });
+        }
+        self.with_effects(|e, _| {
+            e.extend(effects);
+        });
+        Ok(id)
+    }
+
+    /// Reads meeting `id` (the votes only once it is closed: the ballots
+    /// are sealed until the tally).
+    pub async fn meeting(&self, id: &str) -> Result<MeetingRecord, MeetingError> {
+        read_known(self.kernel(), id).await
+    }
+
+    /// Casts this role's vote in meeting `id`, with the handler's outcome:
+    /// sealed (written once, read by nobody before the tally; the
+    /// facilitator hears only that it voted). Refused if the meeting is not
+    /// voting or this role is not a participant
+    /// ([`MeetingError::NotVoting`]), and if it voted already, in this call
+    /// or before ([`MeetingError::AlreadyVoted`]): a vote is never changed.
+    /// Inside [`on_meeting_ballot`](crate::agent::Agent::on_meeting_ballot),
+    /// a vote cast this way is the one that counts (the callback's return
+    /// is then not cast again).
+    pub async fn vote(&self, id: &str, vote: Vote) -> Result<(), MeetingError> {
+        let kernel = self.kernel();
+        let me = self.role().clone();
+        let rec = read_known(kernel, id).await?;
+        if rec.status != MeetingStatus::Voting || !rec.participants.contains(&me) {
+            return Err(MeetingError::NotVoting {
+                meeting: id.to_owned(),
+                role: me,
+                status: rec.status,
+            });
+        }
+        let key = ballots(kernel, id)?.doc(me.as_str())?;
+        let cast_here = self.with_effects(|_, ext| {
+            ext.get::<VotesCast>()
+                .is_some_and(|v| v.0.iter().any(|m| m == id))
+        });
+        if cast_here || kernel.store().get(&key).await?.is_some() {
+            return Err(MeetingError::AlreadyVoted {
+                meeting: id.to_owned(),
+                role: me,
+            });
+        }
+        let doc = to_value(&BallotDoc {
+            role: me.clone(),
+            vote,
+        })?;
+        self.with_effects(|effects, ext| {
+            ext.get_or_default::<VotesCast>().0.push(id.to_owned());
+            effects.contended_write(Write::put(key, doc, Precondition::MustNotExist));
+            send(
+                kernel,
+                effects,
+                &me,
+                &rec.facilitator,
+                &Msg::new(id, Op::Voted, rec.turn),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// The meetings a handler call voted in (with [`Context::vote`]).
+#[derive(Debug, Default)]
+pub(crate) struct VotesCast(pub(crate) Vec<String>);
+
+/// Whether this call voted in meeting `id` already.
+pub(crate) fn voted_here(cx: &Context, id: &str) -> bool {
+    cx.with_effects(|_, ext| {
+        ext.get::<VotesCast>()
+            .is_some_and(|v| v.0.iter().any(|m| m == id))
+    })
+}
+
+/// The meetings' operations of the principal.
+impl Principal {
+    /// Schedules a meeting facilitated by `facilitator` (a role, which must
+    /// be among the participants; every other must be in its `meets`);
+    /// returns its id.
+    pub async fn schedule_meeting(
+        &self,
+        facilitator: &str,
+        spec: &MeetingSpec,
+    ) -> Result<String, MeetingError> {
+        let f = Name::new(facilitator)
+            .map_err(|e| invalid(format!("facilitator `{facilitator}`: {e}")))?;
+        let (effects, id) = schedule(&self.kernel, &f, spec).await?;
+        match self.kernel.commit(effects).await {
+            Err(e) if e.is_precondition_failure() => Err(MeetingError::Exists { meeting: id }),
+            r => r.map(|()| id).map_err(Into::into),
+        }
+    }
+
+    /// Reads meeting `id` (the votes only once it is closed).
+    pub async fn meeting(&self, id: &str) -> Result<MeetingRecord, MeetingError> {
+        read_known(&self.kernel, id).await
+    }
+
+    /// Every meeting, scheduled, under way or closed.
+    pub async fn meetings(&self) -> Result<Vec<MeetingRecord>, MeetingError> {
+        list(&self.kernel).await
+    }
+
+    /// Waits until meeting `id` is closed, up to `timeout`, and returns it.
+    pub async fn wait_meeting(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<MeetingRecord, MeetingError> {
+        let waited = async {
+            loop {
+                let rec = read_known(&self.kernel, id).await?;
+                if rec.is_closed() {
+                    return Ok(rec);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(timeout, waited)
+            .await
+            .unwrap_or_else(|_| {
+                Err(MeetingError::Timeout {
+                    meeting: id.to_owned(),
+                    waited: timeout,
+                })
+            })
+    }
+}
