@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentorg::blackboard::ReadyArtifact;
+use agentorg::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use agentorg::prelude::*;
 use agentorg::store::{Precondition, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::board;
+use super::{board, meeting};
 use super::{CHANGELOG, DEPLOY_COMPLETE, PEER_MESSAGES, ROLLBACKS, WORK};
 
 /// What the agents of this process share.
@@ -138,7 +139,7 @@ struct Ceo(Knobs);
 impl Agent for Ceo {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         announce_start(self.0, cx, &task);
-        if board::is_board_task(&task) {
+        if board::is_board_task(&task) || meeting::is_meeting_task(&task) {
             return board::ceo_hands_over(cx, &task).await;
         }
         let product = task.title.trim_start_matches("Ship ").to_owned();
@@ -201,6 +202,9 @@ impl Agent for Cto {
         if board::is_board_task(&task) {
             return board::cto_plans(cx, &task).await;
         }
+        if meeting::is_meeting_task(&task) {
+            return meeting::cto_schedules(cx, &task).await;
+        }
         let work = [
             (
                 "backend",
@@ -225,6 +229,26 @@ impl Agent for Cto {
         count_work(cx, &task).await?;
         Ok(Outcome::AwaitSubtasks)
     }
+
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        Ok(meeting::turn(cx.role().as_str(), &turn))
+    }
+
+    async fn on_meeting_proposal(
+        &self,
+        _cx: &Context,
+        record: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        meeting::proposal(&record)
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        Ok(meeting::vote(cx.role().as_str(), &ballot))
+    }
 }
 
 /// A specialist that does its task itself (here: pretends to, for
@@ -242,6 +266,9 @@ impl Agent for Specialist {
         if board::is_board_task(&task) {
             let result = board::engineer_works(cx, &task, self.knobs.work).await?;
             return Ok(Outcome::Complete(result));
+        }
+        if meeting::is_action_item(&task) {
+            return Ok(meeting::act(cx, &task));
         }
         if cx.role() == "devops" {
             devops_checks_the_time(cx).await?;
@@ -409,6 +436,18 @@ impl Agent for Specialist {
         ready: ReadyArtifact,
     ) -> Result<(), AgentError> {
         board::review_when_ready(cx, &ready, self.knobs.work).await
+    }
+
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        Ok(meeting::turn(cx.role().as_str(), &turn))
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        Ok(meeting::vote(cx.role().as_str(), &ballot))
     }
 
     async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {

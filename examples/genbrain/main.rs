@@ -30,6 +30,7 @@
 //! cargo run --example genbrain -- --cicd
 //! cargo run --example genbrain -- --cicd --fail-step smoke_test
 //! cargo run --example genbrain -- --blackboard
+//! cargo run --example genbrain -- --meeting
 //! ```
 //!
 //! # The CI/CD saga (`--cicd`)
@@ -161,6 +162,7 @@ mod agents;
 mod board;
 mod checks;
 mod cicd;
+mod meeting;
 
 use agents::{agent_for, Knobs};
 use checks::{contract_change_handled, counted_once, deploy_receipts, read_back_from_firestore};
@@ -236,6 +238,12 @@ struct Args {
     /// completes; the project is printed as JSON.
     #[arg(long, conflicts_with = "cicd")]
     blackboard: bool,
+    /// Run the architecture review meeting instead of the task tree: the
+    /// CTO schedules it, each participant speaks on each agenda item, the
+    /// CTO proposes, all vote (sealed), the action items run as tasks; the
+    /// stored record is printed as JSON.
+    #[arg(long, conflicts_with_all = ["cicd", "blackboard"])]
+    meeting: bool,
     /// How long DevOps' rollback takes, in milliseconds, after it says on
     /// stderr that it started (for a test that kills it there).
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -418,6 +426,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     cicd::drive(&org, args.fail_step.as_deref(), Duration::from_secs(args.timeout)).await
                 } else if args.blackboard {
                     board::drive(&org, Duration::from_secs(args.timeout)).await
+                } else if args.meeting {
+                    meeting::drive(&org, Duration::from_secs(args.timeout)).await
                 } else {
                     drive(&org, &args, &org_name).await
                 }

@@ -246,6 +246,7 @@ macro_rules! __agentorg_pattern_cases {
             two_replicas_claim_one_artifact,
             architecture_review_with_a_silent_participant,
             each_voting_rule,
+            max_duration_closes_with_what_it_has,
         }
     };
 }

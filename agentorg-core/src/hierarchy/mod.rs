@@ -134,6 +134,26 @@ pub(crate) use breaker::BREAKER_OPEN_EVENT;
 #[cfg(test)]
 pub(crate) use sla::BREACH_EVENT;
 
+/// The task `role` delegated with idempotency key `key`, if any (for
+/// another pattern: a meeting's action items, taken with keys of their
+/// own).
+pub(crate) async fn task_by_key(
+    kernel: &crate::runtime::Kernel,
+    role: &crate::name::Name,
+    key: &str,
+) -> Result<Option<TaskRecord>, crate::store::StoreError> {
+    let layout = records::Layout::of(kernel)?;
+    let Some((entry, _)) = kernel
+        .read::<records::IdempotencyEntry>(&layout.idempotency(role, key)?)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(records::read_task(kernel, &entry.task_id)
+        .await?
+        .map(|(t, _)| t))
+}
+
 pub use delegate::Delegation;
 pub use error::DelegateError;
 pub use principal::{TaskHandle, WaitError};

@@ -322,7 +322,7 @@ async fn take_actions(delivery: &Claimed<'_>, rec: MeetingRecord) -> Result<Sett
                     "conditions": conditions,
                     "decision": outcome.decision,
                 }))
-                .idempotency_key(format!("{}-action-{i}", rec.meeting_id));
+                .idempotency_key(ops::action_key(&rec.meeting_id, i));
             cx.delegate(me.as_str(), spec).await?;
         }
         Ok(())

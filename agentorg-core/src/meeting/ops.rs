@@ -353,8 +353,7 @@ fn wait(kernel: &Kernel, effects: &mut Effects, rec: &mut MeetingRecord) -> Resu
         .checked_add_signed(chrono::TimeDelta::milliseconds(
             i64::try_from(rec.turn_timeout_ms).unwrap_or(i64::MAX),
         ))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-        .min(rec.deadline);
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     rec.waiting_until = Some(due);
     if let Some(t) = wait_timer(rec)? {
         effects.write(kernel.arm_timer(&t)?);
@@ -430,6 +429,12 @@ pub(crate) async fn turn_taken(
         );
     }
     close(kernel, effects, rec, Closed::Completed, BTreeMap::new()).await
+}
+
+/// The idempotency key of the task taken from action item `i` of meeting
+/// `id`.
+pub(crate) fn action_key(id: &str, i: usize) -> String {
+    format!("{id}-action-{i}")
 }
 
 /// The first [`INLINE_CONTRIBUTION`] characters of `s`.
@@ -682,6 +687,26 @@ impl Principal {
     /// Every meeting, scheduled, under way or closed.
     pub async fn meetings(&self) -> Result<Vec<MeetingRecord>, MeetingError> {
         list(&self.kernel).await
+    }
+
+    /// The tasks taken from closed meeting `id`'s action items, in the
+    /// record's order (`None`: not taken yet).
+    pub async fn meeting_actions(
+        &self,
+        id: &str,
+    ) -> Result<Vec<Option<crate::hierarchy::TaskRecord>>, MeetingError> {
+        let rec = read_known(&self.kernel, id).await?;
+        let mut out = Vec::new();
+        for (i, item) in rec
+            .outcome
+            .iter()
+            .flat_map(|o| o.action_items.iter())
+            .enumerate()
+        {
+            let key = action_key(id, i);
+            out.push(crate::hierarchy::task_by_key(&self.kernel, &item.agent, &key).await?);
+        }
+        Ok(out)
     }
 
     /// Waits until meeting `id` is closed, up to `timeout`, and returns it.

@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::agent::{Agent, AgentError, Context, Outcome, Task};
+use crate::blackboard::{ArtifactSpec, ProjectSpec};
 use crate::chart::{OrgChart, RoleSpec};
 use crate::hierarchy::TaskStatus;
 use crate::meeting::{
-    MeetingBallot, MeetingError, MeetingRecord, MeetingSpec, MeetingStatus, MeetingTurn, Proposal,
-    TallyResult, TieBreak, Vote, VotingRule, ACTION_TASK_TYPE,
+    Closed, MeetingBallot, MeetingError, MeetingRecord, MeetingSpec, MeetingStatus, MeetingTurn,
+    Proposal, TallyResult, TieBreak, Vote, VotingRule, ACTION_TASK_TYPE,
 };
 use crate::name::Name;
 use crate::runtime::Principal;
@@ -265,11 +266,16 @@ async fn silent_review(
     let votes = BTreeMap::from([(REVIEW.to_owned(), review_votes())]);
     let (o, seen) = start_members(b, &t, &s, &org, &hosted, votes).await;
     let p = o.principal();
+    let project = ProjectSpec::new("dashboard").artifact(ArtifactSpec::new("schema", "backend"));
+    p.create_project(&project)
+        .await
+        .unwrap_or_else(|e| fail(b, e));
     let spec = MeetingSpec::new(REVIEW)
         .id("meeting-2026-0423-arch-review")
         .participants(PEOPLE)
         .agenda(AGENDA)
-        .turn_timeout(TURN);
+        .turn_timeout(TURN)
+        .project("dashboard");
     let id = p
         .schedule_meeting("cto", &spec)
         .await
@@ -287,6 +293,21 @@ async fn silent_review(
         || json["meeting_id"] != "meeting-2026-0423-arch-review"
     {
         fail(b, format!("the record: {json:#}"));
+    }
+    // The decision is in the project's log, by the cto, naming the meeting.
+    let log = p
+        .project("dashboard")
+        .await
+        .unwrap_or_else(|e| fail(b, e))
+        .decisions;
+    let logged = log.iter().any(|d| {
+        d.decision == DECISION
+            && d.agent.as_str() == "cto"
+            && d.meeting.as_deref() == Some(id.as_str())
+            && Some(&d.decision_id) == rec.outcome.as_ref().and_then(|o| o.decision_id.as_ref())
+    });
+    if log.len() != 1 || !logged {
+        fail(b, format!("the project's decision log: {log:?}"));
     }
     // The condition is linked to the cso's audit.
     if json["condition_links"][0]["action_item"] != 2 {
@@ -398,7 +419,8 @@ async fn silent_review(
 /// GenBrain's architecture review with frontend silent: it is recorded
 /// absent for each turn and for the vote and never blocks the meeting;
 /// the record has the write-up's decision, votes, condition (linked to the
-/// cso's audit) and action items, which arrive as tasks of their agents
+/// cso's audit) and action items, the decision goes into the project's
+/// log, which arrive as tasks of their agents
 /// and complete; turns run item by item in the order given; no voter sees
 /// an outcome or another's vote while voting, and a second vote is
 /// refused; the meeting is listed.
@@ -589,6 +611,55 @@ pub async fn each_voting_rule(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org
     match p.schedule_meeting("cto", &bad).await {
         Err(MeetingError::NotAllowed { .. }) => {}
         other => fail(B, format!("a meeting with the ceo: {other:?}")),
+    }
+    o.shutdown().await;
+}
+
+/// A meeting past its `max_duration` closes with what it has: frontend
+/// (silent) holds its first turn past the meeting's end (the turn would
+/// wait far longer); the meeting closes `max_duration`, not before, with
+/// the turns taken before it and no decision, and no vote is taken.
+pub async fn max_duration_closes_with_what_it_has(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "max_duration_closes_with_what_it_has";
+    let hosted = ["ceo", "cto", "backend", "devops", "cso"];
+    let (o, seen) = start_members(B, &t, &s, &org, &hosted, BTreeMap::new()).await;
+    let p = o.principal();
+    let max = Duration::from_secs(3);
+    let spec = MeetingSpec::new(REVIEW)
+        .participants(PEOPLE)
+        .agenda(AGENDA)
+        .turn_timeout(CLOSES_WITHIN)
+        .max_duration(max);
+    let id = p
+        .schedule_meeting("cto", &spec)
+        .await
+        .unwrap_or_else(|e| fail(B, e));
+    let rec = closed(B, &p, &id).await;
+    let Some(outcome) = rec.outcome.as_ref() else {
+        fail(B, "no outcome");
+    };
+    let lasted = rec.closed_at.map(|c| c - rec.created_at);
+    let max_delta = chrono::TimeDelta::from_std(max).unwrap_or_else(|e| fail(B, e));
+    if outcome.closed != Closed::MaxDuration
+        || outcome.decision.is_some()
+        || outcome.tally.is_some()
+        || rec.proposal.is_some()
+        || lasted.is_none_or(|l| l < max_delta)
+    {
+        fail(B, format!("the close: {outcome:?} after {lasted:?}"));
+    }
+    // Only turns before frontend's first: it was not recorded absent (the
+    // meeting ended during its turn).
+    let roles: Vec<&str> = rec.transcript.iter().map(|e| e.role.as_str()).collect();
+    if roles.len() > 2 || roles.iter().zip(["cto", "backend"]).any(|(a, b)| *a != b) {
+        fail(B, format!("the transcript: {:?}", rec.transcript));
+    }
+    if seen.lock().map(|s| s.while_voting.len()).unwrap_or(1) != 0 {
+        fail(B, "a vote was taken");
     }
     o.shutdown().await;
 }
