@@ -69,6 +69,23 @@
 //! one process per role, too (a project id already taken in the Firestore
 //! project gets a suffix, `-2`, …).
 //!
+//! # The architecture review (`--meeting`)
+//!
+//! Instead of the task tree, the founder asks the CEO for the write-up's
+//! architecture review, who hands it to the CTO, who schedules it
+//! (`meeting.rs`, the request of `meeting-request.json`): each of the CTO,
+//! Backend, Frontend, DevOps and the CSO speaks on each of the three agenda
+//! items in turn; the CTO proposes "Use ClickHouse with column-level
+//! encryption for PII fields"; the CTO, Backend and DevOps approve, the CSO
+//! approves on the condition of an encryption-at-rest audit, Frontend
+//! abstains (sealed ballots); Backend, DevOps and the CSO take their action
+//! items as tasks of their own and complete them. The founder prints the
+//! stored record as JSON (the write-up's `meeting_id`, `decision`, `votes`,
+//! `conditions`, `action_items`, plus the minutes, absences, rule and
+//! tally) and exits 0 if it is as in the write-up and every action item
+//! completed. Over `--nats`/`--firestore` too (a meeting id already taken
+//! gets a suffix, `-2`, …).
+//!
 //! With `--nats`, the org runs over NATS JetStream (the streams of org
 //! `genbrain` are created if missing; `scripts/servers` starts a local
 //! server). Credentials, if the server wants them, come from `NATS_USER` and

@@ -1,19 +1,128 @@
 //! Meetings: the fifth coordination pattern, for decisions that need
-//! several agents' input (GenBrain's "schedule_agent_meeting").
+//! several agents' input (GenBrain's `schedule_agent_meeting`).
 //!
-//! **Built so far: the vote.** A meeting's decision is taken by a declared
-//! [`VotingRule`]: a quorum (votes cast, abstentions included; by default
-//! more than half the participants), a simple majority or unanimity, veto
-//! roles whose rejection rejects, and what a tie does (the facilitator's
-//! own vote decides, or the meeting escalates). [`VotingRule::tally`]
-//! counts the [`Vote`]s — `approve`, `approve_with_conditions`, `reject`,
-//! `abstain`, as in the meeting record — into a [`Tally`]. The chart
-//! declares whom a role may call into a meeting it facilitates
-//! (`meets`, [`OrgChart::may_meet`](crate::chart::OrgChart::may_meet)).
+//! * **A meeting is a document**, `agentorg/<org>/meetings/<id>`
+//!   ([`MeetingRecord`]), and a state machine: scheduled → a speaking turn
+//!   per participant per agenda item → the facilitator's proposal → the
+//!   vote → the tally → the record. It is scheduled by its facilitator
+//!   ([`Context::schedule_meeting`](crate::runtime::Context::schedule_meeting))
+//!   or by the principal for a facilitator
+//!   ([`Principal::schedule_meeting`](crate::runtime::Principal::schedule_meeting)),
+//!   and every other participant must be in the facilitator's `meets` in
+//!   the chart ([`MeetingError::NotAllowed`]). It moves by messages on each
+//!   role's meeting channel (`<org>.agent.<role>.meeting.<from>`) and by
+//!   kernel timers: every move is committed with the document, compared
+//!   and set, so each turn is recorded once and each vote counted once,
+//!   and a facilitator's process that dies resumes the meeting from its
+//!   document when the role is hosted again.
+//! * **Turns.** Each participant speaks once per agenda item, item by
+//!   item, in the order the participants are given
+//!   ([`Agent::on_meeting_turn`](crate::agent::Agent::on_meeting_turn), with
+//!   the item and the transcript so far). A participant that does not
+//!   answer within the turn timeout is recorded absent for that turn (a
+//!   timer moves the meeting on; an answer after it is dropped); one whose
+//!   code fails is absent at once. A contribution longer than
+//!   [`INLINE_CONTRIBUTION`] characters is kept whole in a document of its
+//!   own and by its beginning in the transcript.
+//! * **The vote.** The facilitator proposes
+//!   ([`Agent::on_meeting_proposal`](crate::agent::Agent::on_meeting_proposal):
+//!   a [`Proposal`], its rationale and action items); every participant,
+//!   the facilitator included, votes
+//!   ([`Agent::on_meeting_ballot`](crate::agent::Agent::on_meeting_ballot)
+//!   or [`Context::vote`](crate::runtime::Context::vote)): `approve`,
+//!   `approve_with_conditions`, `reject` or `abstain` ([`Vote`]). **Ballots
+//!   are sealed**: each is written once by its voter's own process into a
+//!   document of its own, and what travels to the facilitator is only that
+//!   it voted; nothing reads a ballot before the tally (the meeting shows
+//!   who has voted, not how), and a second vote is refused
+//!   ([`MeetingError::AlreadyVoted`]). The vote closes when everyone voted
+//!   or its timeout runs out. The declared [`VotingRule`] counts it: a
+//!   quorum (abstentions count toward it, absences do not), a simple
+//!   majority or unanimity, veto roles, and a tie broken by the
+//!   facilitator's vote or escalated.
+//! * **The record** ([`MeetingRecord::to_json`]): the write-up's shape
+//!   (`meeting_id`, `decision`, `votes`, `conditions`, `action_items`)
+//!   plus the minutes, the absences, the rule and the tally. Each condition
+//!   is linked to an action item of its voter, or becomes one. Without a
+//!   quorum, or on a tie the rule escalates, there is no decision and the
+//!   facilitator's manager hears of it
+//!   ([`Agent::on_meeting_escalation`](crate::agent::Agent::on_meeting_escalation);
+//!   the principal reads the record). When the meeting names a project, the
+//!   decision goes into the project's decision log. **Action items become
+//!   tasks**: each participant takes its own from the record, as a task of
+//!   its own ([`ACTION_TASK_TYPE`], its input naming the meeting), which
+//!   runs and completes like any task
+//!   ([`Principal::meeting_actions`](crate::runtime::Principal::meeting_actions)).
+//! * **`max_duration`** bounds the whole meeting: it then closes with what
+//!   it has (the ballots cast, if it was voting; no decision otherwise).
+//! * [`Principal::meetings`](crate::runtime::Principal::meetings) lists
+//!   them.
 //!
-//! Not yet: the meeting itself (the durable state machine of agenda,
-//! speaking turns, sealed ballots and the stored record), its action items
-//! as tasks, the MCP seat's turns and ballots, `genbrain --meeting`.
+//! Sealing holds on the wire (the NATS permissions let a participant send
+//! only to the facilitators that meet it, and no vote travels) and in the
+//! library's API; the store itself is shared by the org's processes, which
+//! hold one credential to it: a process that reads the store directly can
+//! read a ballot document.
+//!
+//! Not yet: the MCP seat's turns and ballots.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use agentorg_core::agent::{Agent, AgentError, Context, Outcome, Task};
+//! use agentorg_core::chart::{OrgChart, RoleSpec};
+//! use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingSpec, MeetingTurn, Proposal, Vote};
+//! use agentorg_core::runtime::Org;
+//! use async_trait::async_trait;
+//! use serde_json::Value;
+//!
+//! struct Member;
+//! #[async_trait]
+//! impl Agent for Member {
+//!     async fn on_task(&self, _cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+//!         Ok(Outcome::Complete(Value::Null)) // an action item, done
+//!     }
+//!     // A participant's turn: its contribution on the agenda item.
+//!     async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+//!         Ok(format!("{} on {}", cx.role(), turn.agenda_item))
+//!     }
+//!     // The facilitator's proposal, after every turn.
+//!     async fn on_meeting_proposal(&self, _cx: &Context, m: MeetingRecord) -> Result<Option<Proposal>, AgentError> {
+//!         let backend = "backend".parse().map_err(|_| AgentError::permanent("bad name"))?;
+//!         Ok(Some(Proposal::new("Use ClickHouse").action_item(backend, "Write the schema")))
+//!     }
+//!     async fn on_meeting_ballot(&self, _cx: &Context, _b: MeetingBallot) -> Result<Vote, AgentError> {
+//!         Ok(Vote::Approve)
+//!     }
+//! }
+//!
+//! let chart = OrgChart::builder("demo")
+//!     .principal("founder")
+//!     .role(RoleSpec::new("cto").reports_to("founder").meets(["backend"]))
+//!     .role(RoleSpec::new("backend").reports_to("cto"))
+//!     .build()?;
+//! let org = Org::builder(chart).agent("cto", Member).agent("backend", Member).start().await?;
+//! let founder = org.principal();
+//! let spec = MeetingSpec::new("Architecture review")
+//!     .participants(["cto", "backend"])
+//!     .agenda(["Storage for analytics events"])
+//!     .turn_timeout(Duration::from_secs(30));
+//! let id = founder.schedule_meeting("cto", &spec).await?;
+//! let record = founder.wait_meeting(&id, Duration::from_secs(10)).await?;
+//! let json = record.to_json();
+//! assert_eq!(json["decision"], "Use ClickHouse");
+//! assert_eq!(json["votes"]["backend"], "approve");
+//! assert_eq!(json["minutes"][1]["said"], "backend on Storage for analytics events");
+//! assert_eq!(json["action_items"][0]["agent"], "backend");
+//! # for _ in 0..200 { if founder.meeting_actions(&id).await?[0].as_ref().is_some_and(|t| t.status.is_terminal()) { break } tokio::time::sleep(Duration::from_millis(10)).await; }
+//! let action = founder.meeting_actions(&id).await?.remove(0);
+//! assert_eq!(action.map(|t| t.title), Some("Write the schema".to_owned()));
+//! org.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The vote alone: [`VotingRule::tally`] counts [`Vote`]s into a [`Tally`].
 //!
 //! ```
 //! use std::collections::BTreeMap;
