@@ -471,7 +471,9 @@ impl OrgChart {
         self.route(from, to, task_type).is_ok()
             || self.roles().any(|r| {
                 r.alternate.as_ref().is_some_and(|a| a == to)
-                    && self.route(from, &r.name, task_type).is_ok()
+                    && self
+                        .route(from, &r.name, task_type)
+                        .is_ok_and(|route| route != DelegationRoute::Own)
             })
     }
 
@@ -519,10 +521,18 @@ impl OrgChart {
     /// facilitator (a role whose `meets` is not empty), itself, the roles
     /// it meets and its manager (an undecided meeting escalates to it);
     /// for a participant, each facilitator that meets it (its turns and
-    /// ballot notices go back to it). Empty for the principal and unknown
-    /// roles.
+    /// ballot notices go back to it). For the principal, every facilitator
+    /// (it schedules meetings for them). Empty for unknown roles.
     pub fn meeting_contacts(&self, role: &str) -> BTreeSet<Name> {
         let mut out = BTreeSet::new();
+        if self.is_principal(role) {
+            out.extend(
+                self.roles()
+                    .filter(|r| !r.meets.is_empty())
+                    .map(|r| r.name.clone()),
+            );
+            return out;
+        }
         let Some(r) = self.inner.roles.get(role) else {
             return out;
         };

@@ -141,14 +141,25 @@ pub(crate) async fn plan(
         probe: probe_write,
         clear: breaker_clear,
         closed,
-    } = breaker::choose_target(
-        kernel,
-        &requested,
-        &task_id,
-        probing.contains(&requested),
-        seen.0.get(&requested).cloned(),
-    )
-    .await?;
+    } = if &requested == from {
+        // A task of its own (a meeting's action item): no breaker reroutes
+        // it to another role.
+        breaker::Target {
+            role: requested.clone(),
+            probe: None,
+            clear: false,
+            closed: None,
+        }
+    } else {
+        breaker::choose_target(
+            kernel,
+            &requested,
+            &task_id,
+            probing.contains(&requested),
+            seen.0.get(&requested).cloned(),
+        )
+        .await?
+    };
     match closed {
         Some(rec) => {
             seen.0.insert(requested.clone(), rec);

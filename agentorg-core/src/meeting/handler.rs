@@ -89,10 +89,19 @@ impl Handler for MeetingHandler {
         // The facilitator's moves come from itself or a participant; the
         // others' from the facilitator.
         let facilitating = &rec.facilitator == role;
+        // Its own signals only from itself (Start from whoever scheduled
+        // it: itself or the principal).
+        let chart = kernel.chart();
+        let own = match msg.op {
+            Op::Start => from == role || chart.is_principal(from),
+            Op::Propose => from == role,
+            _ => true,
+        };
         match msg.op {
-            Op::Start | Op::Spoke | Op::Voted | Op::Propose if facilitating => {
+            Op::Start | Op::Spoke | Op::Voted | Op::Propose if facilitating && own => {
                 facilitate(&delivery, &*cb, rec, version, msg).await
             }
+            Op::Start | Op::Propose => delivery.done().await,
             _ if from != &rec.facilitator => delivery.done().await,
             Op::Turn => speak(&delivery, &*cb, rec, msg).await,
             Op::Ballot => vote(&delivery, &*cb, rec).await,
@@ -125,7 +134,11 @@ async fn facilitate(
                 && rec.turn == msg.turn
                 && rec.turn_of(msg.turn).is_some_and(|(_, who)| who == from) =>
         {
-            ops::turn_taken(kernel, &mut effects, &mut rec, msg.said, msg.full, false).await?;
+            // Whole in the participant's store document when it was cut
+            // short (the reference is the facilitator's, not the message's).
+            let full = msg.full.map(|_| format!("contributions/t{}", msg.turn));
+            let said = msg.said.map(|s| ops::excerpt(&s));
+            ops::turn_taken(kernel, &mut effects, &mut rec, said, full, false).await?;
         }
         Op::Voted
             if rec.status == MeetingStatus::Voting
@@ -167,13 +180,9 @@ async fn propose(
     let r = delivery.run(cb.on_meeting_proposal(&cx, rec.clone())).await;
     let (mut effects, _) = cx.take_effects();
     let proposal = match r {
-        Ok(Some(p)) => match p
-            .action_items
-            .iter()
-            .find(|a| !rec.participants.contains(&a.agent))
-        {
-            Some(a) => {
-                tracing::warn!(meeting = %rec.meeting_id, agent = %a.agent, "a proposal's action item is for a role not in the meeting; no proposal");
+        Ok(Some(p)) => match ops::check_proposal(&rec, &p) {
+            Some(why) => {
+                tracing::warn!(meeting = %rec.meeting_id, "the facilitator's proposal is refused ({why}); no proposal");
                 None
             }
             None => Some(p),
@@ -276,10 +285,14 @@ async fn vote(
     let (mut effects, _) = cx.take_effects();
     match r {
         Ok(_) if cast => delivery.commit_all(effects).await,
+        Ok(vote) if ops::check_vote(&vote).is_some() => {
+            tracing::warn!(meeting = %rec.meeting_id, "a participant's vote is refused (too long); recorded absent");
+            delivery.done().await
+        }
         Ok(vote) => {
             let doc = BallotDoc {
                 role: me.clone(),
-                vote,
+                vote: Some(vote),
             };
             effects.contended_write(Write::put(key, to_value(&doc)?, Precondition::MustNotExist));
             let voted = Msg::new(&rec.meeting_id, Op::Voted, rec.turn);

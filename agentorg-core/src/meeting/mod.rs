@@ -163,6 +163,8 @@ mod ops;
 mod records;
 mod rules;
 
+pub use ops::{MAX_ACTION_ITEMS, MAX_TEXT};
+
 pub use records::{
     ActionItem, Closed, Condition, MeetingOutcome, MeetingRecord, MeetingStatus, Proposal,
     TranscriptEntry, INLINE_CONTRIBUTION,

@@ -90,11 +90,65 @@ pub(crate) struct Wait {
 }
 
 /// A ballot, as stored: `meetings/<id>/ballots/<role>`, written once by
-/// its voter and read by nobody before the tally.
+/// its voter and read by nobody before the tally. The close writes one
+/// with no vote for each participant who did not vote (so a ballot
+/// committed after the tally read the ballots conflicts with the close:
+/// either it is counted, or it is refused).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BallotDoc {
     pub(crate) role: Name,
-    pub(crate) vote: Vote,
+    #[serde(default)]
+    pub(crate) vote: Option<Vote>,
+}
+
+/// The longest text a meeting keeps in a field (a title, an agenda item, a
+/// decision, a rationale, an action item, a condition, a reason), in
+/// characters: the meeting's document stays well under a store's limit.
+pub const MAX_TEXT: usize = 2_000;
+
+/// The most action items a proposal has.
+pub const MAX_ACTION_ITEMS: usize = 50;
+
+/// Whether `s` is too long for a meeting's field.
+pub(crate) fn too_long(s: &str) -> bool {
+    s.chars().count() > MAX_TEXT
+}
+
+/// What is wrong with `proposal` for `rec`, if anything.
+pub(crate) fn check_proposal(rec: &MeetingRecord, p: &Proposal) -> Option<String> {
+    if p.decision.trim().is_empty() || too_long(&p.decision) || too_long(&p.rationale) {
+        return Some(format!(
+            "its decision must have 1 to {MAX_TEXT} characters, its rationale at most {MAX_TEXT}"
+        ));
+    }
+    if p.action_items.len() > MAX_ACTION_ITEMS {
+        return Some(format!("it has more than {MAX_ACTION_ITEMS} action items"));
+    }
+    p.action_items.iter().find_map(|a| {
+        if !rec.participants.contains(&a.agent) {
+            Some(format!(
+                "its action item for `{}` is for a role not in the meeting",
+                a.agent
+            ))
+        } else if too_long(&a.task) {
+            Some(format!(
+                "an action item is longer than {MAX_TEXT} characters"
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// What is wrong with `vote`, if anything.
+pub(crate) fn check_vote(vote: &Vote) -> Option<String> {
+    let texts: Vec<&String> = match vote {
+        Vote::ApproveWithConditions { conditions } => conditions.iter().collect(),
+        Vote::Reject { reason } => vec![reason],
+        _ => Vec::new(),
+    };
+    (texts.len() > 10 || texts.iter().any(|t| too_long(t)))
+        .then(|| format!("a vote has at most 10 conditions of at most {MAX_TEXT} characters"))
 }
 
 pub(crate) fn channel() -> Result<Name, StoreError> {
@@ -189,13 +243,20 @@ fn millis(d: Duration) -> chrono::TimeDelta {
 /// to open it. Returns the meeting's id.
 async fn schedule(
     kernel: &Kernel,
+    by: &Name,
     facilitator: &Name,
     spec: &MeetingSpec,
 ) -> Result<(Effects, String), MeetingError> {
     let chart = kernel.chart();
-    if !chart.contains(facilitator) || chart.is_principal(facilitator) {
+    let meets = chart.role(facilitator).map(|r| r.meets().len());
+    if chart.is_principal(facilitator) || meets.is_none() {
         return Err(invalid(format!(
             "the facilitator `{facilitator}` is not a role of the chart"
+        )));
+    }
+    if meets == Some(0) {
+        return Err(invalid(format!(
+            "`{facilitator}` meets nobody: the chart's `meets` of `{facilitator}` is empty"
         )));
     }
     let id = match &spec.meeting_id {
@@ -203,8 +264,19 @@ async fn schedule(
         None => format!("meeting-{}", MessageId::new().as_str().to_ascii_lowercase()),
     };
     Name::new(&id).map_err(|e| invalid(format!("meeting id `{id}`: {e}")))?;
-    if spec.title.trim().is_empty() {
-        return Err(invalid("a meeting needs a title"));
+    if spec.title.trim().is_empty() || too_long(&spec.title) {
+        return Err(invalid(format!(
+            "a meeting's title has 1 to {MAX_TEXT} characters"
+        )));
+    }
+    if spec
+        .agenda
+        .iter()
+        .any(|a| a.trim().is_empty() || too_long(a))
+    {
+        return Err(invalid(format!(
+            "an agenda item has 1 to {MAX_TEXT} characters"
+        )));
     }
     if spec.agenda.is_empty() || spec.agenda.len() > MAX_AGENDA {
         return Err(invalid(format!(
@@ -212,10 +284,14 @@ async fn schedule(
             spec.agenda.len()
         )));
     }
-    if spec.turn_timeout.is_zero() || spec.max_duration.is_zero() {
+    if spec.turn_timeout < Duration::from_millis(1) || spec.max_duration < Duration::from_millis(1)
+    {
         return Err(invalid(
-            "the turn timeout and max_duration must not be zero",
+            "the turn timeout and max_duration must be 1 ms at least",
         ));
+    }
+    if spec.rule.quorum == Some(0) {
+        return Err(invalid("a quorum of 0 votes is no quorum"));
     }
     let mut participants = Vec::new();
     for p in &spec.participants {
@@ -277,7 +353,7 @@ async fn schedule(
         closed_at: None,
     };
     let mut effects = Effects::new();
-    effects.write(Write::put(
+    effects.contended_write(Write::put(
         meeting_key(kernel, &id)?,
         to_value(&rec)?,
         Precondition::MustNotExist,
@@ -293,7 +369,7 @@ async fn schedule(
     send(
         kernel,
         &mut effects,
-        facilitator,
+        by,
         facilitator,
         &Msg::new(&id, Op::Start, 0),
     )?;
@@ -491,8 +567,21 @@ pub(crate) async fn read_ballots(
 ) -> Result<BTreeMap<Name, Vote>, StoreError> {
     let mut out = BTreeMap::new();
     for doc in kernel.store().list_all(&ballots(kernel, id)?).await? {
-        let (b, _) = from_doc::<BallotDoc>(&doc)?;
-        out.insert(b.role, b.vote);
+        match from_doc::<BallotDoc>(&doc) {
+            Ok((
+                BallotDoc {
+                    role,
+                    vote: Some(v),
+                },
+                _,
+            )) => {
+                out.insert(role, v);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(meeting = %id, ballot = %doc.key, error = %e, "an unreadable ballot counts as absent");
+            }
+        }
     }
     Ok(out)
 }
@@ -510,6 +599,19 @@ pub(crate) async fn close(
     let chart = kernel.chart();
     let manager = chart.manager_of(&rec.facilitator).cloned();
     let mut outcome = if rec.status == MeetingStatus::Voting {
+        // Seal the ballot box: a ballot committed after `votes` was read
+        // conflicts with this close (which then reads them again).
+        for p in rec.participants.iter().filter(|p| !votes.contains_key(*p)) {
+            let none = BallotDoc {
+                role: p.clone(),
+                vote: None,
+            };
+            effects.contended_write(Write::put(
+                ballots(kernel, &rec.meeting_id)?.doc(p.as_str())?,
+                to_value(&none)?,
+                Precondition::MustNotExist,
+            ));
+        }
         outcome_of(rec, votes, manager.as_ref(), closed)
     } else {
         MeetingOutcome {
@@ -536,6 +638,7 @@ pub(crate) async fn close(
                 effects.extend(e);
                 outcome.decision_id = Some(id);
             }
+            Err(crate::blackboard::BoardError::Store(e)) => return Err(e),
             Err(e) => {
                 tracing::warn!(meeting = %rec.meeting_id, project = %project, error = %e, "the meeting's decision could not go into the project's log");
             }
@@ -576,7 +679,7 @@ impl Context {
     /// outcome is committed; returns its id. Every other participant must
     /// be in this role's `meets`.
     pub async fn schedule_meeting(&self, spec: &MeetingSpec) -> Result<String, MeetingError> {
-        let (effects, id) = schedule(self.kernel(), self.role(), spec).await?;
+        let (effects, id) = schedule(self.kernel(), self.role(), self.role(), spec).await?;
         if self
             .kernel()
             .store()
@@ -629,9 +732,12 @@ impl Context {
                 role: me,
             });
         }
+        if let Some(why) = check_vote(&vote) {
+            return Err(invalid(why));
+        }
         let doc = to_value(&BallotDoc {
             role: me.clone(),
-            vote,
+            vote: Some(vote),
         })?;
         self.with_effects(|effects, ext| {
             ext.get_or_default::<VotesCast>().0.push(id.to_owned());
@@ -672,7 +778,7 @@ impl Principal {
     ) -> Result<String, MeetingError> {
         let f = Name::new(facilitator)
             .map_err(|e| invalid(format!("facilitator `{facilitator}`: {e}")))?;
-        let (effects, id) = schedule(&self.kernel, &f, spec).await?;
+        let (effects, id) = schedule(&self.kernel, self.name(), &f, spec).await?;
         match self.kernel.commit(effects).await {
             Err(e) if e.is_precondition_failure() => Err(MeetingError::Exists { meeting: id }),
             r => r.map(|()| id).map_err(Into::into),

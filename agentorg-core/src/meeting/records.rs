@@ -64,7 +64,8 @@ pub struct TranscriptEntry {
     /// longer); `None`: absent (no answer in time, or it could not answer).
     pub said: Option<String>,
     /// Where the whole contribution is kept, when it is longer than the
-    /// transcript keeps (a document id in the meeting's `contributions`).
+    /// transcript keeps: `contributions/t<turn>`, under the meeting's
+    /// document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<String>,
     /// When the turn ended.

@@ -401,7 +401,8 @@ async fn silent_review(
                 format!("the backend's second vote: {:?}", seen.second_votes),
             );
         }
-        // Each turn was taken once.
+        // Each hosted participant's turn ran (a callback may run again
+        // after a crash; the transcript, checked above, records it once).
         let mut turns = seen.turns.clone();
         turns.sort();
         turns.dedup();
