@@ -27,6 +27,9 @@ pub(crate) struct Knobs {
     /// How long DevOps' rollback (the compensation of `deploy`) takes, after
     /// it says on stderr that it started (`--hold-compensation-ms`).
     pub(crate) hold_compensation: Duration,
+    /// How long the CTO holds its ballot in a meeting, after it says on
+    /// stderr that it does (`--hold-ballot-ms`).
+    pub(crate) hold_ballot: Duration,
 }
 
 /// GenBrain's peer message: Backend tells Frontend of an API contract change
@@ -247,6 +250,14 @@ impl Agent for Cto {
         cx: &Context,
         ballot: MeetingBallot,
     ) -> Result<Vote, AgentError> {
+        if !self.0.hold_ballot.is_zero() {
+            eprintln!(
+                "genbrain: cto holds its ballot in {} (attempt {})",
+                ballot.meeting_id,
+                cx.attempt()
+            );
+            tokio::time::sleep(self.0.hold_ballot).await;
+        }
         Ok(meeting::vote(cx.role().as_str(), &ballot))
     }
 }

@@ -265,6 +265,11 @@ struct Args {
     /// stderr that it started (for a test that kills it there).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     hold_compensation_ms: u64,
+    /// With `--meeting`: how long the CTO holds its ballot, in
+    /// milliseconds, after it says on stderr that it does (for a test that
+    /// kills it there).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    hold_ballot_ms: u64,
     /// An MCP catalog (TOML) whose servers are the org's tools (needs
     /// `--features mcp`), e.g. `examples/tools.toml`.
     #[arg(long, value_name = "CATALOG")]
@@ -392,6 +397,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         work: Duration::from_millis(args.work_ms),
         announce: args.roles.is_some(),
         hold_compensation: Duration::from_millis(args.hold_compensation_ms),
+        hold_ballot: Duration::from_millis(args.hold_ballot_ms),
     };
     let mut config = RuntimeConfig::default();
     if let Some(secs) = args.lease_secs {

@@ -246,8 +246,8 @@ pub trait Agent: Send + Sync + 'static {
     }
 
     /// A meeting facilitated by a report of this role closed without a
-    /// decision and escalated here (no quorum, or a tie the rule
-    /// escalates). Default: nothing.
+    /// decision and escalated here (no quorum, a tie the rule escalates,
+    /// or a required decision never put to the vote). Default: nothing.
     async fn on_meeting_escalation(
         &self,
         cx: &Context,

@@ -146,7 +146,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::name::Name;
 use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
 
 mod claims;
@@ -168,7 +167,7 @@ pub(crate) async fn read_project_exists(
 /// decision's id (for another pattern: a meeting's decision).
 pub(crate) async fn decision_effects(
     kernel: &crate::runtime::Kernel,
-    by: &Name,
+    by: &crate::name::Name,
     project: &str,
     spec: DecisionSpec,
 ) -> Result<(crate::runtime::Effects, String), BoardError> {

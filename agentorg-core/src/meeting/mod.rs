@@ -44,8 +44,9 @@
 //!   (`meeting_id`, `decision`, `votes`, `conditions`, `action_items`)
 //!   plus the minutes, the absences, the rule and the tally. Each condition
 //!   is linked to an action item of its voter, or becomes one. Without a
-//!   quorum, or on a tie the rule escalates, there is no decision and the
-//!   facilitator's manager hears of it
+//!   quorum, on a tie the rule escalates, or when a required decision was
+//!   never put to the vote (no proposal, or `max_duration` first), there is
+//!   no decision and the facilitator's manager hears of it
 //!   ([`Agent::on_meeting_escalation`](crate::agent::Agent::on_meeting_escalation);
 //!   the principal reads the record). When the meeting names a project, the
 //!   decision goes into the project's decision log. **Action items become
@@ -225,8 +226,9 @@ pub trait MeetingCallbacks: Send + Sync + 'static {
     ) -> Result<Vote, AgentError>;
 
     /// A meeting facilitated by a report of this role closed without a
-    /// decision and escalated here (no quorum, or a tie the rule
-    /// escalates).
+    /// decision and escalated here (no quorum, a tie the rule escalates,
+    /// or a required decision never put to the vote: no proposal, or
+    /// `max_duration` before the vote).
     async fn on_meeting_escalation(
         &self,
         cx: &Context,

@@ -621,11 +621,29 @@ pub(crate) async fn close(
             tally: None,
             conditions: Vec::new(),
             action_items: Vec::new(),
-            escalated_to: None,
+            // A decision was required and no vote was taken (no proposal,
+            // or `max_duration` before the vote): over to the manager.
+            escalated_to: if rec.decision_required {
+                manager.clone()
+            } else {
+                None
+            },
             decision_id: None,
         }
     };
     let me = rec.facilitator.clone();
+    if closed != Closed::MaxDuration {
+        // Its deadline's timer has nothing left to do (the end timer that
+        // fires removes its own record).
+        let end = TimerRecord::new(
+            timer_kind(END_TIMER)?,
+            me.clone(),
+            rec.meeting_id.clone(),
+            rec.deadline,
+            json!({ "meeting": rec.meeting_id }),
+        );
+        effects.write(kernel.cancel_timer(&end)?);
+    }
     if let (Some(decision), Some(project)) = (&outcome.decision, &rec.project) {
         let rationale = rec
             .proposal

@@ -182,8 +182,9 @@ pub struct MeetingOutcome {
     /// The action items (the proposal's, and any made of a condition); none
     /// without a decision.
     pub action_items: Vec<ActionItem>,
-    /// Whom it escalated to (no quorum, or a tie the rule escalates):
-    /// the facilitator's manager.
+    /// Whom it escalated to (no quorum, a tie the rule escalates, or a
+    /// required decision never put to the vote): the facilitator's
+    /// manager.
     pub escalated_to: Option<Name>,
     /// The decision's id in the project's log, when it names a project.
     pub decision_id: Option<String>,

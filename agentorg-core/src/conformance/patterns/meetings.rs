@@ -619,7 +619,8 @@ pub async fn each_voting_rule(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org
 /// A meeting past its `max_duration` closes with what it has: frontend
 /// (silent) holds its first turn past the meeting's end (the turn would
 /// wait far longer); the meeting closes `max_duration`, not before, with
-/// the turns taken before it and no decision, and no vote is taken.
+/// the turns taken before it and no decision (escalated to the cto's
+/// manager: a decision was required), and no vote is taken.
 pub async fn max_duration_closes_with_what_it_has(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -649,6 +650,7 @@ pub async fn max_duration_closes_with_what_it_has(
         || outcome.decision.is_some()
         || outcome.tally.is_some()
         || rec.proposal.is_some()
+        || outcome.escalated_to.as_ref().map(Name::as_str) != Some("ceo")
         || lasted.is_none_or(|l| l < max_delta)
     {
         fail(B, format!("the close: {outcome:?} after {lasted:?}"));

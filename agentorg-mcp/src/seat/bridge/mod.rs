@@ -12,6 +12,7 @@ use agentorg_core::blackboard::{ReadyArtifact, ReworkArtifact};
 use agentorg_core::envelope::TaskId;
 use agentorg_core::events::Event;
 use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
+use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use agentorg_core::peer::PeerMessage;
 use agentorg_core::saga::{SagaDecision, SagaEscalation, SagaStep};
 use serde_json::{json, Value};
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use super::SeatError;
 
 mod board;
+mod meeting;
 mod turns;
 pub(crate) use board::BoardOp;
 pub(crate) use turns::*;
@@ -54,6 +56,14 @@ pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
 ///   client changes it (`update_artifact`, `claim_artifact`), ended by
 ///   `complete_task` (or `fail_task`); a rework (`on_artifact_rework`) is
 ///   a notice, `artifact_rework`;
+/// * a meeting's speaking turn (`on_meeting_turn`, event `meeting_turn`)
+///   opens a turn ended by `speak`; the facilitator's proposal
+///   (`on_meeting_proposal`, event `meeting_proposal`) one ended by
+///   `propose`; a ballot (`on_meeting_ballot`, event `meeting_ballot`) one
+///   ended by `vote` (sealed; the turn is over once it is cast, so a second
+///   vote is refused); `fail_task` in any of them is an absence (no
+///   proposal); a meeting of a report that escalated here is a notice,
+///   `meeting_escalation`;
 /// * decisions, peer messages, results of tasks delegated outside a task
 ///   and the events the role subscribes to (`org_event`) are *notices*: the
 ///   handler returns once a client has taken them.
@@ -368,6 +378,12 @@ fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatErro
             End::Complete(_),
         ) => Ok(()),
         (TurnKind::PeerRequest, End::Answer(_)) => Ok(()),
+        (TurnKind::MeetingTurn, End::Speak(_)) => Ok(()),
+        (TurnKind::MeetingProposal, End::Propose(p)) => meeting::proposal(p).map(|_| ()),
+        (TurnKind::MeetingBallot, End::Vote(v)) => meeting::vote(v).map(|_| ()),
+        (_, End::Speak(_)) => wrong("speak"),
+        (_, End::Propose(_)) => wrong("propose"),
+        (_, End::Vote(_)) => wrong("vote"),
         (_, End::Complete(_)) => wrong("complete_task"),
         (_, End::AwaitSubtasks) => wrong("await_subtasks"),
         (_, End::Decide(_)) => wrong("decide_escalation"),
@@ -551,6 +567,34 @@ impl Agent for SeatAgent {
 
     async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
         self.saga_turn(cx, &step, TurnKind::SagaStep).await
+    }
+
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        self.meeting_turn(cx, turn).await
+    }
+
+    async fn on_meeting_proposal(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        self.meeting_proposal(cx, meeting).await
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        self.meeting_ballot(cx, ballot).await
+    }
+
+    async fn on_meeting_escalation(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<(), AgentError> {
+        self.meeting_escalation(cx, meeting).await
     }
 
     async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {

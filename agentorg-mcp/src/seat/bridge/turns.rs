@@ -39,6 +39,12 @@ pub(crate) enum TurnKind {
     /// An artifact of this role that became ready on a blackboard:
     /// `complete_task`, `fail_task`.
     ArtifactReady,
+    /// A speaking turn in a meeting: `speak`, `fail_task` (absent).
+    MeetingTurn,
+    /// The facilitator's proposal: `propose`, `fail_task` (none).
+    MeetingProposal,
+    /// A ballot: `vote`, `fail_task` (absent).
+    MeetingBallot,
 }
 
 impl TurnKind {
@@ -52,6 +58,9 @@ impl TurnKind {
             Self::Compensation => "saga_compensation",
             Self::SagaEscalation => "saga_escalation",
             Self::ArtifactReady => "artifact_ready",
+            Self::MeetingTurn => "meeting_turn",
+            Self::MeetingProposal => "meeting_proposal",
+            Self::MeetingBallot => "meeting_ballot",
         }
     }
 
@@ -64,6 +73,9 @@ impl TurnKind {
             Self::Compensation => "compensation",
             Self::SagaEscalation => "saga escalation",
             Self::ArtifactReady => "ready artifact",
+            Self::MeetingTurn => "meeting turn",
+            Self::MeetingProposal => "meeting proposal",
+            Self::MeetingBallot => "ballot",
         }
     }
 }
@@ -77,6 +89,9 @@ pub(crate) enum End {
     Decide(Value),
     PassUp,
     Answer(Value),
+    Speak(String),
+    Propose(Value),
+    Vote(Value),
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SeatError>>;
@@ -91,6 +106,9 @@ impl End {
             Self::Decide(_) => "decide_escalation",
             Self::PassUp => "pass_up_escalation",
             Self::Answer(_) => "answer_peer_request",
+            Self::Speak(_) => "speak",
+            Self::Propose(_) => "propose",
+            Self::Vote(_) => "vote",
         }
     }
 }

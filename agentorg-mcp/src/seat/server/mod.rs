@@ -22,6 +22,7 @@ use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, S
 use super::SeatError;
 
 mod board;
+mod meeting;
 mod tools;
 pub(crate) use tools::*;
 
@@ -338,7 +339,9 @@ impl SeatServer {
              publish_event publishes an event the role declares, with the turn's end. A `saga_step` or `saga_compensation` event is a step of a saga this role runs: \
              end it with complete_task (the step's result) or fail_task; a `saga_escalation` asks for a decision on a report's saga (decide_escalation or pass_up_escalation). \
              An `artifact_ready` event is an artifact of this role on a blackboard whose blockers are all complete: read_project, update_artifact (only this role's own), \
-             then complete_task; an `artifact_rework` notice says one went back to rework. Act within {idle}s between calls or the task is released for retry. \
+             then complete_task; an `artifact_rework` notice says one went back to rework. \
+             In a meeting, a `meeting_turn` asks for your say on an agenda item (speak), a `meeting_proposal` for the facilitator's proposal (propose), \
+             a `meeting_ballot` for your vote on it (vote: sealed, once); a `meeting_escalation` notice is a report's meeting that took no decision. Act within {idle}s between calls or the task is released for retry. \
              The org chart limits what this seat may do; refusals come back as tool errors naming the rule.",
             org = chart.org(),
             desc = chart
@@ -395,6 +398,9 @@ impl SeatServer {
                         TurnKind::Compensation,
                         TurnKind::SagaEscalation,
                         TurnKind::ArtifactReady,
+                        TurnKind::MeetingTurn,
+                        TurnKind::MeetingProposal,
+                        TurnKind::MeetingBallot,
                     ];
                     self.finish(a.task_id.as_deref(), &kinds, end).await
                 }
@@ -489,7 +495,10 @@ impl SeatServer {
                 self.touch();
                 Ok(self.info())
             }
-            _ => return self.board(name, args).await,
+            _ => match self.meeting(name, &args).await {
+                Some(r) => r,
+                None => return self.board(name, args).await,
+            },
         })
     }
 

@@ -27,6 +27,7 @@ pub(crate) const TURN_ID: &str = "The id of the task in hand (optional when only
 pub(crate) fn seat_tools() -> Vec<Tool> {
     let mut tools = core_tools();
     tools.extend(super::board::board_tools());
+    tools.extend(super::meeting::meeting_tools());
     tools
 }
 
@@ -35,7 +36,7 @@ fn core_tools() -> Vec<Tool> {
     vec![
         tool(
             "wait_for_event",
-            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`, or `org_event`: an event this role subscribes to, with its `name`, `from` and `payload`), a saga step (`saga_step`, `saga_compensation`, `saga_escalation`), or a blackboard artifact of this role that became ready (`artifact_ready`, a turn ended by complete_task) or went back to rework (`artifact_rework`, a notice). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
+            "Wait for the next event of this seat: a task to do (`task`), the results of the subtasks you delegated (`subtasks_done`), an escalation from a report (`escalation`), a peer's request (`peer_request`), or a notice (`decision`, `peer_message`, `result`, or `org_event`: an event this role subscribes to, with its `name`, `from` and `payload`), a saga step (`saga_step`, `saga_compensation`, `saga_escalation`), or a blackboard artifact of this role that became ready (`artifact_ready`, a turn ended by complete_task) or went back to rework (`artifact_rework`, a notice), a meeting's speaking turn (`meeting_turn`, ended by speak), its proposal if you facilitate it (`meeting_proposal`, ended by propose), a ballot (`meeting_ballot`, ended by vote), or a report's meeting that escalated (`meeting_escalation`, a notice). Returns {\"event\": \"none\"} when nothing came in time. A task must then be ended with complete_task, fail_task or await_subtasks before `idle_timeout_secs` pass without a call (and within `max_turn_secs`), or it is released for retry. A notice counts as received once you make any further call; it may come again if not, so dedupe by its id.",
             json!({"type": "object", "properties": {
                 "timeout_secs": {"type": "integer", "minimum": 0, "description": "How long to wait (capped by the seat)"}
             }}),
