@@ -13,7 +13,8 @@
 //!   the transport, so no polling is timed).
 //!
 //! After each transport's two benches it prints the per-turn overhead to
-//! read: the meeting's time ÷ its 21 exchanges (15 turns, the proposal, 5
+//! read, paired (30 rounds of one meeting and 21 delegations, back to
+//! back): the meeting's time ÷ its 21 exchanges (15 turns, the proposal, 5
 //! ballots), and that ÷ the delegation round trip.
 //!
 //! ```text
@@ -165,8 +166,6 @@ async fn meeting(b: &Bench) {
 
 fn group(c: &mut Criterion, rt: &Runtime, name: &str, b: Arc<Bench>) {
     let mut g = c.benchmark_group(name);
-    let mut means = [Duration::ZERO; 2];
-    let mut runs = [0u64; 2];
     for (i, path) in ["delegation_round_trip", "meeting_5x3"]
         .into_iter()
         .enumerate()
@@ -188,32 +187,32 @@ fn group(c: &mut Criterion, rt: &Runtime, name: &str, b: Arc<Bench>) {
                 }
             });
         });
-        // One more timed batch, for the paired figures printed below.
-        let n = if i == 0 { 200 } else { 20 };
-        let took = rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..n {
-                if i == 0 {
-                    delegation(&b).await;
-                } else {
-                    meeting(&b).await;
-                }
-            }
-            start.elapsed()
-        });
-        means[i] = took / u32::try_from(n).unwrap_or(1);
-        runs[i] = n;
     }
     g.finish();
-    let per_exchange = means[1] / EXCHANGES;
+    // Paired: rounds of one meeting and as many delegations as it has
+    // exchanges, back to back, so both see the same load.
+    let rounds = 30u32;
+    let (delegations, meetings) = rt.block_on(async {
+        let (mut d, mut m) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            meeting(&b).await;
+            m += start.elapsed();
+            let start = Instant::now();
+            for _ in 0..EXCHANGES {
+                delegation(&b).await;
+            }
+            d += start.elapsed();
+        }
+        (d, m)
+    });
+    let per_delegation = delegations / (rounds * EXCHANGES);
+    let per_exchange = meetings / (rounds * EXCHANGES);
     println!(
-        "{name}: delegation round trip {:?} (mean of {}), meeting 5x3 {:?} (mean of {}); \
+        "{name} paired over {rounds} rounds: delegation round trip {per_delegation:?}, meeting 5x3 {:?}; \
          per exchange {per_exchange:?} = {:.2} delegation round trips",
-        means[0],
-        runs[0],
-        means[1],
-        runs[1],
-        per_exchange.as_secs_f64() / means[0].as_secs_f64()
+        meetings / rounds,
+        per_exchange.as_secs_f64() / per_delegation.as_secs_f64()
     );
 }
 
