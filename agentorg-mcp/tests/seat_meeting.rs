@@ -109,6 +109,14 @@ async fn seats_speak_propose_and_vote_sealed() -> TestResult {
     )
     .await;
     assert_eq!(kind, "invalid_input");
+    let (kind, message) = refused(
+        &cto_client,
+        "propose",
+        json!({"decision": "Use ClickHouse", "action_items": [{"agent": "founder", "task": "x"}]}),
+    )
+    .await;
+    assert_eq!(kind, "invalid_input");
+    assert!(message.contains("not in the meeting"), "{message}");
     ok(
         &cto_client,
         "propose",
@@ -125,19 +133,28 @@ async fn seats_speak_propose_and_vote_sealed() -> TestResult {
     assert_eq!(ballot["event"], "meeting_ballot", "{ballot}");
     assert_eq!(ballot["proposal"]["decision"], "Use ClickHouse");
     assert!(ballot.get("votes").is_none(), "{ballot}");
+    // Too many conditions: refused, and the ballot is still in hand.
+    let (kind, _) = refused(
+        &client,
+        "vote",
+        json!({"vote": "approve_with_conditions", "conditions": ["a", "b", "c", "d"]}),
+    )
+    .await;
+    assert_eq!(kind, "invalid_input");
     ok(
         &client,
         "vote",
         json!({"vote": "approve_with_conditions", "conditions": ["an encryption audit first"]}),
     )
     .await;
-    let (kind, _) = refused(
+    let (kind, message) = refused(
         &client,
         "vote",
-        json!({"vote": "reject", "reason": "changed my mind"}),
+        json!({"vote": "reject", "reason": "changed my mind", "turn_id": ballot["turn_id"]}),
     )
     .await;
-    assert!(kind == "no_turn" || kind == "released", "{kind}");
+    assert_eq!(kind, "released", "{message}");
+    assert!(message.contains("ended with vote"), "{message}");
 
     let record = founder.wait_meeting(&id, DEADLINE).await?.to_json();
     assert_eq!(

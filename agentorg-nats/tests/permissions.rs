@@ -500,7 +500,8 @@ async fn events_only_as_the_chart_declares() {
 /// Meeting channels follow the chart's `meets`: the cto (which meets
 /// backend, frontend, devops and cso) sends on each one's meeting channel
 /// and its own; backend answers on the cto's, and takes tasks of its own in
-/// its own inbox; but backend may not send on another participant's
+/// its own inbox; the founder starts meetings on the cto's; but backend
+/// may not send on another participant's
 /// meeting channel (no role reaches another's ballot), nor marketing (which
 /// nobody meets) on the cto's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,6 +542,27 @@ async fn meeting_channels_follow_meets() {
         backend
             .publish(
                 &s.channel(&n("cto"), &meeting, &n("cso")),
+                "x".into(),
+                PublishOptions::default(),
+            )
+            .await,
+    );
+    // The principal starts the meetings it schedules, as itself, on each
+    // facilitator's meeting channel only.
+    let founder = fx.as_role("founder").await;
+    founder
+        .publish(
+            &s.channel(&n("cto"), &meeting, &n("founder")),
+            "start".into(),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("founder on the cto's meeting channel: {e}"));
+    forbidden(
+        "founder on backend's meeting channel",
+        founder
+            .publish(
+                &s.channel(&n("backend"), &meeting, &n("founder")),
                 "x".into(),
                 PublishOptions::default(),
             )

@@ -149,7 +149,7 @@ async fn facilitate(
             rec.voted = rec
                 .participants
                 .iter()
-                .filter(|p| ballots.contains_key(*p))
+                .filter(|p| ballots.present.contains(p.as_str()))
                 .cloned()
                 .collect();
             if rec.voted.len() == rec.participants.len() {
@@ -180,12 +180,12 @@ async fn propose(
     let r = delivery.run(cb.on_meeting_proposal(&cx, rec.clone())).await;
     let (mut effects, _) = cx.take_effects();
     let proposal = match r {
-        Ok(Some(p)) => match ops::check_proposal(&rec, &p) {
-            Some(why) => {
+        Ok(Some(p)) => match p.check(&rec.participants) {
+            Err(why) => {
                 tracing::warn!(meeting = %rec.meeting_id, "the facilitator's proposal is refused ({why}); no proposal");
                 None
             }
-            None => Some(p),
+            Ok(()) => Some(p),
         },
         Ok(None) => None,
         Err(e) if e.is_retryable() => return delivery.retry_or_dead_letter(e, None).await,
@@ -285,7 +285,7 @@ async fn vote(
     let (mut effects, _) = cx.take_effects();
     match r {
         Ok(_) if cast => delivery.commit_all(effects).await,
-        Ok(vote) if ops::check_vote(&vote).is_some() => {
+        Ok(vote) if vote.check().is_err() => {
             tracing::warn!(meeting = %rec.meeting_id, "a participant's vote is refused (too long); recorded absent");
             delivery.done().await
         }

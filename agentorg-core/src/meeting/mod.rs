@@ -65,8 +65,6 @@
 //! hold one credential to it: a process that reads the store directly can
 //! read a ballot document.
 //!
-//! Not yet: the MCP seat's turns and ballots.
-//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -164,7 +162,7 @@ mod ops;
 mod records;
 mod rules;
 
-pub use ops::{MAX_ACTION_ITEMS, MAX_TEXT};
+pub use ops::{MAX_ACTION_ITEMS, MAX_CONDITIONS, MAX_CONTRIBUTION, MAX_PARTICIPANTS, MAX_TEXT};
 
 pub use records::{
     ActionItem, Closed, Condition, MeetingOutcome, MeetingRecord, MeetingStatus, Proposal,

@@ -102,53 +102,79 @@ pub(crate) struct BallotDoc {
 }
 
 /// The longest text a meeting keeps in a field (a title, an agenda item, a
-/// decision, a rationale, an action item, a condition, a reason), in
-/// characters: the meeting's document stays well under a store's limit.
-pub const MAX_TEXT: usize = 2_000;
+/// decision, a rationale, an action item, a condition, a reason), in bytes
+/// of UTF-8. With the other bounds ([`MAX_PARTICIPANTS`], [`MAX_AGENDA`],
+/// [`MAX_ACTION_ITEMS`], [`MAX_CONDITIONS`],
+/// [`INLINE_CONTRIBUTION`](super::INLINE_CONTRIBUTION)), a meeting's
+/// document stays under 1 MB, below Firestore's 1 MiB limit.
+pub const MAX_TEXT: usize = 1_000;
+
+/// The most participants a meeting has.
+pub const MAX_PARTICIPANTS: usize = 12;
 
 /// The most action items a proposal has.
-pub const MAX_ACTION_ITEMS: usize = 50;
+pub const MAX_ACTION_ITEMS: usize = 20;
+
+/// The most conditions one `approve_with_conditions` vote sets.
+pub const MAX_CONDITIONS: usize = 3;
+
+/// The longest contribution kept whole, in bytes: a longer one is cut
+/// there.
+pub const MAX_CONTRIBUTION: usize = 64 * 1024;
 
 /// Whether `s` is too long for a meeting's field.
 pub(crate) fn too_long(s: &str) -> bool {
-    s.chars().count() > MAX_TEXT
+    s.len() > MAX_TEXT
 }
 
-/// What is wrong with `proposal` for `rec`, if anything.
-pub(crate) fn check_proposal(rec: &MeetingRecord, p: &Proposal) -> Option<String> {
-    if p.decision.trim().is_empty() || too_long(&p.decision) || too_long(&p.rationale) {
-        return Some(format!(
-            "its decision must have 1 to {MAX_TEXT} characters, its rationale at most {MAX_TEXT}"
-        ));
-    }
-    if p.action_items.len() > MAX_ACTION_ITEMS {
-        return Some(format!("it has more than {MAX_ACTION_ITEMS} action items"));
-    }
-    p.action_items.iter().find_map(|a| {
-        if !rec.participants.contains(&a.agent) {
-            Some(format!(
-                "its action item for `{}` is for a role not in the meeting",
-                a.agent
-            ))
-        } else if too_long(&a.task) {
-            Some(format!(
-                "an action item is longer than {MAX_TEXT} characters"
-            ))
-        } else {
-            None
+impl Proposal {
+    /// Checks it for a meeting of `participants`: a decision of 1 to
+    /// [`MAX_TEXT`] bytes, a rationale and action items of at most that, at
+    /// most [`MAX_ACTION_ITEMS`] action items, each for a participant.
+    pub fn check(&self, participants: &[Name]) -> Result<(), MeetingError> {
+        if self.decision.trim().is_empty() || too_long(&self.decision) || too_long(&self.rationale)
+        {
+            return Err(invalid(format!(
+                "a proposal's decision has 1 to {MAX_TEXT} bytes, its rationale at most {MAX_TEXT}"
+            )));
         }
-    })
+        if self.action_items.len() > MAX_ACTION_ITEMS {
+            return Err(invalid(format!(
+                "a proposal has at most {MAX_ACTION_ITEMS} action items, not {}",
+                self.action_items.len()
+            )));
+        }
+        for a in &self.action_items {
+            if !participants.contains(&a.agent) {
+                return Err(invalid(format!(
+                    "the action item for `{}` is for a role not in the meeting",
+                    a.agent
+                )));
+            }
+            if a.task.trim().is_empty() || too_long(&a.task) {
+                return Err(invalid(format!("an action item has 1 to {MAX_TEXT} bytes")));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// What is wrong with `vote`, if anything.
-pub(crate) fn check_vote(vote: &Vote) -> Option<String> {
-    let texts: Vec<&String> = match vote {
-        Vote::ApproveWithConditions { conditions } => conditions.iter().collect(),
-        Vote::Reject { reason } => vec![reason],
-        _ => Vec::new(),
-    };
-    (texts.len() > 10 || texts.iter().any(|t| too_long(t)))
-        .then(|| format!("a vote has at most 10 conditions of at most {MAX_TEXT} characters"))
+impl Vote {
+    /// Checks it: at most [`MAX_CONDITIONS`] conditions, each (and a
+    /// rejection's reason) of at most [`MAX_TEXT`] bytes.
+    pub fn check(&self) -> Result<(), MeetingError> {
+        let texts: Vec<&String> = match self {
+            Vote::ApproveWithConditions { conditions } => conditions.iter().collect(),
+            Vote::Reject { reason } => vec![reason],
+            _ => Vec::new(),
+        };
+        if texts.len() > MAX_CONDITIONS || texts.iter().any(|t| too_long(t)) {
+            return Err(invalid(format!(
+                "a vote has at most {MAX_CONDITIONS} conditions, each (and a reason) of at most {MAX_TEXT} bytes"
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn channel() -> Result<Name, StoreError> {
@@ -266,7 +292,7 @@ async fn schedule(
     Name::new(&id).map_err(|e| invalid(format!("meeting id `{id}`: {e}")))?;
     if spec.title.trim().is_empty() || too_long(&spec.title) {
         return Err(invalid(format!(
-            "a meeting's title has 1 to {MAX_TEXT} characters"
+            "a meeting's title has 1 to {MAX_TEXT} bytes"
         )));
     }
     if spec
@@ -274,9 +300,7 @@ async fn schedule(
         .iter()
         .any(|a| a.trim().is_empty() || too_long(a))
     {
-        return Err(invalid(format!(
-            "an agenda item has 1 to {MAX_TEXT} characters"
-        )));
+        return Err(invalid(format!("an agenda item has 1 to {MAX_TEXT} bytes")));
     }
     if spec.agenda.is_empty() || spec.agenda.len() > MAX_AGENDA {
         return Err(invalid(format!(
@@ -306,6 +330,12 @@ async fn schedule(
             });
         }
         participants.push(name);
+    }
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(invalid(format!(
+            "a meeting has at most {MAX_PARTICIPANTS} participants, not {}",
+            participants.len()
+        )));
     }
     if !participants.contains(facilitator) {
         return Err(invalid(format!(
@@ -504,7 +534,7 @@ pub(crate) async fn turn_taken(
             &Msg::new(&rec.meeting_id, Op::Propose, rec.turn),
         );
     }
-    close(kernel, effects, rec, Closed::Completed, BTreeMap::new()).await
+    close(kernel, effects, rec, Closed::Completed, Ballots::default()).await
 }
 
 /// The idempotency key of the task taken from action item `i` of meeting
@@ -530,9 +560,13 @@ pub(crate) fn keep_whole(
     }
     let id = format!("t{}", rec.turn);
     let key = contributions(kernel, &rec.meeting_id)?.doc(&id)?;
+    let mut end = said.len().min(MAX_CONTRIBUTION);
+    while !said.is_char_boundary(end) {
+        end -= 1;
+    }
     let write = Write::put(
         key,
-        json!({ "turn": rec.turn, "said": said }),
+        json!({ "turn": rec.turn, "said": &said[..end], "cut": end < said.len() }),
         Precondition::None,
     );
     Ok(Some((write, format!("contributions/{id}"))))
@@ -559,14 +593,22 @@ pub(crate) fn open_vote(
     wait(kernel, effects, rec)
 }
 
-/// The sealed ballots cast in `id`, by voter (read only to count them, and
-/// at the tally).
-pub(crate) async fn read_ballots(
-    kernel: &Kernel,
-    id: &str,
-) -> Result<BTreeMap<Name, Vote>, StoreError> {
-    let mut out = BTreeMap::new();
+/// The ballot box of a meeting, as read.
+#[derive(Debug, Default)]
+pub(crate) struct Ballots {
+    /// The votes cast, by voter.
+    pub(crate) votes: BTreeMap<Name, Vote>,
+    /// Every ballot document there (by its id: the voter), a vote in it or
+    /// not, readable or not.
+    pub(crate) present: std::collections::BTreeSet<String>,
+}
+
+/// The sealed ballots cast in `id` (read only to count them, and at the
+/// tally). An unreadable ballot counts as absent.
+pub(crate) async fn read_ballots(kernel: &Kernel, id: &str) -> Result<Ballots, StoreError> {
+    let mut out = Ballots::default();
     for doc in kernel.store().list_all(&ballots(kernel, id)?).await? {
+        out.present.insert(doc.key.id().to_owned());
         match from_doc::<BallotDoc>(&doc) {
             Ok((
                 BallotDoc {
@@ -575,7 +617,7 @@ pub(crate) async fn read_ballots(
                 },
                 _,
             )) => {
-                out.insert(role, v);
+                out.votes.insert(role, v);
             }
             Ok(_) => {}
             Err(e) => {
@@ -586,28 +628,34 @@ pub(crate) async fn read_ballots(
     Ok(out)
 }
 
-/// Closes the meeting with `votes` (the ballots cast; empty when there was
-/// no vote): the outcome, the decision into the project's log, each action
-/// item to its agent, the escalation to the facilitator's manager.
+/// Closes the meeting with `ballots` (the ballot box as read; empty when
+/// there was no vote): the outcome, the decision into the project's log,
+/// each action item to its agent, the escalation to the facilitator's
+/// manager.
 pub(crate) async fn close(
     kernel: &Kernel,
     effects: &mut Effects,
     rec: &mut MeetingRecord,
     closed: Closed,
-    votes: BTreeMap<Name, Vote>,
+    ballots: Ballots,
 ) -> Result<(), StoreError> {
+    let Ballots { votes, present } = ballots;
     let chart = kernel.chart();
     let manager = chart.manager_of(&rec.facilitator).cloned();
     let mut outcome = if rec.status == MeetingStatus::Voting {
         // Seal the ballot box: a ballot committed after `votes` was read
         // conflicts with this close (which then reads them again).
-        for p in rec.participants.iter().filter(|p| !votes.contains_key(*p)) {
+        for p in rec
+            .participants
+            .iter()
+            .filter(|p| !present.contains(p.as_str()))
+        {
             let none = BallotDoc {
                 role: p.clone(),
                 vote: None,
             };
             effects.contended_write(Write::put(
-                ballots(kernel, &rec.meeting_id)?.doc(p.as_str())?,
+                self::ballots(kernel, &rec.meeting_id)?.doc(p.as_str())?,
                 to_value(&none)?,
                 Precondition::MustNotExist,
             ));
@@ -685,6 +733,13 @@ pub(crate) async fn close(
             )?;
         }
     }
+    // Who voted, as counted.
+    rec.voted = rec
+        .participants
+        .iter()
+        .filter(|p| outcome.votes.contains_key(*p))
+        .cloned()
+        .collect();
     rec.outcome = Some(outcome);
     rec.status = MeetingStatus::Closed;
     rec.closed_at = Some(kernel.now());
@@ -740,19 +795,25 @@ impl Context {
             });
         }
         let key = ballots(kernel, id)?.doc(me.as_str())?;
-        let cast_here = self.with_effects(|_, ext| {
-            ext.get::<VotesCast>()
-                .is_some_and(|v| v.0.iter().any(|m| m == id))
-        });
-        if cast_here || kernel.store().get(&key).await?.is_some() {
-            return Err(MeetingError::AlreadyVoted {
-                meeting: id.to_owned(),
-                role: me,
+        let already = MeetingError::AlreadyVoted {
+            meeting: id.to_owned(),
+            role: me.clone(),
+        };
+        if voted_here(self, id) {
+            return Err(already);
+        }
+        if let Some((b, _)) = kernel.read::<BallotDoc>(&key).await? {
+            // No vote in it: the close sealed the box meanwhile.
+            return Err(match b.vote {
+                Some(_) => already,
+                None => MeetingError::NotVoting {
+                    meeting: id.to_owned(),
+                    role: me,
+                    status: MeetingStatus::Closed,
+                },
             });
         }
-        if let Some(why) = check_vote(&vote) {
-            return Err(invalid(why));
-        }
+        vote.check()?;
         let doc = to_value(&BallotDoc {
             role: me.clone(),
             vote: Some(vote),

@@ -77,7 +77,7 @@
 //! first call of the session that held it that names no turn and finds
 //! none held.
 //!
-//! A notice (`decision`, `result`, `peer_message`, `org_event`, `artifact_rework`) is *acknowledged* by
+//! A notice (`decision`, `result`, `peer_message`, `org_event`, `artifact_rework`, `meeting_escalation`) is *acknowledged* by
 //! the next call of any seat tool on the MCP session whose `wait_for_event`
 //! returned it: that call shows the response arrived. Until then its
 //! handler stays open; if no such call comes within the idle timeout, the
@@ -111,7 +111,7 @@
 //!
 //! | tool | does |
 //! |---|---|
-//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, `saga_step`, `saga_compensation`, `saga_escalation`, `artifact_ready`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to, `artifact_rework`); `{"event": "none"}` on timeout |
+//! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, `saga_step`, `saga_compensation`, `saga_escalation`, `artifact_ready`, `meeting_turn`, `meeting_proposal`, `meeting_ballot`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to, `artifact_rework`, `meeting_escalation`); `{"event": "none"}` on timeout |
 //! | `complete_task` | completes the task in hand with a result |
 //! | `fail_task` | fails it (retryable or not) |
 //! | `await_subtasks` | ends the turn after delegating; results come back as `subtasks_done` |
@@ -129,6 +129,9 @@
 //! | `update_artifact` | changes an artifact the role owns (status, path, content), with the turn's end |
 //! | `claim_artifact` | claims a ready artifact the role owns for a lease (at once) |
 //! | `record_decision` | appends a decision to a project's log, with the turn's end |
+//! | `speak` | ends a `meeting_turn` with the role's contribution |
+//! | `propose` | ends a `meeting_proposal` (the role facilitates) with the decision put to the vote and its action items, each for a participant (checked: refused and the turn goes on if not) |
+//! | `vote` | ends a `meeting_ballot`: approve, approve_with_conditions, reject or abstain — sealed, once; a vote (or a contribution) that comes after the meeting moved on (its vote closed, the turn timed out) is refused as `released`, not counted |
 //!
 //! The granted tools are those of the [`ToolHost`] given to
 //! [`SeatBuilder::tools`], scoped to the role's grants: they are the seat's

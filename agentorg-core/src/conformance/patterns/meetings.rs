@@ -468,7 +468,9 @@ pub async fn meeting_moves_on_exactly_at_the_turn_timeout(
 /// participant failing to vote (the vote closes at its timeout) records no
 /// decision and escalates to the
 /// cto's manager (the ceo hears of it); a tie the rule escalates does too,
-/// and a tie the facilitator breaks goes its way.
+/// and a tie the facilitator breaks goes its way. A role outside the
+/// facilitator's `meets`, a facilitator that meets nobody and a title past
+/// `MAX_TEXT` are refused.
 pub async fn each_voting_rule(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org: Name) {
     const B: &str = "each_voting_rule";
     let a = || Vote::Approve;
@@ -612,6 +614,22 @@ pub async fn each_voting_rule(t: Arc<dyn Transport>, s: Arc<dyn StateStore>, org
     match p.schedule_meeting("cto", &bad).await {
         Err(MeetingError::NotAllowed { .. }) => {}
         other => fail(B, format!("a meeting with the ceo: {other:?}")),
+    }
+    // A facilitator that meets nobody; a title past MAX_TEXT.
+    let alone = MeetingSpec::new("x").participants(["ceo"]).agenda(["y"]);
+    match p.schedule_meeting("ceo", &alone).await {
+        Err(MeetingError::InvalidInput { message }) if message.contains("meets nobody") => {}
+        other => fail(
+            B,
+            format!("a meeting of the ceo, who meets nobody: {other:?}"),
+        ),
+    }
+    let long = MeetingSpec::new("x".repeat(crate::meeting::MAX_TEXT + 1))
+        .participants(["cto"])
+        .agenda(["y"]);
+    match p.schedule_meeting("cto", &long).await {
+        Err(MeetingError::InvalidInput { .. }) => {}
+        other => fail(B, format!("a title past MAX_TEXT: {other:?}")),
     }
     o.shutdown().await;
 }

@@ -5,7 +5,9 @@
 //! escalated to this role (`meeting_escalation`, a notice).
 
 use agentorg_core::agent::{AgentError, Context};
-use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
+use agentorg_core::meeting::{
+    MeetingBallot, MeetingError, MeetingRecord, MeetingStatus, MeetingTurn, Proposal, Vote,
+};
 use serde_json::{json, Value};
 
 use super::{fail, End, SeatAgent, TurnKind};
@@ -32,6 +34,67 @@ pub(crate) fn vote(v: &Value) -> Result<Vote, SeatError> {
     })
 }
 
+/// Before a meeting turn ends with `end`: `Err` refuses the end (the turn
+/// goes on: a proposal or vote the meeting would refuse); `Ok(Some(why))`
+/// ends the turn but tells the client it came too late (the meeting moved
+/// on: its vote closed, the turn timed out) and is not counted.
+pub(crate) async fn check_finish(
+    cx: &Context,
+    id: &str,
+    kind: TurnKind,
+    end: &End,
+) -> Result<Option<String>, SeatError> {
+    let meeting = match kind {
+        TurnKind::MeetingTurn | TurnKind::MeetingProposal | TurnKind::MeetingBallot => {
+            id.split('/').next().unwrap_or_default()
+        }
+        _ => return Ok(None),
+    };
+    if let End::Fail { .. } = end {
+        return Ok(None);
+    }
+    let rec = cx.meeting(meeting).await.map_err(from_meeting)?;
+    let moved = |what: &str| {
+        Ok(Some(format!(
+            "meeting `{meeting}` moved on ({what}, now {}): not counted",
+            rec.status
+        )))
+    };
+    match (kind, end) {
+        (TurnKind::MeetingTurn, _) => {
+            let n: Option<usize> = id.rsplit('/').next().and_then(|n| n.parse().ok());
+            if rec.status != MeetingStatus::Turns || Some(rec.turn) != n {
+                return moved("the turn timed out");
+            }
+        }
+        (TurnKind::MeetingProposal, End::Propose(p)) => {
+            proposal(p)?
+                .check(&rec.participants)
+                .map_err(from_meeting)?;
+            if rec.status != MeetingStatus::Proposing {
+                return moved("it closed");
+            }
+        }
+        (TurnKind::MeetingBallot, End::Vote(v)) => {
+            vote(v)?.check().map_err(from_meeting)?;
+            if rec.status != MeetingStatus::Voting {
+                return moved("its vote closed");
+            }
+        }
+        _ => {}
+    }
+    Ok(None)
+}
+
+fn from_meeting(e: MeetingError) -> SeatError {
+    match e {
+        MeetingError::Store(e) => SeatError::from_store(e),
+        e => SeatError::InvalidInput {
+            message: e.to_string(),
+        },
+    }
+}
+
 fn transcript(entries: &[agentorg_core::meeting::TranscriptEntry]) -> Value {
     serde_json::to_value(entries).unwrap_or(Value::Null)
 }
@@ -46,6 +109,7 @@ impl SeatAgent {
         let id = format!("{}/turn/{}", turn.meeting_id, turn.transcript.len());
         let event = json!({
             "event": TurnKind::MeetingTurn.name(),
+            "turn_id": id,
             "meeting_id": turn.meeting_id,
             "title": turn.title,
             "item": turn.item,
@@ -71,6 +135,7 @@ impl SeatAgent {
         let id = format!("{}/proposal", meeting.meeting_id);
         let event = json!({
             "event": TurnKind::MeetingProposal.name(),
+            "turn_id": id,
             "meeting_id": meeting.meeting_id,
             "title": meeting.title,
             "agenda": meeting.agenda,
@@ -97,6 +162,7 @@ impl SeatAgent {
         let id = format!("{}/ballot", ballot.meeting_id);
         let event = json!({
             "event": TurnKind::MeetingBallot.name(),
+            "turn_id": id,
             "meeting_id": ballot.meeting_id,
             "title": ballot.title,
             "proposal": ballot.proposal,

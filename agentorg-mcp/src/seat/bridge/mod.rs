@@ -283,15 +283,26 @@ impl SeatAgent {
                 Command::ReadTree { root, reply } => {
                     let _ = reply.send(self.read_tree(cx, root).await);
                 }
-                Command::Finish { end, reply } => match check_end(kind, &end, delegated) {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                        return Ok(end);
+                Command::Finish { end, reply } => {
+                    let checked = match check_end(kind, &end, delegated) {
+                        Ok(()) => meeting::check_finish(cx, &id, kind, &end).await,
+                        Err(e) => Err(e),
+                    };
+                    match checked {
+                        Ok(None) => {
+                            let _ = reply.send(Ok(()));
+                            return Ok(end);
+                        }
+                        // Too late: the turn ends, the client is told.
+                        Ok(Some(message)) => {
+                            let _ = reply.send(Err(SeatError::Released { message }));
+                            return Ok(end);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
+                }
             }
         }
     }
