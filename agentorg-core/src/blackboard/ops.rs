@@ -12,7 +12,7 @@ use super::records::{
     GraphError, ProjectRecord, Shape,
 };
 use super::{ArtifactUpdate, BoardError, DecisionSpec, Project, ProjectSpec};
-use crate::envelope::{Kind, MessageId};
+use crate::envelope::MessageId;
 use crate::name::Name;
 use crate::runtime::{from_doc, to_value, Context, Effects, Kernel, Principal};
 use crate::store::{
@@ -47,12 +47,7 @@ pub(crate) fn send_notice(
     owner: &Name,
     notice: &Notice,
 ) -> Result<(), StoreError> {
-    let subject = kernel.subjects().channel(owner, &channel()?, from);
-    let env = kernel
-        .envelope(from.clone(), Kind::Message, to_value(notice)?)
-        .with_to(owner.clone());
-    effects.send(subject, env);
-    Ok(())
+    kernel.send_on_channel(effects, from, owner, &channel()?, notice)
 }
 
 fn project_key(kernel: &Kernel, project: &str) -> Result<DocKey, StoreError> {

@@ -281,7 +281,7 @@ async fn vote(
     };
     let cx = delivery.context(None);
     let r = delivery.run(cb.on_meeting_ballot(&cx, ballot)).await;
-    let cast = ops::voted_here(&cx, &rec.meeting_id);
+    let cast = super::api::voted_here(&cx, &rec.meeting_id);
     let (mut effects, _) = cx.take_effects();
     match r {
         Ok(_) if cast => delivery.commit_all(effects).await,

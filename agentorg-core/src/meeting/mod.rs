@@ -157,12 +157,14 @@ use serde_json::Value;
 use crate::name::Name;
 use crate::runtime::{agent_error_from, AgentError, Context, Pattern, Registry};
 
+mod api;
 mod handler;
+mod limits;
 mod ops;
 mod records;
 mod rules;
 
-pub use ops::{MAX_ACTION_ITEMS, MAX_CONDITIONS, MAX_CONTRIBUTION, MAX_PARTICIPANTS, MAX_TEXT};
+pub use limits::{MAX_ACTION_ITEMS, MAX_CONDITIONS, MAX_CONTRIBUTION, MAX_PARTICIPANTS, MAX_TEXT};
 
 pub use records::{
     ActionItem, Closed, Condition, MeetingOutcome, MeetingRecord, MeetingStatus, Proposal,

@@ -126,6 +126,24 @@ impl Kernel {
         Envelope::new(self.org().clone(), from, kind, payload).with_created_at(self.now())
     }
 
+    /// Stages `payload` as a message from `from` to `to`'s channel
+    /// `channel` (`<org>.agent.<to>.<channel>.<from>`) in `effects`: sent
+    /// with their commit, through the outbox.
+    pub fn send_on_channel<T: serde::Serialize>(
+        &self,
+        effects: &mut Effects,
+        from: &Name,
+        to: &Name,
+        channel: &Name,
+        payload: &T,
+    ) -> Result<(), StoreError> {
+        let env = self
+            .envelope(from.clone(), Kind::Message, to_value(payload)?)
+            .with_to(to.clone());
+        effects.send(self.subjects().channel(to, channel, from), env);
+        Ok(())
+    }
+
     /// The runtime's own event `name` (`sla.breach`, `breaker.open`,
     /// `dead_letter`) from `from`: its subject and envelope, payload
     /// `{ "event": name, "details": details }`, to send with what it

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::records::{Next, SagaRecord};
 use super::{SagaDecision, SagaError};
-use crate::envelope::{Kind, MessageId};
+use crate::envelope::MessageId;
 use crate::name::Name;
 use crate::runtime::{
     from_json, to_value, Context, Effects, Fault, Kernel, Principal, TimerHandler, TimerRecord,
@@ -104,11 +104,7 @@ fn send(
     to: &Name,
     msg: &Message,
 ) -> Result<(), StoreError> {
-    let env = kernel
-        .envelope(from.clone(), Kind::Message, to_value(msg)?)
-        .with_to(to.clone());
-    effects.send(kernel.subjects().channel(to, &channel()?, from), env);
-    Ok(())
+    kernel.send_on_channel(effects, from, to, &channel()?, msg)
 }
 
 /// Adds the write of `rec` (with `pre`) to `effects`: contended, so a
