@@ -136,6 +136,12 @@ async fn schedule(
     if let Some(roles) = spec.rule.veto.iter().find(|r| !participants.contains(r)) {
         return Err(invalid(format!("veto role `{roles}` is not a participant")));
     }
+    let mut vetoes = spec.rule.veto.clone();
+    vetoes.sort();
+    vetoes.dedup();
+    if vetoes.len() != spec.rule.veto.len() {
+        return Err(invalid("a veto role is listed twice"));
+    }
     let now = kernel.now();
     let deadline = now
         .checked_add_signed(millis(spec.max_duration))
@@ -241,15 +247,18 @@ impl Context {
         if voted_here(self, id) {
             return Err(already);
         }
-        if let Some((b, _)) = kernel.read::<BallotDoc>(&key).await? {
-            // No vote in it: the close sealed the box meanwhile.
-            return Err(match b.vote {
-                Some(_) => already,
-                None => MeetingError::NotVoting {
+        if let Some(doc) = kernel.store().get(&key).await? {
+            // No vote in it: the close sealed the box meanwhile. Any other
+            // ballot (readable or not) is a vote cast.
+            let sealed = from_doc::<BallotDoc>(&doc).is_ok_and(|(b, _)| b.vote.is_none());
+            return Err(if sealed {
+                MeetingError::NotVoting {
                     meeting: id.to_owned(),
                     role: me,
                     status: MeetingStatus::Closed,
-                },
+                }
+            } else {
+                already
             });
         }
         vote.check()?;

@@ -208,7 +208,7 @@ async fn propose(
 }
 
 /// A participant's turn: its contribution goes back to the facilitator (a
-/// long one kept whole in the store, by reference); a permanent failure is
+/// long one kept in the store, by reference); a permanent failure is
 /// an absence.
 async fn speak(
     delivery: &Claimed<'_>,
@@ -286,7 +286,7 @@ async fn vote(
     match r {
         Ok(_) if cast => delivery.commit_all(effects).await,
         Ok(vote) if vote.check().is_err() => {
-            tracing::warn!(meeting = %rec.meeting_id, "a participant's vote is refused (too long); recorded absent");
+            tracing::warn!(meeting = %rec.meeting_id, "a participant's vote is refused (too long, or too many conditions); recorded absent");
             delivery.done().await
         }
         Ok(vote) => {

@@ -8,7 +8,7 @@ use crate::name::Name;
 
 /// The longest text a meeting keeps in a field (a title, an agenda item, a
 /// decision, a rationale, an action item, a condition, a reason), in bytes
-/// of UTF-8. With the other bounds ([`MAX_PARTICIPANTS`], [`MAX_AGENDA`],
+/// of UTF-8. With the other bounds ([`MAX_PARTICIPANTS`], [`MAX_AGENDA`](super::MAX_AGENDA),
 /// [`MAX_ACTION_ITEMS`], [`MAX_CONDITIONS`],
 /// [`INLINE_CONTRIBUTION`](super::INLINE_CONTRIBUTION)), a meeting's
 /// document stays under 1 MB, below Firestore's 1 MiB limit.

@@ -22,8 +22,9 @@
 //!   answer within the turn timeout is recorded absent for that turn (a
 //!   timer moves the meeting on; an answer after it is dropped); one whose
 //!   code fails is absent at once. A contribution longer than
-//!   [`INLINE_CONTRIBUTION`] characters is kept whole in a document of its
-//!   own and by its beginning in the transcript.
+//!   [`INLINE_CONTRIBUTION`] characters is kept in a document of its own
+//!   (up to [`MAX_CONTRIBUTION`] bytes; a longer one is cut there) and by
+//!   its beginning in the transcript.
 //! * **The vote.** The facilitator proposes
 //!   ([`Agent::on_meeting_proposal`](crate::agent::Agent::on_meeting_proposal):
 //!   a [`Proposal`], its rationale and action items); every participant,

@@ -12,8 +12,9 @@ use super::rules::{Tally, TallyResult, Vote, VotingRule};
 use crate::name::Name;
 
 /// The longest contribution kept whole in the transcript, in characters: a
-/// longer one is kept whole in a document of its own, and the transcript
-/// holds its beginning and the reference.
+/// longer one is kept in a document of its own (up to
+/// [`MAX_CONTRIBUTION`](super::MAX_CONTRIBUTION) bytes), and the
+/// transcript holds its beginning and the reference.
 pub const INLINE_CONTRIBUTION: usize = 400;
 
 /// Where a meeting stands.

@@ -131,7 +131,7 @@
 //! | `record_decision` | appends a decision to a project's log, with the turn's end |
 //! | `speak` | ends a `meeting_turn` with the role's contribution |
 //! | `propose` | ends a `meeting_proposal` (the role facilitates) with the decision put to the vote and its action items, each for a participant (checked: refused and the turn goes on if not) |
-//! | `vote` | ends a `meeting_ballot`: approve, approve_with_conditions, reject or abstain — sealed, once; a vote (or a contribution) that comes after the meeting moved on (its vote closed, the turn timed out) is refused as `released`, not counted |
+//! | `vote` | ends a `meeting_ballot`: approve, approve_with_conditions, reject or abstain — sealed, once; a vote (or a contribution) ended after the meeting moved on (its vote closed, the turn timed out) is answered `released`, not counted (checked when the turn ends: one that races the close is not counted either, and may be answered as ended) |
 //!
 //! The granted tools are those of the [`ToolHost`] given to
 //! [`SeatBuilder::tools`], scoped to the role's grants: they are the seat's

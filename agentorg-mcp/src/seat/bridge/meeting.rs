@@ -89,6 +89,7 @@ pub(crate) async fn check_finish(
 fn from_meeting(e: MeetingError) -> SeatError {
     match e {
         MeetingError::Store(e) => SeatError::from_store(e),
+        MeetingError::InvalidInput { message } => SeatError::InvalidInput { message },
         e => SeatError::InvalidInput {
             message: e.to_string(),
         },
