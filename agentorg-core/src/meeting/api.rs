@@ -124,7 +124,10 @@ async fn schedule(
     if let Some(project) = &spec.project {
         crate::blackboard::read_project_exists(kernel, project)
             .await
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::blackboard::BoardError::Store(e) => MeetingError::Store(e),
+                e => invalid(e.to_string()),
+            })?;
     }
     if spec.rule.quorum.is_some_and(|q| q > participants.len()) {
         return Err(invalid(format!(
