@@ -14,8 +14,9 @@ use crate::{ChatRequest, ChatResponse, Model, ModelError};
 pub struct BreakerPolicy {
     /// Retryable failures in a row that open it.
     pub failures: u32,
-    /// How long it stays open: the provider is skipped, then tried again
-    /// once (half-open: a success closes it, a failure opens it again).
+    /// How long it stays open: the provider is skipped, then one call
+    /// probes it (half-open: a success closes it, a failure opens it
+    /// again).
     pub cool_down: Duration,
 }
 
@@ -42,17 +43,80 @@ impl BreakerPolicy {
 #[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
+    /// Open until then (skipped), when set; past it, half-open.
     open_until: Option<Instant>,
+    /// A half-open probe is in flight: the other calls skip the model.
+    probing: bool,
+}
+
+/// What a model's breaker lets a call do.
+enum Admit {
+    /// Call it (closed).
+    Call,
+    /// Call it as the one probe after the cool-down (half-open).
+    Probe,
+    /// Skip it: open for this long yet (zero: another call probes it).
+    Skip(Duration),
+}
+
+/// How an attempt ended, for the breaker.
+enum Outcome {
+    /// The provider answered (an answer, or a refusal of the request
+    /// itself: it is alive).
+    Alive,
+    /// The provider failed (down, rate limited, timed out, refused the key,
+    /// answered garbage); `at_least`: a wait it asked for.
+    Failed { at_least: Option<Duration> },
+    /// Nothing learnt (the request's own deadline cut the attempt short, or
+    /// the call was dropped).
+    Unknown,
+}
+
+/// A probe in flight: clears the flag however the call ends (a dropped
+/// call too), so a cancelled probe does not keep the breaker from probing.
+struct ProbeGuard<'a>(&'a Mutex<Breaker>);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.0).probing = false;
+    }
+}
+
+fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `now + d`, or (too large to add) about 30 years on.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+        .unwrap_or(now)
+}
+
+/// Whether `e` from one provider is worth trying on the next: it failed,
+/// not the request (a refused key or an unreadable answer is that
+/// provider's; an invalid request or one too long fails everywhere).
+fn fails_over(e: &ModelError) -> bool {
+    e.is_retryable()
+        || matches!(
+            e,
+            ModelError::Unauthorized { .. } | ModelError::Decode { .. }
+        )
 }
 
 /// A [`Model`] over an ordered list of models: each call goes to the first
-/// whose breaker is not open; a retryable error (rate limited, unavailable,
-/// timeout) moves it to the next; any other error ends it there (an invalid
-/// request fails the same everywhere). Retryable failures in a row open a
-/// model's breaker ([`BreakerPolicy`]): it is skipped until the cool-down
-/// passes, then tried once. The answer says which model gave it
-/// ([`ChatResponse::provider`]); when none does, [`ModelError::Exhausted`]
-/// lists each and why.
+/// whose breaker lets it; a failure of the provider (rate limited,
+/// unavailable, timed out, a refused key, an unreadable answer) moves it to
+/// the next; an invalid request or one too long for the context ends it
+/// there (it fails the same everywhere). Failures in a row open a model's
+/// breaker ([`BreakerPolicy`]; a rate limit's `retry_after` keeps it open
+/// at least that long): it is skipped until the cool-down passes, then one
+/// call probes it (the others skip it meanwhile) — a success closes it, a
+/// failure opens it again. An attempt cut short by the request's own
+/// timeout counts against no model. The answer says which model gave it
+/// ([`ChatResponse::provider`], the innermost when failovers nest); when
+/// none does, [`ModelError::Exhausted`] lists each and why. An empty list
+/// answers every call with an empty `Exhausted`.
 pub struct Failover {
     models: Vec<(Arc<dyn Model>, Mutex<Breaker>)>,
     policy: BreakerPolicy,
@@ -106,28 +170,45 @@ impl Failover {
         self
     }
 
-    /// Whether `breaker` is open now.
-    fn is_open(&self, breaker: &Mutex<Breaker>, now: Instant) -> bool {
-        let b = breaker.lock().unwrap_or_else(PoisonError::into_inner);
-        b.open_until.is_some_and(|until| now < until)
+    fn admit(&self, breaker: &Mutex<Breaker>, now: Instant) -> Admit {
+        let mut b = lock(breaker);
+        match b.open_until {
+            None => Admit::Call,
+            Some(until) if now < until => Admit::Skip(until - now),
+            Some(_) if b.probing => Admit::Skip(Duration::ZERO),
+            Some(_) => {
+                b.probing = true;
+                Admit::Probe
+            }
+        }
     }
 
-    fn record(&self, breaker: &Mutex<Breaker>, ok: bool, name: &str) {
-        let mut b = breaker.lock().unwrap_or_else(PoisonError::into_inner);
-        if ok {
-            *b = Breaker::default();
-            return;
-        }
+    fn record(&self, breaker: &Mutex<Breaker>, outcome: Outcome, name: &str) {
+        let mut b = lock(breaker);
+        let at_least = match outcome {
+            Outcome::Alive => {
+                *b = Breaker {
+                    probing: b.probing,
+                    ..Breaker::default()
+                };
+                return;
+            }
+            Outcome::Unknown => return,
+            Outcome::Failed { at_least } => at_least,
+        };
         b.failures = b.failures.saturating_add(1);
         let half_open = b.open_until.is_some();
-        if half_open || b.failures >= self.policy.failures {
-            // A cool-down too large to add keeps it open for ever.
-            b.open_until = Some(
-                Instant::now()
-                    .checked_add(self.policy.cool_down)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30)),
-            );
-            tracing::warn!(model = %name, failures = b.failures, cool_down = ?self.policy.cool_down, "model breaker open: skipped for the cool-down");
+        let now = Instant::now();
+        if half_open || b.failures >= self.policy.failures || at_least.is_some() {
+            let mut until = later(now, self.policy.cool_down);
+            if let Some(wait) = at_least {
+                if !(half_open || b.failures >= self.policy.failures) {
+                    until = now;
+                }
+                until = until.max(later(now, wait));
+            }
+            b.open_until = Some(until);
+            tracing::warn!(model = %name, failures = b.failures, open_for = ?(until - now), "model breaker open: skipped meanwhile");
         }
     }
 }
@@ -145,41 +226,63 @@ impl Model for Failover {
             .and_then(|t| Instant::now().checked_add(t).map(|at| (at, t)));
         let mut tried = Vec::new();
         for (model, breaker) in &self.models {
+            let name = model.name();
             let now = Instant::now();
-            if self.is_open(breaker, now) {
-                let skipped = ModelError::Unavailable {
-                    message: "skipped: its breaker is open".to_owned(),
-                };
-                tried.push((model.name().to_owned(), skipped));
-                continue;
-            }
             let mut limit = self.attempt_timeout;
+            let mut cut = false;
             if let Some((at, whole)) = deadline {
                 if now >= at {
-                    tried.push((
-                        model.name().to_owned(),
-                        ModelError::Timeout { after: whole },
-                    ));
+                    tried.push((name.to_owned(), ModelError::Timeout { after: whole }));
                     break;
                 }
-                limit = limit.min(at - now);
+                if at - now < limit {
+                    limit = at - now;
+                    cut = true;
+                }
             }
+            let probe = match self.admit(breaker, now) {
+                Admit::Skip(retry_in) => {
+                    tried.push((name.to_owned(), ModelError::BreakerOpen { retry_in }));
+                    continue;
+                }
+                Admit::Probe => Some(ProbeGuard(breaker)),
+                Admit::Call => None,
+            };
             let r = match tokio::time::timeout(limit, model.chat(request)).await {
                 Ok(r) => r,
                 Err(_) => Err(ModelError::Timeout { after: limit }),
             };
+            let outcome = match &r {
+                Ok(_) => Outcome::Alive,
+                Err(ModelError::Timeout { .. }) if cut => Outcome::Unknown,
+                Err(ModelError::RateLimited { retry_after, .. }) => Outcome::Failed {
+                    at_least: *retry_after,
+                },
+                Err(e) if fails_over(e) => Outcome::Failed { at_least: None },
+                Err(_) => Outcome::Alive,
+            };
+            self.record(breaker, outcome, name);
+            drop(probe);
             match r {
                 Ok(mut answer) => {
-                    self.record(breaker, true, model.name());
-                    answer.provider = Some(model.name().to_owned());
+                    if answer.provider.is_none() {
+                        answer.provider = Some(name.to_owned());
+                    }
                     return Ok(answer);
                 }
-                Err(e) if e.is_retryable() => {
-                    tracing::info!(model = %model.name(), error = %e, "model failed; trying the next");
-                    self.record(breaker, false, model.name());
-                    tried.push((model.name().to_owned(), e));
+                Err(e) if cut && matches!(e, ModelError::Timeout { .. }) => {
+                    // The request's own time is up: no later model has any.
+                    tried.push((name.to_owned(), e));
+                    break;
                 }
-                Err(e) => return Err(e),
+                Err(e) if fails_over(&e) => {
+                    tracing::info!(model = %name, error = %e, "model failed; trying the next");
+                    tried.push((name.to_owned(), e));
+                }
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "model refused the request; no failover");
+                    return Err(e);
+                }
             }
         }
         Err(ModelError::Exhausted { tried })
@@ -327,22 +430,166 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_half_open_success_closes_the_breaker() {
-        let a = Scripted::new("a", vec![unavailable(), ok("a is back")]);
+        let a = Scripted::new(
+            "a",
+            vec![
+                unavailable(),
+                unavailable(),
+                ok("a is back"),
+                unavailable(),
+                ok("a"),
+            ],
+        );
         let b = Scripted::new("b", vec![ok("from b")]);
         let model = failover(&[a.clone(), b.clone()])
-            .breaker(BreakerPolicy::new(1, Duration::from_secs(10)));
-        assert_eq!(
-            model.chat(&req()).await.unwrap().provider.as_deref(),
-            Some("b")
-        );
+            .breaker(BreakerPolicy::new(2, Duration::from_secs(10)));
+        for _ in 0..2 {
+            assert_eq!(
+                model.chat(&req()).await.unwrap().provider.as_deref(),
+                Some("b")
+            );
+        }
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(
             model.chat(&req()).await.unwrap().provider.as_deref(),
             Some("a")
         );
+        // Closed again: one failure (of the two it takes) does not open it.
+        assert_eq!(
+            model.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("b")
+        );
         assert_eq!(
             model.chat(&req()).await.unwrap().provider.as_deref(),
             Some("a")
+        );
+        assert_eq!(a.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_call_probes_a_half_open_breaker() {
+        let mut a = Scripted::new("a", vec![unavailable()]);
+        Arc::get_mut(&mut a).unwrap().slow = Some(Duration::from_secs(2));
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let model = Arc::new(
+            failover(&[a.clone(), b.clone()])
+                .breaker(BreakerPolicy::new(1, Duration::from_secs(10))),
+        );
+        model.chat(&req()).await.unwrap();
+        assert_eq!(a.calls(), 1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let m = Arc::clone(&model);
+                tokio::spawn(async move { m.chat(&req()).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap().provider.as_deref(), Some("b"));
+        }
+        assert_eq!(a.calls(), 2, "one probe, the others skipped it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_request_in_half_open_closes_the_breaker() {
+        let invalid = || {
+            Err(ModelError::InvalidRequest {
+                message: "400".into(),
+            })
+        };
+        let a = Scripted::new("a", vec![unavailable(), invalid(), ok("a")]);
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let model = failover(&[a.clone(), b.clone()])
+            .breaker(BreakerPolicy::new(1, Duration::from_secs(10)));
+        model.chat(&req()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // The probe's request is refused: no failover, and a is alive.
+        assert!(model.chat(&req()).await.is_err());
+        assert_eq!(
+            model.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("a")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_key_fails_over_and_counts_against_the_breaker() {
+        let a = Scripted::new(
+            "a",
+            vec![Err(ModelError::Unauthorized {
+                message: "401".into(),
+            })],
+        );
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let model = failover(&[a.clone(), b.clone()])
+            .breaker(BreakerPolicy::new(2, Duration::from_secs(10)));
+        for _ in 0..4 {
+            assert_eq!(
+                model.chat(&req()).await.unwrap().provider.as_deref(),
+                Some("b")
+            );
+        }
+        assert_eq!(a.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_keeps_the_model_skipped_for_its_retry_after() {
+        let a = Scripted::new(
+            "a",
+            vec![
+                Err(ModelError::RateLimited {
+                    retry_after: Some(Duration::from_secs(120)),
+                    message: "429".into(),
+                }),
+                ok("a"),
+            ],
+        );
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let model = failover(&[a.clone(), b.clone()]);
+        model.chat(&req()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(119)).await;
+        assert_eq!(
+            model.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("b")
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            model.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("a")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_cut_by_the_request_counts_against_no_model() {
+        let mut slow = Scripted::new("slow", vec![ok("in time")]);
+        Arc::get_mut(&mut slow).unwrap().slow = Some(Duration::from_secs(5));
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let model = failover(&[slow.clone(), b.clone()])
+            .breaker(BreakerPolicy::new(1, Duration::from_secs(60)));
+        let e = model
+            .chat(&req().timeout(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Exhausted { tried } if tried.len() == 1),
+            "{e}"
+        );
+        assert_eq!(b.calls(), 0, "no time was left for b");
+        // The breaker did not open: the next call without a deadline waits for it.
+        assert_eq!(
+            model.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("slow")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nested_failovers_keep_the_provider_that_answered() {
+        let a = Scripted::new("a", vec![unavailable()]);
+        let b = Scripted::new("b", vec![ok("from b")]);
+        let inner: Arc<dyn Model> = Arc::new(failover(&[a, b]));
+        let outer = Failover::new([inner]);
+        assert_eq!(
+            outer.chat(&req()).await.unwrap().provider.as_deref(),
+            Some("b")
         );
     }
 

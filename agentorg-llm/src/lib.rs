@@ -6,14 +6,17 @@
 //! name, description and JSON Schema), a [`ChatResponse`] (text, tool calls,
 //! usage, finish reason, which provider answered) and one error enum a
 //! caller can act on ([`ModelError`], [`is_retryable`](ModelError::is_retryable));
-//! [`Failover`], which tries an ordered list of models — a retryable error
-//! (rate limited, unavailable, timeout) moves to the next, an invalid
-//! request never does, and a breaker per provider skips one that keeps
-//! failing for a cool-down; and [`ToolNames`], which maps our tool names
-//! (`server.tool`) to names providers accept (`server__tool`) and back.
+//! [`Failover`], which tries an ordered list of models — a failure of the
+//! provider (rate limited, unavailable, timed out, a refused key) moves to
+//! the next, an invalid request never does, and a breaker per provider
+//! skips one that keeps failing for a cool-down, then lets one call probe
+//! it; and [`ToolNames`], which maps our tool names (`server.tool`) to names
+//! providers accept (`server__tool`) and back.
 //!
-//! Every call has a timeout ([`ChatRequest::timeout`], and [`Failover`]'s
-//! per-attempt one) and is cancelled by dropping its future.
+//! A call through [`Failover`] always has a timeout (per attempt, 60 s by
+//! default, and [`ChatRequest::timeout`] for the whole call); a model used
+//! directly is bounded by what it does with [`ChatRequest::timeout`]. Any
+//! call is cancelled by dropping its future.
 //!
 //! Not yet: the providers (OpenAI-compatible, Anthropic, Gemini), the TOML
 //! catalog of models, a real local model in the tests, the bench.
@@ -73,7 +76,9 @@ pub trait Model: Send + Sync + 'static {
     /// [`ChatResponse::provider`] records.
     fn name(&self) -> &str;
 
-    /// One chat call. Dropping the future cancels it.
+    /// One chat call. Dropping the future cancels it. An implementation
+    /// bounds it by [`ChatRequest::timeout`] when set, and by a default of
+    /// its own otherwise ([`ModelError::Timeout`]).
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError>;
 }
 
@@ -105,8 +110,14 @@ pub enum Message {
     Tool {
         /// The id of the call it answers.
         call_id: String,
+        /// The tool's name (some providers want it with the result).
+        #[serde(default)]
+        name: String,
         /// The result.
         content: String,
+        /// Whether the tool failed (`content` says how).
+        #[serde(default)]
+        is_error: bool,
     },
 }
 
@@ -208,6 +219,18 @@ impl ChatRequest {
         self
     }
 
+    /// The longest answer, in tokens.
+    pub fn max_tokens(mut self, tokens: u32) -> Self {
+        self.max_tokens = Some(tokens);
+        self
+    }
+
+    /// Sampling temperature.
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
     /// Bounds the whole call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -279,6 +302,29 @@ impl ChatResponse {
             provider: None,
         }
     }
+
+    /// An answer that calls tools (no text, no usage counted).
+    pub fn tool_calls(calls: Vec<ToolCall>) -> Self {
+        Self {
+            text: None,
+            tool_calls: calls,
+            usage: Usage::default(),
+            finish_reason: FinishReason::ToolCalls,
+            provider: None,
+        }
+    }
+
+    /// With this usage.
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// With this finish reason.
+    pub fn with_finish_reason(mut self, reason: FinishReason) -> Self {
+        self.finish_reason = reason;
+        self
+    }
 }
 
 /// A model call failed.
@@ -329,6 +375,13 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A [`Failover`] skipped the model: its breaker is open (for
+    /// `retry_in` yet; zero: another call is probing it).
+    #[error("skipped: its breaker is open (for {retry_in:?} yet)")]
+    BreakerOpen {
+        /// How long it stays open.
+        retry_in: Duration,
+    },
     /// Every model of a [`Failover`] failed or was skipped.
     #[error("no model answered: {}", tried.iter().map(|(m, e)| format!("{m}: {e}")).collect::<Vec<_>>().join("; "))]
     Exhausted {
@@ -343,7 +396,10 @@ impl ModelError {
     /// every model failed so.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Timeout { .. } => true,
+            Self::RateLimited { .. }
+            | Self::Unavailable { .. }
+            | Self::Timeout { .. }
+            | Self::BreakerOpen { .. } => true,
             Self::Exhausted { tried } => {
                 !tried.is_empty() && tried.iter().all(|(_, e)| e.is_retryable())
             }
