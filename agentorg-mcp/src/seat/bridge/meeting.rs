@@ -68,15 +68,13 @@ pub(crate) async fn check_finish(
             }
         }
         (TurnKind::MeetingProposal, End::Propose(p)) => {
-            proposal(p)?
-                .check(&rec.participants)
-                .map_err(from_meeting)?;
+            p.check(&rec.participants).map_err(from_meeting)?;
             if rec.status != MeetingStatus::Proposing {
                 return moved("it closed");
             }
         }
         (TurnKind::MeetingBallot, End::Vote(v)) => {
-            vote(v)?.check().map_err(from_meeting)?;
+            v.check().map_err(from_meeting)?;
             if rec.status != MeetingStatus::Voting {
                 return moved("its vote closed");
             }
@@ -144,9 +142,7 @@ impl SeatAgent {
             "transcript": transcript(&meeting.transcript),
         });
         match self.turn(cx, id, TurnKind::MeetingProposal, event).await? {
-            End::Propose(v) => proposal(&v)
-                .map(Some)
-                .map_err(|e| AgentError::permanent(e.to_string())),
+            End::Propose(p) => Ok(Some(p)),
             End::Fail { message, retryable } => Err(fail(message, retryable)),
             _ => Err(AgentError::permanent(
                 "the seat ended a meeting proposal wrongly",
@@ -170,7 +166,7 @@ impl SeatAgent {
             "transcript": transcript(&ballot.transcript),
         });
         match self.turn(cx, id, TurnKind::MeetingBallot, event).await? {
-            End::Vote(v) => vote(&v).map_err(|e| AgentError::permanent(e.to_string())),
+            End::Vote(v) => Ok(v),
             End::Fail { message, retryable } => Err(fail(message, retryable)),
             _ => Err(AgentError::permanent("the seat ended a ballot wrongly")),
         }

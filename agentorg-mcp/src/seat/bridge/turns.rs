@@ -90,8 +90,8 @@ pub(crate) enum End {
     PassUp,
     Answer(Value),
     Speak(String),
-    Propose(Value),
-    Vote(Value),
+    Propose(agentorg_core::meeting::Proposal),
+    Vote(agentorg_core::meeting::Vote),
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SeatError>>;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse, tool, SeatServer};
-use crate::seat::bridge::{End, TurnKind};
+use crate::seat::bridge::{parse_proposal, parse_vote, End, TurnKind};
 use crate::seat::SeatError;
 
 /// The meetings' tools, listed after the others.
@@ -90,7 +90,10 @@ impl SeatServer {
                         "rationale": a.rationale,
                         "action_items": a.action_items,
                     });
-                    (a.turn_id, TurnKind::MeetingProposal, End::Propose(p))
+                    match parse_proposal(&p) {
+                        Ok(p) => (a.turn_id, TurnKind::MeetingProposal, End::Propose(p)),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 Err(e) => return Some(Err(e)),
             },
@@ -102,7 +105,10 @@ impl SeatServer {
                         "reject" => v["reason"] = json!(a.reason.unwrap_or_default()),
                         _ => {}
                     }
-                    (a.turn_id, TurnKind::MeetingBallot, End::Vote(v))
+                    match parse_vote(&v) {
+                        Ok(v) => (a.turn_id, TurnKind::MeetingBallot, End::Vote(v)),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 Err(e) => return Some(Err(e)),
             },
