@@ -99,6 +99,7 @@ pub mod codec;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 #[allow(clippy::panic)] // the suites assert by panicking, like any test
 pub mod conformance;
+pub mod env;
 pub mod envelope;
 pub mod events;
 mod hex;

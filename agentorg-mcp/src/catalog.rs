@@ -532,32 +532,7 @@ impl fmt::Display for McpTools {
 
 /// Expands `${NAME}` and `${NAME:-default}`.
 fn expand_env(s: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unclosed `${{` in {s:?}"));
-        };
-        let inner = &after[..end];
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        match (env(name).filter(|v| !v.is_empty()), default) {
-            (Some(v), _) => out.push_str(&v),
-            (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable {name} is not set (used in {s:?})"
-                ))
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    agentorg_core::env::expand(s, env).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -570,14 +545,6 @@ mod tests {
             "TOKEN" => Some("s3cret".into()),
             _ => None,
         }
-    }
-
-    #[test]
-    fn expands_variables_with_defaults() {
-        assert_eq!(expand_env("${BIN}", &env).unwrap(), "/opt/bin/time");
-        assert_eq!(expand_env("x${NOPE:-y}z", &env).unwrap(), "xyz");
-        assert!(expand_env("${NOPE}", &env).unwrap_err().contains("NOPE"));
-        assert!(expand_env("${BIN", &env).is_err());
     }
 
     #[test]
