@@ -59,7 +59,7 @@
 //! | `nats` | NATS JetStream transport and broker permissions from the chart (`agentorg-nats`, re-exported as `agentorg::nats`) | available |
 //! | `firestore` | Firestore state store (`agentorg::firestore::FirestoreStore`, crate `agentorg-firestore`) | available |
 //! | `mcp` | MCP tool host over rmcp with a catalog, per-role grants, failover and pinning, and the org MCP server (`agentorg-mcp`, re-exported as `agentorg::mcp`) | available |
-//! | `llm` | one `Model` trait for chat calls to LLMs, and `Failover` over several with a breaker per model (`agentorg-llm`, re-exported as `agentorg::llm`) | started: no provider yet |
+//! | `llm` | one `Model` trait for chat calls to LLMs over OpenAI-compatible servers, Anthropic and Gemini, a TOML catalog of models, and `Failover` over several with a breaker per model (`agentorg-llm`, re-exported as `agentorg::llm`) | available (agents that use it: not yet) |
 //!
 //! # Where to read on
 //!
@@ -104,9 +104,9 @@ pub use agentorg_firestore as firestore;
 #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
 pub use agentorg_mcp as mcp;
 
-/// Models ([`agentorg_llm`]): one `Model` trait for a chat call to any LLM,
-/// and `Failover` over several with a breaker per provider (providers not
-/// built yet).
+/// Models ([`agentorg_llm`]): one `Model` trait for a chat call to any LLM
+/// (OpenAI-compatible servers, Anthropic, Gemini), a TOML catalog of
+/// models, and `Failover` over several with a breaker per provider.
 #[cfg(feature = "llm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
 pub use agentorg_llm as llm;

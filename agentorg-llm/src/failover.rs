@@ -158,6 +158,13 @@ impl Failover {
         }
     }
 
+    /// Named `name` (its [`Model::name`]; by default
+    /// `failover(a, b, …)`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// With this breaker policy.
     pub fn breaker(mut self, policy: BreakerPolicy) -> Self {
         self.policy = policy;

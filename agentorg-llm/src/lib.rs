@@ -1,25 +1,30 @@
 //! Models for agentorg: one [`Model`] trait for a chat call to any LLM, and
 //! [`Failover`] over several of them.
 //!
-//! **Built so far**: the trait and its types — a [`ChatRequest`] (system,
-//! user and assistant messages, tool calls and their results, tools as
-//! name, description and JSON Schema), a [`ChatResponse`] (text, tool calls,
-//! usage, finish reason, which provider answered) and one error enum a
-//! caller can act on ([`ModelError`], [`is_retryable`](ModelError::is_retryable));
-//! [`Failover`], which tries an ordered list of models — a failure of the
-//! provider (rate limited, unavailable, timed out, a refused key) moves to
-//! the next, an invalid request never does, and a breaker per provider
-//! skips one that keeps failing for a cool-down, then lets one call probe
-//! it; and [`ToolNames`], which maps our tool names (`server.tool`) to names
-//! providers accept (`server__tool`) and back.
+//! * [`Model`]: a [`ChatRequest`] (system, user and assistant messages,
+//!   tool calls and their results, tools as name, description and JSON
+//!   Schema, [`ToolChoice`]) in, a [`ChatResponse`] (text, tool calls,
+//!   usage, finish reason, which model answered) out, and one error enum a
+//!   caller can act on ([`ModelError`],
+//!   [`is_retryable`](ModelError::is_retryable)).
+//! * [`ProviderModel`]: one provider's model over HTTP — OpenAI's chat
+//!   completions (and every compatible server: llama.cpp, vLLM, Ollama),
+//!   Anthropic's messages, Gemini's `generateContent` — through the `genai`
+//!   crate; our tool names (`server.tool`) go out provider-safe
+//!   ([`ToolNames`]) and come back ours.
+//! * [`ModelCatalog`]: named models from TOML ([`catalog`]): provider,
+//!   model id, base URL, the environment variable holding the key (never the
+//!   key), a [`Price`]; a failover over others.
+//! * [`Failover`]: tries an ordered list of models — a failure of the
+//!   provider (rate limited, unavailable, timed out, a refused key, an
+//!   unreadable answer) moves to the next, an invalid request never does,
+//!   and a breaker per provider skips one that keeps failing for a
+//!   cool-down, then lets one call probe it.
 //!
 //! A call through [`Failover`] always has a timeout (per attempt, 60 s by
-//! default, and [`ChatRequest::timeout`] for the whole call); a model used
-//! directly is bounded by what it does with [`ChatRequest::timeout`]. Any
-//! call is cancelled by dropping its future.
-//!
-//! Not yet: the providers (OpenAI-compatible, Anthropic, Gemini), the TOML
-//! catalog of models, a real local model in the tests, the bench.
+//! default, and [`ChatRequest::timeout`] for the whole call); a
+//! [`ProviderModel`] bounds each call by [`ChatRequest::timeout`] or its
+//! own (60 s by default). Any call is cancelled by dropping its future.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -62,11 +67,15 @@ pub use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod catalog;
 mod failover;
 mod names;
+mod provider;
 
+pub use catalog::{CatalogError, ModelCatalog, Price};
 pub use failover::{BreakerPolicy, Failover};
 pub use names::ToolNames;
+pub use provider::{ApiKey, Provider, ProviderConfig, ProviderModel};
 
 /// A chat model: one provider's model, or several behind [`Failover`].
 /// Object-safe: use it as `Arc<dyn Model>`.
@@ -168,6 +177,22 @@ impl ToolCall {
     }
 }
 
+/// Whether the model must call a tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToolChoice {
+    /// It decides (the default).
+    #[default]
+    Auto,
+    /// It calls none.
+    None,
+    /// It calls at least one.
+    Required,
+    /// It calls this one (our name).
+    Tool(String),
+}
+
 /// A chat request.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -176,6 +201,8 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     /// The tools the model may call.
     pub tools: Vec<ToolSpec>,
+    /// Whether it must call one.
+    pub tool_choice: ToolChoice,
     /// The longest answer, in tokens.
     pub max_tokens: Option<u32>,
     /// Sampling temperature.
@@ -216,6 +243,12 @@ impl ChatRequest {
     /// Offers a tool.
     pub fn tool(mut self, tool: ToolSpec) -> Self {
         self.tools.push(tool);
+        self
+    }
+
+    /// Whether the model must call a tool.
+    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = choice;
         self
     }
 
@@ -287,7 +320,8 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// Why it stopped.
     pub finish_reason: FinishReason,
-    /// Which model answered ([`Model::name`]; a [`Failover`] sets it).
+    /// Which model answered ([`Model::name`]): a [`ProviderModel`] sets
+    /// it, a [`Failover`] keeps the innermost.
     pub provider: Option<String>,
 }
 

