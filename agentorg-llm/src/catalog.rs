@@ -28,7 +28,7 @@
 //! [models.smart]
 //! failover = ["claude", "gpt", "local"]
 //! breaker = { failures = 3, cool_down_ms = 30000 }   # optional
-//! attempt_timeout_ms = 60000                         # optional
+//! attempt_timeout_ms = 60000   # optional; default: the longest timeout_ms of its models
 //! ```
 //!
 //! Strings may name environment variables as `${NAME}` (an error if unset)
@@ -179,7 +179,9 @@ impl ModelCatalog {
         Self::default()
     }
 
-    /// Adds (or replaces) the model `name`.
+    /// Adds (or replaces) the model `name`, unchecked:
+    /// [`model`](Self::model) refuses a failover naming anything but a
+    /// provider's model of the catalog.
     pub fn insert(mut self, name: impl Into<String>, model: CatalogModel) -> Self {
         self.models.insert(name.into(), model);
         self
@@ -221,7 +223,7 @@ impl ModelCatalog {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, CatalogError> {
-        let file: CatalogFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let file: CatalogFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut models = BTreeMap::new();
         for (name, entry) in file.models {
             check_name(&name)?;
@@ -276,8 +278,10 @@ impl ModelCatalog {
     /// [`Failover`] over its models.
     ///
     /// # Errors
-    /// `Unknown` if the catalog has no such model, `Build` if its HTTP
-    /// client cannot be built.
+    /// `Unknown` if the catalog has no such model, `Invalid` for a failover
+    /// that names anything but a provider's model of the catalog (possible
+    /// only through [`insert`](Self::insert)), `Build` if an HTTP client
+    /// cannot be built.
     pub fn model(&self, name: &str) -> Result<Arc<dyn Model>, CatalogError> {
         let entry = self.models.get(name).ok_or_else(|| CatalogError::Unknown {
             name: name.to_owned(),
@@ -297,17 +301,53 @@ impl ModelCatalog {
                 breaker,
                 attempt_timeout,
             } => {
+                let longest = self.longest_timeout(name, models)?;
                 let inner = models
                     .iter()
                     .map(|m| self.model(m))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut failover = Failover::new(inner).named(name).breaker(*breaker);
-                if let Some(t) = attempt_timeout {
-                    failover = failover.attempt_timeout(*t);
-                }
+                // Each attempt: as configured, else as long as the slowest
+                // model's own timeout allows.
+                let failover = Failover::new(inner)
+                    .named(name)
+                    .breaker(*breaker)
+                    .attempt_timeout(attempt_timeout.unwrap_or(longest));
                 Arc::new(failover)
             }
         })
+    }
+}
+
+/// A TOML error without the source line it quotes (a key pasted into the
+/// file must not reach a log): its message and where.
+fn toml_error(text: &str, e: &toml::de::Error) -> CatalogError {
+    let at = e
+        .span()
+        .map(|span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        })
+        .unwrap_or_default();
+    invalid(format!("{}{at}", e.message().trim_end()))
+}
+
+impl ModelCatalog {
+    /// The longest timeout of the failover `name`'s `models`, each a
+    /// provider's model of the catalog (one level: never a failover, never
+    /// itself, whatever [`insert`](Self::insert) was given).
+    fn longest_timeout(&self, name: &str, models: &[String]) -> Result<Duration, CatalogError> {
+        let mut longest = Duration::ZERO;
+        for m in models {
+            let Some(CatalogModel::Provider { config, .. }) = self.models.get(m) else {
+                return Err(invalid(format!(
+                    "model `{name}`: its failover names `{m}`, which is not a provider's model of the catalog"
+                )));
+            };
+            longest = longest.max(config.timeout);
+        }
+        Ok(longest)
     }
 }
 
@@ -353,6 +393,13 @@ fn entry_model(
         if models.is_empty() {
             return Err(invalid(format!("model `{name}`: an empty failover")));
         }
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].contains(m) {
+                return Err(invalid(format!(
+                    "model `{name}`: its failover lists `{m}` twice"
+                )));
+            }
+        }
         let mut breaker = BreakerPolicy::default();
         if let Some(b) = entry.breaker {
             if b.failures == 0 {
@@ -381,7 +428,11 @@ fn entry_model(
     let provider: Provider = expand(&provider)?
         .parse()
         .map_err(|e| invalid(format!("model `{name}`: {e}")))?;
-    let mut config = ProviderConfig::new(provider, expand(&model)?);
+    let model = expand(&model)?;
+    if model.trim().is_empty() {
+        return Err(invalid(format!("model `{name}`: an empty model id")));
+    }
+    let mut config = ProviderConfig::new(provider, model);
     if let Some(url) = entry.base_url {
         let url = expand(&url)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -391,11 +442,12 @@ fn entry_model(
         }
         config = config.base_url(url);
     }
+    // Not expanded, and not printed if wrong: it names the variable, and a
+    // key pasted here must not reach a log.
     if let Some(var) = entry.api_key_env {
-        let var = expand(&var)?;
-        if var.is_empty() || var.contains(|c: char| c.is_whitespace() || c == '=') {
+        if !crate::provider::is_env_name(&var) {
             return Err(invalid(format!(
-                "model `{name}`: api_key_env `{var}` is not a variable name (it names the variable holding the key, not the key)"
+                "model `{name}`: api_key_env is not a variable name ([A-Za-z_][A-Za-z0-9_]*): it names the variable holding the key, never the key"
             )));
         }
         config = config.api_key_env(var);
@@ -506,6 +558,15 @@ mod tests {
         bad("[models.a]\nprovider = \"openai\"\nmodel = \"m\"\nbreaker = { failures = 1, cool_down_ms = 1 }", "for a failover");
         bad("[models.a]\nfailover = [\"b\"]", "not in the catalog");
         bad("[models.a]\nfailover = []", "empty failover");
+        bad("[models.b]\nprovider = \"openai\"\nmodel = \"m\"\n[models.a]\nfailover = [\"b\", \"b\"]", "twice");
+        bad(
+            "[models.a]\nprovider = \"openai\"\nmodel = \" \"",
+            "empty model id",
+        );
+        bad(
+            "[models.a]\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = \"${OPENAI_API_KEY}\"",
+            "not a variable name",
+        );
         bad(
             "[models.a]\nfailover = [\"b\"]\nmodel = \"m\"",
             "failover takes",
@@ -514,6 +575,60 @@ mod tests {
         bad(
             "[models.\"a b\"]\nprovider = \"openai\"\nmodel = \"m\"",
             "model name",
+        );
+    }
+
+    #[test]
+    fn a_key_pasted_into_the_file_is_never_printed() {
+        for text in [
+            "[models.a]\nprovider = \"openai\"\nmodel = \"m\"\napi_key = \"sk-live-123\"",
+            "[models.a]\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = \"sk-live-123\"",
+            "[models.a]\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = sk-live-123",
+        ] {
+            let err = ModelCatalog::from_toml_str_with_env(text, env).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("sk-live-123"), "{shown}");
+            // A TOML error says where instead of quoting the line.
+            assert!(
+                shown.contains("line") || shown.contains("api_key_env"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failover_inserted_naming_itself_is_refused_not_recursed() {
+        let catalog = ModelCatalog::new().insert(
+            "loop",
+            CatalogModel::Failover {
+                models: vec!["loop".into()],
+                breaker: BreakerPolicy::default(),
+                attempt_timeout: None,
+            },
+        );
+        let err = catalog.model("loop").err().unwrap();
+        assert!(err.to_string().contains("not a provider's model"), "{err}");
+    }
+
+    #[test]
+    fn a_failover_waits_as_long_as_its_slowest_model() {
+        let catalog = ModelCatalog::from_toml_str_with_env(CATALOG, env).unwrap();
+        let CatalogModel::Failover {
+            attempt_timeout, ..
+        } = &catalog.entries()["smart"]
+        else {
+            panic!("not a failover");
+        };
+        assert_eq!(*attempt_timeout, None);
+        // claude's default 60 s beats local's 5 s.
+        let models = ["claude".to_owned(), "local".to_owned()];
+        assert_eq!(
+            catalog.longest_timeout("smart", &models).unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            catalog.longest_timeout("x", &models[1..]).unwrap(),
+            Duration::from_secs(5)
         );
     }
 }

@@ -75,7 +75,7 @@ mod provider;
 pub use catalog::{CatalogError, ModelCatalog, Price};
 pub use failover::{BreakerPolicy, Failover};
 pub use names::ToolNames;
-pub use provider::{ApiKey, Provider, ProviderConfig, ProviderModel};
+pub use provider::{ApiKey, Provider, ProviderConfig, ProviderModel, UnknownProvider};
 
 /// A chat model: one provider's model, or several behind [`Failover`].
 /// Object-safe: use it as `Arc<dyn Model>`.
@@ -164,6 +164,11 @@ pub struct ToolCall {
     /// The arguments, as the model gave them (not checked against the
     /// schema: a small model's nonsense arrives as it is).
     pub arguments: Value,
+    /// What the provider attached to the call for its own use (Gemini's
+    /// thought signatures), sent back with it when the call is in a later
+    /// request's history. Opaque; keep it with the call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
 }
 
 impl ToolCall {
@@ -173,6 +178,7 @@ impl ToolCall {
             id: id.into(),
             name: name.into(),
             arguments,
+            signatures: Vec::new(),
         }
     }
 }

@@ -68,19 +68,36 @@ impl fmt::Display for Provider {
     }
 }
 
-impl FromStr for Provider {
-    type Err = String;
+/// A provider name that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider `{name}` (known: openai — also for OpenAI-compatible servers —, anthropic, gemini)")]
+#[non_exhaustive]
+pub struct UnknownProvider {
+    /// The name given.
+    pub name: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    fn from_str(s: &str) -> Result<Self, UnknownProvider> {
         match s {
             "openai" => Ok(Self::Openai),
             "anthropic" => Ok(Self::Anthropic),
             "gemini" => Ok(Self::Gemini),
-            other => Err(format!(
-                "unknown provider `{other}` (known: openai — also for OpenAI-compatible servers —, anthropic, gemini)"
-            )),
+            other => Err(UnknownProvider { name: other.into() }),
         }
     }
+}
+
+/// Whether `name` can name an environment variable (`[A-Za-z_][A-Za-z0-9_]*`):
+/// a key pasted in its place cannot end up printed as a name.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A provider's key.
@@ -99,7 +116,8 @@ impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::None => f.write_str("None"),
-            Self::Env(var) => f.debug_tuple("Env").field(var).finish(),
+            Self::Env(var) if is_env_name(var) => f.debug_tuple("Env").field(var).finish(),
+            Self::Env(_) => f.write_str("Env(REDACTED: not a variable name)"),
             Self::Value(_) => f.write_str("Value(REDACTED)"),
         }
     }
@@ -111,7 +129,11 @@ impl fmt::Debug for ApiKey {
 pub struct ProviderConfig {
     /// The API.
     pub provider: Provider,
-    /// The provider's model id (`claude-sonnet-4-5`, `gpt-4.1`, …).
+    /// The provider's model id (`claude-sonnet-4-5`, `gpt-4.1`, …). For
+    /// `openai` and `gemini`, an id ending in a reasoning effort (`-low`,
+    /// `-medium`, `-high`, `-xhigh`, `-max`, `-minimal`, `-none`, `-zero`)
+    /// is sent without it, the effort as the request's reasoning setting
+    /// (`o3-high` → `o3` at high effort): the `genai` crate's convention.
     pub model: String,
     /// Where its API is (ends with `/`); `None`: the provider's public
     /// endpoint ([`Provider::default_base_url`]).
@@ -220,6 +242,14 @@ impl ProviderModel {
     fn target(&self) -> Result<ServiceTarget, ModelError> {
         let auth = match &self.config.api_key {
             ApiKey::Value(key) => AuthData::from_single(key.as_str()),
+            ApiKey::Env(var) if !is_env_name(var) => {
+                return Err(ModelError::Unauthorized {
+                    message: format!(
+                        "{}: its api_key_env is not a variable name (the key itself? name the variable holding it)",
+                        self.name
+                    ),
+                })
+            }
             ApiKey::Env(var) => match std::env::var(var) {
                 Ok(key) if !key.is_empty() => AuthData::from_single(key),
                 _ => {
@@ -305,7 +335,8 @@ fn to_genai(request: &ChatRequest, names: &ToolNames) -> (g::ChatRequest, ChatOp
                         call_id: c.id.clone(),
                         fn_name: provider_name(names, &c.name).to_owned(),
                         fn_arguments: c.arguments.clone(),
-                        thought_signatures: None,
+                        thought_signatures: (!c.signatures.is_empty())
+                            .then(|| c.signatures.clone()),
                     })
                 }));
                 ChatMessage::assistant(MessageContent::from_parts(parts))
@@ -367,7 +398,9 @@ fn from_genai(answer: g::ChatResponse, names: &ToolNames) -> ChatResponse {
         .into_iter()
         .map(|c| {
             let name = names.to_ours(&c.fn_name).unwrap_or(&c.fn_name);
-            ToolCall::new(c.call_id.as_str(), name, c.fn_arguments.clone())
+            let mut call = ToolCall::new(c.call_id.as_str(), name, c.fn_arguments.clone());
+            call.signatures = c.thought_signatures.clone().unwrap_or_default();
+            call
         })
         .collect::<Vec<_>>();
     let tokens = |n: Option<i32>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
@@ -397,11 +430,23 @@ fn from_genai(answer: g::ChatResponse, names: &ToolNames) -> ChatResponse {
     }
 }
 
+/// The longest provider text an error carries.
+const MAX_MESSAGE: usize = 2000;
+
+/// `text` cut to [`MAX_MESSAGE`] characters.
+fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(MAX_MESSAGE).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// What the provider's failure means for the caller.
 fn map_error(model: &str, error: genai::Error) -> ModelError {
     use genai::webc::Error as Web;
     use genai::Error as E;
-    let message = |detail: &dyn fmt::Display| format!("{model}: {detail}");
+    let message = |detail: &dyn fmt::Display| format!("{model}: {}", clip(&detail.to_string()));
     match error {
         E::HttpError {
             status,
@@ -416,12 +461,10 @@ fn map_error(model: &str, error: genai::Error) -> ModelError {
                     body,
                     headers,
                 } => from_status(model, status.as_u16(), &body, &headers),
-                Web::Reqwest(e) if e.is_timeout() => ModelError::Unavailable {
-                    message: message(&format!("timed out: {e}")),
-                },
                 Web::Reqwest(e) if e.is_decode() => ModelError::Decode {
                     message: message(&e),
                 },
+                // A refused connection, a reset, the client's own timeout.
                 Web::Reqwest(e) => ModelError::Unavailable {
                     message: message(&e),
                 },
@@ -432,6 +475,10 @@ fn map_error(model: &str, error: genai::Error) -> ModelError {
                 },
             }
         }
+        // Its message would carry the whole request: the cause only.
+        E::ChatResponseGeneration { cause, .. } => ModelError::Decode {
+            message: message(&format!("an answer it could not read: {cause}")),
+        },
         e @ (E::RequiresApiKey { .. } | E::NoAuthResolver { .. } | E::NoAuthData { .. }) => {
             ModelError::Unauthorized {
                 message: message(&e),
@@ -451,12 +498,7 @@ fn map_error(model: &str, error: genai::Error) -> ModelError {
 }
 
 fn from_status(model: &str, status: u16, body: &str, headers: &http::HeaderMap) -> ModelError {
-    const MAX_BODY: usize = 2000;
-    let mut shown: String = body.chars().take(MAX_BODY).collect();
-    if shown.len() < body.len() {
-        shown.push('…');
-    }
-    let message = format!("{model}: HTTP {status}: {shown}");
+    let message = format!("{model}: HTTP {status}: {}", clip(body));
     let lower = body.to_ascii_lowercase();
     let too_long = [
         "context_length_exceeded",
@@ -470,11 +512,14 @@ fn from_status(model: &str, status: u16, body: &str, headers: &http::HeaderMap) 
     .any(|p| lower.contains(p));
     match status {
         429 => ModelError::RateLimited {
-            retry_after: retry_after(headers),
+            retry_after: retry_after(headers).or_else(|| retry_delay(body)),
             message,
         },
         401 | 403 => ModelError::Unauthorized { message },
         413 => ModelError::ContextTooLong { message },
+        // The provider's own timeout, or a model or path this provider does
+        // not have (a wrong base URL or model id): another may answer.
+        404 | 408 => ModelError::Unavailable { message },
         400..=499 if too_long => ModelError::ContextTooLong { message },
         400..=499 => ModelError::InvalidRequest { message },
         _ => ModelError::Unavailable { message },
@@ -489,12 +534,39 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
     };
     read("retry-after-ms")
         .map(|ms| ms / 1000.0)
         .or_else(|| read("retry-after"))
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .and_then(seconds)
+}
+
+/// Gemini's wait, in the body: a `google.rpc.RetryInfo` detail's
+/// `retryDelay` (`"7s"`, `"0.5s"`).
+fn retry_delay(body: &str) -> Option<Duration> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    body["error"]["details"]
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("RetryInfo"))
+        })
+        .find_map(|d| {
+            d["retryDelay"]
+                .as_str()?
+                .strip_suffix('s')?
+                .parse::<f64>()
+                .ok()
+        })
+        .and_then(seconds)
+}
+
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -555,7 +627,22 @@ mod tests {
         ));
         assert!(matches!(
             from_status("m", 404, "", &none),
+            ModelError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            from_status("m", 408, "", &none),
+            ModelError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            from_status("m", 422, "", &none),
             ModelError::InvalidRequest { .. }
+        ));
+        let gemini = r#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7.5s"}]}}"#;
+        assert!(matches!(
+            from_status("m", 429, gemini, &none),
+            ModelError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_millis(7500)
         ));
         assert!(matches!(
             from_status("m", 500, "", &none),
@@ -580,7 +667,10 @@ mod tests {
         assert!("mistral"
             .parse::<Provider>()
             .unwrap_err()
+            .to_string()
             .contains("openai"));
+        assert!(is_env_name("OPENAI_API_KEY") && is_env_name("_K1"));
+        assert!(!is_env_name("sk-proj-abc") && !is_env_name("1KEY") && !is_env_name(""));
     }
 
     #[test]
@@ -594,6 +684,16 @@ mod tests {
         let err = model.target().unwrap_err();
         let with_key = ProviderConfig::new(Provider::Openai, "m").api_key("sk-secret");
         assert!(!format!("{with_key:?}").contains("sk-secret"));
+        // A key pasted where a variable's name goes is never printed.
+        let pasted = ProviderModel::new(
+            "m",
+            ProviderConfig::new(Provider::Openai, "m").api_key_env("sk-proj-secret"),
+        )
+        .unwrap();
+        assert!(!format!("{pasted:?}").contains("sk-proj-secret"));
+        let refused = pasted.target().unwrap_err();
+        assert!(matches!(&refused, ModelError::Unauthorized { .. }));
+        assert!(!refused.to_string().contains("sk-proj-secret"));
         assert!(
             matches!(&err, ModelError::Unauthorized { message } if message.contains("AGENTORG_TEST_SURELY_UNSET_KEY")),
             "{err}"

@@ -1,9 +1,14 @@
-//! The real local model: SmolLM2-135M-Instruct behind llama.cpp's
-//! OpenAI-compatible server (agentorg-testkit starts it; `scripts/test`
-//! installs it). The test asserts the path — a real completion parsed, real
-//! usage counted, a real tool call parsed and its result sent back — never
-//! the quality of the answers (a 135M model's tool arguments are often
-//! nonsense: they are surfaced as given).
+//! The real local model: SmolLM2-135M-Instruct behind llama-cpp-python's
+//! OpenAI-compatible server (llama.cpp; agentorg-testkit starts it,
+//! `scripts/test` installs it). The test asserts the path — a real
+//! completion parsed, real usage counted, a real tool call parsed, and the
+//! call and its result sent back and answered — never the quality of the
+//! answers (a 135M model's tool arguments are often nonsense: they are
+//! surfaced as given).
+//!
+//! The server's `chatml-function-calling` template renders a tool result's
+//! role but drops its content, so what the model sees of the result cannot
+//! be checked here; `tests/providers.rs` checks that we send it.
 //!
 //! One test, so the calls run one at a time (2 cores).
 
@@ -51,6 +56,7 @@ async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
     )
     .unwrap();
     let model = catalog.model("smart").unwrap();
+    let local = catalog.model("local").unwrap();
 
     // A plain completion.
     let answer = model
@@ -93,7 +99,7 @@ async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
         .tool_choice(ToolChoice::Tool("time.get_current_time".into()))
         .max_tokens(256)
         .temperature(0.0);
-    let call = match model.chat(&asked).await {
+    let call = match local.chat(&asked).await {
         Ok(answer) => answer,
         // Arguments cut off mid-JSON are unreadable, and said so.
         Err(e @ ModelError::Decode { .. }) => panic!("the model's tool call did not parse: {e}"),
@@ -110,7 +116,7 @@ async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
     assert!(first.arguments.is_object(), "{:?}", first.arguments);
     assert!(!first.id.is_empty());
 
-    // The tool's result goes back with the call; the model answers.
+    // The call and its result go back in the history; the model answers.
     let question = ChatRequest::new()
         .system("You are a helpful assistant with tools.")
         .user("What time is it in Paris?")
@@ -143,7 +149,7 @@ async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
     assert!(answered.text.is_some(), "{answered:?}");
     assert!(
         answered.usage.input_tokens > bare.usage.input_tokens,
-        "the call and its result were sent: {:?} without, {:?} with",
+        "the call went back in the history: {:?} without, {:?} with",
         bare.usage,
         answered.usage
     );

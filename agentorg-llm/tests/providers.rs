@@ -80,57 +80,38 @@ async fn serve(server: &MockServer, at: &str, response: ResponseTemplate) {
         .await;
 }
 
-/// The failures every provider maps the same way.
-async fn failures(provider: Provider, prefix: &str, at: &str, id: &str) {
-    let server = MockServer::start().await;
-    serve(
-        &server,
-        at,
-        ResponseTemplate::new(429)
-            .insert_header("retry-after", "7")
-            .set_body_json(json!({"error": {"type": "rate_limit_error", "message": "slow down"}})),
-    )
-    .await;
-    let err = model(provider, &server, prefix, id)
-        .chat(&request())
-        .await
-        .unwrap_err();
+/// A provider's documented failures: a 429 that says when to retry (in a
+/// header, or Gemini's body), a 500 and a 400.
+struct Failures {
+    rate_limited: ResponseTemplate,
+    wait: Duration,
+    server_error: ResponseTemplate,
+    bad_request: ResponseTemplate,
+}
+
+/// Each failure maps to the kind a caller acts on.
+async fn failures(provider: Provider, prefix: &str, at: &str, id: &str, f: Failures) {
+    let call = |template: ResponseTemplate| async move {
+        let server = MockServer::start().await;
+        serve(&server, at, template).await;
+        model(provider, &server, prefix, id)
+            .chat(&request())
+            .await
+            .unwrap_err()
+    };
+    let err = call(f.rate_limited).await;
     assert!(
-        matches!(&err, ModelError::RateLimited { retry_after: Some(d), message } if *d == Duration::from_secs(7) && message.contains("slow down")),
+        matches!(&err, ModelError::RateLimited { retry_after: Some(d), .. } if *d == f.wait),
         "{provider}: {err:?}"
     );
     assert!(err.is_retryable());
-
-    let server = MockServer::start().await;
-    serve(
-        &server,
-        at,
-        ResponseTemplate::new(500)
-            .set_body_json(json!({"error": {"type": "api_error", "message": "boom"}})),
-    )
-    .await;
-    let err = model(provider, &server, prefix, id)
-        .chat(&request())
-        .await
-        .unwrap_err();
+    let err = call(f.server_error).await;
     assert!(
-        matches!(&err, ModelError::Unavailable { message } if message.contains("boom")),
+        matches!(&err, ModelError::Unavailable { message } if message.contains("500")),
         "{provider}: {err:?}"
     );
-
-    let server = MockServer::start().await;
-    serve(
-        &server,
-        at,
-        ResponseTemplate::new(400).set_body_json(
-            json!({"error": {"type": "invalid_request_error", "message": "bad schema"}}),
-        ),
-    )
-    .await;
-    let err = model(provider, &server, prefix, id)
-        .chat(&request())
-        .await
-        .unwrap_err();
+    assert!(err.is_retryable());
+    let err = call(f.bad_request).await;
     assert!(
         matches!(&err, ModelError::InvalidRequest { .. }),
         "{provider}: {err:?}"
@@ -213,7 +194,21 @@ async fn openai_chat_completions() {
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
     assert_eq!(answer.usage, Usage::new(82, 17));
 
-    failures(Provider::Openai, "/v1", at, "gpt-4.1").await;
+    failures(Provider::Openai, "/v1", at, "gpt-4.1", Failures {
+        // What OpenAI's SDKs read: retry-after-ms, then retry-after.
+        rate_limited: ResponseTemplate::new(429)
+            .insert_header("retry-after-ms", "7000")
+            .set_body_json(json!({"error": {"message": "Rate limit reached for gpt-4.1 on tokens per min (TPM): Limit 30000, Used 30000, Requested 100. Please try again in 7s.",
+                                            "type": "tokens", "param": null, "code": "rate_limit_exceeded"}})),
+        wait: Duration::from_secs(7),
+        server_error: ResponseTemplate::new(500).set_body_json(json!({"error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error", "param": null, "code": null}})),
+        bad_request: ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "Invalid schema for function 'time__get_current_time'.",
+            "type": "invalid_request_error", "param": "tools[0].function.parameters", "code": "invalid_function_parameters"}})),
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -297,7 +292,32 @@ async fn anthropic_messages() {
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
     assert_eq!(answer.usage, Usage::new(80, 30));
 
-    failures(Provider::Anthropic, "/v1", at, "claude-sonnet-4-5").await;
+    failures(Provider::Anthropic, "/v1", at, "claude-sonnet-4-5", Failures {
+        rate_limited: ResponseTemplate::new(429)
+            .insert_header("retry-after", "7")
+            .set_body_json(json!({"type": "error", "error": {"type": "rate_limit_error",
+                "message": "This request would exceed the rate limit for your organization of 50 requests per minute."}})),
+        wait: Duration::from_secs(7),
+        server_error: ResponseTemplate::new(500).set_body_json(json!({"type": "error",
+            "error": {"type": "api_error", "message": "Internal server error"}})),
+        bad_request: ResponseTemplate::new(400).set_body_json(json!({"type": "error",
+            "error": {"type": "invalid_request_error", "message": "tools.0.input_schema: JSON schema is invalid"}})),
+    })
+    .await;
+    // Anthropic's 529, overloaded: unavailable too.
+    let server = MockServer::start().await;
+    serve(
+        &server,
+        at,
+        ResponseTemplate::new(529).set_body_json(json!({"type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+    )
+    .await;
+    let err = model(Provider::Anthropic, &server, "/v1", "claude-sonnet-4-5")
+        .chat(&request())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -361,7 +381,24 @@ async fn gemini_generate_content() {
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
     assert_eq!(answer.usage, Usage::new(70, 12));
 
-    failures(Provider::Gemini, "/v1beta", at, "gemini-2.5-flash").await;
+    failures(Provider::Gemini, "/v1beta", at, "gemini-2.5-flash", Failures {
+        // Gemini says when in the body (google.rpc.RetryInfo), not a header.
+        rate_limited: ResponseTemplate::new(429).set_body_json(json!({"error": {
+            "code": 429, "message": "You exceeded your current quota, please check your plan and billing details.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                 "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}})),
+        wait: Duration::from_secs(7),
+        server_error: ResponseTemplate::new(500).set_body_json(json!({"error": {
+            "code": 500, "message": "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+            "status": "INTERNAL"}})),
+        bad_request: ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "code": 400, "message": "Invalid JSON payload received. Unknown name \"foo\": Cannot find field.",
+            "status": "INVALID_ARGUMENT"}})),
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -478,4 +515,52 @@ async fn a_provider_that_keeps_failing_is_skipped_while_its_breaker_is_open() {
     // Two failures opened the breaker (for 600 s): the next three calls
     // went straight to the second.
     assert_eq!((count(&a).await, count(&b).await), (2, 5));
+}
+
+#[tokio::test]
+async fn gemini_thought_signatures_go_back_with_their_call() {
+    let at = "/v1beta/models/gemini-3-pro:generateContent";
+    let server = MockServer::start().await;
+    serve(&server, at, ResponseTemplate::new(200).set_body_json(json!({
+        "candidates": [{"content": {"parts": [{"functionCall": {"name": "time__get_current_time",
+                                                                 "args": {"timezone": "UTC"}},
+                                                "thoughtSignature": "c2lnbmF0dXJl"}],
+                                    "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
+    }))).await;
+    let gemini = model(Provider::Gemini, &server, "/v1beta", "gemini-3-pro");
+    let answer = gemini.chat(&request()).await.unwrap();
+    assert_eq!(answer.tool_calls[0].signatures, ["c2lnbmF0dXJl"]);
+
+    // The call in the next request's history carries its signature.
+    let server = MockServer::start().await;
+    serve(&server, at, ResponseTemplate::new(200).set_body_json(json!({
+        "candidates": [{"content": {"parts": [{"text": "12:00"}], "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 2, "totalTokenCount": 22}
+    }))).await;
+    let call = answer.tool_calls[0].clone();
+    let next = ChatRequest::new()
+        .user("What time is it?")
+        .message(Message::Assistant {
+            content: None,
+            tool_calls: vec![call.clone()],
+        })
+        .message(Message::Tool {
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            content: "12:00".into(),
+            is_error: false,
+        });
+    model(Provider::Gemini, &server, "/v1beta", "gemini-3-pro")
+        .chat(&next)
+        .await
+        .unwrap();
+    let (_, body) = sent(&server).await;
+    assert!(
+        body["contents"].to_string().contains("c2lnbmF0dXJl"),
+        "{}",
+        body["contents"]
+    );
 }

