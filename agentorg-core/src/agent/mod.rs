@@ -66,6 +66,7 @@ use crate::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use crate::peer::PeerMessage;
 use crate::saga::{SagaDecision, SagaEscalation, SagaStep};
 
+pub mod actions;
 mod hosting;
 
 pub use crate::hierarchy::{

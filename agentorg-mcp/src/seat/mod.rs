@@ -109,6 +109,14 @@
 //!
 //! # Tools
 //!
+//! The org actions — every tool below but `wait_for_event`,
+//! `list_granted_tools` and `seat_info` — are the ones of
+//! [`agentorg_core::agent::actions`], one definition (schemas, checks,
+//! refusals naming the chart's rule) shared with the LLM-driven agents; the
+//! seat adds to each the field that names the turn it acts on (`task_id`,
+//! `escalation_id`, `request_id` or `turn_id`) and serves them with the
+//! turn's [`ActionHost`](agentorg_core::agent::actions::ActionHost).
+//!
 //! | tool | does |
 //! |---|---|
 //! | `wait_for_event` | takes the next event: `task`, `subtasks_done`, `escalation`, `peer_request`, `saga_step`, `saga_compensation`, `saga_escalation`, `artifact_ready`, `meeting_turn`, `meeting_proposal`, `meeting_ballot`, or a notice (`decision`, `peer_message`, `result`, `org_event` — an event the role subscribes to, `artifact_rework`, `meeting_escalation`); `{"event": "none"}` on timeout |
@@ -223,12 +231,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentorg_core::agent::DelegateError;
+use agentorg_core::agent::actions::ActionError;
 use agentorg_core::chart::OrgChart;
-use agentorg_core::events::EventError;
 use agentorg_core::name::Name;
-use agentorg_core::peer::PeerError;
-use agentorg_core::store::StoreError;
 use agentorg_core::tools::{ScopedToolHost, ToolError, ToolHost, ToolRouter};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
@@ -313,64 +318,23 @@ impl SeatError {
             _ => false,
         }
     }
+}
 
-    pub(crate) fn from_delegate(e: DelegateError) -> Self {
+impl From<ActionError> for SeatError {
+    /// An org action's refusal as the seat reports it (a turn ended too
+    /// late or already ended is `released`; an unknown action, bad input).
+    fn from(e: ActionError) -> Self {
         match e {
-            DelegateError::NotAllowed(r) => Self::NotAllowed {
-                message: r.to_string(),
-            },
-            DelegateError::InvalidInput { message } => Self::InvalidInput { message },
-            other => Self::Unavailable {
-                message: other.to_string(),
-            },
-        }
-    }
-
-    pub(crate) fn from_peer(e: PeerError) -> Self {
-        match e {
-            e @ PeerError::NotDeclared { .. } => Self::NotAllowed {
+            ActionError::NotAllowed { message } => Self::NotAllowed { message },
+            ActionError::TooLate { message } => Self::Released { message },
+            e @ ActionError::Ended { .. } => Self::Released {
                 message: e.to_string(),
             },
-            e @ PeerError::Decode { .. } => Self::InvalidInput {
+            ActionError::Tool(e) => Self::Tool(e),
+            ActionError::Unavailable { message } => Self::Unavailable { message },
+            e => Self::InvalidInput {
                 message: e.to_string(),
             },
-            other => Self::Unavailable {
-                message: other.to_string(),
-            },
-        }
-    }
-
-    pub(crate) fn from_event(e: EventError) -> Self {
-        match e {
-            e @ EventError::NotDeclared { .. } => Self::NotAllowed {
-                message: e.to_string(),
-            },
-            e @ (EventError::InvalidName { .. }
-            | EventError::Schema { .. }
-            | EventError::Encode { .. }) => Self::InvalidInput {
-                message: e.to_string(),
-            },
-            e if !e.is_retryable() => Self::InvalidInput {
-                message: e.to_string(),
-            },
-            other => Self::Unavailable {
-                message: other.to_string(),
-            },
-        }
-    }
-
-    pub(crate) fn from_store(e: StoreError) -> Self {
-        Self::Unavailable {
-            message: e.to_string(),
-        }
-    }
-
-    pub(crate) fn from_tool(e: ToolError) -> Self {
-        match e {
-            e @ ToolError::Forbidden { .. } => Self::NotAllowed {
-                message: e.to_string(),
-            },
-            other => Self::Tool(other),
         }
     }
 }

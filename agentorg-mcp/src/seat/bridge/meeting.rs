@@ -5,94 +5,10 @@
 //! escalated to this role (`meeting_escalation`, a notice).
 
 use agentorg_core::agent::{AgentError, Context};
-use agentorg_core::meeting::{
-    MeetingBallot, MeetingError, MeetingRecord, MeetingStatus, MeetingTurn, Proposal, Vote,
-};
+use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use serde_json::{json, Value};
 
 use super::{fail, End, SeatAgent, TurnKind};
-use crate::seat::SeatError;
-
-/// The proposal a `propose` call gives: `{decision, rationale,
-/// action_items: [{agent, task}]}`.
-pub(crate) fn proposal(v: &Value) -> Result<Proposal, SeatError> {
-    serde_json::from_value(v.clone()).map_err(|e| SeatError::InvalidInput {
-        message: format!(
-            "a proposal is {{\"decision\": …, \"rationale\": …, \"action_items\": [{{\"agent\": a participant, \"task\": …}}]}}: {e}"
-        ),
-    })
-}
-
-/// The vote a `vote` call gives: `{"vote": "approve" | "abstain"}`,
-/// `{"vote": "approve_with_conditions", "conditions": […]}` or `{"vote":
-/// "reject", "reason": …}`.
-pub(crate) fn vote(v: &Value) -> Result<Vote, SeatError> {
-    serde_json::from_value(v.clone()).map_err(|e| SeatError::InvalidInput {
-        message: format!(
-            "a vote is {{\"vote\": \"approve\" | \"abstain\"}}, {{\"vote\": \"approve_with_conditions\", \"conditions\": [...]}} or {{\"vote\": \"reject\", \"reason\": ...}}: {e}"
-        ),
-    })
-}
-
-/// Before a meeting turn ends with `end`: `Err` refuses the end (the turn
-/// goes on: a proposal or vote the meeting would refuse); `Ok(Some(why))`
-/// ends the turn but tells the client it came too late (the meeting moved
-/// on: its vote closed, the turn timed out) and is not counted.
-pub(crate) async fn check_finish(
-    cx: &Context,
-    id: &str,
-    kind: TurnKind,
-    end: &End,
-) -> Result<Option<String>, SeatError> {
-    let meeting = match kind {
-        TurnKind::MeetingTurn | TurnKind::MeetingProposal | TurnKind::MeetingBallot => {
-            id.split('/').next().unwrap_or_default()
-        }
-        _ => return Ok(None),
-    };
-    if let End::Fail { .. } = end {
-        return Ok(None);
-    }
-    let rec = cx.meeting(meeting).await.map_err(from_meeting)?;
-    let moved = |what: &str| {
-        Ok(Some(format!(
-            "meeting `{meeting}` moved on ({what}, now {}): not counted",
-            rec.status
-        )))
-    };
-    match (kind, end) {
-        (TurnKind::MeetingTurn, _) => {
-            let n: Option<usize> = id.rsplit('/').next().and_then(|n| n.parse().ok());
-            if rec.status != MeetingStatus::Turns || Some(rec.turn) != n {
-                return moved("the turn timed out");
-            }
-        }
-        (TurnKind::MeetingProposal, End::Propose(p)) => {
-            p.check(&rec.participants).map_err(from_meeting)?;
-            if rec.status != MeetingStatus::Proposing {
-                return moved("it closed");
-            }
-        }
-        (TurnKind::MeetingBallot, End::Vote(v)) => {
-            v.check().map_err(from_meeting)?;
-            if rec.status != MeetingStatus::Voting {
-                return moved("its vote closed");
-            }
-        }
-        _ => {}
-    }
-    Ok(None)
-}
-
-fn from_meeting(e: MeetingError) -> SeatError {
-    match e {
-        MeetingError::Store(e) => SeatError::from_store(e),
-        MeetingError::InvalidInput { message } => SeatError::InvalidInput { message },
-        e => SeatError::InvalidInput {
-            message: e.to_string(),
-        },
-    }
-}
 
 fn transcript(entries: &[agentorg_core::meeting::TranscriptEntry]) -> Value {
     serde_json::to_value(entries).unwrap_or(Value::Null)

@@ -6,12 +6,12 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use agentorg_core::agent::actions::{saga_decision, ActionError, ActionHost};
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
 use agentorg_core::async_trait;
 use agentorg_core::blackboard::{ReadyArtifact, ReworkArtifact};
-use agentorg_core::envelope::TaskId;
 use agentorg_core::events::Event;
-use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome, TaskTree};
+use agentorg_core::hierarchy::{Decision, Escalation, EscalationOutcome};
 use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use agentorg_core::peer::PeerMessage;
 use agentorg_core::saga::{SagaDecision, SagaEscalation, SagaStep};
@@ -24,12 +24,10 @@ use super::SeatError;
 mod board;
 mod meeting;
 mod turns;
-pub(crate) use board::BoardOp;
-pub(crate) use meeting::{proposal as parse_proposal, vote as parse_vote};
 pub(crate) use turns::*;
 
 /// How many delegations one turn may stage.
-pub const MAX_DELEGATIONS_PER_TURN: usize = 100;
+pub use agentorg_core::agent::actions::MAX_DELEGATIONS_PER_TURN;
 
 /// The [`Agent`] of a seat: host it for the seat's role
 /// (`Org::builder(chart).agent(role, seat.agent())`). See the
@@ -182,7 +180,7 @@ impl SeatAgent {
         };
         let r = self.serve(cx, &mut guard).await;
         guard.end = Some(match &r {
-            Ok(end) => (format!("it was ended with {}", end.tool()), false),
+            Ok(end) => (format!("it was ended with {}", end.action()), false),
             Err(e) => (e.clone(), true),
         });
         drop(guard);
@@ -198,7 +196,7 @@ impl SeatAgent {
         let idle = self.shared.options.idle_timeout;
         let max_turn = self.shared.options.max_turn;
         let hard = Instant::now().checked_add(max_turn);
-        let mut delegated = 0usize;
+        let mut host = ActionHost::new(cx, kind, id.clone());
         loop {
             let soft = Instant::now().checked_add(idle);
             let (at, by_max) = match (soft, hard) {
@@ -230,109 +228,22 @@ impl SeatAgent {
             };
             match command {
                 Command::Touch => {}
-                Command::Delegate { reply, .. } if delegated >= MAX_DELEGATIONS_PER_TURN => {
-                    let _ = reply.send(Err(SeatError::InvalidInput {
-                        message: format!(
-                            "a turn may stage at most {MAX_DELEGATIONS_PER_TURN} delegations; end this one (await_subtasks) and delegate more in the next"
-                        ),
-                    }));
-                }
-                Command::Delegate { to, spec, reply } => {
-                    let r = cx
-                        .delegate(&to, spec)
-                        .await
-                        .map_err(SeatError::from_delegate);
-                    if r.is_ok() {
-                        delegated += 1;
-                    }
-                    let _ = reply.send(r);
-                }
-                Command::Escalate {
-                    reason,
-                    details,
-                    reply,
-                } => {
-                    let _ = reply.send(
-                        cx.escalate(reason, details)
-                            .map_err(SeatError::from_delegate),
-                    );
-                }
-                Command::SendPeer { to, message, reply } => {
-                    let _ = reply.send(cx.send_peer(&to, &message).map_err(SeatError::from_peer));
-                }
-                Command::PublishEvent {
-                    name,
-                    payload,
-                    reply,
-                } => {
-                    let _ = reply.send(
-                        cx.publish_event(&name, &payload)
-                            .map_err(SeatError::from_event),
-                    );
-                }
-                Command::ReportUsage {
-                    tokens,
-                    cost_usd,
-                    reply,
-                } => {
-                    cx.report_usage(tokens, cost_usd);
-                    let _ = reply.send(Ok(()));
-                }
-                Command::Board { op, reply } => {
-                    let _ = reply.send(board::run(cx, op).await);
-                }
-                Command::ReadTree { root, reply } => {
-                    let _ = reply.send(self.read_tree(cx, root).await);
-                }
-                Command::Finish { end, reply } => {
-                    let checked = match check_end(kind, &end, delegated) {
-                        Ok(()) => meeting::check_finish(cx, &id, kind, &end).await,
-                        Err(e) => Err(e),
-                    };
-                    match checked {
-                        Ok(None) => {
-                            let _ = reply.send(Ok(()));
-                            return Ok(end);
-                        }
-                        // Too late: the turn ends, the client is told.
-                        Ok(Some(message)) => {
+                Command::Action { name, args, reply } => {
+                    match host.call(&name, args).await {
+                        Err(ActionError::TooLate { message }) => {
+                            // Too late: the turn ends, the client is told.
                             let _ = reply.send(Err(SeatError::Released { message }));
-                            return Ok(end);
                         }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
+                        r => {
+                            let _ = reply.send(r.map_err(SeatError::from));
                         }
+                    }
+                    if let Some(end) = host.end() {
+                        return Ok(end.clone());
                     }
                 }
             }
         }
-    }
-
-    /// The tree under `root` (default: the turn's task), if this role was
-    /// assigned or delegated that task.
-    async fn read_tree(&self, cx: &Context, root: Option<TaskId>) -> Result<TaskTree, SeatError> {
-        let Some(root) = root.or_else(|| cx.task_id().cloned()) else {
-            return Err(SeatError::InvalidInput {
-                message: "name the task whose tree to read (`task_id`)".to_owned(),
-            });
-        };
-        let record = cx
-            .task_record(&root)
-            .await
-            .map_err(SeatError::from_store)?
-            .ok_or_else(|| SeatError::InvalidInput {
-                message: format!("no task {root}"),
-            })?;
-        let role = &self.shared.role;
-        if &record.assigned_to != role && &record.assigned_by != role {
-            return Err(SeatError::NotAllowed {
-                message: format!(
-                    "`{role}` may read only the trees of tasks it was assigned or delegated; task {root} went from `{}` to `{}`",
-                    record.assigned_by, record.assigned_to
-                ),
-            });
-        }
-        cx.task_tree(&root).await.map_err(SeatError::from_store)
     }
 
     /// Offers a notice and waits until the client has it: taken by a
@@ -366,52 +277,6 @@ impl SeatAgent {
             )))
         }
     }
-}
-
-/// Whether `end` may end a turn of `kind` after `delegated` delegations.
-fn check_end(kind: TurnKind, end: &End, delegated: usize) -> Result<(), SeatError> {
-    let wrong = |what: &str| {
-        Err(SeatError::InvalidInput {
-            message: format!("{what} cannot end a {} turn", kind.noun()),
-        })
-    };
-    match (kind, end) {
-        (_, End::Fail { .. }) => Ok(()),
-        (TurnKind::Task, End::Complete(_)) => Ok(()),
-        (TurnKind::Task, End::AwaitSubtasks) if delegated == 0 => Err(SeatError::InvalidInput {
-            message: "await_subtasks needs at least one delegation made in this turn".to_owned(),
-        }),
-        (TurnKind::Task, End::AwaitSubtasks) => Ok(()),
-        (TurnKind::Escalation | TurnKind::SagaEscalation, End::PassUp) => Ok(()),
-        (TurnKind::Escalation, End::Decide(_)) => Ok(()),
-        (TurnKind::SagaEscalation, End::Decide(d)) => saga_decision(d).map(|_| ()),
-        (
-            TurnKind::SagaStep | TurnKind::Compensation | TurnKind::ArtifactReady,
-            End::Complete(_),
-        ) => Ok(()),
-        (TurnKind::PeerRequest, End::Answer(_)) => Ok(()),
-        (TurnKind::MeetingTurn, End::Speak(_)) => Ok(()),
-        (TurnKind::MeetingProposal, End::Propose(_)) => Ok(()),
-        (TurnKind::MeetingBallot, End::Vote(_)) => Ok(()),
-        (_, End::Speak(_)) => wrong("speak"),
-        (_, End::Propose(_)) => wrong("propose"),
-        (_, End::Vote(_)) => wrong("vote"),
-        (_, End::Complete(_)) => wrong("complete_task"),
-        (_, End::AwaitSubtasks) => wrong("await_subtasks"),
-        (_, End::Decide(_)) => wrong("decide_escalation"),
-        (_, End::PassUp) => wrong("pass_up_escalation"),
-        (_, End::Answer(_)) => wrong("answer_peer_request"),
-    }
-}
-
-/// A seat's decision on a saga: `{"decision": "retry" | "compensate"}` or
-/// `{"decision": "accept", "result": …}`.
-fn saga_decision(decision: &Value) -> Result<SagaDecision, SeatError> {
-    serde_json::from_value(decision.clone()).map_err(|e| SeatError::InvalidInput {
-        message: format!(
-            "a saga decision is {{\"decision\": \"retry\"}}, {{\"decision\": \"compensate\"}} or {{\"decision\": \"accept\", \"result\": …}}: {e}"
-        ),
-    })
 }
 
 impl SeatAgent {

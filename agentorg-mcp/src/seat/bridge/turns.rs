@@ -6,11 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use agentorg_core::agent::Delegation;
-use agentorg_core::agent::TaskSpec;
 use agentorg_core::chart::OrgChart;
-use agentorg_core::envelope::{MessageId, TaskId};
-use agentorg_core::hierarchy::TaskTree;
 use agentorg_core::name::Name;
 use agentorg_core::tools::ToolHost;
 use serde_json::Value;
@@ -18,145 +14,23 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::seat::{SeatError, SeatOptions};
 
-/// What kind of turn an offer opens: which commands may end it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TurnKind {
-    /// A task (or its subtasks' results): `complete_task`, `fail_task`,
-    /// `await_subtasks`.
-    Task,
-    /// An escalation from a report: `decide_escalation`, `pass_up_escalation`.
-    Escalation,
-    /// A peer's request: `answer_peer_request`, `fail_task`.
-    PeerRequest,
-    /// A saga step: `complete_task` (its result), `fail_task`.
-    SagaStep,
-    /// A saga step's compensation: `complete_task`, `fail_task`.
-    Compensation,
-    /// A saga of a report waiting for a decision: `decide_escalation`
-    /// (`{"decision": "retry" | "compensate"}` or `{"decision": "accept",
-    /// "result": …}`), `pass_up_escalation`.
-    SagaEscalation,
-    /// An artifact of this role that became ready on a blackboard:
-    /// `complete_task`, `fail_task`.
-    ArtifactReady,
-    /// A speaking turn in a meeting: `speak`, `fail_task` (absent).
-    MeetingTurn,
-    /// The facilitator's proposal: `propose`, `fail_task` (none).
-    MeetingProposal,
-    /// A ballot: `vote`, `fail_task` (absent).
-    MeetingBallot,
-}
-
-impl TurnKind {
-    /// The kind as clients see it (`seat_info`'s `held`).
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Task => "task",
-            Self::Escalation => "escalation",
-            Self::PeerRequest => "peer_request",
-            Self::SagaStep => "saga_step",
-            Self::Compensation => "saga_compensation",
-            Self::SagaEscalation => "saga_escalation",
-            Self::ArtifactReady => "artifact_ready",
-            Self::MeetingTurn => "meeting_turn",
-            Self::MeetingProposal => "meeting_proposal",
-            Self::MeetingBallot => "meeting_ballot",
-        }
-    }
-
-    pub(crate) fn noun(self) -> &'static str {
-        match self {
-            Self::Task => "task",
-            Self::Escalation => "escalation",
-            Self::PeerRequest => "peer request",
-            Self::SagaStep => "saga step",
-            Self::Compensation => "compensation",
-            Self::SagaEscalation => "saga escalation",
-            Self::ArtifactReady => "ready artifact",
-            Self::MeetingTurn => "meeting turn",
-            Self::MeetingProposal => "meeting proposal",
-            Self::MeetingBallot => "ballot",
-        }
-    }
-}
-
-/// How the client ends a turn.
-#[derive(Debug, Clone)]
-pub(crate) enum End {
-    Complete(Value),
-    AwaitSubtasks,
-    Fail { message: String, retryable: bool },
-    Decide(Value),
-    PassUp,
-    Answer(Value),
-    Speak(String),
-    Propose(agentorg_core::meeting::Proposal),
-    Vote(agentorg_core::meeting::Vote),
-}
+pub(crate) use agentorg_core::agent::actions::{End, TurnKind};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SeatError>>;
 
-impl End {
-    /// The tool that ends a turn this way.
-    pub(crate) fn tool(&self) -> &'static str {
-        match self {
-            Self::Complete(_) => "complete_task",
-            Self::AwaitSubtasks => "await_subtasks",
-            Self::Fail { .. } => "fail_task",
-            Self::Decide(_) => "decide_escalation",
-            Self::PassUp => "pass_up_escalation",
-            Self::Answer(_) => "answer_peer_request",
-            Self::Speak(_) => "speak",
-            Self::Propose(_) => "propose",
-            Self::Vote(_) => "vote",
-        }
-    }
-}
-
 /// A command of the client on a turn it holds, served with the turn's
-/// [`Context`].
+/// [`Context`](agentorg_core::agent::Context).
 #[derive(Debug)]
 pub(crate) enum Command {
-    Delegate {
-        to: String,
-        spec: TaskSpec,
-        reply: Reply<Delegation>,
-    },
-    Escalate {
-        reason: String,
-        details: Value,
-        reply: Reply<()>,
-    },
-    SendPeer {
-        to: String,
-        message: Value,
-        reply: Reply<()>,
-    },
-    PublishEvent {
+    /// An org action ([`agentorg_core::agent::actions`]), run by the turn's
+    /// action host.
+    Action {
         name: String,
-        payload: Value,
-        reply: Reply<MessageId>,
-    },
-    ReportUsage {
-        tokens: u64,
-        cost_usd: f64,
-        reply: Reply<()>,
-    },
-    ReadTree {
-        root: Option<TaskId>,
-        reply: Reply<TaskTree>,
-    },
-    /// A blackboard operation.
-    Board {
-        op: super::BoardOp,
+        args: Value,
         reply: Reply<Value>,
     },
     /// Any seat call: the client is alive, so the idle timer starts again.
     Touch,
-    Finish {
-        end: End,
-        reply: Reply<()>,
-    },
 }
 
 /// Where an offer stands. It moves only by compare-and-swap

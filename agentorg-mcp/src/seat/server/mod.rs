@@ -6,8 +6,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentorg_core::agent::TaskSpec;
-use agentorg_core::envelope::TaskId;
+use agentorg_core::agent::actions::{
+    acts_in, check_args, ends_turn, is_org_action, precheck, ActionError,
+};
 use agentorg_core::tools::{ToolError, ToolHostExt};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
@@ -18,11 +19,9 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::bridge::{ActiveTurn, Command, End, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
+use super::bridge::{ActiveTurn, Command, Offer, OfferState, ReleasedTurn, Shared, TurnKind};
 use super::SeatError;
 
-mod board;
-mod meeting;
 mod tools;
 pub(crate) use tools::*;
 
@@ -47,9 +46,6 @@ struct Session {
     /// not acknowledged yet (by a later call).
     unacked: Mutex<Vec<Arc<Offer>>>,
 }
-
-/// The most tokens one `report_usage` may report.
-const MAX_USAGE_TOKENS: u64 = 1_000_000_000;
 
 impl fmt::Debug for SeatServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,20 +183,6 @@ impl SeatServer {
             return Err(self.not_held(id));
         }
         rx.await.map_err(|_| self.not_held(id))?
-    }
-
-    /// Ends a held turn.
-    async fn finish(
-        &self,
-        id: Option<&str>,
-        kinds: &[TurnKind],
-        end: End,
-    ) -> Result<Value, SeatError> {
-        let (id, turn) = self.pick(id, kinds)?;
-        self.ask(&id, &turn, |reply| Command::Finish { end, reply })
-            .await?;
-        self.shared.forget(&id, turn.serial);
-        Ok(json!({"ended": id}))
     }
 
     /// Tells the turns this session holds that its client is alive (a
@@ -356,118 +338,16 @@ impl SeatServer {
         )
     }
 
-    /// Runs one seat tool. `Ok(None)`: no such tool.
+    /// Runs one seat tool. `None`: no such tool.
     async fn dispatch(
         &self,
         name: &str,
         args: Value,
         ct: &tokio_util::sync::CancellationToken,
     ) -> Option<Result<Value, SeatError>> {
-        let task = &[TurnKind::Task][..];
         Some(match name {
             "wait_for_event" => match parse(name, args) {
                 Ok(a) => self.wait(a, ct).await,
-                Err(e) => Err(e),
-            },
-            "complete_task" => match parse::<CompleteArgs>(name, args) {
-                Ok(a) => {
-                    // A task's, a saga step's, a compensation's or a ready
-                    // artifact's outcome.
-                    let kinds = [
-                        TurnKind::Task,
-                        TurnKind::SagaStep,
-                        TurnKind::Compensation,
-                        TurnKind::ArtifactReady,
-                    ];
-                    self.finish(a.task_id.as_deref(), &kinds, End::Complete(a.result))
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            "fail_task" => match parse::<FailArgs>(name, args) {
-                Ok(a) => {
-                    let end = End::Fail {
-                        message: a.reason,
-                        retryable: a.retryable,
-                    };
-                    let kinds = [
-                        TurnKind::Task,
-                        TurnKind::Escalation,
-                        TurnKind::PeerRequest,
-                        TurnKind::SagaStep,
-                        TurnKind::Compensation,
-                        TurnKind::SagaEscalation,
-                        TurnKind::ArtifactReady,
-                        TurnKind::MeetingTurn,
-                        TurnKind::MeetingProposal,
-                        TurnKind::MeetingBallot,
-                    ];
-                    self.finish(a.task_id.as_deref(), &kinds, end).await
-                }
-                Err(e) => Err(e),
-            },
-            "await_subtasks" => match parse::<TurnArgs>(name, args) {
-                Ok(a) => {
-                    self.finish(a.task_id.as_deref(), task, End::AwaitSubtasks)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            "delegate" => match parse::<DelegateArgs>(name, args) {
-                Ok(a) => self.delegate(a).await,
-                Err(e) => Err(e),
-            },
-            "escalate" => match parse::<EscalateArgs>(name, args) {
-                Ok(a) => self.escalate(a).await,
-                Err(e) => Err(e),
-            },
-            "send_peer" => match parse::<PeerArgs>(name, args) {
-                Ok(a) => self.send_peer(a).await,
-                Err(e) => Err(e),
-            },
-            "publish_event" => match parse::<PublishArgs>(name, args) {
-                Ok(a) => self.publish_event(a).await,
-                Err(e) => Err(e),
-            },
-            "decide_escalation" => match parse::<DecideArgs>(name, args) {
-                Ok(a) => {
-                    self.finish(
-                        a.escalation_id.as_deref(),
-                        &[TurnKind::Escalation, TurnKind::SagaEscalation],
-                        End::Decide(a.decision),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            "pass_up_escalation" => match parse::<PassUpArgs>(name, args) {
-                Ok(a) => {
-                    self.finish(
-                        a.escalation_id.as_deref(),
-                        &[TurnKind::Escalation, TurnKind::SagaEscalation],
-                        End::PassUp,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            "answer_peer_request" => match parse::<AnswerArgs>(name, args) {
-                Ok(a) => {
-                    self.finish(
-                        a.request_id.as_deref(),
-                        &[TurnKind::PeerRequest],
-                        End::Answer(a.answer),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            "read_task_tree" => match parse::<TurnArgs>(name, args) {
-                Ok(a) => self.read_tree(a).await,
-                Err(e) => Err(e),
-            },
-            "report_usage" => match parse::<UsageArgs>(name, args) {
-                Ok(a) => self.report_usage(a).await,
                 Err(e) => Err(e),
             },
             "list_granted_tools" => {
@@ -477,8 +357,9 @@ impl SeatServer {
                     .list_tools()
                     .await
                     .map(|tools| json!({"tools": tools}))
-                    .map_err(SeatError::from_tool)
+                    .map_err(|e| ActionError::from_tool(e).into())
             }
+            // The seat's granted tools, with or without a turn in hand.
             "call_granted_tool" => match parse::<CallArgs>(name, args) {
                 Ok(a) => {
                     self.touch();
@@ -487,7 +368,7 @@ impl SeatServer {
                     // The call may have taken a while: the client is alive.
                     self.touch();
                     out.map(|out| json!({"structured": out.structured, "text": out.text}))
-                        .map_err(SeatError::from_tool)
+                        .map_err(|e| ActionError::from_tool(e).into())
                 }
                 Err(e) => Err(e),
             },
@@ -495,156 +376,56 @@ impl SeatServer {
                 self.touch();
                 Ok(self.info())
             }
-            _ => match self.meeting(name, &args).await {
-                Some(r) => r,
-                None => return self.board(name, args).await,
-            },
+            _ if is_org_action(name) => self.action(name, args).await,
+            _ => return None,
         })
     }
 
-    async fn delegate(&self, a: DelegateArgs) -> Result<Value, SeatError> {
-        // The chart first, so a refusal names the rule even with no task in hand.
-        self.shared
-            .chart
-            .delegation_route(&self.shared.role, &a.to, a.task_type.as_deref())
-            .map_err(|e| SeatError::NotAllowed {
-                message: e.to_string(),
-            })?;
-        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
-        let mut spec = TaskSpec::new(a.title).input(a.input);
-        if let Some(t) = a.task_type {
-            spec = spec.task_type(t);
-        }
-        if let Some(m) = a.sla_minutes {
-            spec = spec.sla_minutes(m);
-        }
-        if let Some(k) = a.idempotency_key {
-            spec = spec.idempotency_key(k);
-        }
-        let to = a.to;
-        let d = self
-            .ask(&id, &turn, |reply| Command::Delegate { to, spec, reply })
-            .await?;
-        Ok(json!({
-            "task_id": d.task_id,
-            "assigned_to": d.assigned_to,
-            "rerouted_from": d.rerouted_from,
-            "note": "created when this turn ends (complete_task or await_subtasks)",
-        }))
-    }
-
-    async fn escalate(&self, a: EscalateArgs) -> Result<Value, SeatError> {
-        if self.shared.chart.manager_of(&self.shared.role).is_none() {
-            return Err(SeatError::NotAllowed {
-                message: format!("`{}` has no manager to escalate to", self.shared.role),
-            });
-        }
-        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
-        let (reason, details) = (a.reason, a.details);
-        self.ask(&id, &turn, |reply| Command::Escalate {
-            reason,
-            details,
-            reply,
-        })
-        .await?;
-        Ok(json!({"escalated_to": self.shared.chart.manager_of(&self.shared.role)}))
-    }
-
-    async fn send_peer(&self, a: PeerArgs) -> Result<Value, SeatError> {
-        let role = &self.shared.role;
-        if !self.shared.chart.are_peers(role, &a.to) {
-            return Err(SeatError::NotAllowed {
-                message: format!(
-                    "the chart declares no peer channel between `{role}` and `{}`",
-                    a.to
-                ),
-            });
-        }
-        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
-        let to = a.to.clone();
-        let message = a.message;
-        self.ask(&id, &turn, |reply| Command::SendPeer { to, message, reply })
-            .await?;
-        Ok(json!({"to": a.to, "note": "sent when this turn ends"}))
-    }
-
-    async fn publish_event(&self, a: PublishArgs) -> Result<Value, SeatError> {
-        let role = &self.shared.role;
-        if !self.shared.chart.may_publish(role, &a.name) {
-            return Err(SeatError::NotAllowed {
-                message: format!(
-                    "`{role}` may not publish event `{}`: not in its `publishes` in the chart",
-                    a.name
-                ),
-            });
-        }
-        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
-        let (name, payload) = (a.name.clone(), a.payload);
-        let event_id = self
-            .ask(&id, &turn, |reply| Command::PublishEvent {
-                name,
-                payload,
+    /// Runs the org action `name` in the turn its arguments name (or the
+    /// only one held of the kinds it acts in): the chart's checks first, so
+    /// a refusal names the rule even with nothing in hand.
+    async fn action(&self, name: &str, args: Value) -> Result<Value, SeatError> {
+        precheck(&self.shared.chart, &self.shared.role, name, &args)?;
+        check_args(name, &args)?;
+        let kinds = acts_in(name).unwrap_or_default();
+        let named = turn_field(name)
+            .and_then(|(field, _)| args.get(field).and_then(Value::as_str).map(str::to_owned));
+        let (id, turn) = if name == "read_task_tree" {
+            // Any task turn serves the read; the one named, if it is held.
+            let held = args
+                .get("task_id")
+                .and_then(Value::as_str)
+                .filter(|id| self.shared.turns().contains_key(*id));
+            self.pick(held, kinds).or_else(|e| {
+                let first = self
+                    .shared
+                    .turns()
+                    .iter()
+                    .find(|(_, t)| t.kind == TurnKind::Task)
+                    .map(|(id, t)| (id.clone(), t.clone()));
+                first.ok_or(e)
+            })?
+        } else {
+            self.pick(named.as_deref(), kinds)?
+        };
+        let action = name.to_owned();
+        let r = self
+            .ask(&id, &turn, |reply| Command::Action {
+                name: action,
+                args,
                 reply,
             })
-            .await?;
-        Ok(json!({"event_id": event_id, "name": a.name, "note": "published when this turn ends"}))
-    }
-
-    async fn read_tree(&self, a: TurnArgs) -> Result<Value, SeatError> {
-        let root = match a.task_id.as_deref() {
-            Some(s) => Some(s.parse::<TaskId>().map_err(|e| SeatError::InvalidInput {
-                message: e.to_string(),
-            })?),
-            None => None,
-        };
-        // Any task turn serves the read; the one named, if it is held.
-        let held = a
-            .task_id
-            .as_deref()
-            .filter(|id| self.shared.turns().contains_key(*id));
-        let (id, turn) = self.pick(held, &[TurnKind::Task]).or_else(|e| {
-            let first = self
-                .shared
-                .turns()
-                .iter()
-                .find(|(_, t)| t.kind == TurnKind::Task)
-                .map(|(id, t)| (id.clone(), t.clone()));
-            first.ok_or(e)
-        })?;
-        let tree = self
-            .ask(&id, &turn, |reply| Command::ReadTree { root, reply })
-            .await?;
-        serde_json::to_value(&tree).map_err(|e| SeatError::Unavailable {
-            message: e.to_string(),
-        })
-    }
-
-    async fn report_usage(&self, a: UsageArgs) -> Result<Value, SeatError> {
-        if !a.cost_usd.is_finite() || a.cost_usd < 0.0 {
-            return Err(SeatError::InvalidInput {
-                message: format!(
-                    "cost_usd must be a finite, non-negative number, not {}",
-                    a.cost_usd
-                ),
-            });
+            .await;
+        // An action that ended the turn (counted or too late): forget it.
+        if ends_turn(name) && matches!(r, Ok(_) | Err(SeatError::Released { .. })) {
+            self.shared.forget(&id, turn.serial);
         }
-        if a.tokens > MAX_USAGE_TOKENS {
-            return Err(SeatError::InvalidInput {
-                message: format!(
-                    "tokens must be at most {MAX_USAGE_TOKENS} in one report, not {}",
-                    a.tokens
-                ),
-            });
-        }
-        let (id, turn) = self.pick(a.task_id.as_deref(), &[TurnKind::Task])?;
-        let (tokens, cost_usd) = (a.tokens, a.cost_usd);
-        self.ask(&id, &turn, |reply| Command::ReportUsage {
-            tokens,
-            cost_usd,
-            reply,
+        r.map(|mut v| {
+            if ends_turn(name) {
+                v = json!({"ended": id});
+            }
+            v
         })
-        .await?;
-        Ok(json!({"reported": true}))
     }
 }
 
@@ -687,6 +468,6 @@ impl ServerHandler for SeatServer {
 
 impl From<ToolError> for SeatError {
     fn from(e: ToolError) -> Self {
-        SeatError::from_tool(e)
+        ActionError::from_tool(e).into()
     }
 }
