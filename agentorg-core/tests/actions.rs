@@ -69,6 +69,8 @@ struct ScriptedCto {
 impl Agent for ScriptedCto {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
         let calls = vec![
+            // Nothing delegated yet: refused.
+            ("await_subtasks", json!({})),
             ("delegate", json!({"to": "cso", "title": "audit it"})),
             (
                 "delegate",
@@ -76,6 +78,8 @@ impl Agent for ScriptedCto {
             ),
             ("delegate", json!({"to": "frontend", "title": "UI"})),
             ("vote", json!({"vote": "approve"})),
+            ("report_usage", json!({"tokens": 10, "cost_usd": -1.0})),
+            ("report_usage", json!({"tokens": 10, "cost_usd": 0.5})),
             ("await_subtasks", json!({})),
             // After the end: refused, not run.
             ("delegate", json!({"to": "backend", "title": "one more"})),
@@ -133,32 +137,51 @@ async fn a_scripted_cto_delegates_awaits_and_completes_through_the_actions() {
     assert_eq!(
         names,
         [
+            "await_subtasks",
             "delegate",
             "delegate",
             "delegate",
             "vote",
+            "report_usage",
+            "report_usage",
             "await_subtasks",
             "delegate",
             "read_task_tree",
             "complete_task"
         ]
     );
+    let refused = |i: usize| log[i].1.as_ref().unwrap_err().clone();
+    assert!(
+        refused(0).contains("at least one delegation"),
+        "{}",
+        refused(0)
+    );
     // The chart's rule, named: the CTO manages backend and frontend only.
-    let refused = log[0].1.as_ref().unwrap_err();
     assert!(
-        refused.starts_with("not_allowed") && refused.contains("cso"),
-        "{refused}"
+        refused(1).starts_with("not_allowed") && refused(1).contains("cso"),
+        "{}",
+        refused(1)
     );
-    assert_eq!(log[1].1.as_ref().unwrap()["assigned_to"], "backend");
+    assert_eq!(log[2].1.as_ref().unwrap()["assigned_to"], "backend");
     // Not an action of a task turn.
-    assert!(log[3].1.as_ref().unwrap_err().starts_with("invalid_input"));
+    assert!(refused(4).starts_with("invalid_input"), "{}", refused(4));
+    assert!(refused(5).contains("cost_usd"), "{}", refused(5));
+    assert_eq!(log[6].1.as_ref().unwrap()["reported"], true);
+    assert_eq!(log[7].1.as_ref().unwrap()["with"], "await_subtasks");
     // Nothing after the end.
-    assert!(
-        log[5].1.as_ref().unwrap_err().starts_with("ended"),
-        "{:?}",
-        log[5]
-    );
-    let tree = log[6].1.as_ref().unwrap();
+    assert!(refused(8).starts_with("ended"), "{}", refused(8));
+    // The registry's counters are folded in every sweep (30 s): wait for it.
+    let mut record = None;
+    for _ in 0..1200 {
+        record = founder.agent_record("cto").await.unwrap();
+        if record.as_ref().is_some_and(|r| r.tokens >= 10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = record.expect("the cto's registry entry");
+    assert!(record.tokens >= 10 && record.cost_usd >= 0.5, "{record:?}");
+    let tree = log[9].1.as_ref().unwrap();
     assert_eq!(tree["children"].as_array().map(Vec::len), Some(2), "{tree}");
     org.shutdown().await;
 }

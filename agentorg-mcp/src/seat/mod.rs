@@ -112,10 +112,13 @@
 //! The org actions — every tool below but `wait_for_event`,
 //! `list_granted_tools` and `seat_info` — are the ones of
 //! [`agentorg_core::agent::actions`], one definition (schemas, checks,
-//! refusals naming the chart's rule) shared with the LLM-driven agents; the
-//! seat adds to each the field that names the turn it acts on (`task_id`,
-//! `escalation_id`, `request_id` or `turn_id`) and serves them with the
-//! turn's [`ActionHost`](agentorg_core::agent::actions::ActionHost).
+//! refusals naming the chart's rule) shared with `agentorg-llm`'s
+//! `LlmAgent`. The seat adds to each the field that names the turn it acts
+//! on (`task_id`, `escalation_id`, `request_id` or `turn_id`; none for
+//! `read_task_tree`, whose `task_id` is the tree's root, and
+//! `call_granted_tool`) and serves them with the turn's
+//! [`ActionHost`](agentorg_core::agent::actions::ActionHost) — except
+//! `call_granted_tool`, which it runs itself, with or without a turn.
 //!
 //! | tool | does |
 //! |---|---|
@@ -326,6 +329,7 @@ impl From<ActionError> for SeatError {
     fn from(e: ActionError) -> Self {
         match e {
             ActionError::NotAllowed { message } => Self::NotAllowed { message },
+            ActionError::InvalidInput { message } => Self::InvalidInput { message },
             ActionError::TooLate { message } => Self::Released { message },
             e @ ActionError::Ended { .. } => Self::Released {
                 message: e.to_string(),

@@ -11,7 +11,9 @@
 //! [`ActionHost`] runs them with the turn's [`Context`]: each call's
 //! arguments are parsed and checked, the chart's rules enforced (a refusal,
 //! [`ActionError::NotAllowed`], names the rule), and the work done through
-//! the context — so it is staged with the turn's outcome like any agent's.
+//! the context — staged with the turn's outcome like any agent's, except
+//! what acts at once: `claim_artifact`, `report_usage` and
+//! `call_granted_tool`.
 //! The actions that end a turn do not end it themselves: the host records
 //! the chosen [`End`] for its caller to return from the handler.
 //!
@@ -448,18 +450,6 @@ impl<'a> ActionHost<'a> {
         let Some(kinds) = acts_in(name) else {
             return Err(ActionError::Unknown { name: name.into() });
         };
-        precheck(self.cx.chart(), self.cx.role(), name, &args)?;
-        if !kinds.contains(&self.kind) {
-            return Err(ActionError::invalid(format!(
-                "`{name}` is not an action of a {} turn (it acts in: {})",
-                self.kind.noun(),
-                kinds
-                    .iter()
-                    .map(|k| k.noun())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        self.run(name, args).await
+        self.dispatch(name, kinds, args).await
     }
 }

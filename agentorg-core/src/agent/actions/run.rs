@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionError, ActionHost, End, TurnKind, MAX_DELEGATIONS_PER_TURN, MAX_LEASE_SECS,
+    precheck, ActionError, ActionHost, End, TurnKind, MAX_DELEGATIONS_PER_TURN, MAX_LEASE_SECS,
     MAX_USAGE_TOKENS,
 };
 use crate::blackboard::{ArtifactStatus, ArtifactUpdate, DecisionSpec};
@@ -234,7 +234,14 @@ impl Call {
             "escalate" => Self::Escalate(parse(name, args)?),
             "send_peer" => Self::SendPeer(parse(name, args)?),
             "publish_event" => Self::Publish(parse(name, args)?),
-            "read_task_tree" => Self::ReadTree(parse(name, args)?),
+            "read_task_tree" => {
+                let a: TreeArgs = parse(name, args)?;
+                if let Some(id) = &a.task_id {
+                    id.parse::<TaskId>()
+                        .map_err(|e| ActionError::invalid(format!("task_id: {e}")))?;
+                }
+                Self::ReadTree(a)
+            }
             "report_usage" => {
                 let a: UsageArgs = parse(name, args)?;
                 if !a.cost_usd.is_finite() || a.cost_usd < 0.0 {
@@ -289,9 +296,33 @@ pub fn check_args(name: &str, args: &Value) -> Result<(), ActionError> {
 }
 
 impl ActionHost<'_> {
-    pub(super) async fn run(&mut self, name: &str, args: Value) -> Result<Value, ActionError> {
+    /// Parses `args`, checks them against the chart and this turn's kind
+    /// (one of `kinds`, those `name` acts in), then runs the action.
+    pub(super) async fn dispatch(
+        &mut self,
+        name: &str,
+        kinds: &[TurnKind],
+        args: Value,
+    ) -> Result<Value, ActionError> {
+        let call = Call::parse(name, args.clone())?;
+        precheck(self.cx.chart(), self.cx.role(), name, &args)?;
+        if !kinds.contains(&self.kind) {
+            return Err(ActionError::invalid(format!(
+                "`{name}` is not an action of a {} turn (it acts in: {})",
+                self.kind.noun(),
+                kinds
+                    .iter()
+                    .map(|k| k.noun())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.run(call).await
+    }
+
+    async fn run(&mut self, call: Call) -> Result<Value, ActionError> {
         let cx = self.cx;
-        match Call::parse(name, args)? {
+        match call {
             Call::End(end) => self.finish(end).await,
             Call::Delegate(a) => {
                 if self.delegated >= MAX_DELEGATIONS_PER_TURN {

@@ -385,11 +385,18 @@ impl SeatServer {
     /// only one held of the kinds it acts in): the chart's checks first, so
     /// a refusal names the rule even with nothing in hand.
     async fn action(&self, name: &str, args: Value) -> Result<Value, SeatError> {
-        precheck(&self.shared.chart, &self.shared.role, name, &args)?;
         check_args(name, &args)?;
+        precheck(&self.shared.chart, &self.shared.role, name, &args)?;
         let kinds = acts_in(name).unwrap_or_default();
-        let named = turn_field(name)
-            .and_then(|(field, _)| args.get(field).and_then(Value::as_str).map(str::to_owned));
+        let named = match turn_field(name).and_then(|(field, _)| Some((field, args.get(field)?))) {
+            None | Some((_, Value::Null)) => None,
+            Some((_, Value::String(id))) => Some(id.clone()),
+            Some((field, other)) => {
+                return Err(SeatError::InvalidInput {
+                    message: format!("`{field}` names a turn by its id, a string, not {other}"),
+                })
+            }
+        };
         let (id, turn) = if name == "read_task_tree" {
             // Any task turn serves the read; the one named, if it is held.
             let held = args
