@@ -15,6 +15,11 @@
 //! * [`ModelCatalog`]: named models from TOML ([`catalog`]): provider,
 //!   model id, base URL, the environment variable holding the key (never the
 //!   key), a [`Price`]; a failover over others.
+//! * [`LlmAgent`]: an [`Agent`](agentorg_core::agent::Agent) driven by a
+//!   model through the org's actions as tools
+//!   ([`agentorg_core::agent::actions`]) and the role's granted tools; a
+//!   task's conversation is kept in the store while it waits for its
+//!   subtasks ([`agent`]: what is built so far).
 //! * [`Failover`]: tries an ordered list of models — a failure of the
 //!   provider (rate limited, unavailable, timed out, a refused key, an
 //!   unreadable answer) moves to the next, an invalid request never does,
@@ -67,11 +72,13 @@ pub use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod agent;
 pub mod catalog;
 mod failover;
 mod names;
 mod provider;
 
+pub use agent::LlmAgent;
 pub use catalog::{CatalogError, ModelCatalog, Price};
 pub use failover::{BreakerPolicy, Failover};
 pub use names::ToolNames;

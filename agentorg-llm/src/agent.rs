@@ -1,0 +1,394 @@
+//! [`LlmAgent`]: a role that thinks. Each delivery is a turn of tool calls:
+//! the model gets the role's prompt (built from the chart) and the
+//! delivery, and acts through the org actions
+//! ([`agentorg_core::agent::actions`]: the same definitions an MCP client
+//! seated in the org uses) and the role's granted tools, listed flat beside
+//! them, until it ends the turn.
+//!
+//! **Built so far**: tasks (`on_task`, and `on_subtasks_done`, which
+//! resumes the task's conversation with its subtasks' results: the
+//! conversation is written to the role's namespace of the store with the
+//! turn's outcome, so it survives a crash and another process resumes it)
+//! and the events the role subscribes to (`on_event`, a turn ended by
+//! `complete_task`). A malformed or refused tool call is answered with the
+//! error, never a crash; a turn that does not end within
+//! [`max_turns`](LlmAgent::max_turns) model calls fails; each call's tokens
+//! are reported to the role's registry entry ([`Context::report_usage`],
+//! with the cost when a [`Price`] is set). The model call in flight is
+//! cancelled when the runtime drops the handler (its lease lost, the org
+//! shut down). Not yet: meeting turns and ballots, per-task budgets that
+//! escalate, a bounded conversation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use agentorg_core::agent::actions::{is_org_action, ActionHost, End, TurnKind};
+use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
+use agentorg_core::events::Event;
+use agentorg_core::store::{DocKey, Precondition, Write};
+use agentorg_core::tools::{ToolHost, ToolHostExt};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::{ChatRequest, Message, Model, ModelError, Price, ToolChoice, ToolSpec};
+
+/// The collection of the role's namespace holding the conversations of
+/// tasks waiting for their subtasks.
+pub const CONVERSATIONS: &str = "conversations";
+
+/// An [`Agent`] driven by a [`Model`] through tool calls.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use agentorg_llm::{LlmAgent, ModelCatalog};
+///
+/// let catalog = ModelCatalog::from_toml_str(r#"
+///     [models.local]
+///     provider = "openai"
+///     model = "smollm2"
+///     base_url = "http://127.0.0.1:8080/v1"
+/// "#)?;
+/// let cto = LlmAgent::new(catalog.model("local")?)
+///     .instructions("Split features into backend and frontend work.")
+///     .max_turns(8);
+/// // Org::builder(chart).agent("cto", cto) …
+/// # let _ = cto; Ok(()) }
+/// ```
+pub struct LlmAgent {
+    model: Arc<dyn Model>,
+    instructions: String,
+    max_turns: usize,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    tool_choice: ToolChoice,
+    price: Option<Price>,
+}
+
+impl fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmAgent")
+            .field("model", &self.model.name())
+            .field("max_turns", &self.max_turns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmAgent {
+    /// Driven by `model`, with no instructions beyond the role's prompt,
+    /// at most 12 model calls per turn.
+    pub fn new(model: Arc<dyn Model>) -> Self {
+        Self {
+            model,
+            instructions: String::new(),
+            max_turns: 12,
+            max_tokens: None,
+            temperature: None,
+            tool_choice: ToolChoice::Auto,
+            price: None,
+        }
+    }
+
+    /// The user's instructions, after the role's prompt.
+    pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.instructions = instructions.into();
+        self
+    }
+
+    /// The most model calls one turn may take (at least 1); a turn not
+    /// ended by then fails.
+    pub fn max_turns(mut self, n: usize) -> Self {
+        self.max_turns = n.max(1);
+        self
+    }
+
+    /// The longest answer of each call, in tokens.
+    pub fn max_tokens(mut self, tokens: u32) -> Self {
+        self.max_tokens = Some(tokens);
+        self
+    }
+
+    /// Sampling temperature.
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Whether each call must call a tool (default: the model decides; a
+    /// text answer is sent back with a reminder to act through the tools).
+    /// `Required` keeps some models on track; not every server takes it
+    /// (llama-cpp-python's answers 500).
+    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = choice;
+        self
+    }
+
+    /// The model's price, to report each call's cost with its tokens.
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// The role's system prompt: who it is in the chart, then the
+    /// instructions.
+    pub fn role_prompt(&self, cx: &Context) -> String {
+        let chart = cx.chart();
+        let role = cx.role();
+        let list = |names: Vec<String>| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        let mut prompt = format!("You are `{role}` in the organization `{}`.", cx.org());
+        if let Some(r) = chart.role(role) {
+            if !r.description().is_empty() {
+                prompt.push_str(&format!(" {}", r.description()));
+            }
+            prompt.push_str(&format!(
+                "\nYour manager: {}.\nYour direct reports (you may delegate to them): {}.\nYour peers: {}.\nEvents you publish: {}.\nEvents you subscribe to: {}.\nCapabilities: {}.",
+                r.reports_to().map_or("none".to_owned(), |m| m.to_string()),
+                list(chart.reports_of(role).map(|n| n.to_string()).collect()),
+                list(chart.peers_of(role).map(|n| n.to_string()).collect()),
+                list(r.publishes().to_vec()),
+                list(r.subscribes().to_vec()),
+                list(r.capabilities().to_vec()),
+            ));
+        }
+        prompt.push_str(
+            "\nAct only through the tools. End every turn with exactly one of its ending actions (complete_task with your result, await_subtasks after delegating, or fail_task). A refused call says why; adjust and go on.",
+        );
+        if !self.instructions.is_empty() {
+            prompt.push_str("\n\n");
+            prompt.push_str(&self.instructions);
+        }
+        prompt
+    }
+
+    /// Runs one turn of `kind` on `conversation` until the model ends it.
+    async fn turn(
+        &self,
+        cx: &Context,
+        kind: TurnKind,
+        id: &str,
+        conversation: &mut Vec<Message>,
+    ) -> Result<End, AgentError> {
+        let mut host = ActionHost::new(cx, kind, id);
+        // Without its granted tools (their servers down) the role can still
+        // act on the org.
+        let granted = cx.tools().list_tools().await.unwrap_or_else(|e| {
+            tracing::warn!(role = %cx.role(), error = %e, "granted tools not listed");
+            Vec::new()
+        });
+        let mut tools: Vec<ToolSpec> = host
+            .tools()
+            .into_iter()
+            .filter(|t| t.name != "call_granted_tool")
+            .map(|t| ToolSpec::new(t.name, t.description, t.input_schema))
+            .collect();
+        tools.extend(
+            granted
+                .iter()
+                .map(|t| ToolSpec::new(&t.name, &t.description, t.input_schema.clone())),
+        );
+        for _ in 0..self.max_turns {
+            let mut request = ChatRequest::new().tool_choice(self.tool_choice.clone());
+            request.messages = conversation.clone();
+            request.tools = tools.clone();
+            request.max_tokens = self.max_tokens;
+            request.temperature = self.temperature;
+            let answer = self.model.chat(&request).await.map_err(model_error)?;
+            let usage = answer.usage;
+            let cost = self.price.map_or(0.0, |p| p.cost(usage));
+            cx.report_usage(usage.input_tokens + usage.output_tokens, cost);
+            conversation.push(Message::Assistant {
+                content: answer.text.clone(),
+                tool_calls: answer.tool_calls.clone(),
+            });
+            if answer.tool_calls.is_empty() {
+                conversation.push(Message::User {
+                    content: "Act through the tools: end the turn with one of its ending actions."
+                        .into(),
+                });
+                continue;
+            }
+            for call in &answer.tool_calls {
+                let result = if host.end().is_some() {
+                    Err("the turn has already ended: this call was not run".to_owned())
+                } else if is_org_action(&call.name) && call.name != "call_granted_tool" {
+                    host.call(&call.name, call.arguments.clone())
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    granted_call(cx.tools().as_ref(), &call.name, call.arguments.clone()).await
+                };
+                let (content, is_error) = match result {
+                    Ok(v) => (v.to_string(), false),
+                    Err(e) => (e, true),
+                };
+                conversation.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content,
+                    is_error,
+                });
+            }
+            if let Some(end) = host.end() {
+                return Ok(end.clone());
+            }
+        }
+        Err(AgentError::permanent(format!(
+            "`{}` did not end its turn within {} model calls (max_turns)",
+            cx.role(),
+            self.max_turns
+        )))
+    }
+
+    fn conversation_key(cx: &Context, task: &Task) -> Result<DocKey, AgentError> {
+        cx.collection(CONVERSATIONS)
+            .and_then(|c| c.doc(&task.id))
+            .map_err(|e| AgentError::permanent(e.to_string()))
+    }
+
+    /// A task turn on `conversation`: the outcome, the conversation kept
+    /// (with the outcome) while the task waits for its subtasks.
+    async fn task_turn(
+        &self,
+        cx: &Context,
+        task: &Task,
+        mut conversation: Vec<Message>,
+    ) -> Result<Outcome, AgentError> {
+        let end = self
+            .turn(cx, TurnKind::Task, task.id.as_ref(), &mut conversation)
+            .await?;
+        let key = Self::conversation_key(cx, task)?;
+        let outcome = match end {
+            End::Complete(v) => Outcome::Complete(v),
+            End::AwaitSubtasks => {
+                let saved = serde_json::to_value(&conversation)
+                    .map_err(|e| AgentError::permanent(e.to_string()))?;
+                cx.stage(Write::put(
+                    key,
+                    json!({"messages": saved}),
+                    Precondition::None,
+                ))
+                .map_err(|e| AgentError::permanent(e.to_string()))?;
+                return Ok(Outcome::AwaitSubtasks);
+            }
+            other => {
+                return Err(other
+                    .as_error()
+                    .unwrap_or_else(|| AgentError::permanent("the turn ended wrongly")))
+            }
+        };
+        cx.stage(Write::delete(key, Precondition::None))
+            .map_err(|e| AgentError::permanent(e.to_string()))?;
+        Ok(outcome)
+    }
+}
+
+/// A granted tool's call, its result or failure as the model reads it.
+async fn granted_call(tools: &dyn ToolHost, name: &str, args: Value) -> Result<Value, String> {
+    tools
+        .call_tool(name, args)
+        .await
+        .map(|out| json!({"structured": out.structured, "text": out.text}))
+        .map_err(|e| e.to_string())
+}
+
+/// A model failure as the handler's: retried later if the provider may
+/// answer then.
+fn model_error(e: ModelError) -> AgentError {
+    if e.is_retryable() {
+        AgentError::transient(format!("model: {e}"))
+    } else {
+        AgentError::permanent(format!("model: {e}"))
+    }
+}
+
+fn task_message(task: &Task) -> String {
+    format!(
+        "A task for you, from `{}`:\n{}",
+        task.assigned_by,
+        json!({
+            "task_id": task.id,
+            "title": task.title,
+            "task_type": task.task_type,
+            "input": task.input,
+            "sla_minutes": task.sla_minutes,
+        })
+    )
+}
+
+#[async_trait]
+impl Agent for LlmAgent {
+    async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+        let conversation = vec![
+            Message::System {
+                content: self.role_prompt(cx),
+            },
+            Message::User {
+                content: task_message(&task),
+            },
+        ];
+        self.task_turn(cx, &task, conversation).await
+    }
+
+    async fn on_subtasks_done(
+        &self,
+        cx: &Context,
+        task: Task,
+        results: Vec<SubtaskResult>,
+    ) -> Result<Outcome, AgentError> {
+        let key = Self::conversation_key(cx, &task)?;
+        let saved = cx
+            .store()
+            .get(&key)
+            .await
+            .map_err(|e| AgentError::transient(e.to_string()))?;
+        let mut conversation: Vec<Message> = saved
+            .and_then(|d| serde_json::from_value(d.value["messages"].clone()).ok())
+            .unwrap_or_else(|| {
+                vec![
+                    Message::System {
+                        content: self.role_prompt(cx),
+                    },
+                    Message::User {
+                        content: task_message(&task),
+                    },
+                ]
+            });
+        conversation.push(Message::User {
+            content: format!(
+                "Your subtasks of task {} have ended:\n{}\nComplete the task with complete_task (or delegate more and await_subtasks, or fail_task).",
+                task.id,
+                serde_json::to_value(&results).unwrap_or(Value::Null)
+            ),
+        });
+        self.task_turn(cx, &task, conversation).await
+    }
+
+    async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
+        let mut conversation = vec![
+            Message::System {
+                content: self.role_prompt(cx),
+            },
+            Message::User {
+                content: format!(
+                    "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
+                    event.name, event.from, event.payload
+                ),
+            },
+        ];
+        match self
+            .turn(cx, TurnKind::Task, event.id.as_ref(), &mut conversation)
+            .await?
+        {
+            End::Complete(_) => Ok(()),
+            other => Err(other
+                .as_error()
+                .unwrap_or_else(|| AgentError::permanent("the event's turn ended wrongly"))),
+        }
+    }
+}
