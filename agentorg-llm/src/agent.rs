@@ -12,11 +12,13 @@
 //! and the events the role subscribes to (`on_event`, a turn ended by
 //! `complete_task`). A malformed or refused tool call is answered with the
 //! error, never a crash; a turn that does not end within
-//! [`max_turns`](LlmAgent::max_turns) model calls fails; each call's tokens
-//! are reported to the role's registry entry ([`Context::report_usage`],
-//! with the cost when a [`Price`] is set). The model call in flight is
-//! cancelled when the runtime drops the handler (its lease lost, the org
-//! shut down). Not yet: meeting turns and ballots, per-task budgets that
+//! [`max_turns`](LlmAgent::max_turns) model calls (over the whole task,
+//! resumes included) fails; each call's tokens are reported to the role's
+//! registry entry ([`Context::report_usage`], with the cost when a
+//! [`Price`] is set). A model call in flight is cancelled when the runtime
+//! drops the handler (its `handler_timeout`, the org shutting down). Not
+//! yet: cancelling it when the task's lease is lost (the runtime does not
+//! tell a handler), meeting turns and ballots, per-task budgets that
 //! escalate, a bounded conversation.
 
 use std::fmt;
@@ -95,8 +97,8 @@ impl LlmAgent {
         self
     }
 
-    /// The most model calls one turn may take (at least 1); a turn not
-    /// ended by then fails.
+    /// The most model calls a task may take (at least 1; counted across its
+    /// resumes); a task not ended by then fails.
     pub fn max_turns(mut self, n: usize) -> Self {
         self.max_turns = n.max(1);
         self
@@ -116,6 +118,7 @@ impl LlmAgent {
 
     /// Whether each call must call a tool (default: the model decides; a
     /// text answer is sent back with a reminder to act through the tools).
+    /// `None`, or a tool that does not end the turn, can never end one.
     /// `Required` keeps some models on track; not every server takes it
     /// (llama-cpp-python's answers 500).
     pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
@@ -157,7 +160,7 @@ impl LlmAgent {
             ));
         }
         prompt.push_str(
-            "\nAct only through the tools. End every turn with exactly one of its ending actions (complete_task with your result, await_subtasks after delegating, or fail_task). A refused call says why; adjust and go on.",
+            "\nAct only through the tools. End every turn with one of its ending actions (complete_task with your result; for a task, await_subtasks after delegating; or fail_task). A refused call says why; adjust and go on.",
         );
         if !self.instructions.is_empty() {
             prompt.push_str("\n\n");
@@ -166,13 +169,18 @@ impl LlmAgent {
         prompt
     }
 
-    /// Runs one turn of `kind` on `conversation` until the model ends it.
+    /// Runs one turn of `kind` on `conversation` until the model ends it,
+    /// `calls` counting the model calls the task made so far (at most
+    /// `max_turns` in all). The actions in `withheld` are not offered, and
+    /// refused if called anyway.
     async fn turn(
         &self,
         cx: &Context,
         kind: TurnKind,
         id: &str,
+        withheld: &[&str],
         conversation: &mut Vec<Message>,
+        calls: &mut usize,
     ) -> Result<End, AgentError> {
         let mut host = ActionHost::new(cx, kind, id);
         // Without its granted tools (their servers down) the role can still
@@ -184,7 +192,7 @@ impl LlmAgent {
         let mut tools: Vec<ToolSpec> = host
             .tools()
             .into_iter()
-            .filter(|t| t.name != "call_granted_tool")
+            .filter(|t| !withheld.contains(&t.name.as_str()))
             .map(|t| ToolSpec::new(t.name, t.description, t.input_schema))
             .collect();
         tools.extend(
@@ -192,20 +200,37 @@ impl LlmAgent {
                 .iter()
                 .map(|t| ToolSpec::new(&t.name, &t.description, t.input_schema.clone())),
         );
-        for _ in 0..self.max_turns {
+        while *calls < self.max_turns {
+            *calls += 1;
             let mut request = ChatRequest::new().tool_choice(self.tool_choice.clone());
             request.messages = conversation.clone();
             request.tools = tools.clone();
             request.max_tokens = self.max_tokens;
             request.temperature = self.temperature;
-            let answer = self.model.chat(&request).await.map_err(model_error)?;
+            let answer = match self.model.chat(&request).await {
+                Ok(answer) => answer,
+                // An answer that could not be read (tool arguments that are
+                // not JSON, say) is answered like a malformed call.
+                Err(ModelError::Decode { message }) => {
+                    conversation.push(Message::User {
+                        content: format!(
+                            "Your last answer could not be read ({message}). Answer again: call the tools with JSON arguments."
+                        ),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(model_error(e)),
+            };
             let usage = answer.usage;
             let cost = self.price.map_or(0.0, |p| p.cost(usage));
-            cx.report_usage(usage.input_tokens + usage.output_tokens, cost);
-            conversation.push(Message::Assistant {
-                content: answer.text.clone(),
-                tool_calls: answer.tool_calls.clone(),
-            });
+            cx.report_usage(usage.input_tokens.saturating_add(usage.output_tokens), cost);
+            let text = answer.text.clone().filter(|t| !t.trim().is_empty());
+            if text.is_some() || !answer.tool_calls.is_empty() {
+                conversation.push(Message::Assistant {
+                    content: text,
+                    tool_calls: answer.tool_calls.clone(),
+                });
+            }
             if answer.tool_calls.is_empty() {
                 conversation.push(Message::User {
                     content: "Act through the tools: end the turn with one of its ending actions."
@@ -216,7 +241,9 @@ impl LlmAgent {
             for call in &answer.tool_calls {
                 let result = if host.end().is_some() {
                     Err("the turn has already ended: this call was not run".to_owned())
-                } else if is_org_action(&call.name) && call.name != "call_granted_tool" {
+                } else if withheld.contains(&call.name.as_str()) {
+                    Err(format!("`{}` is not available in this turn", call.name))
+                } else if is_org_action(&call.name) {
                     host.call(&call.name, call.arguments.clone())
                         .await
                         .map_err(|e| e.to_string())
@@ -239,7 +266,7 @@ impl LlmAgent {
             }
         }
         Err(AgentError::permanent(format!(
-            "`{}` did not end its turn within {} model calls (max_turns)",
+            "`{}` did not end its work within {} model calls (max_turns)",
             cx.role(),
             self.max_turns
         )))
@@ -251,42 +278,60 @@ impl LlmAgent {
             .map_err(|e| AgentError::permanent(e.to_string()))
     }
 
-    /// A task turn on `conversation`: the outcome, the conversation kept
-    /// (with the outcome) while the task waits for its subtasks.
+    /// A task turn on `conversation` (`calls`: the model calls the task
+    /// made before): the outcome; the conversation kept (with the outcome)
+    /// while the task waits for its subtasks, and removed (`saved`: there is
+    /// one) when it completes. A failed task's conversation stays, for
+    /// inspection.
     async fn task_turn(
         &self,
         cx: &Context,
         task: &Task,
         mut conversation: Vec<Message>,
+        mut calls: usize,
+        saved: bool,
     ) -> Result<Outcome, AgentError> {
         let end = self
-            .turn(cx, TurnKind::Task, task.id.as_ref(), &mut conversation)
+            .turn(
+                cx,
+                TurnKind::Task,
+                task.id.as_ref(),
+                TASK_WITHHELD,
+                &mut conversation,
+                &mut calls,
+            )
             .await?;
         let key = Self::conversation_key(cx, task)?;
-        let outcome = match end {
-            End::Complete(v) => Outcome::Complete(v),
+        match end {
+            End::Complete(v) => {
+                if saved {
+                    cx.stage(Write::delete(key, Precondition::None))
+                        .map_err(|e| AgentError::permanent(e.to_string()))?;
+                }
+                Ok(Outcome::Complete(v))
+            }
             End::AwaitSubtasks => {
-                let saved = serde_json::to_value(&conversation)
+                let messages = serde_json::to_value(&conversation)
                     .map_err(|e| AgentError::permanent(e.to_string()))?;
-                cx.stage(Write::put(
-                    key,
-                    json!({"messages": saved}),
-                    Precondition::None,
-                ))
-                .map_err(|e| AgentError::permanent(e.to_string()))?;
-                return Ok(Outcome::AwaitSubtasks);
+                let doc = json!({"messages": messages, "model_calls": calls});
+                cx.stage(Write::put(key, doc, Precondition::None))
+                    .map_err(|e| AgentError::permanent(e.to_string()))?;
+                Ok(Outcome::AwaitSubtasks)
             }
-            other => {
-                return Err(other
-                    .as_error()
-                    .unwrap_or_else(|| AgentError::permanent("the turn ended wrongly")))
-            }
-        };
-        cx.stage(Write::delete(key, Precondition::None))
-            .map_err(|e| AgentError::permanent(e.to_string()))?;
-        Ok(outcome)
+            other => Err(other
+                .as_error()
+                .unwrap_or_else(|| AgentError::permanent("the turn ended wrongly"))),
+        }
     }
 }
+
+/// Actions a task turn does not offer: the agent reports usage itself and
+/// lists the granted tools flat.
+const TASK_WITHHELD: &[&str] = &["report_usage", "call_granted_tool"];
+
+/// An event's turn cannot wait for subtasks either (their results come
+/// back to `on_result`, not to it).
+const EVENT_WITHHELD: &[&str] = &["report_usage", "call_granted_tool", "await_subtasks"];
 
 /// A granted tool's call, its result or failure as the model reads it.
 async fn granted_call(tools: &dyn ToolHost, name: &str, args: Value) -> Result<Value, String> {
@@ -332,7 +377,7 @@ impl Agent for LlmAgent {
                 content: task_message(&task),
             },
         ];
-        self.task_turn(cx, &task, conversation).await
+        self.task_turn(cx, &task, conversation, 0, false).await
     }
 
     async fn on_subtasks_done(
@@ -347,18 +392,36 @@ impl Agent for LlmAgent {
             .get(&key)
             .await
             .map_err(|e| AgentError::transient(e.to_string()))?;
-        let mut conversation: Vec<Message> = saved
-            .and_then(|d| serde_json::from_value(d.value["messages"].clone()).ok())
-            .unwrap_or_else(|| {
-                vec![
+        let (mut conversation, calls, found) = match saved {
+            Some(doc) => {
+                let messages: Vec<Message> = serde_json::from_value(doc.value["messages"].clone())
+                    .map_err(|e| {
+                        AgentError::permanent(format!(
+                            "the conversation of task {} cannot be read: {e}",
+                            task.id
+                        ))
+                    })?;
+                let calls = doc.value["model_calls"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0);
+                (messages, calls, true)
+            }
+            None => {
+                // Awaited by another agent, or written before conversations
+                // were kept: start from the task.
+                tracing::warn!(role = %cx.role(), task = %task.id, "no conversation kept for this task; starting one");
+                let fresh = vec![
                     Message::System {
                         content: self.role_prompt(cx),
                     },
                     Message::User {
                         content: task_message(&task),
                     },
-                ]
-            });
+                ];
+                (fresh, 0, false)
+            }
+        };
         conversation.push(Message::User {
             content: format!(
                 "Your subtasks of task {} have ended:\n{}\nComplete the task with complete_task (or delegate more and await_subtasks, or fail_task).",
@@ -366,7 +429,7 @@ impl Agent for LlmAgent {
                 serde_json::to_value(&results).unwrap_or(Value::Null)
             ),
         });
-        self.task_turn(cx, &task, conversation).await
+        self.task_turn(cx, &task, conversation, calls, found).await
     }
 
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
@@ -381,8 +444,16 @@ impl Agent for LlmAgent {
                 ),
             },
         ];
+        let mut calls = 0;
         match self
-            .turn(cx, TurnKind::Task, event.id.as_ref(), &mut conversation)
+            .turn(
+                cx,
+                TurnKind::Task,
+                event.id.as_ref(),
+                EVENT_WITHHELD,
+                &mut conversation,
+                &mut calls,
+            )
             .await?
         {
             End::Complete(_) => Ok(()),

@@ -13,6 +13,8 @@ use agentorg_core::agent::{agent_fn_cx, Outcome, Task, TaskSpec};
 use agentorg_core::chart::{OrgChart, RoleSpec};
 use agentorg_core::hierarchy::TaskStatus;
 use agentorg_core::runtime::Org;
+use agentorg_core::store::{DocKey, MemoryStore, StateStore};
+use agentorg_llm::agent::CONVERSATIONS;
 use agentorg_llm::{
     async_trait, ChatRequest, ChatResponse, LlmAgent, Message, Model, ModelError, ToolCall, Usage,
 };
@@ -23,6 +25,8 @@ use serde_json::{json, Value};
 struct Scripted {
     script: fn(&ChatRequest) -> ChatResponse,
     seen: Mutex<Vec<ChatRequest>>,
+    /// Answered once, before the script.
+    first_error: Mutex<Option<ModelError>>,
 }
 
 impl Scripted {
@@ -30,7 +34,17 @@ impl Scripted {
         Arc::new(Self {
             script,
             seen: Mutex::default(),
+            first_error: Mutex::default(),
         })
+    }
+
+    /// Whose first answer cannot be read.
+    fn unreadable_first(script: fn(&ChatRequest) -> ChatResponse) -> Arc<Self> {
+        let model = Self::new(script);
+        *model.first_error.lock().unwrap() = Some(ModelError::Decode {
+            message: "tool arguments are not JSON".into(),
+        });
+        model
     }
 
     fn seen(&self) -> Vec<ChatRequest> {
@@ -46,6 +60,9 @@ impl Model for Scripted {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         self.seen.lock().unwrap().push(request.clone());
+        if let Some(e) = self.first_error.lock().unwrap().take() {
+            return Err(e);
+        }
         Ok((self.script)(request).with_usage(Usage::new(100, 20)))
     }
 }
@@ -123,7 +140,9 @@ fn leaf() -> impl agentorg_core::agent::Agent {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_llm_cto_delegates_is_refused_awaits_resumes_and_completes() {
     let model = Scripted::new(cto);
+    let store = Arc::new(MemoryStore::new());
     let org = Org::builder(chart())
+        .store(store.clone())
         .agent("cto", LlmAgent::new(model.clone()).instructions("Ship it."))
         .agent("backend", leaf())
         .agent("frontend", leaf())
@@ -198,6 +217,14 @@ async fn an_llm_cto_delegates_is_refused_awaits_resumes_and_completes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(tokens, 3 * 120);
+    // The conversation was kept while the task waited, and removed when it
+    // completed.
+    let kept = DocKey::new(
+        format!("agentorg/genbrain/roles/cto/{CONVERSATIONS}"),
+        &task.task_id,
+    )
+    .unwrap();
+    assert!(store.get(&kept).await.unwrap().is_none());
     org.shutdown().await;
 }
 
@@ -271,7 +298,15 @@ async fn malformed_calls_are_answered_with_the_error_and_a_turn_that_never_ends_
 /// Marketing: the event in, a changelog note out.
 fn marketing(request: &ChatRequest) -> ChatResponse {
     match last(request) {
-        Message::User { content } if content.contains("deploy.complete") => calls(&[(
+        // After the unreadable first answer.
+        Message::User { content } if content.contains("could not be read") => {
+            calls(&[("await_subtasks", json!({}))])
+        }
+        Message::Tool {
+            is_error: true,
+            content,
+            ..
+        } if content.contains("not available") => calls(&[(
             "complete_task",
             json!({"result": "changelog: v2.4.1 is out"}),
         )]),
@@ -281,7 +316,7 @@ fn marketing(request: &ChatRequest) -> ChatResponse {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_llm_marketing_handles_deploy_complete() {
-    let model = Scripted::new(marketing);
+    let model = Scripted::unreadable_first(marketing);
     // The founder's task reaches devops through the cto, who delegates it.
     let org = Org::builder(chart())
         .agent(
@@ -316,20 +351,33 @@ async fn an_llm_marketing_handles_deploy_complete() {
         .wait_for(&task.task_id, Duration::from_secs(60))
         .await
         .unwrap();
+    // Three calls: the unreadable answer, await_subtasks (withheld in an
+    // event's turn), complete_task; then nothing more (no retry of a failed
+    // event).
     for _ in 0..600 {
-        if !model.seen().is_empty() {
+        if model.seen().len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let seen = model.seen();
-    assert_eq!(seen.len(), 1, "one model call for the event");
-    let Message::User { content } = last(&seen[0]) else {
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let Message::User { content } = &seen[0].messages[1] else {
         panic!("no event message");
     };
     assert!(
         content.contains("v2.4.1") && content.contains("devops"),
         "{content}"
     );
+    let tools: Vec<&str> = seen[0].tools.iter().map(|t| t.name.as_str()).collect();
+    assert!(
+        !tools.contains(&"await_subtasks") && !tools.contains(&"report_usage"),
+        "{tools:?}"
+    );
+    let Message::User { content } = last(&seen[1]) else {
+        panic!("the unreadable answer was not answered");
+    };
+    assert!(content.contains("not JSON"), "{content}");
     org.shutdown().await;
 }
