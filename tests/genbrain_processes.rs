@@ -239,6 +239,20 @@ async fn scenario(exe: &Path, nats: &NatsServer, firestore: &FirestoreEmulator) 
     )
     .await;
     let task_id = task["task_id"].as_str().expect("a task id").to_owned();
+    // The task is in_progress once the claim commits, a moment before the
+    // handler logs that it started: wait for the log (real readiness), so
+    // the kill lands mid-task on a loaded machine too.
+    let started = format!("{VICTIM} started task {task_id}");
+    until(
+        "backend to log that it started its task",
+        Duration::from_secs(30),
+        || async {
+            org.read(&format!("{VICTIM}.1.log"))
+                .contains(&started)
+                .then_some(())
+        },
+    )
+    .await;
     org.kill9(VICTIM);
     eprintln!(
         "{NAME}: {:.1} s: {VICTIM}'s task {task_id} in_progress: SIGKILLed its process",
