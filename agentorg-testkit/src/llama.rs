@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process::{self, Supervised};
 use crate::TestkitError;
@@ -69,40 +69,44 @@ impl LlamaServer {
             .tempdir()?;
         let log = dir.path().join("llama-server.log");
         process::create_log(&log)?;
-        let mut last = None;
-        for _ in 0..3 {
-            let port = process::free_ports(1)?[0];
-            let mut cmd = Command::new(&python);
-            cmd.args(["-m", "llama_cpp.server", "--model"])
-                .arg(&model)
-                .args([
-                    "--chat_format",
-                    "chatml-function-calling",
-                    "--n_ctx",
-                    "2048",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                ])
-                .arg(port.to_string());
-            let mut process = Supervised::spawn(cmd, &log, None)?;
-            match wait_ready(&mut process, port, &log, Duration::from_secs(120)) {
-                Ok(()) => {
-                    return Ok(Self {
-                        _process: process,
-                        port,
-                        dir,
-                    })
-                }
-                Err(e) if process::log_says_port_taken(&log) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| TestkitError::Start {
-            what: "llama_cpp.server".into(),
-            log: log.clone(),
-            reason: "no free port".into(),
-        }))
+        let (process, port) = process::start_on_free_port(
+            "llama_cpp.server",
+            &log,
+            Duration::from_secs(120),
+            "answer to GET /v1/models (the model loaded)",
+            |port| {
+                let mut cmd = Command::new(&python);
+                cmd.args(["-m", "llama_cpp.server", "--model"])
+                    .arg(&model)
+                    .args([
+                        "--chat_format",
+                        "chatml-function-calling",
+                        "--n_ctx",
+                        "2048",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                    ])
+                    .arg(port.to_string());
+                cmd
+            },
+            |port| {
+                let answer = crate::http::request(
+                    &format!("127.0.0.1:{port}"),
+                    "GET",
+                    "/v1/models",
+                    &[],
+                    None,
+                    Duration::from_secs(5),
+                );
+                matches!(answer, Ok(ref r) if r.status == 200)
+            },
+        )?;
+        Ok(Self {
+            _process: process,
+            port,
+            dir,
+        })
     }
 
     /// The OpenAI-compatible API's base URL, `http://127.0.0.1:PORT/v1`.
@@ -118,46 +122,5 @@ impl LlamaServer {
     /// Its log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("llama-server.log")
-    }
-}
-
-fn wait_ready(
-    process: &mut Supervised,
-    port: u16,
-    log: &std::path::Path,
-    timeout: Duration,
-) -> Result<(), TestkitError> {
-    let deadline = Instant::now() + timeout;
-    let host_port = format!("127.0.0.1:{port}");
-    loop {
-        let answer = crate::http::request(
-            &host_port,
-            "GET",
-            "/v1/models",
-            &[],
-            None,
-            Duration::from_secs(5),
-        );
-        if matches!(answer, Ok(ref r) if r.status == 200) {
-            return Ok(());
-        }
-        if let Some(status) = process.exited() {
-            return Err(TestkitError::Start {
-                what: "llama_cpp.server".into(),
-                log: log.to_path_buf(),
-                reason: format!("exited with {status}; {}", process::log_tail(log, 20)),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(TestkitError::Start {
-                what: "llama_cpp.server".into(),
-                log: log.to_path_buf(),
-                reason: format!(
-                    "GET /v1/models on port {port} not answered after {timeout:?}; {}",
-                    process::log_tail(log, 20)
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -9,9 +9,9 @@
 //! on drop (and by the watchdog if the test binary dies).
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process::{self, Supervised};
 use crate::TestkitError;
@@ -90,29 +90,23 @@ impl EverythingHttp {
             .tempdir()?;
         let log = dir.path().join("server-everything.log");
         process::create_log(&log)?;
-        let mut last = None;
-        for _ in 0..3 {
-            let port = process::free_ports(1)?[0];
-            let mut cmd = Command::new(&program);
-            cmd.arg("streamableHttp").env("PORT", port.to_string());
-            let mut process = Supervised::spawn(cmd, &log, None)?;
-            match wait_for_port(&mut process, port, &log, Duration::from_secs(20)) {
-                Ok(()) => {
-                    return Ok(Self {
-                        process: Some(process),
-                        port,
-                        dir,
-                    })
-                }
-                Err(e) if process::log_says_port_taken(&log) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| TestkitError::Start {
-            what: "server-everything".into(),
-            log: log.clone(),
-            reason: "no free port".into(),
-        }))
+        let (process, port) = process::start_on_free_port(
+            "server-everything (streamableHttp)",
+            &log,
+            Duration::from_secs(20),
+            "connection accepted",
+            |port| {
+                let mut cmd = Command::new(&program);
+                cmd.arg("streamableHttp").env("PORT", port.to_string());
+                cmd
+            },
+            |port| TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )?;
+        Ok(Self {
+            process: Some(process),
+            port,
+            dir,
+        })
     }
 
     /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
@@ -128,37 +122,5 @@ impl EverythingHttp {
     /// Kills it (SIGKILL); [`url`](Self::url) then refuses connections.
     pub fn kill(&mut self) {
         self.process.take();
-    }
-}
-
-fn wait_for_port(
-    process: &mut Supervised,
-    port: u16,
-    log: &Path,
-    timeout: Duration,
-) -> Result<(), TestkitError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = process.exited() {
-            return Err(TestkitError::Start {
-                what: "server-everything (streamableHttp)".into(),
-                log: log.to_path_buf(),
-                reason: format!("exited with {status}; {}", process::log_tail(log, 20)),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(TestkitError::Start {
-                what: "server-everything (streamableHttp)".into(),
-                log: log.to_path_buf(),
-                reason: format!(
-                    "port {port} not open after {timeout:?}; {}",
-                    process::log_tail(log, 20)
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -162,3 +162,53 @@ pub(crate) fn log_says_port_taken(log: &Path) -> bool {
 pub(crate) fn create_log(path: &Path) -> io::Result<()> {
     File::create(path).map(drop)
 }
+
+/// Starts a server on a free loopback port: `command(port)` is spawned with
+/// its output in `log`, and it is ready once `ready(port)` holds (polled
+/// until `timeout`; `waiting_for` says what, for the error). A port taken
+/// between our choosing it and the server binding it is tried again with
+/// another, up to three times.
+///
+/// # Errors
+/// `Start` (with the log's tail) if the server exits or is not ready in
+/// time; `Io` if it cannot be spawned.
+pub(crate) fn start_on_free_port(
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+    waiting_for: &str,
+    command: impl Fn(u16) -> Command,
+    ready: impl Fn(u16) -> bool,
+) -> Result<(Supervised, u16), crate::TestkitError> {
+    let start_error = |reason: String| crate::TestkitError::Start {
+        what: what.to_owned(),
+        log: log.to_path_buf(),
+        reason,
+    };
+    let mut last = None;
+    for _ in 0..3 {
+        let port = free_ports(1)?[0];
+        let mut process = Supervised::spawn(command(port), log, None)?;
+        let deadline = Instant::now() + timeout;
+        let failed = loop {
+            if ready(port) {
+                return Ok((process, port));
+            }
+            if let Some(status) = process.exited() {
+                break start_error(format!("exited with {status}; {}", log_tail(log, 20)));
+            }
+            if Instant::now() > deadline {
+                break start_error(format!(
+                    "no {waiting_for} on port {port} after {timeout:?}; {}",
+                    log_tail(log, 20)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !log_says_port_taken(log) {
+            return Err(failed);
+        }
+        last = Some(failed);
+    }
+    Err(last.unwrap_or_else(|| start_error("no free port".into())))
+}
