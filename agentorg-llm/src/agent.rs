@@ -169,6 +169,16 @@ impl LlmAgent {
         prompt
     }
 
+    /// A new conversation: the role's prompt, then `first` from the user.
+    fn opening(&self, cx: &Context, first: String) -> Vec<Message> {
+        vec![
+            Message::System {
+                content: self.role_prompt(cx),
+            },
+            Message::User { content: first },
+        ]
+    }
+
     /// Runs one turn of `kind` on `conversation` until the model ends it,
     /// `calls` counting the model calls the task made so far (at most
     /// `max_turns` in all). The actions in `withheld` are not offered, and
@@ -200,39 +210,44 @@ impl LlmAgent {
                 .iter()
                 .map(|t| ToolSpec::new(&t.name, &t.description, t.input_schema.clone())),
         );
+        // The request holds the conversation while the turn runs (no copy
+        // per call); it goes back to `conversation` when the turn ends.
+        let mut request = ChatRequest::new().tool_choice(self.tool_choice.clone());
+        request.messages = std::mem::take(conversation);
+        request.tools = tools;
+        request.max_tokens = self.max_tokens;
+        request.temperature = self.temperature;
         while *calls < self.max_turns {
             *calls += 1;
-            let mut request = ChatRequest::new().tool_choice(self.tool_choice.clone());
-            request.messages = conversation.clone();
-            request.tools = tools.clone();
-            request.max_tokens = self.max_tokens;
-            request.temperature = self.temperature;
             let answer = match self.model.chat(&request).await {
                 Ok(answer) => answer,
                 // An answer that could not be read (tool arguments that are
                 // not JSON, say) is answered like a malformed call.
                 Err(ModelError::Decode { message }) => {
-                    conversation.push(Message::User {
+                    request.messages.push(Message::User {
                         content: format!(
                             "Your last answer could not be read ({message}). Answer again: call the tools with JSON arguments."
                         ),
                     });
                     continue;
                 }
-                Err(e) => return Err(model_error(e)),
+                Err(e) => {
+                    *conversation = request.messages;
+                    return Err(model_error(e));
+                }
             };
             let usage = answer.usage;
             let cost = self.price.map_or(0.0, |p| p.cost(usage));
             cx.report_usage(usage.input_tokens.saturating_add(usage.output_tokens), cost);
             let text = answer.text.clone().filter(|t| !t.trim().is_empty());
             if text.is_some() || !answer.tool_calls.is_empty() {
-                conversation.push(Message::Assistant {
+                request.messages.push(Message::Assistant {
                     content: text,
                     tool_calls: answer.tool_calls.clone(),
                 });
             }
             if answer.tool_calls.is_empty() {
-                conversation.push(Message::User {
+                request.messages.push(Message::User {
                     content: "Act through the tools: end the turn with one of its ending actions."
                         .into(),
                 });
@@ -254,7 +269,7 @@ impl LlmAgent {
                     Ok(v) => (v.to_string(), false),
                     Err(e) => (e, true),
                 };
-                conversation.push(Message::Tool {
+                request.messages.push(Message::Tool {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
                     content,
@@ -262,9 +277,11 @@ impl LlmAgent {
                 });
             }
             if let Some(end) = host.end() {
+                *conversation = request.messages;
                 return Ok(end.clone());
             }
         }
+        *conversation = request.messages;
         Err(AgentError::permanent(format!(
             "`{}` did not end its work within {} model calls (max_turns)",
             cx.role(),
@@ -369,14 +386,7 @@ fn task_message(task: &Task) -> String {
 #[async_trait]
 impl Agent for LlmAgent {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
-        let conversation = vec![
-            Message::System {
-                content: self.role_prompt(cx),
-            },
-            Message::User {
-                content: task_message(&task),
-            },
-        ];
+        let conversation = self.opening(cx, task_message(&task));
         self.task_turn(cx, &task, conversation, 0, false).await
     }
 
@@ -411,15 +421,7 @@ impl Agent for LlmAgent {
                 // Awaited by another agent, or written before conversations
                 // were kept: start from the task.
                 tracing::warn!(role = %cx.role(), task = %task.id, "no conversation kept for this task; starting one");
-                let fresh = vec![
-                    Message::System {
-                        content: self.role_prompt(cx),
-                    },
-                    Message::User {
-                        content: task_message(&task),
-                    },
-                ];
-                (fresh, 0, false)
+                (self.opening(cx, task_message(&task)), 0, false)
             }
         };
         conversation.push(Message::User {
@@ -433,17 +435,13 @@ impl Agent for LlmAgent {
     }
 
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
-        let mut conversation = vec![
-            Message::System {
-                content: self.role_prompt(cx),
-            },
-            Message::User {
-                content: format!(
-                    "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
-                    event.name, event.from, event.payload
-                ),
-            },
-        ];
+        let mut conversation = self.opening(
+            cx,
+            format!(
+                "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
+                event.name, event.from, event.payload
+            ),
+        );
         let mut calls = 0;
         match self
             .turn(
