@@ -427,12 +427,8 @@ impl SeatServer {
         if ends_turn(name) && matches!(r, Ok(_) | Err(SeatError::Released { .. })) {
             self.shared.forget(&id, turn.serial);
         }
-        r.map(|mut v| {
-            if ends_turn(name) {
-                v = json!({"ended": id});
-            }
-            v
-        })
+        // An ending action's reply is the host's: `{"ended": id, "with": action}`.
+        r
     }
 }
 
