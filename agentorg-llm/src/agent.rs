@@ -16,10 +16,9 @@
 //! resumes included) fails; each call's tokens are reported to the role's
 //! registry entry ([`Context::report_usage`], with the cost when a
 //! [`Price`] is set). A model call in flight is cancelled when the runtime
-//! drops the handler (its `handler_timeout`, the org shutting down). Not
-//! yet: cancelling it when the task's lease is lost (the runtime does not
-//! tell a handler), meeting turns and ballots, per-task budgets that
-//! escalate, a bounded conversation.
+//! drops the handler: its `handler_timeout`, the org shutting down, or the
+//! task's lease lost to another attempt. Not yet: meeting turns and
+//! ballots, per-task budgets that escalate, a bounded conversation.
 
 use std::fmt;
 use std::sync::Arc;

@@ -188,6 +188,7 @@ macro_rules! __agentorg_runtime_cases {
             replay_after_completion_not_rerun,
             lease_expiry_redelivers,
             long_handler_keeps_its_lease,
+            lost_lease_cancels_the_handler,
             backoff_between_attempts,
             dead_letter_after_max_attempts,
             permanent_failure_fails_at_once,

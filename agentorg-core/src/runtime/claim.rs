@@ -39,6 +39,12 @@ impl Claim {
         Version::from_raw(self.version.load(Ordering::SeqCst))
     }
 
+    /// Whether another attempt took the message over (seen by a lease
+    /// extension).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     fn set_version(&self, v: Version) {
         self.version.store(v.raw(), Ordering::SeqCst);
     }
@@ -283,13 +289,14 @@ impl HostedRole {
     }
 
     /// Extends the lease every third of it, in the store and with the
-    /// transport, for as long as it is polled (it never completes).
+    /// transport, for as long as it is polled; completes when the claim is
+    /// lost (another attempt owns the message now).
     pub(crate) async fn keep_lease(&self, d: &Delivery, claim: &Claim) {
         let lease = self.kernel.config.lease;
         loop {
             tokio::time::sleep(lease / 3).await;
-            if claim.lost.load(Ordering::SeqCst) {
-                continue;
+            if claim.is_lost() {
+                return;
             }
             let doc = self.claim_doc(ClaimState::Running, claim.attempt, lease, None);
             let Ok(value) = to_value(&doc) else {
@@ -304,12 +311,18 @@ impl HostedRole {
                 Ok(v) => claim.set_version(v),
                 // An earlier extension whose answer was lost may have landed:
                 // look before giving the claim up.
-                Err(e) if e.is_precondition_failure() => {
-                    if !matches!(self.still_mine(claim).await, Ok(true)) {
+                Err(e) if e.is_precondition_failure() => match self.still_mine(claim).await {
+                    Ok(true) => {}
+                    Ok(false) => {
                         claim.lost.store(true, Ordering::SeqCst);
-                        tracing::warn!("lost the claim (the lease ran out); this attempt's outcome will not be committed");
+                        tracing::warn!(
+                            "lost the claim (the lease ran out); cancelling this attempt"
+                        );
+                        return;
                     }
-                }
+                    // Unknown: look again at the next extension.
+                    Err(e) => tracing::warn!(error = %e, "reading the claim failed; retrying"),
+                },
                 Err(e) => tracing::warn!(error = %e, "extending the lease failed; retrying"),
             }
             if let Err(e) = d.progress().await {

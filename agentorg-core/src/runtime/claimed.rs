@@ -116,7 +116,10 @@ impl Claimed<'_> {
 
     /// Runs the application's code while keeping the lease (in the store and
     /// with the transport), within the role's handler timeout; a panic or a
-    /// timeout becomes a transient error.
+    /// timeout becomes a transient error. When the lease is lost (another
+    /// attempt owns the message now) the code is cancelled — dropped, with
+    /// whatever it awaits, a model call say — and the result is a transient
+    /// error that settles without spending an attempt.
     pub async fn run<T, F>(&self, fut: F) -> Result<T, AgentError>
     where
         F: std::future::Future<Output = Result<T, AgentError>> + Send,
@@ -139,7 +142,11 @@ impl Claimed<'_> {
         let outcome = tokio::select! {
             biased;
             r = &mut fut => r,
-            () = &mut keeper => fut.await,
+            () = &mut keeper => {
+                return Err(AgentError::transient(
+                    "the lease was lost: another attempt owns the message; this one was cancelled",
+                ));
+            }
         };
         match outcome {
             Ok(r) => r,
@@ -262,6 +269,11 @@ impl Claimed<'_> {
         err: AgentError,
         item: Option<&MessageId>,
     ) -> Result<Settle, Fault> {
+        if self.claim.is_lost() {
+            // Not this attempt's to settle: the owner decides.
+            tracing::info!(error = %err, "lost the claim; leaving the message to its owner");
+            return Ok(Settle::Nak(self.kernel().config.retry_delay));
+        }
         self.count_failure();
         let config = &self.kernel().config;
         if self.claim.attempt >= config.max_attempts {

@@ -19,7 +19,7 @@ use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use crate::envelope::Kind;
 use crate::hierarchy::{TaskRecord, TaskStatus};
 use crate::name::Name;
-use crate::runtime::Org;
+use crate::runtime::{org_collection, Org};
 use crate::store::{DocKey, Precondition, StateStore, StateStoreExt, Write};
 use crate::subject::SubjectPattern;
 use crate::transport::{PublishOptions, Transport};
@@ -392,6 +392,74 @@ pub async fn long_handler_keeps_its_lease(
     let runs = slow.runs();
     if rec.status != TaskStatus::Completed || runs.len() != 1 || runs[0].attempt != 1 {
         fail(B, format!("status {}, runs {runs:?}", rec.status));
+    }
+    o.shutdown().await;
+}
+
+/// A handler whose lease is lost (another attempt took the message over)
+/// is cancelled — what it awaits is dropped — instead of running on to an
+/// outcome that cannot be committed; the owner's attempt completes the task.
+pub async fn lost_lease_cancels_the_handler(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "lost_lease_cancels_the_handler";
+    /// Sets its flag when dropped: the first attempt's work was cancelled.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (flag, dropped) = (Arc::clone(&started), Arc::clone(&cancelled));
+    let x = Scripted::new(move |_, attempt| {
+        let guard = (attempt == 1).then(|| Dropped(Arc::clone(&dropped)));
+        flag.store(true, Ordering::SeqCst);
+        async move {
+            if let Some(_guard) = guard {
+                std::future::pending::<()>().await;
+            }
+            Ok(Outcome::Complete(json!(attempt)))
+        }
+    });
+    let o = start(B, &t, &s, &org, vec![("x", Arc::new(x.clone()))]).await;
+    let id = delegate(B, &o, "x", "taken over").await;
+    eventually(B, "the first attempt started", || {
+        let started = Arc::clone(&started);
+        async move { started.load(Ordering::SeqCst) }
+    })
+    .await;
+    // Another process takes the claim over (as if this one had stalled past
+    // its lease): same attempt, another owner.
+    let claims = org_collection(&org, "claims").unwrap_or_else(|e| fail(B, e));
+    let docs = s.list_all(&claims).await.unwrap_or_else(|e| fail(B, e));
+    let Some(claim) = docs
+        .into_iter()
+        .find(|d| d.key.id().starts_with("x.") && d.value["state"] == "running")
+    else {
+        fail(B, "no running claim of x");
+    };
+    let mut stolen = claim.value.clone();
+    stolen["owner"] = json!("another-process");
+    if let Err(e) = s
+        .put(&claim.key, stolen, Precondition::Version(claim.version))
+        .await
+    {
+        fail(B, format!("taking the claim over: {e}"));
+    }
+    eventually(B, "the first attempt was cancelled", || {
+        let cancelled = Arc::clone(&cancelled);
+        async move { cancelled.load(Ordering::SeqCst) }
+    })
+    .await;
+    // The taken-over claim's lease runs out; the next attempt completes.
+    let rec = wait_done(B, &o, &id).await;
+    let runs: Vec<u32> = x.runs().iter().map(|r| r.attempt).collect();
+    if rec.status != TaskStatus::Completed || runs != [2] {
+        fail(B, format!("status {}, completed runs {runs:?}", rec.status));
     }
     o.shutdown().await;
 }
