@@ -14,24 +14,30 @@
 //! error, never a crash; a turn that does not end within
 //! [`max_turns`](LlmAgent::max_turns) model calls (over the whole task,
 //! resumes included) fails; each call's tokens are reported to the role's
-//! registry entry ([`Context::report_usage`], with the cost when a
-//! [`Price`] is set). A model call in flight is cancelled when the runtime
+//! registry entry ([`Context::report_model_usage`]: input and output
+//! tokens under the model that answered, with the cost when it has a
+//! [`Price`]). A model call in flight is cancelled when the runtime
 //! drops the handler: its `handler_timeout`, the org shutting down, or the
 //! task's lease lost to another attempt. Not yet: meeting turns and
 //! ballots, per-task budgets that escalate, a bounded conversation.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use agentorg_core::agent::actions::{is_org_action, ActionHost, End, TurnKind};
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
 use agentorg_core::events::Event;
+use agentorg_core::runtime::{ModelUsage, Spent};
 use agentorg_core::store::{DocKey, Precondition, Write};
 use agentorg_core::tools::{ToolHost, ToolHostExt};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{ChatRequest, Message, Model, ModelError, Price, ToolChoice, ToolSpec};
+use crate::budget::{self, Budget, Scope};
+
+use crate::{ChatRequest, Message, Model, ModelCatalog, ModelError, Price, ToolChoice, ToolSpec};
 
 /// The collection of the role's namespace holding the conversations of
 /// tasks waiting for their subtasks.
@@ -64,6 +70,9 @@ pub struct LlmAgent {
     temperature: Option<f32>,
     tool_choice: ToolChoice,
     price: Option<Price>,
+    prices: BTreeMap<String, Price>,
+    task_budget: Option<Budget>,
+    role_budget: Option<Budget>,
 }
 
 impl fmt::Debug for LlmAgent {
@@ -87,6 +96,9 @@ impl LlmAgent {
             temperature: None,
             tool_choice: ToolChoice::Auto,
             price: None,
+            prices: BTreeMap::new(),
+            task_budget: None,
+            role_budget: None,
         }
     }
 
@@ -125,10 +137,67 @@ impl LlmAgent {
         self
     }
 
-    /// The model's price, to report each call's cost with its tokens.
+    /// The model's price, to report each call's cost with its tokens (for
+    /// a call whose model has no price of its own: see
+    /// [`prices`](Self::prices)).
     pub fn price(mut self, price: Price) -> Self {
         self.price = Some(price);
         self
+    }
+
+    /// The prices of `catalog`'s models, each for the calls that model
+    /// answers (a failover's calls are priced by the model that answered).
+    pub fn prices(mut self, catalog: &ModelCatalog) -> Self {
+        for name in catalog.entries().keys() {
+            if let Some(price) = catalog.price(name) {
+                self.prices.insert(name.clone(), price);
+            }
+        }
+        self
+    }
+
+    /// The most one task may spend (its model calls, resumes included).
+    /// Checked before each call: once spent, the task escalates to the
+    /// role's manager with what was spent (reason `budget_spent`) and ends
+    /// failed, instead of running on.
+    pub fn task_budget(mut self, budget: Budget) -> Self {
+        self.task_budget = Some(budget);
+        self
+    }
+
+    /// The most the role may spend, by its registry entry (every process's
+    /// calls; another process's show once folded, a sweep behind at most).
+    /// Checked before each call: once spent, a task escalates and fails as
+    /// with [`task_budget`](Self::task_budget); an event's turn fails
+    /// (dead-lettered, which alerts).
+    pub fn role_budget(mut self, budget: Budget) -> Self {
+        self.role_budget = Some(budget);
+        self
+    }
+
+    /// An error if a budget is spent (the escalation staged).
+    async fn check_budgets(&self, cx: &Context, tally: &Tally) -> Result<(), AgentError> {
+        if let Some(budget) = &self.task_budget {
+            if budget.is_spent_by(&tally.spent) {
+                return Err(budget::spent(
+                    cx,
+                    Scope::Task,
+                    budget,
+                    &tally.spent,
+                    tally.calls,
+                ));
+            }
+        }
+        if let Some(budget) = &self.role_budget {
+            let used = cx
+                .role_usage()
+                .await
+                .map_err(|e| AgentError::transient(format!("reading the role's usage: {e}")))?;
+            if budget.is_spent_by(&used) {
+                return Err(budget::spent(cx, Scope::Role, budget, &used, tally.calls));
+            }
+        }
+        Ok(())
     }
 
     /// The role's system prompt: who it is in the chart, then the
@@ -179,9 +248,9 @@ impl LlmAgent {
     }
 
     /// Runs one turn of `kind` on `conversation` until the model ends it,
-    /// `calls` counting the model calls the task made so far (at most
-    /// `max_turns` in all). The actions in `withheld` are not offered, and
-    /// refused if called anyway.
+    /// `tally` counting the model calls the task made so far (at most
+    /// `max_turns` in all) and what they spent. The actions in `withheld`
+    /// are not offered, and refused if called anyway.
     async fn turn(
         &self,
         cx: &Context,
@@ -189,7 +258,7 @@ impl LlmAgent {
         id: &str,
         withheld: &[&str],
         conversation: &mut Vec<Message>,
-        calls: &mut usize,
+        tally: &mut Tally,
     ) -> Result<End, AgentError> {
         let mut host = ActionHost::new(cx, kind, id);
         // Without its granted tools (their servers down) the role can still
@@ -216,8 +285,12 @@ impl LlmAgent {
         request.tools = tools;
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
-        while *calls < self.max_turns {
-            *calls += 1;
+        while tally.calls < self.max_turns {
+            if let Err(e) = self.check_budgets(cx, tally).await {
+                *conversation = request.messages;
+                return Err(e);
+            }
+            tally.calls += 1;
             let answer = match self.model.chat(&request).await {
                 Ok(answer) => answer,
                 // An answer that could not be read (tool arguments that are
@@ -236,8 +309,15 @@ impl LlmAgent {
                 }
             };
             let usage = answer.usage;
-            let cost = self.price.map_or(0.0, |p| p.cost(usage));
-            cx.report_usage(usage.input_tokens.saturating_add(usage.output_tokens), cost);
+            let model = answer.provider.as_deref().unwrap_or(self.model.name());
+            let cost = self
+                .prices
+                .get(model)
+                .or(self.price.as_ref())
+                .map_or(0.0, |p| p.cost(usage));
+            let used = ModelUsage::call(usage.input_tokens, usage.output_tokens, cost);
+            cx.report_model_usage(model, used);
+            tally.spent.add(&used);
             let text = answer.text.clone().filter(|t| !t.trim().is_empty());
             if text.is_some() || !answer.tool_calls.is_empty() {
                 request.messages.push(Message::Assistant {
@@ -294,18 +374,17 @@ impl LlmAgent {
             .map_err(|e| AgentError::permanent(e.to_string()))
     }
 
-    /// A task turn on `conversation` (`calls`: the model calls the task
-    /// made before): the outcome; the conversation kept (with the outcome)
-    /// while the task waits for its subtasks, and removed (`saved`: there is
-    /// one) when it completes. A failed task's conversation stays, for
-    /// inspection.
+    /// A task turn on `saved.messages` (`saved.tally`: the model calls the
+    /// task made before, and what they spent): the outcome; the
+    /// conversation kept (with the outcome) while the task waits for its
+    /// subtasks, and removed (`kept`: there is one) when it completes. A
+    /// failed task's conversation stays, for inspection.
     async fn task_turn(
         &self,
         cx: &Context,
         task: &Task,
-        mut conversation: Vec<Message>,
-        mut calls: usize,
-        saved: bool,
+        mut saved: Saved,
+        kept: bool,
     ) -> Result<Outcome, AgentError> {
         let end = self
             .turn(
@@ -313,23 +392,22 @@ impl LlmAgent {
                 TurnKind::Task,
                 task.id.as_ref(),
                 TASK_WITHHELD,
-                &mut conversation,
-                &mut calls,
+                &mut saved.messages,
+                &mut saved.tally,
             )
             .await?;
         let key = Self::conversation_key(cx, task)?;
         match end {
             End::Complete(v) => {
-                if saved {
+                if kept {
                     cx.stage(Write::delete(key, Precondition::None))
                         .map_err(|e| AgentError::permanent(e.to_string()))?;
                 }
                 Ok(Outcome::Complete(v))
             }
             End::AwaitSubtasks => {
-                let messages = serde_json::to_value(&conversation)
+                let doc = serde_json::to_value(&saved)
                     .map_err(|e| AgentError::permanent(e.to_string()))?;
-                let doc = json!({"messages": messages, "model_calls": calls});
                 cx.stage(Write::put(key, doc, Precondition::None))
                     .map_err(|e| AgentError::permanent(e.to_string()))?;
                 Ok(Outcome::AwaitSubtasks)
@@ -337,6 +415,32 @@ impl LlmAgent {
             other => Err(other
                 .as_error()
                 .unwrap_or_else(|| AgentError::permanent("the turn ended wrongly"))),
+        }
+    }
+}
+
+/// A task's model calls so far, and what they spent.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Tally {
+    #[serde(default, rename = "model_calls")]
+    calls: usize,
+    #[serde(default)]
+    spent: Spent,
+}
+
+/// A task's conversation as kept in the store while it waits.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    messages: Vec<Message>,
+    #[serde(flatten)]
+    tally: Tally,
+}
+
+impl Saved {
+    fn new(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            tally: Tally::default(),
         }
     }
 }
@@ -385,8 +489,8 @@ fn task_message(task: &Task) -> String {
 #[async_trait]
 impl Agent for LlmAgent {
     async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
-        let conversation = self.opening(cx, task_message(&task));
-        self.task_turn(cx, &task, conversation, 0, false).await
+        let saved = Saved::new(self.opening(cx, task_message(&task)));
+        self.task_turn(cx, &task, saved, false).await
     }
 
     async fn on_subtasks_done(
@@ -401,36 +505,31 @@ impl Agent for LlmAgent {
             .get(&key)
             .await
             .map_err(|e| AgentError::transient(e.to_string()))?;
-        let (mut conversation, calls, found) = match saved {
+        let (mut saved, found) = match saved {
             Some(doc) => {
-                let messages: Vec<Message> = serde_json::from_value(doc.value["messages"].clone())
-                    .map_err(|e| {
-                        AgentError::permanent(format!(
-                            "the conversation of task {} cannot be read: {e}",
-                            task.id
-                        ))
-                    })?;
-                let calls = doc.value["model_calls"]
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(0);
-                (messages, calls, true)
+                let saved: Saved = serde_json::from_value(doc.value).map_err(|e| {
+                    AgentError::permanent(format!(
+                        "the conversation of task {} cannot be read: {e}",
+                        task.id
+                    ))
+                })?;
+                (saved, true)
             }
             None => {
                 // Awaited by another agent, or written before conversations
                 // were kept: start from the task.
                 tracing::warn!(role = %cx.role(), task = %task.id, "no conversation kept for this task; starting one");
-                (self.opening(cx, task_message(&task)), 0, false)
+                (Saved::new(self.opening(cx, task_message(&task))), false)
             }
         };
-        conversation.push(Message::User {
+        saved.messages.push(Message::User {
             content: format!(
                 "Your subtasks of task {} have ended:\n{}\nComplete the task with complete_task (or delegate more and await_subtasks, or fail_task).",
                 task.id,
                 serde_json::to_value(&results).unwrap_or(Value::Null)
             ),
         });
-        self.task_turn(cx, &task, conversation, calls, found).await
+        self.task_turn(cx, &task, saved, found).await
     }
 
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
@@ -441,7 +540,6 @@ impl Agent for LlmAgent {
                 event.name, event.from, event.payload
             ),
         );
-        let mut calls = 0;
         match self
             .turn(
                 cx,
@@ -449,7 +547,7 @@ impl Agent for LlmAgent {
                 event.id.as_ref(),
                 EVENT_WITHHELD,
                 &mut conversation,
-                &mut calls,
+                &mut Tally::default(),
             )
             .await?
         {

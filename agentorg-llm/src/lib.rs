@@ -73,12 +73,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod agent;
+mod budget;
 pub mod catalog;
 mod failover;
 mod names;
 mod provider;
 
 pub use agent::LlmAgent;
+pub use budget::Budget;
 pub use catalog::{CatalogError, ModelCatalog, Price};
 pub use failover::{BreakerPolicy, Failover};
 pub use names::ToolNames;

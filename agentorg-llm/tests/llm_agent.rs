@@ -11,13 +11,17 @@ use std::time::Duration;
 
 use agentorg_core::agent::{agent_fn_cx, Outcome, Task, TaskSpec};
 use agentorg_core::chart::{OrgChart, RoleSpec};
+use agentorg_core::envelope::Kind;
+use agentorg_core::hierarchy::Escalation;
 use agentorg_core::hierarchy::TaskStatus;
-use agentorg_core::runtime::Org;
+use agentorg_core::runtime::{AgentRecord, Org, Principal};
 use agentorg_core::store::{DocKey, MemoryStore, StateStore};
 use agentorg_llm::agent::CONVERSATIONS;
 use agentorg_llm::{
-    async_trait, ChatRequest, ChatResponse, LlmAgent, Message, Model, ModelError, ToolCall, Usage,
+    async_trait, Budget, ChatRequest, ChatResponse, LlmAgent, Message, Model, ModelError, Price,
+    ToolCall, Usage,
 };
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// A model whose answer is a function of the conversation so far; it
@@ -110,6 +114,21 @@ fn cto(request: &ChatRequest) -> ChatResponse {
     }
 }
 
+/// The role's registry entry once it counts `tokens` (the counters are
+/// folded every sweep, 30 s).
+async fn registry_with(founder: &Principal, role: &str, tokens: u64) -> AgentRecord {
+    for _ in 0..1200 {
+        if let Some(r) = founder.agent_record(role).await.unwrap() {
+            if r.tokens >= tokens {
+                assert_eq!(r.tokens, tokens, "{r:?}");
+                return r;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{role}` never counted {tokens} tokens");
+}
+
 fn chart() -> OrgChart {
     OrgChart::builder("genbrain")
         .principal("founder")
@@ -143,7 +162,12 @@ async fn an_llm_cto_delegates_is_refused_awaits_resumes_and_completes() {
     let store = Arc::new(MemoryStore::new());
     let org = Org::builder(chart())
         .store(store.clone())
-        .agent("cto", LlmAgent::new(model.clone()).instructions("Ship it."))
+        .agent(
+            "cto",
+            LlmAgent::new(model.clone())
+                .instructions("Ship it.")
+                .price(Price::new(1.0, 2.0)),
+        )
         .agent("backend", leaf())
         .agent("frontend", leaf())
         .start()
@@ -202,21 +226,17 @@ async fn an_llm_cto_delegates_is_refused_awaits_resumes_and_completes() {
         content.contains("API endpoints") && content.contains("Dashboard UI"),
         "{content}"
     );
-    // Every call's tokens went to the registry.
-    // The registry's counters are folded in every sweep (30 s): wait for them.
-    let mut tokens = 0;
-    for _ in 0..1200 {
-        tokens = founder
-            .agent_record("cto")
-            .await
-            .unwrap()
-            .map_or(0, |r| r.tokens);
-        if tokens >= 3 * 120 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(tokens, 3 * 120);
+    // Every call's tokens went to the registry, in and out, under the model
+    // that answered, priced.
+    let record = registry_with(&founder, "cto", 3 * 120).await;
+    let used = record.usage["scripted"];
+    assert_eq!(
+        (used.calls, used.input_tokens, used.output_tokens),
+        (3, 300, 60)
+    );
+    let cost = 300.0 / 1e6 + 60.0 * 2.0 / 1e6;
+    assert!((used.cost_usd - cost).abs() < 1e-12, "{used:?}");
+    assert!((record.cost_usd - cost).abs() < 1e-12, "{record:?}");
     // The conversation was kept while the task waited, and removed when it
     // completed.
     let kept = DocKey::new(
@@ -379,5 +399,102 @@ async fn an_llm_marketing_handles_deploy_complete() {
         panic!("the unreadable answer was not answered");
     };
     assert!(content.contains("not JSON"), "{content}");
+    org.shutdown().await;
+}
+
+/// A model that never ends its turn: it reads the task tree, again and
+/// again (each call 120 tokens).
+fn dawdler(_: &ChatRequest) -> ChatResponse {
+    calls(&[("read_task_tree", json!({}))])
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_spent_task_budget_escalates_to_the_manager_with_what_was_spent() {
+    let model = Scripted::new(dawdler);
+    let org = Org::builder(chart())
+        .agent(
+            "cso",
+            LlmAgent::new(model.clone()).task_budget(Budget::tokens(250)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let founder = org.principal();
+    let mut inbox = founder.inbox().await.unwrap();
+    let task = founder
+        .delegate("cso", TaskSpec::new("audit"))
+        .await
+        .unwrap();
+    let done = founder
+        .wait_for(&task.task_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Three calls (0, 120, 240 tokens spent before each), then 360 ≥ 250:
+    // no fourth call.
+    assert_eq!(model.seen().len(), 3);
+    assert_eq!(done.status, TaskStatus::Failed);
+    let why = done.error.unwrap_or_default();
+    assert!(
+        why.contains("task budget") && why.contains("360 tokens") && why.contains("founder"),
+        "{why}"
+    );
+    let escalation = loop {
+        let env = tokio::time::timeout(Duration::from_secs(60), inbox.next())
+            .await
+            .expect("an escalation")
+            .expect("the inbox")
+            .unwrap();
+        if env.kind == Kind::Escalation {
+            break serde_json::from_value::<Escalation>(env.payload).unwrap();
+        }
+    };
+    assert_eq!(escalation.reason, "budget_spent");
+    assert_eq!(escalation.task_id.as_ref(), Some(&task.task_id));
+    assert_eq!(escalation.details["scope"], "task");
+    assert_eq!(escalation.details["spent"]["tokens"], 360);
+    assert_eq!(escalation.details["budget"]["tokens"], 250);
+    assert_eq!(escalation.details["model_calls"], 3);
+    org.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_spent_role_budget_stops_the_next_task_before_any_call() {
+    // Three calls per task: a refused call, text, then complete.
+    let model = Scripted::new(sloppy);
+    let org = Org::builder(chart())
+        .agent(
+            "cto",
+            LlmAgent::new(model.clone()).role_budget(Budget::tokens(300)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let founder = org.principal();
+    let first = founder.delegate("cto", TaskSpec::new("one")).await.unwrap();
+    let done = founder
+        .wait_for(&first.task_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
+    let calls = model.seen().len();
+    assert_eq!(calls, 3);
+    // 360 tokens spent by the role (not yet folded into its registry entry:
+    // this process's own count is included).
+    let second = founder.delegate("cto", TaskSpec::new("two")).await.unwrap();
+    let done = founder
+        .wait_for(&second.task_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Failed);
+    let why = done.error.unwrap_or_default();
+    assert!(
+        why.contains("role budget") && why.contains("360 tokens"),
+        "{why}"
+    );
+    assert_eq!(
+        model.seen().len(),
+        calls,
+        "no call once the budget is spent"
+    );
     org.shutdown().await;
 }

@@ -216,6 +216,7 @@ macro_rules! __agentorg_pattern_cases {
             delegation_up_or_sideways_refused,
             shortcut_honoured_for_its_task_type,
             escalation_reaches_the_principal_and_decisions_come_back,
+            a_failing_task_still_escalates,
             breaker_reroutes_to_the_alternate_and_half_opens,
             genbrain_tree_once_under_redelivery,
             poison_task_dead_lettered_requeued_or_discarded,

@@ -369,7 +369,9 @@ impl Context {
     /// Escalates to this role's manager (the principal, at the top), with a
     /// reason and details; each level's `on_escalation` decides or passes it
     /// up, and a decision comes back to `on_decision`. Sent when the
-    /// handler's outcome is committed.
+    /// handler's outcome is committed — also when a task's handler then
+    /// fails it (a permanent error): the manager hears why, while the
+    /// task's other staged effects are dropped.
     pub fn escalate(&self, reason: impl Into<String>, details: Value) -> Result<(), DelegateError> {
         let Some(manager) = self.kernel().chart().manager_of(&self.role).cloned() else {
             return Err(DelegateError::InvalidInput {

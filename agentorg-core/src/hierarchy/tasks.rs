@@ -14,7 +14,7 @@ use super::records::{
     kept_or_read, read_task, Layout, ResultPayload, RollupLocks, TaskRecord, TaskStatus,
 };
 use super::task::{HierarchyCallbacks, Outcome};
-use crate::envelope::{Envelope, MessageId, TaskId};
+use crate::envelope::{Envelope, Kind, MessageId, TaskId};
 use crate::name::Name;
 use crate::runtime::{
     clip, describe, optimistic, to_value, AgentError, Claimed, Committed, Context, Effects, Fault,
@@ -204,6 +204,17 @@ async fn record_outcome(
     commit_outcome(d, run, end, effects, delegations).await
 }
 
+/// The escalations among `staged`'s messages.
+fn escalations_of(staged: &Effects) -> Effects {
+    let mut out = Effects::new();
+    for (subject, env) in &staged.messages {
+        if env.kind == Kind::Escalation {
+            out.send(subject.clone(), env.clone());
+        }
+    }
+    out
+}
+
 /// Commits a task's end with the completion record, retrying on conflicts
 /// with other writers of the task and breaker records.
 async fn commit_outcome(
@@ -300,6 +311,10 @@ async fn commit_outcome(
         ));
         if keep_effects {
             effects.extend(staged.clone());
+        } else {
+            // A failing task's escalations still go up: the manager hears
+            // why (a spent budget, say). Nothing else it staged happens.
+            effects.extend(escalations_of(&staged));
         }
         match d.commit(effects).await? {
             Committed::Yes => {

@@ -159,6 +159,34 @@ impl Context {
         self.stats.add_usage(tokens, cost_usd);
     }
 
+    /// Reports one model call's usage for the role's registry entry: under
+    /// `model` (the model that answered, say a catalog entry's name) in its
+    /// [`usage`](super::AgentRecord::usage), and in its totals. Counted per
+    /// call, like [`report_usage`](Self::report_usage).
+    pub fn report_model_usage(&self, model: &str, usage: super::ModelUsage) {
+        self.stats.add_model_usage(model, usage);
+    }
+
+    /// What this role has used so far (tokens and cost, every process's
+    /// calls): its registry entry, which each process folds its counts
+    /// into every sweep, plus what this process counted since. Another
+    /// process's usage shows once it is folded (a sweep interval behind at
+    /// most).
+    pub async fn role_usage(&self) -> Result<super::Spent, StoreError> {
+        let key = self.kernel.layout.agent(&self.role)?;
+        let record = self
+            .kernel
+            .read::<super::AgentRecord>(&key)
+            .await?
+            .map(|(r, _)| r)
+            .unwrap_or_default();
+        let (tokens, cost_usd) = self.stats.pending_usage();
+        Ok(super::Spent {
+            tokens: record.tokens.saturating_add(tokens),
+            cost_usd: record.cost_usd + cost_usd,
+        })
+    }
+
     /// Stages a write to this role's namespace, to commit atomically with
     /// this delivery's completion record: it happens exactly once, and only
     /// if the handler succeeds. A write outside the namespace is refused

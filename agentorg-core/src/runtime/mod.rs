@@ -136,7 +136,7 @@ pub use principal::{InboxError, Principal, PrincipalStream};
 pub(crate) use records::from_json;
 pub use records::{
     clip, from_doc, org_collection, role_collection, to_value, AgentRecord, DeadLetterRecord,
-    DeadLetterStatus, ProcessRecord, TimerRecord, MAX_ERROR_LEN,
+    DeadLetterStatus, ModelUsage, ProcessRecord, Spent, TimerRecord, MAX_ERROR_LEN,
 };
 pub use retry::{optimistic, CONFLICT_RETRIES};
 pub use seam::{

@@ -13,6 +13,8 @@
 //! The patterns keep their records beside these (the hierarchy's tasks,
 //! breakers and idempotency keys), each in collections of its own.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
@@ -103,6 +105,84 @@ pub struct AgentRecord {
     /// Cost its handlers reported, in US dollars.
     #[serde(default)]
     pub cost_usd: f64,
+    /// Model usage by the model that answered (its name: a catalog entry,
+    /// say), as reported through
+    /// [`Context::report_model_usage`](super::Context::report_model_usage);
+    /// also counted in `tokens` and `cost_usd`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, ModelUsage>,
+}
+
+/// Tokens and cost spent (a role's, or a task's).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct Spent {
+    /// Tokens, in and out.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Cost, in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+impl Spent {
+    /// `tokens` and `cost_usd` spent.
+    pub fn new(tokens: u64, cost_usd: f64) -> Self {
+        Self { tokens, cost_usd }
+    }
+
+    /// Adds a model call's usage (tokens saturate).
+    pub fn add(&mut self, used: &ModelUsage) {
+        self.tokens = self.tokens.saturating_add(used.tokens());
+        self.cost_usd += used.cost_usd;
+    }
+}
+
+/// What a role's model calls used, for one model of its registry entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct ModelUsage {
+    /// Calls answered.
+    #[serde(default)]
+    pub calls: u64,
+    /// Tokens in (prompts).
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Tokens out (answers).
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Their cost, in US dollars (0 without a price).
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+impl ModelUsage {
+    /// One call's usage.
+    pub fn call(input_tokens: u64, output_tokens: u64, cost_usd: f64) -> Self {
+        Self {
+            calls: 1,
+            input_tokens,
+            output_tokens,
+            cost_usd: if cost_usd.is_finite() && cost_usd >= 0.0 {
+                cost_usd
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// All its tokens, in and out (saturating).
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+
+    /// Adds `other` (counts saturate).
+    pub fn add(&mut self, other: &ModelUsage) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_usd += other.cost_usd;
+    }
 }
 
 /// A running process of the org: which roles it hosts, and when it was last

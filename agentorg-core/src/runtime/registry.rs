@@ -7,13 +7,14 @@
 //! role writes nothing. Each process also writes one heartbeat document listing
 //! the roles it hosts; the liveness view reads those.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
 use super::health::RoleStats;
 use super::kernel::Kernel;
-use super::records::{to_value, AgentRecord, ProcessRecord};
+use super::records::{to_value, AgentRecord, ModelUsage, ProcessRecord};
 use crate::name::Name;
 use crate::store::{Precondition, StateStoreExt, StoreError};
 
@@ -45,6 +46,9 @@ pub(crate) async fn flush(
             rec.execution_ms += delta.execution_ms;
             rec.tokens = rec.tokens.saturating_add(delta.tokens);
             rec.cost_usd += delta.cost_usd;
+            for (model, used) in &delta.usage {
+                rec.usage.entry(model.clone()).or_default().add(used);
+            }
             if delta.current_task.is_some() {
                 rec.current_task = delta.current_task.clone();
             }
@@ -104,6 +108,7 @@ pub(crate) struct Delta {
     pub(crate) execution_ms: u64,
     pub(crate) tokens: u64,
     pub(crate) cost_usd: f64,
+    pub(crate) usage: BTreeMap<String, ModelUsage>,
     pub(crate) current_task: Option<crate::envelope::TaskId>,
     pub(crate) last_active: Option<DateTime<Utc>>,
 }
@@ -140,6 +145,21 @@ impl RoleStats {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Adds a model call's usage, under `model` and in the totals.
+    pub(crate) fn add_model_usage(&self, model: &str, used: ModelUsage) {
+        let mut d = self.delta();
+        d.tokens = d.tokens.saturating_add(used.tokens());
+        d.cost_usd += used.cost_usd;
+        d.usage.entry(model.to_owned()).or_default().add(&used);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Tokens and cost counted since the last flush.
+    pub(crate) fn pending_usage(&self) -> (u64, f64) {
+        let d = self.delta();
+        (d.tokens, d.cost_usd)
+    }
+
     fn delta(&self) -> std::sync::MutexGuard<'_, Delta> {
         self.pending
             .lock()
@@ -162,6 +182,9 @@ impl RoleStats {
         d.execution_ms += back.execution_ms;
         d.tokens = d.tokens.saturating_add(back.tokens);
         d.cost_usd += back.cost_usd;
+        for (model, used) in &back.usage {
+            d.usage.entry(model.clone()).or_default().add(used);
+        }
         if d.current_task.is_none() {
             d.current_task = back.current_task;
         }

@@ -14,7 +14,8 @@ use crate::agent::{Agent, AgentError, Context, Outcome, Task, TaskSpec};
 use crate::envelope::Kind;
 use crate::hierarchy::{Decision, Escalation, TaskStatus};
 use crate::name::Name;
-use crate::store::StateStore;
+use crate::runtime::role_collection;
+use crate::store::{Precondition, StateStore, Write};
 use crate::transport::Transport;
 
 use super::super::super::{fail, EVENTUALLY};
@@ -145,6 +146,80 @@ pub async fn escalation_reaches_the_principal_and_decisions_come_back(
         |e| e.kind == Kind::Escalation,
     )
     .await;
+    o.shutdown().await;
+}
+
+/// A task that escalates and then fails (its budget spent, say) still
+/// escalates: the manager's `on_escalation` sees it, with the task's id,
+/// while the task ends failed and nothing else it staged happens (its
+/// write to its own namespace is dropped).
+pub async fn a_failing_task_still_escalates(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "a_failing_task_still_escalates";
+    let j = Arc::new(Journal::default());
+    /// Escalates what it spent, stages a note, and fails.
+    struct Spender;
+    #[async_trait]
+    impl Agent for Spender {
+        async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
+            cx.escalate("budget spent", json!({"tokens": 12_000, "budget": 10_000}))?;
+            let note = cx
+                .collection("notes")
+                .and_then(|c| c.doc("spent"))
+                .map_err(|e| AgentError::permanent(e.to_string()))?;
+            cx.stage(Write::put(note, json!({"n": 1}), Precondition::None))
+                .map_err(|e| AgentError::permanent(e.to_string()))?;
+            Err(AgentError::permanent("budget spent: 12000 tokens of 10000"))
+        }
+    }
+    let o = start(
+        B,
+        &t,
+        &s,
+        &org,
+        vec![
+            ("ceo", Arc::new(Planner::new(&j))),
+            ("cto", Arc::new(Planner::new(&j).deciding("budget spent"))),
+            ("backend", Arc::new(Spender)),
+        ],
+    )
+    .await;
+    let p = o.principal();
+    let root = delegate(B, &p, "ceo", via_cto("Ship", "backend", "Build the API")).await;
+    if wait_done(B, &root).await.status != TaskStatus::Failed {
+        fail(B, "the chain did not fail");
+    }
+    let leaf = leaf_of(B, &p, &root.task_id).await;
+    if leaf.status != TaskStatus::Failed
+        || !leaf
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("budget spent")
+    {
+        fail(B, format!("the leaf: {leaf:?}"));
+    }
+    eventually(B, "the escalation at the cto", || async {
+        !j.escalations_at("cto").is_empty()
+    })
+    .await;
+    let esc = j.escalations_at("cto");
+    if esc.len() != 1
+        || esc[0].details["tokens"] != 12_000
+        || esc[0].task_id.as_ref() != Some(&leaf.task_id)
+    {
+        fail(B, format!("escalations at the cto: {esc:?}"));
+    }
+    let note = role_collection(&org, &name(B, "backend"), "notes")
+        .and_then(|c| c.doc("spent"))
+        .unwrap_or_else(|e| fail(B, e));
+    match s.get(&note).await {
+        Ok(None) => {}
+        other => fail(B, format!("the failed task's staged write: {other:?}")),
+    }
     o.shutdown().await;
 }
 
