@@ -52,6 +52,11 @@
 //! founder exits 0 with the record as written and the action items done;
 //! five ballots, five voters and fifteen turns, each once.
 //!
+//! A fifth scenario (`genbrain_processes/llm.rs`, feature `llm`): the CTO
+//! and Marketing think, on a scripted model the test serves over HTTP; the
+//! CTO's process gets SIGKILL while its task waits for its subtasks, and the
+//! new process resumes the conversation from Firestore and completes.
+//!
 //! A `harness = false` test (`[[test]]` in the root Cargo.toml, features
 //! `nats` and `firestore`): one scenario, its own tokio runtime.
 //!
@@ -113,6 +118,9 @@ const WORK: &str = "work";
 /// …and Frontend's receipts of contract changes, in its namespace.
 const PEER_MESSAGES: &str = "peer_messages";
 
+#[cfg(feature = "llm")]
+#[path = "genbrain_processes/llm.rs"]
+mod llm;
 #[path = "genbrain_processes/meeting.rs"]
 mod meeting;
 
@@ -144,6 +152,12 @@ fn main() {
     drop(nats);
     let Some(nats) = nats_or_skip!() else { return };
     runtime.block_on(meeting::meeting_scenario(&exe, &nats, &firestore));
+    #[cfg(feature = "llm")]
+    {
+        drop(nats);
+        let Some(nats) = nats_or_skip!() else { return };
+        runtime.block_on(llm::llm_scenario(&exe, &nats, &firestore));
+    }
     eprintln!(
         "test {NAME} ... ok ({:.1} s in all)",
         started.elapsed().as_secs_f64()
@@ -168,6 +182,9 @@ fn build_example() -> PathBuf {
     let mut features = vec!["nats", "firestore"];
     if cfg!(feature = "mcp") {
         features.push("mcp");
+    }
+    if cfg!(feature = "llm") {
+        features.push("llm");
     }
     let mut cargo = Command::new(env!("CARGO"));
     // What cargo set for running this test (CARGO_MANIFEST_DIR, CARGO_PKG_*,

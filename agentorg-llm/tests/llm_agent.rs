@@ -498,3 +498,143 @@ async fn a_spent_role_budget_stops_the_next_task_before_any_call() {
     );
     org.shutdown().await;
 }
+
+/// Reads the task tree twelve times (its own count: the conversation
+/// forgets), then delegates to backend and awaits; completes with the
+/// results. Keeps every request.
+#[derive(Default)]
+struct Reader {
+    seen: Mutex<Vec<ChatRequest>>,
+}
+
+#[async_trait]
+impl Model for Reader {
+    fn name(&self) -> &str {
+        "reader"
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let calls_so_far = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(request.clone());
+            seen.len() - 1
+        };
+        Ok(match last(request) {
+            Message::User { content } if content.starts_with("Your subtasks") => {
+                calls(&[("complete_task", json!({"result": "read and done"}))])
+            }
+            _ if calls_so_far < 12 => calls(&[("read_task_tree", json!({}))]),
+            _ => calls(&[
+                (
+                    "delegate",
+                    json!({"to": "backend", "title": "API endpoints"}),
+                ),
+                ("await_subtasks", json!({})),
+            ]),
+        })
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_long_conversation_stays_bounded_its_old_turns_kept_by_reference() {
+    const BUDGET: usize = 600;
+    let model = Arc::new(Reader::default());
+    let store = Arc::new(MemoryStore::new());
+    let org = Org::builder(chart())
+        .store(store.clone())
+        .agent(
+            "cto",
+            LlmAgent::new(model.clone())
+                .context_tokens(BUDGET)
+                .max_turns(20),
+        )
+        .agent(
+            "backend",
+            agent_fn_cx(|_cx, _task: Task| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Outcome::Complete(json!("endpoints")))
+                })
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let founder = org.principal();
+    let task = founder
+        .delegate("cto", TaskSpec::new("dashboards"))
+        .await
+        .unwrap();
+    let page = |n: usize| {
+        DocKey::new(
+            format!("agentorg/genbrain/roles/cto/{CONVERSATIONS}"),
+            format!("{}.{n}", task.task_id),
+        )
+        .unwrap()
+    };
+    // While the task waits, its old turns are in a page of the store.
+    let mut kept = None;
+    for _ in 0..600 {
+        kept = store.get(&page(1)).await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = kept.expect("a page of old turns while the task waits");
+    let moved: Vec<Message> = serde_json::from_value(kept.value["messages"].clone()).unwrap();
+    assert!(
+        moved
+            .iter()
+            .any(|m| matches!(m, Message::Assistant { tool_calls, .. } if tool_calls[0].name == "read_task_tree")),
+        "{moved:?}"
+    );
+    let done = founder
+        .wait_for(&task.task_id, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
+    assert_eq!(done.result, Some(json!("read and done")));
+    let seen = model.seen.lock().unwrap().clone();
+    // Twelve reads and the delegation in the first delivery, the completion
+    // after: every request within the budget, its head kept, and a
+    // stand-in naming a page once turns moved out.
+    assert_eq!(seen.len(), 14);
+    for request in &seen {
+        // Estimated as the agent does: four characters a token, and four
+        // a message.
+        let chars: usize = request
+            .messages
+            .iter()
+            .map(|m| match m {
+                Message::System { content } | Message::User { content } => content.len(),
+                Message::Assistant { tool_calls, .. } => tool_calls
+                    .iter()
+                    .map(|c| c.name.len() + c.arguments.to_string().len())
+                    .sum(),
+                Message::Tool { content, name, .. } => content.len() + name.len(),
+                _ => 0,
+            })
+            .sum();
+        let tokens = chars / 4 + 4 * request.messages.len();
+        assert!(tokens <= BUDGET, "{tokens} tokens");
+        assert!(matches!(request.messages[0], Message::System { .. }));
+        assert!(
+            matches!(&request.messages[1], Message::User { content } if content.starts_with("A task for you"))
+        );
+    }
+    let stand_in = seen.iter().rev().find_map(|r| match &r.messages[2] {
+        Message::User { content } if content.contains("moved out") => Some(content.clone()),
+        _ => None,
+    });
+    let stand_in = stand_in.expect("a stand-in for the moved turns");
+    assert!(
+        stand_in.contains(&format!("{CONVERSATIONS}/{}.", task.task_id)),
+        "{stand_in}"
+    );
+    // Once completed, the conversation and its pages are gone.
+    for n in 1..=3 {
+        assert!(store.get(&page(n)).await.unwrap().is_none());
+    }
+    org.shutdown().await;
+}

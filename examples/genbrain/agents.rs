@@ -89,7 +89,7 @@ impl ApiContractChange {
 /// `fields` (exactly-once bookkeeping: it commits with the handler's outcome
 /// or not at all; a concurrent change makes the runtime run the handler
 /// again). Returns the count it will have.
-async fn stage_count(
+pub(crate) async fn stage_count(
     cx: &Context,
     collection: &str,
     id: &str,
@@ -111,7 +111,7 @@ async fn stage_count(
 }
 
 /// Counts `task` once, in [`WORK`].
-async fn count_work(cx: &Context, task: &Task) -> Result<(), AgentError> {
+pub(crate) async fn count_work(cx: &Context, task: &Task) -> Result<(), AgentError> {
     stage_count(
         cx,
         WORK,
@@ -122,7 +122,7 @@ async fn count_work(cx: &Context, task: &Task) -> Result<(), AgentError> {
     .map(drop)
 }
 
-fn announce_start(knobs: Knobs, cx: &Context, task: &Task) {
+pub(crate) fn announce_start(knobs: Knobs, cx: &Context, task: &Task) {
     if knobs.announce {
         eprintln!(
             "genbrain: {} started task {} \"{}\" (attempt {}, pid {})",

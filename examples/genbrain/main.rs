@@ -179,6 +179,8 @@ mod agents;
 mod board;
 mod checks;
 mod cicd;
+#[cfg(feature = "llm")]
+mod llm;
 mod meeting;
 
 use agents::{agent_for, Knobs};
@@ -274,6 +276,24 @@ struct Args {
     /// `--features mcp`), e.g. `examples/tools.toml`.
     #[arg(long, value_name = "CATALOG")]
     mcp: Option<std::path::PathBuf>,
+    /// A model catalog (TOML, e.g. `examples/models.toml`; needs
+    /// `--features llm`): the roles of `--llm-roles` think, through
+    /// `--llm-model` of it.
+    #[arg(long, value_name = "MODEL_CATALOG", conflicts_with_all = ["cicd", "blackboard", "meeting"])]
+    llm: Option<std::path::PathBuf>,
+    /// With `--llm`: the model of the catalog the thinking roles use.
+    #[arg(long, value_name = "NAME", default_value = "local", requires = "llm")]
+    llm_model: String,
+    /// With `--llm`: the roles that think (`LlmAgent`s); the others stay
+    /// scripted.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ROLE,…",
+        default_value = "cto,marketing",
+        requires = "llm"
+    )]
+    llm_roles: Vec<String>,
 }
 
 async fn backends(
@@ -313,6 +333,44 @@ impl NoMcp {
         Arc::new(agentorg::tools::ToolRouter::new())
     }
     async fn shutdown(&self) {}
+}
+
+/// The thinking agents of `--llm-roles` among `hosted` (none without
+/// `--llm`).
+#[cfg(feature = "llm")]
+fn thinking_agents(
+    args: &Args,
+    hosted: &[String],
+    knobs: Knobs,
+) -> anyhow::Result<Vec<(String, Arc<dyn Agent>)>> {
+    let Some(path) = &args.llm else {
+        return Ok(Vec::new());
+    };
+    let catalog = agentorg::llm::ModelCatalog::load(path)
+        .with_context(|| format!("loading the model catalog {}", path.display()))?;
+    let mut out = Vec::new();
+    for role in args.llm_roles.iter().map(|r| r.trim()) {
+        llm::can_think(role)?;
+        if hosted.iter().any(|h| h == role) {
+            out.push((
+                role.to_owned(),
+                llm::agent(role, &catalog, &args.llm_model, knobs)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "llm"))]
+fn thinking_agents(
+    args: &Args,
+    _hosted: &[String],
+    _knobs: Knobs,
+) -> anyhow::Result<Vec<(String, Arc<dyn Agent>)>> {
+    if args.llm.is_some() {
+        anyhow::bail!("--llm needs the models: rebuild with `cargo run --example genbrain --features llm -- --llm examples/models.toml --llm-roles cto,marketing`");
+    }
+    Ok(Vec::new())
 }
 
 /// A NATS JetStream transport for the chart's org on `url`.
@@ -430,8 +488,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .transport(transport)
         .store(store)
         .config(config);
+    let thinking = thinking_agents(&args, &hosted, knobs)?;
     for role in &hosted {
-        builder = builder.agent_with(role, agent_for(role, knobs)?, AgentOptions::default());
+        let agent = match thinking.iter().find(|(r, _)| r == role) {
+            Some((_, agent)) => Arc::clone(agent),
+            None => agent_for(role, knobs)?,
+        };
+        builder = builder.agent_with(role, agent, AgentOptions::default());
     }
     let mcp = match &args.mcp {
         Some(catalog) => Some(mcp_tools(catalog)?),

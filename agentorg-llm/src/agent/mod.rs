@@ -5,21 +5,33 @@
 //! seated in the org uses) and the role's granted tools, listed flat beside
 //! them, until it ends the turn.
 //!
-//! **Built so far**: tasks (`on_task`, and `on_subtasks_done`, which
-//! resumes the task's conversation with its subtasks' results: the
-//! conversation is written to the role's namespace of the store with the
-//! turn's outcome, so it survives a crash and another process resumes it)
-//! and the events the role subscribes to (`on_event`, a turn ended by
-//! `complete_task`). A malformed or refused tool call is answered with the
-//! error, never a crash; a turn that does not end within
-//! [`max_turns`](LlmAgent::max_turns) model calls (over the whole task,
-//! resumes included) fails; each call's tokens are reported to the role's
-//! registry entry ([`Context::report_model_usage`]: input and output
-//! tokens under the model that answered, with the cost when it has a
-//! [`Price`]). A model call in flight is cancelled when the runtime
-//! drops the handler: its `handler_timeout`, the org shutting down, or the
-//! task's lease lost to another attempt. Not yet: meeting turns and
-//! ballots, per-task budgets that escalate, a bounded conversation.
+//! * **Tasks**: `on_task`, and `on_subtasks_done`, which resumes the
+//!   task's conversation with its subtasks' results: the conversation is
+//!   written to the role's namespace of the store (`conversations/<task>`)
+//!   with the turn's outcome, so it survives a crash and another process
+//!   resumes it; it is removed when the task completes (a failed task's
+//!   stays, for inspection).
+//! * **Everything else a role receives**, each one turn on a conversation
+//!   of its own with that turn's actions ([`TurnKind`]): events the role
+//!   subscribes to and peers' messages (ended by `complete_task`), peers'
+//!   requests (`answer_peer_request`), escalations from reports
+//!   (`decide_escalation` or `pass_up_escalation`), meeting turns
+//!   (`speak`), the facilitator's proposal (`propose`), ballots (`vote`),
+//!   artifacts that became ready, saga steps and compensations.
+//! * **Bounded**: a malformed or refused tool call is answered with the
+//!   error, never a crash; a task not ended within
+//!   [`max_turns`](LlmAgent::max_turns) model calls (resumes included)
+//!   fails; a conversation past [`context_tokens`](LlmAgent::context_tokens)
+//!   moves its oldest turns out (a task's into a page of the store, by
+//!   reference); [`task_budget`](LlmAgent::task_budget) and
+//!   [`role_budget`](LlmAgent::role_budget), once spent, escalate the task
+//!   to the role's manager with what was spent, instead of running on.
+//! * **Usage**: each call's tokens go to the role's registry entry
+//!   ([`Context::report_model_usage`]: input and output tokens under the
+//!   model that answered, with the cost when it has a [`Price`]).
+//! * **Cancelled** with its handler: a model call in flight is dropped when
+//!   the runtime drops the handler (its `handler_timeout`, the org shutting
+//!   down, or the task's lease lost to another attempt).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,8 +39,13 @@ use std::sync::Arc;
 
 use agentorg_core::agent::actions::{is_org_action, ActionHost, End, TurnKind};
 use agentorg_core::agent::{Agent, AgentError, Context, Outcome, SubtaskResult, Task};
+use agentorg_core::blackboard::ReadyArtifact;
 use agentorg_core::events::Event;
+use agentorg_core::hierarchy::{Escalation, EscalationOutcome};
+use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
+use agentorg_core::peer::PeerMessage;
 use agentorg_core::runtime::{ModelUsage, Spent};
+use agentorg_core::saga::SagaStep;
 use agentorg_core::store::{DocKey, Precondition, Write};
 use agentorg_core::tools::{ToolHost, ToolHostExt};
 use async_trait::async_trait;
@@ -36,6 +53,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::budget::{self, Budget, Scope};
+
+mod context;
+mod turns;
+
+/// The default of [`LlmAgent::context_tokens`].
+const DEFAULT_CONTEXT_TOKENS: usize = 24_000;
 
 use crate::{ChatRequest, Message, Model, ModelCatalog, ModelError, Price, ToolChoice, ToolSpec};
 
@@ -73,6 +96,7 @@ pub struct LlmAgent {
     prices: BTreeMap<String, Price>,
     task_budget: Option<Budget>,
     role_budget: Option<Budget>,
+    context_tokens: usize,
 }
 
 impl fmt::Debug for LlmAgent {
@@ -99,6 +123,7 @@ impl LlmAgent {
             prices: BTreeMap::new(),
             task_budget: None,
             role_budget: None,
+            context_tokens: DEFAULT_CONTEXT_TOKENS,
         }
     }
 
@@ -175,6 +200,17 @@ impl LlmAgent {
         self
     }
 
+    /// The most tokens a conversation may reach (estimated, four
+    /// characters a token; default 24,000, the tools' schemas apart): past
+    /// it, before the next call, its oldest turns move out — for a task,
+    /// into a page of the store beside the conversation, by reference — and
+    /// one message lists what they were. The role's prompt, the opening
+    /// message and the latest turns stay.
+    pub fn context_tokens(mut self, tokens: usize) -> Self {
+        self.context_tokens = tokens.max(1);
+        self
+    }
+
     /// An error if a budget is spent (the escalation staged).
     async fn check_budgets(&self, cx: &Context, tally: &Tally) -> Result<(), AgentError> {
         if let Some(budget) = &self.task_budget {
@@ -228,7 +264,7 @@ impl LlmAgent {
             ));
         }
         prompt.push_str(
-            "\nAct only through the tools. End every turn with one of its ending actions (complete_task with your result; for a task, await_subtasks after delegating; or fail_task). A refused call says why; adjust and go on.",
+            "\nAct only through the tools. End every turn with one of its ending actions (the message that starts it says which; a task ends with complete_task and your result, await_subtasks after delegating, or fail_task). A refused call says why; adjust and go on.",
         );
         if !self.instructions.is_empty() {
             prompt.push_str("\n\n");
@@ -289,6 +325,17 @@ impl LlmAgent {
             if let Err(e) = self.check_budgets(cx, tally).await {
                 *conversation = request.messages;
                 return Err(e);
+            }
+            let page = tally
+                .paged
+                .as_ref()
+                .map(|task| format!("{task}.{}", tally.pages + 1));
+            let label = page.as_ref().map(|p| format!("{CONVERSATIONS}/{p}"));
+            let moved =
+                context::compact(&mut request.messages, self.context_tokens, label.as_deref());
+            if let (Some(page), false) = (page, moved.is_empty()) {
+                tally.pages += 1;
+                tally.moved.push((page, moved));
             }
             tally.calls += 1;
             let answer = match self.model.chat(&request).await {
@@ -368,10 +415,27 @@ impl LlmAgent {
         )))
     }
 
+    /// An event's turn (what [`Agent::on_event`] runs): the model handles
+    /// `event` and ends with `complete_task`, whose result is returned —
+    /// for a caller that keeps it (a wrapping agent staging it, say).
+    pub async fn event_turn(&self, cx: &Context, event: Event) -> Result<Value, AgentError> {
+        let message = format!(
+            "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
+            event.name, event.from, event.payload
+        );
+        match self
+            .single_turn(cx, TurnKind::Task, event.id.to_string(), message)
+            .await?
+        {
+            End::Complete(v) => Ok(v),
+            other => Err(other
+                .as_error()
+                .unwrap_or_else(|| AgentError::permanent("the event's turn ended wrongly"))),
+        }
+    }
+
     fn conversation_key(cx: &Context, task: &Task) -> Result<DocKey, AgentError> {
-        cx.collection(CONVERSATIONS)
-            .and_then(|c| c.doc(&task.id))
-            .map_err(|e| AgentError::permanent(e.to_string()))
+        page_key(cx, task.id.as_ref())
     }
 
     /// A task turn on `saved.messages` (`saved.tally`: the model calls the
@@ -386,6 +450,8 @@ impl LlmAgent {
         mut saved: Saved,
         kept: bool,
     ) -> Result<Outcome, AgentError> {
+        saved.tally.paged = Some(task.id.to_string());
+        let stored_pages = saved.tally.pages;
         let end = self
             .turn(
                 cx,
@@ -396,20 +462,35 @@ impl LlmAgent {
                 &mut saved.tally,
             )
             .await?;
+        let stage = |write: Write| {
+            cx.stage(write)
+                .map_err(|e| AgentError::permanent(e.to_string()))
+        };
         let key = Self::conversation_key(cx, task)?;
         match end {
             End::Complete(v) => {
                 if kept {
-                    cx.stage(Write::delete(key, Precondition::None))
-                        .map_err(|e| AgentError::permanent(e.to_string()))?;
+                    stage(Write::delete(key, Precondition::None))?;
+                }
+                for n in 1..=stored_pages {
+                    stage(Write::delete(
+                        page_key(cx, &format!("{}.{n}", task.id))?,
+                        Precondition::None,
+                    ))?;
                 }
                 Ok(Outcome::Complete(v))
             }
             End::AwaitSubtasks => {
+                for (page, messages) in std::mem::take(&mut saved.tally.moved) {
+                    stage(Write::put(
+                        page_key(cx, &page)?,
+                        json!({ "messages": messages }),
+                        Precondition::None,
+                    ))?;
+                }
                 let doc = serde_json::to_value(&saved)
                     .map_err(|e| AgentError::permanent(e.to_string()))?;
-                cx.stage(Write::put(key, doc, Precondition::None))
-                    .map_err(|e| AgentError::permanent(e.to_string()))?;
+                stage(Write::put(key, doc, Precondition::None))?;
                 Ok(Outcome::AwaitSubtasks)
             }
             other => Err(other
@@ -419,13 +500,30 @@ impl LlmAgent {
     }
 }
 
-/// A task's model calls so far, and what they spent.
+/// The document `id` of the role's conversations collection.
+fn page_key(cx: &Context, id: &str) -> Result<DocKey, AgentError> {
+    cx.collection(CONVERSATIONS)
+        .and_then(|c| c.doc(id))
+        .map_err(|e| AgentError::permanent(e.to_string()))
+}
+
+/// A task's model calls so far, what they spent, and the pages its
+/// conversation's old turns moved out to.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Tally {
     #[serde(default, rename = "model_calls")]
     calls: usize,
     #[serde(default)]
     spent: Spent,
+    /// Pages kept so far (`<task>.1` …), in the conversations collection.
+    #[serde(default)]
+    pages: usize,
+    /// The task whose turns move out to pages (`None`: not kept).
+    #[serde(skip)]
+    paged: Option<String>,
+    /// Pages moved out in this delivery, to stage: id and messages.
+    #[serde(skip)]
+    moved: Vec<(String, Vec<Message>)>,
 }
 
 /// A task's conversation as kept in the store while it waits.
@@ -533,28 +631,64 @@ impl Agent for LlmAgent {
     }
 
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {
-        let mut conversation = self.opening(
-            cx,
-            format!(
-                "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
-                event.name, event.from, event.payload
-            ),
-        );
-        match self
-            .turn(
-                cx,
-                TurnKind::Task,
-                event.id.as_ref(),
-                EVENT_WITHHELD,
-                &mut conversation,
-                &mut Tally::default(),
-            )
-            .await?
-        {
-            End::Complete(_) => Ok(()),
-            other => Err(other
-                .as_error()
-                .unwrap_or_else(|| AgentError::permanent("the event's turn ended wrongly"))),
-        }
+        self.event_turn(cx, event).await.map(drop)
+    }
+
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        self.escalation_turn(cx, escalation).await
+    }
+
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        self.peer_turn(cx, message).await
+    }
+
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<Value, AgentError> {
+        self.peer_request_turn(cx, request).await
+    }
+
+    async fn on_meeting_turn(&self, cx: &Context, turn: MeetingTurn) -> Result<String, AgentError> {
+        self.meeting_turn(cx, turn).await
+    }
+
+    async fn on_meeting_proposal(
+        &self,
+        cx: &Context,
+        meeting: MeetingRecord,
+    ) -> Result<Option<Proposal>, AgentError> {
+        self.proposal_turn(cx, meeting).await
+    }
+
+    async fn on_meeting_ballot(
+        &self,
+        cx: &Context,
+        ballot: MeetingBallot,
+    ) -> Result<Vote, AgentError> {
+        self.ballot_turn(cx, ballot).await
+    }
+
+    async fn on_artifact_ready(
+        &self,
+        cx: &Context,
+        ready: ReadyArtifact,
+    ) -> Result<(), AgentError> {
+        self.artifact_turn(cx, ready).await
+    }
+
+    async fn on_saga_step(&self, cx: &Context, step: SagaStep) -> Result<Value, AgentError> {
+        self.saga_turn(cx, step, TurnKind::SagaStep).await
+    }
+
+    async fn on_compensate(&self, cx: &Context, step: SagaStep) -> Result<(), AgentError> {
+        self.saga_turn(cx, step, TurnKind::Compensation)
+            .await
+            .map(drop)
     }
 }
