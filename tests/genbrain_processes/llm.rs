@@ -179,9 +179,11 @@ pub(crate) async fn llm_scenario(exe: &Path, nats: &NatsServer, firestore: &Fire
         .cloned()
         .unwrap_or(Value::Null);
     assert_eq!(cto_task["status"], "completed", "{tree:#}");
+    let id = cto_task["task_id"].as_str().expect("the cto's task id");
+    let stored = get(&store, TASKS, id).await.expect("the cto's task");
     assert_eq!(
-        cto_task["result"], "API, dashboard and pipeline shipped",
-        "{tree:#}"
+        stored["result"], "API, dashboard and pipeline shipped",
+        "{stored:#}"
     );
 
     // The resume: sent by the new process, with the killed process's turn
