@@ -10,12 +10,23 @@
 //! role but drops its content, so what the model sees of the result cannot
 //! be checked here; `tests/providers.rs` checks that we send it.
 //!
+//! Then an `LlmAgent` role takes a task through the same server and ends it
+//! cleanly (completed, or failed within `max_turns`), its tokens in the
+//! role's registry entry.
+//!
 //! One test, so the calls run one at a time (2 cores).
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use agentorg_core::agent::TaskSpec;
+use agentorg_core::chart::{OrgChart, RoleSpec};
+use agentorg_core::hierarchy::TaskStatus;
+use agentorg_core::runtime::{AgentRecord, Org};
+use agentorg_core::store::{DocKey, MemoryStore, StateStore};
 use agentorg_llm::{
-    ChatRequest, FinishReason, Message, ModelCatalog, ModelError, ToolChoice, ToolSpec,
+    ChatRequest, FinishReason, LlmAgent, Message, ModelCatalog, ModelError, ToolChoice, ToolSpec,
 };
 use serde_json::json;
 
@@ -152,5 +163,68 @@ async fn chat_and_a_tool_call_round_trip_through_llama_cpp() {
         "the call went back in the history: {:?} without, {:?} with",
         bare.usage,
         answered.usage
+    );
+
+    // An LlmAgent takes a task through the local model and ends it cleanly
+    // — completed, or failed within max_turns (a 135M model rarely finds
+    // the right tool) — its calls' tokens in the registry.
+    let chart = OrgChart::builder("local")
+        .principal("founder")
+        .role(
+            RoleSpec::new("writer")
+                .reports_to("founder")
+                .description("Writes short texts."),
+        )
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let writer = LlmAgent::new(model.clone())
+        .instructions("Write what the task asks, then call complete_task with it as the result.")
+        .max_turns(3)
+        .max_tokens(96)
+        .temperature(0.0);
+    let org = Org::builder(chart)
+        .store(store.clone())
+        .agent("writer", writer)
+        .start()
+        .await
+        .unwrap();
+    let task = org
+        .principal()
+        .delegate(
+            "writer",
+            TaskSpec::new("Write a one-line greeting for new users"),
+        )
+        .await
+        .unwrap();
+    let done = org
+        .principal()
+        .wait_for(&task.task_id, Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("{e} (log: {})", llm.log_path().display()));
+    assert!(
+        matches!(done.status, TaskStatus::Completed | TaskStatus::Failed),
+        "{done:?}"
+    );
+    if done.status == TaskStatus::Failed {
+        let why = done.error.clone().unwrap_or_default();
+        assert!(why.contains("max_turns"), "failed otherwise: {why}");
+    }
+    eprintln!(
+        "local model: the writer's task ended {}: {:?} {:?}",
+        done.status, done.result, done.error
+    );
+    // Shutting down folds the role's counters into its registry entry.
+    org.shutdown().await;
+    let entry = store
+        .get(&DocKey::new("agentorg/local/agents", "writer").unwrap())
+        .await
+        .unwrap()
+        .expect("the writer's registry entry");
+    let record: AgentRecord = serde_json::from_value(entry.value).unwrap();
+    let used = record.usage.get("local").copied().unwrap_or_default();
+    assert!(
+        record.tokens > 0 && used.calls >= 1 && used.input_tokens > 0 && used.output_tokens > 0,
+        "{record:?}"
     );
 }
