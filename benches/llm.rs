@@ -9,6 +9,14 @@
 //!   our request mapped, tool names mapped, the answer and usage mapped,
 //!   under a timeout.
 //!
+//! * `llm_turn/agent_turn`: one `LlmAgent` turn — a task delegated to a
+//!   thinking role in memory, its prompt and the turn's tools built, one
+//!   model call (`max_turns(1)`, `tool_choice: none`), the outcome
+//!   committed — beside `llm_turn/raw_http`, a raw post of the very
+//!   request body the agent's call sends (recorded once; each post names a
+//!   fresh task id, as each turn's prompt does, so llama.cpp's prompt
+//!   cache serves both paths alike).
+//!
 //! Both ask the same question at temperature 0 for at most 8 tokens, so
 //! the server does the same work; the model's time dominates and the ratio
 //! shows what the layer adds. After the two benches a paired pass (the two
@@ -25,13 +33,22 @@
 
 use std::time::{Duration, Instant};
 
-use agentorg::llm::{ChatRequest, Model, Provider, ProviderConfig, ProviderModel};
+use std::sync::{Arc, Mutex};
+
+use agentorg::envelope::MessageId;
+use agentorg::llm::{
+    ChatRequest, ChatResponse, LlmAgent, Message, Model, ModelError, Provider, ProviderConfig,
+    ProviderModel, ToolChoice,
+};
+use agentorg::prelude::{Org, OrgChart, RoleSpec, RuntimeConfig, TaskSpec};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
 const SYSTEM: &str = "You are a helpful assistant. Answer briefly.";
 const QUESTION: &str = "What is the capital of France?";
 const MAX_TOKENS: u32 = 8;
+/// The longest answer of the turn bench's call.
+const TURN_TOKENS: u32 = 16;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -145,5 +162,185 @@ fn llm(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, llm);
+/// Keeps the last request it forwards (the agent's, to replay raw).
+struct Recorder {
+    inner: ProviderModel,
+    last: Mutex<Option<ChatRequest>>,
+}
+
+#[agentorg::llm::async_trait]
+impl Model for Recorder {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(request.clone());
+        }
+        self.inner.chat(request).await
+    }
+}
+
+/// The OpenAI body of `request` (system and user messages, tools,
+/// `tool_choice: none`), as the raw baseline posts it.
+fn openai_body(request: &ChatRequest) -> Value {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| match m {
+            Message::System { content } => json!({"role": "system", "content": content}),
+            Message::User { content } => json!({"role": "user", "content": content}),
+            other => panic!("the first call of a turn has no {other:?}"),
+        })
+        .collect();
+    let tools: Vec<Value> = request
+        .tools
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.parameters}})
+        })
+        .collect();
+    json!({
+        "model": "smollm2",
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": "none",
+        "max_tokens": TURN_TOKENS,
+        "temperature": 0.0,
+    })
+}
+
+/// Posts `body` with `task_id` (the recorded turn's) replaced by a fresh
+/// one, as each agent turn's prompt names its own task: the server's
+/// prompt cache then reuses the same prefix for both paths.
+async fn raw_body(client: &reqwest::Client, url: &str, body: &str, task_id: &str) {
+    let body = body.replace(task_id, MessageId::new().as_str());
+    let answer: Value = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert!(answer["choices"][0]["message"].is_object(), "{answer}");
+}
+
+/// One task to the thinking role, to its end (one model call: the turn
+/// ends at `max_turns`).
+async fn agent_turn(org: &Org) -> String {
+    let task = org
+        .principal()
+        .delegate("writer", TaskSpec::new("Write a one-line greeting"))
+        .await
+        .expect("a delegation");
+    let done = org
+        .principal()
+        .wait_for(&task.task_id, Duration::from_secs(120))
+        .await
+        .expect("the task ends");
+    assert!(done.status.is_terminal());
+    task.task_id.to_string()
+}
+
+/// One `LlmAgent` turn (a task delegated in memory, the role's prompt and
+/// the turn's tools built, one model call, the outcome committed) beside
+/// a raw post of the same request body.
+fn llm_turn(c: &mut Criterion) {
+    let server = match agentorg_testkit::LlamaServer::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("llm bench: no local model ({e}); nothing measured");
+            return;
+        }
+    };
+    let rt = runtime();
+    let url = format!("{}/chat/completions", server.base_url());
+    let client = reqwest::Client::new();
+    let recorder = Arc::new(Recorder {
+        inner: ProviderModel::new(
+            "local",
+            ProviderConfig::new(Provider::Openai, "smollm2").base_url(server.base_url()),
+        )
+        .expect("an HTTP client"),
+        last: Mutex::new(None),
+    });
+    let chart = OrgChart::builder("bench")
+        .principal("founder")
+        .role(RoleSpec::new("writer").reports_to("founder"))
+        .build()
+        .expect("a chart");
+    let writer = LlmAgent::new(recorder.clone())
+        .max_turns(1)
+        .max_tokens(TURN_TOKENS)
+        .temperature(0.0)
+        .tool_choice(ToolChoice::None);
+    // Every turn ends failed (max_turns 1 and no tool called): no breaker,
+    // or it would open after three.
+    let config = RuntimeConfig::default().with_breaker(u32::MAX, Duration::from_secs(1));
+    let org = rt
+        .block_on(
+            Org::builder(chart)
+                .config(config)
+                .agent("writer", writer)
+                .start(),
+        )
+        .expect("an org");
+    let recorded = rt.block_on(agent_turn(&org));
+    let body = openai_body(
+        &recorder
+            .last
+            .lock()
+            .expect("the recorder")
+            .clone()
+            .expect("the agent called the model"),
+    )
+    .to_string();
+    assert!(body.contains(&recorded), "the prompt names its task");
+
+    let mut group = c.benchmark_group("llm_turn");
+    group.sample_size(10);
+    group.bench_function("raw_http", |bench| {
+        bench.iter(|| rt.block_on(raw_body(&client, &url, &body, &recorded)))
+    });
+    group.bench_function("agent_turn", |bench| {
+        bench.iter(|| rt.block_on(agent_turn(&org)).len())
+    });
+    group.finish();
+
+    let (mut raws, mut turns) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        rt.block_on(async {
+            let time_raw = async {
+                let t = Instant::now();
+                raw_body(&client, &url, &body, &recorded).await;
+                t.elapsed()
+            };
+            let time_turn = async {
+                let t = Instant::now();
+                let _ = agent_turn(&org).await;
+                t.elapsed()
+            };
+            if i % 2 == 0 {
+                raws.push(time_raw.await);
+                turns.push(time_turn.await);
+            } else {
+                turns.push(time_turn.await);
+                raws.push(time_raw.await);
+            }
+        });
+    }
+    let (r, t) = (median(raws), median(turns));
+    println!(
+        "llm_turn paired (20 each): raw_http median {r:?}, agent_turn median {t:?}, ratio {:.3}",
+        t.as_secs_f64() / r.as_secs_f64()
+    );
+    rt.block_on(org.shutdown());
+}
+
+criterion_group!(benches, llm, llm_turn);
 criterion_main!(benches);

@@ -92,15 +92,17 @@ impl Scope {
     }
 }
 
-/// The error that ends work whose `scope` budget is spent, after staging an
-/// escalation to the role's manager with what was spent (a task's failure
-/// still sends it; without a manager there is none).
+/// The error that ends work whose `scope` budget is spent; for a task
+/// (`escalate`), after staging an escalation to the role's manager with
+/// what was spent (the task's failure still sends it; without a manager
+/// there is none).
 pub(crate) fn spent(
     cx: &Context,
     scope: Scope,
     budget: &Budget,
     spent: &Spent,
     model_calls: usize,
+    escalate: bool,
 ) -> AgentError {
     let what = format!(
         "the {} budget of `{}` is spent: {} tokens, ${:.6}, of {budget}",
@@ -115,6 +117,9 @@ pub(crate) fn spent(
         "budget": {"tokens": budget.tokens, "cost_usd": budget.cost_usd},
         "model_calls": model_calls,
     });
+    if !escalate {
+        return AgentError::permanent(what);
+    }
     match cx.escalate("budget_spent", details) {
         Ok(()) => {
             let manager = cx

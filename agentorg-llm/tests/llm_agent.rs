@@ -582,7 +582,12 @@ async fn a_long_conversation_stays_bounded_its_old_turns_kept_by_reference() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let kept = kept.expect("a page of old turns while the task waits");
-    let moved: Vec<Message> = serde_json::from_value(kept.value["messages"].clone()).unwrap();
+    let moved: Vec<Message> = serde_json::from_str(
+        kept.value["messages"]
+            .as_str()
+            .expect("the messages as text"),
+    )
+    .unwrap();
     assert!(
         moved
             .iter()

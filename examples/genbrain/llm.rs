@@ -5,7 +5,9 @@
 //! Each wraps the `LlmAgent` to keep the example's bookkeeping: a task is
 //! counted once when its first turn commits (as the scripted agents do), and
 //! Marketing's changelog post for a `deploy.complete` is the model's
-//! result, written once with the event's handling.
+//! result, written once with the event's handling. Escalations and peers'
+//! messages and requests go to the model as they come; `--llm` runs the
+//! task tree only (not `--cicd`, `--blackboard` or `--meeting`).
 
 use std::sync::Arc;
 
@@ -102,6 +104,26 @@ impl Agent for Thinking {
             );
         }
         Ok(outcome)
+    }
+
+    async fn on_escalation(
+        &self,
+        cx: &Context,
+        escalation: Escalation,
+    ) -> Result<EscalationOutcome, AgentError> {
+        self.llm.on_escalation(cx, escalation).await
+    }
+
+    async fn on_peer(&self, cx: &Context, message: PeerMessage) -> Result<(), AgentError> {
+        self.llm.on_peer(cx, message).await
+    }
+
+    async fn on_peer_request(
+        &self,
+        cx: &Context,
+        request: PeerMessage,
+    ) -> Result<serde_json::Value, AgentError> {
+        self.llm.on_peer_request(cx, request).await
     }
 
     async fn on_event(&self, cx: &Context, event: Event) -> Result<(), AgentError> {

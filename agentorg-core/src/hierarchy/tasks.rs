@@ -236,6 +236,9 @@ async fn commit_outcome(
     let known = Mutex::new(known);
     // Becomes `Failed` if the store refuses the outcome.
     let current_end = Mutex::new(end);
+    // Whether a failure sends the escalations the handler staged (not if
+    // the store refused them).
+    let take_escalations = Mutex::new(true);
     let settled = optimistic(|| async {
         let end = current_end
             .lock()
@@ -309,13 +312,22 @@ async fn commit_outcome(
             to_value(&task)?,
             Precondition::Version(task_v),
         ));
-        if keep_effects {
+        let escalations = if keep_effects {
             effects.extend(staged.clone());
-        } else {
+            false
+        } else if *take_escalations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             // A failing task's escalations still go up: the manager hears
             // why (a spent budget, say). Nothing else it staged happens.
-            effects.extend(escalations_of(&staged));
-        }
+            let escalations = escalations_of(&staged);
+            let any = !escalations.is_empty();
+            effects.extend(escalations);
+            any
+        } else {
+            false
+        };
         match d.commit(effects).await? {
             Committed::Yes => {
                 if let (Some(success), Some(ran), None) = (ended, ran, rollup_child) {
@@ -331,6 +343,15 @@ async fn commit_outcome(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     TaskEnd::Failed(clip(format!("the outcome cannot be stored: {message}")));
+                Ok(None)
+            }
+            Committed::Refused(StoreError::InvalidInput { message, .. }) if escalations => {
+                // What the store refused may be an escalation (its details
+                // too big, say): the failure goes without them.
+                tracing::warn!(error = %message, "the failed task's escalations cannot be stored; failing it without them");
+                *take_escalations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
                 Ok(None)
             }
             Committed::Refused(e) => Err(Fault::from(e)),

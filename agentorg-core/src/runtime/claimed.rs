@@ -60,7 +60,8 @@ pub enum Committed {
     /// handler's own writes conflicted and it must run again): settle so.
     Settled(Settle),
     /// The store refused the outcome for good (a record outside its
-    /// limits).
+    /// limits), or one of its messages cannot be encoded (over the codec's
+    /// size limit).
     Refused(StoreError),
 }
 
@@ -171,8 +172,16 @@ impl Claimed<'_> {
         let kernel = self.kernel();
         let contended = effects.contended;
         let own = effects.writes.len();
-        let (writes, entries) =
-            kernel.outbox_writes(effects, vec![self.host.done_write(&self.claim)?])?;
+        let done = self.host.done_write(&self.claim)?;
+        // A message that cannot be encoded (too big, say) is refused like a
+        // document the store cannot hold.
+        let (writes, entries) = match kernel.outbox_writes(effects, vec![done]) {
+            Ok(built) => built,
+            Err(e @ StoreError::InvalidInput { .. }) => {
+                return Ok((Committed::Refused(e), Vec::new()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let armed = kernel.timers.arms_any(&writes);
         match kernel.commit_writes(writes).await {
             Ok(versions) => {

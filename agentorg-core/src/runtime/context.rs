@@ -162,7 +162,9 @@ impl Context {
     /// Reports one model call's usage for the role's registry entry: under
     /// `model` (the model that answered, say a catalog entry's name) in its
     /// [`usage`](super::AgentRecord::usage), and in its totals. Counted per
-    /// call, like [`report_usage`](Self::report_usage).
+    /// call, like [`report_usage`](Self::report_usage). A name no store
+    /// holds as a field name (empty, `__x__`) is kept as `(unnamed)` or
+    /// `model __x__`; one longer than 200 bytes is cut.
     pub fn report_model_usage(&self, model: &str, usage: super::ModelUsage) {
         self.stats.add_model_usage(model, usage);
     }
@@ -171,7 +173,8 @@ impl Context {
     /// calls): its registry entry, which each process folds its counts
     /// into every sweep, plus what this process counted since. Another
     /// process's usage shows once it is folded (a sweep interval behind at
-    /// most).
+    /// most); while this process folds its own, that part may be missed
+    /// for a moment (never counted twice).
     pub async fn role_usage(&self) -> Result<super::Spent, StoreError> {
         let key = self.kernel.layout.agent(&self.role)?;
         let record = self

@@ -100,6 +100,27 @@ pub(crate) async fn farewell(shared: &Kernel) -> Result<(), StoreError> {
         .await
 }
 
+/// `model` as a key of a registry entry's `usage`: a field name every
+/// store holds (not empty, not of the reserved form `__x__`, at most 200
+/// bytes), so one odd name cannot stop the entry from being updated.
+pub(crate) fn usage_key(model: &str) -> String {
+    let mut key = if model.is_empty() {
+        "(unnamed)".to_owned()
+    } else if model.starts_with("__") && model.ends_with("__") {
+        format!("model {model}")
+    } else {
+        model.to_owned()
+    };
+    if key.len() > 200 {
+        let mut end = 200;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+    key
+}
+
 /// The changes of a role's counters since the last flush.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Delta {
@@ -145,12 +166,13 @@ impl RoleStats {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Adds a model call's usage, under `model` and in the totals.
+    /// Adds a model call's usage, under `model` (as [`usage_key`] keeps
+    /// it) and in the totals.
     pub(crate) fn add_model_usage(&self, model: &str, used: ModelUsage) {
         let mut d = self.delta();
         d.tokens = d.tokens.saturating_add(used.tokens());
         d.cost_usd += used.cost_usd;
-        d.usage.entry(model.to_owned()).or_default().add(&used);
+        d.usage.entry(usage_key(model)).or_default().add(&used);
         self.dirty.store(true, Ordering::Relaxed);
     }
 
@@ -190,5 +212,22 @@ impl RoleStats {
         }
         d.last_active = d.last_active.max(back.last_active);
         self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_key;
+
+    #[test]
+    fn usage_keys_are_field_names_every_store_holds() {
+        assert_eq!(usage_key("local"), "local");
+        assert_eq!(
+            usage_key("anthropic/claude.sonnet"),
+            "anthropic/claude.sonnet"
+        );
+        assert_eq!(usage_key(""), "(unnamed)");
+        assert_eq!(usage_key("__local__"), "model __local__");
+        assert_eq!(usage_key(&"é".repeat(150)).len(), 200);
     }
 }

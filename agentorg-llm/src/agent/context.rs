@@ -77,19 +77,24 @@ fn digest(messages: &[Message]) -> String {
 }
 
 /// `text` (a stand-in's lines) within about `max` characters: its oldest
-/// lines dropped first, each run of them shown as one `…`; the line that
-/// heads each move (where it is kept) always stays.
+/// lines dropped first, each run of them shown as one `…`; the lines that
+/// head each move (where it is kept) go only when dropping every other
+/// line was not enough, the oldest first.
 fn trim(text: &str, max: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut len = text.len();
     let mut dropped = vec![false; lines.len()];
-    for (i, line) in lines.iter().enumerate() {
-        if len <= max {
-            break;
-        }
-        if !line.starts_with('(') {
-            dropped[i] = true;
-            len = len.saturating_sub(line.len() + 1);
+    // The details first; then, after many moves, the oldest heads too (the
+    // newest always stays).
+    for heads in [false, true] {
+        for (i, line) in lines.iter().enumerate().take(lines.len().saturating_sub(1)) {
+            if len <= max {
+                break;
+            }
+            if !dropped[i] && line.starts_with('(') == heads {
+                dropped[i] = true;
+                len = len.saturating_sub(line.len() + 1);
+            }
         }
     }
     let mut out: Vec<&str> = Vec::with_capacity(lines.len());

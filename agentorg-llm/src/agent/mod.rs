@@ -63,7 +63,10 @@ const DEFAULT_CONTEXT_TOKENS: usize = 24_000;
 use crate::{ChatRequest, Message, Model, ModelCatalog, ModelError, Price, ToolChoice, ToolSpec};
 
 /// The collection of the role's namespace holding the conversations of
-/// tasks waiting for their subtasks.
+/// tasks waiting for their subtasks: `<task id>` is `{"messages": <the
+/// conversation as JSON text>, "model_calls", "spent": {"tokens",
+/// "cost_usd"}, "pages"}`, and `<task id>.<n>` a page of turns moved out of
+/// it (`{"messages": <JSON text>}`).
 pub const CONVERSATIONS: &str = "conversations";
 
 /// An [`Agent`] driven by a [`Model`] through tool calls.
@@ -134,7 +137,8 @@ impl LlmAgent {
     }
 
     /// The most model calls a task may take (at least 1; counted across its
-    /// resumes); a task not ended by then fails.
+    /// resumes, per attempt as [`task_budget`](Self::task_budget) counts);
+    /// a task not ended by then fails. Another delivery gets as many.
     pub fn max_turns(mut self, n: usize) -> Self {
         self.max_turns = n.max(1);
         self
@@ -184,7 +188,11 @@ impl LlmAgent {
     /// The most one task may spend (its model calls, resumes included).
     /// Checked before each call: once spent, the task escalates to the
     /// role's manager with what was spent (reason `budget_spent`) and ends
-    /// failed, instead of running on.
+    /// failed, instead of running on. What a task spent is kept with its
+    /// conversation when it waits for subtasks; an attempt that fails
+    /// transiently (a provider's outage, say) is retried from there, so a
+    /// task's attempts may together spend up to `max_attempts` times it.
+    /// Deliveries other than tasks are held by the role budget only.
     pub fn task_budget(mut self, budget: Budget) -> Self {
         self.task_budget = Some(budget);
         self
@@ -193,8 +201,9 @@ impl LlmAgent {
     /// The most the role may spend, by its registry entry (every process's
     /// calls; another process's show once folded, a sweep behind at most).
     /// Checked before each call: once spent, a task escalates and fails as
-    /// with [`task_budget`](Self::task_budget); an event's turn fails
-    /// (dead-lettered, which alerts).
+    /// with [`task_budget`](Self::task_budget); any other delivery fails
+    /// permanently, without an escalation (an event is dead-lettered, which
+    /// alerts).
     pub fn role_budget(mut self, budget: Budget) -> Self {
         self.role_budget = Some(budget);
         self
@@ -211,9 +220,12 @@ impl LlmAgent {
         self
     }
 
-    /// An error if a budget is spent (the escalation staged).
+    /// An error if a budget is spent (for a task, the escalation staged).
     async fn check_budgets(&self, cx: &Context, tally: &Tally) -> Result<(), AgentError> {
-        if let Some(budget) = &self.task_budget {
+        // Only a task's turns keep a tally across calls and resumes (and
+        // can escalate on failing).
+        let task = tally.paged.is_some();
+        if let (Some(budget), true) = (&self.task_budget, task) {
             if budget.is_spent_by(&tally.spent) {
                 return Err(budget::spent(
                     cx,
@@ -221,6 +233,7 @@ impl LlmAgent {
                     budget,
                     &tally.spent,
                     tally.calls,
+                    true,
                 ));
             }
         }
@@ -230,7 +243,14 @@ impl LlmAgent {
                 .await
                 .map_err(|e| AgentError::transient(format!("reading the role's usage: {e}")))?;
             if budget.is_spent_by(&used) {
-                return Err(budget::spent(cx, Scope::Role, budget, &used, tally.calls));
+                return Err(budget::spent(
+                    cx,
+                    Scope::Role,
+                    budget,
+                    &used,
+                    tally.calls,
+                    task,
+                ));
             }
         }
         Ok(())
@@ -482,9 +502,11 @@ impl LlmAgent {
             }
             End::AwaitSubtasks => {
                 for (page, messages) in std::mem::take(&mut saved.tally.moved) {
+                    let text = serde_json::to_string(&messages)
+                        .map_err(|e| AgentError::permanent(e.to_string()))?;
                     stage(Write::put(
                         page_key(cx, &page)?,
-                        json!({ "messages": messages }),
+                        json!({ "messages": text }),
                         Precondition::None,
                     ))?;
                 }
@@ -529,6 +551,7 @@ struct Tally {
 /// A task's conversation as kept in the store while it waits.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
+    #[serde(with = "as_json_text")]
     messages: Vec<Message>,
     #[serde(flatten)]
     tally: Tally,
@@ -540,6 +563,29 @@ impl Saved {
             messages,
             tally: Tally::default(),
         }
+    }
+}
+
+/// Messages kept as one JSON text: whatever a model put in its tool
+/// calls' arguments (empty keys, arrays of arrays, deep nesting) is
+/// stored as written, within any backend's document limits.
+mod as_json_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::Message;
+
+    pub(super) fn serialize<S: Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(m).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    /// The JSON text, or (as first kept) the messages themselves.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Message>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(text) => serde_json::from_str(&text),
+            other => serde_json::from_value(other),
+        }
+        .map_err(D::Error::custom)
     }
 }
 

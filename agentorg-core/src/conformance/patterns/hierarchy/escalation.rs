@@ -152,7 +152,8 @@ pub async fn escalation_reaches_the_principal_and_decisions_come_back(
 /// A task that escalates and then fails (its budget spent, say) still
 /// escalates: the manager's `on_escalation` sees it, with the task's id,
 /// while the task ends failed and nothing else it staged happens (its
-/// write to its own namespace is dropped).
+/// write to its own namespace is dropped). An escalation too big to store
+/// is dropped instead of keeping the task from failing.
 pub async fn a_failing_task_still_escalates(
     t: Arc<dyn Transport>,
     s: Arc<dyn StateStore>,
@@ -164,8 +165,13 @@ pub async fn a_failing_task_still_escalates(
     struct Spender;
     #[async_trait]
     impl Agent for Spender {
-        async fn on_task(&self, cx: &Context, _task: Task) -> Result<Outcome, AgentError> {
-            cx.escalate("budget spent", json!({"tokens": 12_000, "budget": 10_000}))?;
+        async fn on_task(&self, cx: &Context, task: Task) -> Result<Outcome, AgentError> {
+            let mut details = json!({"tokens": 12_000, "budget": 10_000});
+            if task.title.contains("huge") {
+                // More than any backend's document holds.
+                details["log"] = json!("x".repeat(1_100_000));
+            }
+            cx.escalate("budget spent", details)?;
             let note = cx
                 .collection("notes")
                 .and_then(|c| c.doc("spent"))
@@ -219,6 +225,22 @@ pub async fn a_failing_task_still_escalates(
     match s.get(&note).await {
         Ok(None) => {}
         other => fail(B, format!("the failed task's staged write: {other:?}")),
+    }
+    // An escalation the store cannot hold does not keep the task from
+    // failing: it fails without it.
+    let root = delegate(B, &p, "ceo", via_cto("Ship", "backend", "huge review")).await;
+    if wait_done(B, &root).await.status != TaskStatus::Failed {
+        fail(B, "the second chain did not fail");
+    }
+    let leaf = leaf_of(B, &p, &root.task_id).await;
+    if leaf.status != TaskStatus::Failed {
+        fail(B, format!("the second leaf: {leaf:?}"));
+    }
+    if j.escalations_at("cto").len() != 1 {
+        fail(
+            B,
+            format!("escalations at the cto: {:?}", j.escalations_at("cto")),
+        );
     }
     o.shutdown().await;
 }
