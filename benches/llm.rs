@@ -98,6 +98,49 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// `rounds` paired rounds: `a` then `b`, or `b` then `a` (alternating),
+/// back to back; prints both medians and `b`'s ÷ `a`'s.
+fn paired<A, B, FA, FB>(
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    rounds: usize,
+    (a_name, mut a): (&str, A),
+    (b_name, mut b): (&str, B),
+) where
+    A: FnMut() -> FA,
+    B: FnMut() -> FB,
+    FA: std::future::Future<Output = ()>,
+    FB: std::future::Future<Output = ()>,
+{
+    let (mut a_times, mut b_times) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        rt.block_on(async {
+            let mut time_a = async || {
+                let t = Instant::now();
+                a().await;
+                a_times.push(t.elapsed());
+            };
+            let mut time_b = async || {
+                let t = Instant::now();
+                b().await;
+                b_times.push(t.elapsed());
+            };
+            if i % 2 == 0 {
+                time_a().await;
+                time_b().await;
+            } else {
+                time_b().await;
+                time_a().await;
+            }
+        });
+    }
+    let (ma, mb) = (median(a_times), median(b_times));
+    println!(
+        "{group} paired ({rounds} each): {a_name} median {ma:?}, {b_name} median {mb:?}, ratio {:.3}",
+        mb.as_secs_f64() / ma.as_secs_f64()
+    );
+}
+
 fn llm(c: &mut Criterion) {
     let server = match agentorg_testkit::LlamaServer::start() {
         Ok(s) => s,
@@ -133,32 +176,17 @@ fn llm(c: &mut Criterion) {
     });
     group.finish();
 
-    let (mut raws, mut models) = (Vec::new(), Vec::new());
-    for i in 0..40 {
-        rt.block_on(async {
-            let time_raw = async {
-                let t = Instant::now();
-                raw(&client, &url).await;
-                t.elapsed()
-            };
-            let time_model = async {
-                let t = Instant::now();
-                through_model(&model).await;
-                t.elapsed()
-            };
-            if i % 2 == 0 {
-                raws.push(time_raw.await);
-                models.push(time_model.await);
-            } else {
-                models.push(time_model.await);
-                raws.push(time_raw.await);
-            }
-        });
-    }
-    let (r, m) = (median(raws), median(models));
-    println!(
-        "llm_chat paired (40 each): raw_http median {r:?}, model median {m:?}, ratio {:.3}",
-        m.as_secs_f64() / r.as_secs_f64()
+    let (client, url, model) = (&client, url.as_str(), &model);
+    paired(
+        &rt,
+        "llm_chat",
+        40,
+        ("raw_http", || async move {
+            raw(client, url).await;
+        }),
+        ("model", || async move {
+            through_model(model).await;
+        }),
     );
 }
 
@@ -312,33 +340,26 @@ fn llm_turn(c: &mut Criterion) {
     });
     group.finish();
 
-    let (mut raws, mut turns) = (Vec::new(), Vec::new());
-    for i in 0..20 {
-        rt.block_on(async {
-            let time_raw = async {
-                let t = Instant::now();
-                raw_body(&client, &url, &body, &recorded).await;
-                t.elapsed()
-            };
-            let time_turn = async {
-                let t = Instant::now();
-                let _ = agent_turn(&org).await;
-                t.elapsed()
-            };
-            if i % 2 == 0 {
-                raws.push(time_raw.await);
-                turns.push(time_turn.await);
-            } else {
-                turns.push(time_turn.await);
-                raws.push(time_raw.await);
-            }
-        });
+    {
+        let (client, url, body, recorded, org) = (
+            &client,
+            url.as_str(),
+            body.as_str(),
+            recorded.as_str(),
+            &org,
+        );
+        paired(
+            &rt,
+            "llm_turn",
+            20,
+            ("raw_http", || async move {
+                raw_body(client, url, body, recorded).await;
+            }),
+            ("agent_turn", || async move {
+                agent_turn(org).await;
+            }),
+        );
     }
-    let (r, t) = (median(raws), median(turns));
-    println!(
-        "llm_turn paired (20 each): raw_http median {r:?}, agent_turn median {t:?}, ratio {:.3}",
-        t.as_secs_f64() / r.as_secs_f64()
-    );
     rt.block_on(org.shutdown());
 }
 

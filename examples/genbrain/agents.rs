@@ -89,7 +89,7 @@ impl ApiContractChange {
 /// `fields` (exactly-once bookkeeping: it commits with the handler's outcome
 /// or not at all; a concurrent change makes the runtime run the handler
 /// again). Returns the count it will have.
-pub(crate) async fn stage_count(
+async fn stage_count(
     cx: &Context,
     collection: &str,
     id: &str,
@@ -108,6 +108,29 @@ pub(crate) async fn stage_count(
     value["attempt"] = json!(cx.attempt());
     cx.stage(Write::put(key, value, precondition))?;
     Ok(count + 1)
+}
+
+/// Marketing's changelog `post` for a deployment `event`, written once (in
+/// [`CHANGELOG`], with the event's handling), and said on stderr.
+pub(crate) async fn write_changelog(
+    cx: &Context,
+    event: &Event,
+    post: Value,
+) -> Result<(), AgentError> {
+    stage_count(
+        cx,
+        CHANGELOG,
+        event.id.as_str(),
+        json!({ "event_id": event.id.as_str(), "post": post }),
+    )
+    .await?;
+    eprintln!(
+        "genbrain: {} wrote a changelog post for {} (event {}): {post}",
+        cx.role(),
+        event.name,
+        event.id
+    );
+    Ok(())
 }
 
 /// Counts `task` once, in [`WORK`].
@@ -344,19 +367,7 @@ impl Agent for Specialist {
         }
         let version = event.payload["version"].as_str().unwrap_or("?").to_owned();
         let post = format!("Changelog: {version} is live (deployed by {}).", event.from);
-        stage_count(
-            cx,
-            CHANGELOG,
-            event.id.as_str(),
-            json!({ "event_id": event.id.as_str(), "post": post }),
-        )
-        .await?;
-        eprintln!(
-            "genbrain: {} wrote a changelog post for {} {version} (event {})",
-            cx.role(),
-            event.name,
-            event.id
-        );
+        write_changelog(cx, &event, json!(post)).await?;
         Ok(())
     }
 

@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use agentorg::llm::{LlmAgent, ModelCatalog};
 use agentorg::prelude::*;
-use serde_json::json;
 
-use super::agents::{announce_start, count_work, stage_count, Knobs};
-use super::{CHANGELOG, DEPLOY_COMPLETE};
+use super::agents::{announce_start, count_work, write_changelog, Knobs};
+use super::DEPLOY_COMPLETE;
 
 /// The user's instructions for each role that can think here, after the
 /// prompt the agent builds from the chart.
@@ -131,19 +130,6 @@ impl Agent for Thinking {
             return self.llm.on_event(cx, event).await;
         }
         let post = self.llm.event_turn(cx, event.clone()).await?;
-        stage_count(
-            cx,
-            CHANGELOG,
-            event.id.as_str(),
-            json!({ "event_id": event.id.as_str(), "post": post }),
-        )
-        .await?;
-        eprintln!(
-            "genbrain: {} (llm) wrote a changelog post for {} (event {}): {post}",
-            cx.role(),
-            event.name,
-            event.id
-        );
-        Ok(())
+        write_changelog(cx, &event, post).await
     }
 }

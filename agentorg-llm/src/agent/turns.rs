@@ -5,7 +5,9 @@
 //! conversation of its own (nothing is kept after it), with the same role
 //! prompt, tools, `max_turns`, usage reporting and role budget as a task.
 
-use agentorg_core::agent::actions::{End, TurnKind};
+use agentorg_core::agent::actions::{
+    artifact_ready_id, ballot_id, meeting_turn_id, proposal_id, saga_turn_id, End, TurnKind,
+};
 use agentorg_core::agent::{AgentError, Context};
 use agentorg_core::blackboard::ReadyArtifact;
 use agentorg_core::hierarchy::{Escalation, EscalationOutcome};
@@ -106,7 +108,7 @@ impl LlmAgent {
         cx: &Context,
         turn: MeetingTurn,
     ) -> Result<String, AgentError> {
-        let id = format!("{}/turn/{}", turn.meeting_id, turn.transcript.len());
+        let id = meeting_turn_id(&turn);
         let text = format!(
             "Your turn to speak in the meeting `{}` ({}), on agenda item {}: {}\nThe turns so far:\n{}\nSay your piece with speak (or fail_task to stay silent).",
             turn.meeting_id,
@@ -129,7 +131,7 @@ impl LlmAgent {
         cx: &Context,
         meeting: MeetingRecord,
     ) -> Result<Option<Proposal>, AgentError> {
-        let id = format!("{}/proposal", meeting.meeting_id);
+        let id = proposal_id(&meeting.meeting_id);
         let text = format!(
             "You facilitate the meeting `{}` ({}); its turns are over. Agenda: {:?}. Participants: {}.\nThe transcript:\n{}\nMake the proposal the meeting votes on with propose (or fail_task to make none).",
             meeting.meeting_id,
@@ -159,7 +161,7 @@ impl LlmAgent {
         cx: &Context,
         ballot: MeetingBallot,
     ) -> Result<Vote, AgentError> {
-        let id = format!("{}/ballot", ballot.meeting_id);
+        let id = ballot_id(&ballot.meeting_id);
         let text = format!(
             "Vote in the meeting `{}` ({}) on this proposal:\n{}\nThe transcript:\n{}\nCast your vote with vote (sealed: the others do not see it until the tally).",
             ballot.meeting_id,
@@ -181,17 +183,7 @@ impl LlmAgent {
         cx: &Context,
         ready: ReadyArtifact,
     ) -> Result<(), AgentError> {
-        let revisions: Vec<String> = ready
-            .blockers
-            .iter()
-            .map(|b| format!("{}@{}", b.name, b.revision))
-            .collect();
-        let id = format!(
-            "{}/{}/ready/{}",
-            ready.project,
-            ready.artifact,
-            revisions.join(",")
-        );
+        let id = artifact_ready_id(&ready);
         let text = format!(
             "Your artifact `{}` of project `{}` is ready: every artifact it is blocked by is complete:\n{}\nDo it with the tools (update_artifact), then end the turn with complete_task.",
             ready.artifact,
@@ -215,7 +207,7 @@ impl LlmAgent {
         step: SagaStep,
         kind: TurnKind,
     ) -> Result<Value, AgentError> {
-        let id = format!("{}#{}", step.idempotency_key, step.run);
+        let id = saga_turn_id(&step);
         let what = if matches!(kind, TurnKind::Compensation) {
             "Undo the step of this saga (its result is `result`)"
         } else {

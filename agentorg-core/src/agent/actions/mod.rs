@@ -38,8 +38,11 @@ use crate::runtime::{AgentError, Context};
 use crate::store::StoreError;
 use crate::tools::{ToolError, ToolSpec};
 
+mod ids;
 mod run;
 mod specs;
+
+pub use ids::{artifact_ready_id, ballot_id, meeting_turn_id, proposal_id, saga_turn_id};
 
 pub use run::{check_args, saga_decision};
 pub use specs::{

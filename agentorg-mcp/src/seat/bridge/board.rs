@@ -3,6 +3,7 @@
 //! actions `update_artifact`, `claim_artifact`, …); a rework is a notice
 //! (`artifact_rework`).
 
+use agentorg_core::agent::actions::artifact_ready_id;
 use agentorg_core::agent::{AgentError, Context};
 use agentorg_core::blackboard::{Artifact, ReadyArtifact, ReworkArtifact};
 use serde_json::{json, Value};
@@ -28,17 +29,7 @@ impl SeatAgent {
         cx: &Context,
         ready: ReadyArtifact,
     ) -> Result<(), AgentError> {
-        let revisions: Vec<String> = ready
-            .blockers
-            .iter()
-            .map(|b| format!("{}@{}", b.name, b.revision))
-            .collect();
-        let id = format!(
-            "{}/{}/ready/{}",
-            ready.project,
-            ready.artifact,
-            revisions.join(",")
-        );
+        let id = artifact_ready_id(&ready);
         let event = json!({
             "event": TurnKind::ArtifactReady.name(),
             "project_id": ready.project,

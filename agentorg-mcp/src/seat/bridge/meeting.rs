@@ -4,6 +4,7 @@
 //! never changed — the turn is over once it is cast), and a meeting that
 //! escalated to this role (`meeting_escalation`, a notice).
 
+use agentorg_core::agent::actions::{ballot_id, meeting_turn_id, proposal_id};
 use agentorg_core::agent::{AgentError, Context};
 use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ impl SeatAgent {
         cx: &Context,
         turn: MeetingTurn,
     ) -> Result<String, AgentError> {
-        let id = format!("{}/turn/{}", turn.meeting_id, turn.transcript.len());
+        let id = meeting_turn_id(&turn);
         let event = json!({
             "event": TurnKind::MeetingTurn.name(),
             "turn_id": id,
@@ -47,7 +48,7 @@ impl SeatAgent {
         cx: &Context,
         meeting: MeetingRecord,
     ) -> Result<Option<Proposal>, AgentError> {
-        let id = format!("{}/proposal", meeting.meeting_id);
+        let id = proposal_id(&meeting.meeting_id);
         let event = json!({
             "event": TurnKind::MeetingProposal.name(),
             "turn_id": id,
@@ -72,7 +73,7 @@ impl SeatAgent {
         cx: &Context,
         ballot: MeetingBallot,
     ) -> Result<Vote, AgentError> {
-        let id = format!("{}/ballot", ballot.meeting_id);
+        let id = ballot_id(&ballot.meeting_id);
         let event = json!({
             "event": TurnKind::MeetingBallot.name(),
             "turn_id": id,

@@ -288,7 +288,7 @@ impl SeatAgent {
         step: &SagaStep,
         kind: TurnKind,
     ) -> Result<Value, AgentError> {
-        let id = format!("{}#{}", step.idempotency_key, step.run);
+        let id = agentorg_core::agent::actions::saga_turn_id(step);
         let event = json!({
             "event": kind.name(),
             "saga_id": step.saga_id,
