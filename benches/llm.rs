@@ -12,8 +12,8 @@
 //! * `llm_turn/agent_turn`: one `LlmAgent` turn — a task delegated to a
 //!   thinking role in memory, its prompt and the turn's tools built, one
 //!   model call (`max_turns(1)`, `tool_choice: none`), the outcome
-//!   committed — beside `llm_turn/raw_http`, a raw post of the very
-//!   request body the agent's call sends (recorded once; each post names a
+//!   committed — beside `llm_turn/raw_http`, a raw post of the agent's
+//!   call's request rebuilt as OpenAI JSON (recorded once; each post names a
 //!   fresh task id, as each turn's prompt does, so llama.cpp's prompt
 //!   cache serves both paths alike).
 //!

@@ -26,16 +26,27 @@ async fn r3_stream_survives_one_node_killed() {
     let js = jetstream::context::ContextBuilder::new()
         .timeout(Duration::from_secs(30))
         .build(client.clone());
-    let mut stream = js
-        .create_stream(stream::Config {
-            name: "r3".to_string(),
-            subjects: vec!["r3.>".to_string()],
-            storage: stream::StorageType::File,
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("create R3 stream");
+    // And a request whose answer was lost (a meta leader elected anew under
+    // load, say) is asked again: creating the same stream twice is one
+    // stream.
+    let config = stream::Config {
+        name: "r3".to_string(),
+        subjects: vec!["r3.>".to_string()],
+        storage: stream::StorageType::File,
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut stream = loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("creating the R3 stream: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("create R3 stream: {e:?}"),
+        }
+    };
     // A stream just created may not answer yet on the node this client
     // is connected to (its PubAck says "stream not found" until the new
     // stream's group has a leader the node knows of): publish until it

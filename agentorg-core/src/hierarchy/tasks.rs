@@ -354,7 +354,15 @@ async fn commit_outcome(
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
                 Ok(None)
             }
-            Committed::Refused(e) => Err(Fault::from(e)),
+            // Not even the failure can be stored (the task's own record is
+            // at the limit, say): dead-lettered, about the task.
+            Committed::Refused(e) => {
+                let reason = Reason::new(
+                    "unstorable_outcome",
+                    clip(format!("the outcome cannot be stored: {e}")),
+                );
+                d.dead_letter(reason, Some(task_id)).await.map(Some)
+            }
         }
     })
     .await?;

@@ -79,19 +79,21 @@ fn digest(messages: &[Message]) -> String {
 /// `text` (a stand-in's lines) within about `max` characters: its oldest
 /// lines dropped first, each run of them shown as one `…`; the lines that
 /// head each move (where it is kept) go only when dropping every other
-/// line was not enough, the oldest first.
+/// line was not enough, the oldest first; the newest move's head and the
+/// last line always stay.
 fn trim(text: &str, max: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut len = text.len();
     let mut dropped = vec![false; lines.len()];
-    // The details first; then, after many moves, the oldest heads too (the
-    // newest always stays).
+    // The details first; then, after many moves, the oldest heads too. The
+    // newest move's head and the last line always stay.
+    let newest_head = lines.iter().rposition(|l| l.starts_with('('));
     for heads in [false, true] {
         for (i, line) in lines.iter().enumerate().take(lines.len().saturating_sub(1)) {
             if len <= max {
                 break;
             }
-            if !dropped[i] && line.starts_with('(') == heads {
+            if !dropped[i] && Some(i) != newest_head && line.starts_with('(') == heads {
                 dropped[i] = true;
                 len = len.saturating_sub(line.len() + 1);
             }
@@ -260,5 +262,20 @@ mod tests {
             "{content}"
         );
         assert!(estimate_tokens(&m) <= 1_000, "{}", estimate_tokens(&m));
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_head() {
+        let text = "(2 messages, kept in the store as `a`)\n- you called x({})\n  → ok\n(2 messages, kept in the store as `b`)\n- you called y({})\n  → ok";
+        let trimmed = trim(text, 10);
+        assert!(
+            trimmed.contains("`b`") && trimmed.ends_with("→ ok"),
+            "{trimmed}"
+        );
+        assert!(
+            !trimmed.contains("`a`") && !trimmed.contains("you called"),
+            "{trimmed}"
+        );
+        assert_eq!(trim(text, 10_000), text);
     }
 }

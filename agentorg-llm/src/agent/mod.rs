@@ -190,9 +190,11 @@ impl LlmAgent {
     /// role's manager with what was spent (reason `budget_spent`) and ends
     /// failed, instead of running on. What a task spent is kept with its
     /// conversation when it waits for subtasks; an attempt that fails
-    /// transiently (a provider's outage, say) is retried from there, so a
-    /// task's attempts may together spend up to `max_attempts` times it.
-    /// Deliveries other than tasks are held by the role budget only.
+    /// transiently (a provider's outage, say) and a rerun (a lost lease, a
+    /// conflicting write) start again from there, so a task may spend more
+    /// than its budget over its attempts, and the call that crosses it is
+    /// not cut short. Deliveries other than tasks are held by the role
+    /// budget only.
     pub fn task_budget(mut self, budget: Budget) -> Self {
         self.task_budget = Some(budget);
         self

@@ -236,6 +236,8 @@ pub async fn a_failing_task_still_escalates(
     if leaf.status != TaskStatus::Failed {
         fail(B, format!("the second leaf: {leaf:?}"));
     }
+    // Give a wrongly sent escalation time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     if j.escalations_at("cto").len() != 1 {
         fail(
             B,
