@@ -437,25 +437,6 @@ impl LlmAgent {
         )))
     }
 
-    /// An event's turn (what [`Agent::on_event`] runs): the model handles
-    /// `event` and ends with `complete_task`, whose result is returned —
-    /// for a caller that keeps it (a wrapping agent staging it, say).
-    pub async fn event_turn(&self, cx: &Context, event: Event) -> Result<Value, AgentError> {
-        let message = format!(
-            "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
-            event.name, event.from, event.payload
-        );
-        match self
-            .single_turn(cx, TurnKind::Task, event.id.to_string(), message)
-            .await?
-        {
-            End::Complete(v) => Ok(v),
-            other => Err(other
-                .as_error()
-                .unwrap_or_else(|| AgentError::permanent("the event's turn ended wrongly"))),
-        }
-    }
-
     fn conversation_key(cx: &Context, task: &Task) -> Result<DocKey, AgentError> {
         page_key(cx, task.id.as_ref())
     }
@@ -517,9 +498,7 @@ impl LlmAgent {
                 stage(Write::put(key, doc, Precondition::None))?;
                 Ok(Outcome::AwaitSubtasks)
             }
-            other => Err(other
-                .as_error()
-                .unwrap_or_else(|| AgentError::permanent("the turn ended wrongly"))),
+            other => Err(turns::failed(other, "task")),
         }
     }
 }

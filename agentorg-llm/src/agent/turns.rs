@@ -1,7 +1,7 @@
 //! The deliveries other than tasks, each one turn of the model with the
-//! org actions of its kind ([`TurnKind`]): escalations from reports, peers'
-//! messages and requests, meeting turns, proposals and ballots, artifacts
-//! that became ready, saga steps and compensations. Each starts a
+//! org actions of its kind ([`TurnKind`]): events, escalations from
+//! reports, peers' messages and requests, meeting turns, proposals and
+//! ballots, artifacts that became ready, saga steps and compensations. Each starts a
 //! conversation of its own (nothing is kept after it), with the same role
 //! prompt, tools, `max_turns`, usage reporting and role budget as a task.
 
@@ -10,6 +10,7 @@ use agentorg_core::agent::actions::{
 };
 use agentorg_core::agent::{AgentError, Context};
 use agentorg_core::blackboard::ReadyArtifact;
+use agentorg_core::events::Event;
 use agentorg_core::hierarchy::{Escalation, EscalationOutcome};
 use agentorg_core::meeting::{MeetingBallot, MeetingRecord, MeetingTurn, Proposal, Vote};
 use agentorg_core::peer::PeerMessage;
@@ -19,7 +20,7 @@ use serde_json::{json, Value};
 use super::{LlmAgent, Tally, EVENT_WITHHELD};
 
 /// The error a turn that ended with `fail_task` (or wrongly) fails with.
-fn failed(end: End, what: &str) -> AgentError {
+pub(super) fn failed(end: End, what: &str) -> AgentError {
     end.as_error()
         .unwrap_or_else(|| AgentError::permanent(format!("the {what} turn ended wrongly")))
 }
@@ -45,6 +46,25 @@ impl LlmAgent {
             &mut Tally::default(),
         )
         .await
+    }
+
+    /// An event's turn (what
+    /// [`Agent::on_event`](agentorg_core::agent::Agent::on_event) runs): the
+    /// model handles `event` and ends with `complete_task`, whose result is
+    /// returned — for a caller that keeps it (a wrapping agent staging it,
+    /// say).
+    pub async fn event_turn(&self, cx: &Context, event: Event) -> Result<Value, AgentError> {
+        let message = format!(
+            "An event you subscribe to: `{}` from `{}`:\n{}\nHandle it with the tools, then end the turn with complete_task (a short note of what you did).",
+            event.name, event.from, event.payload
+        );
+        match self
+            .single_turn(cx, TurnKind::Task, event.id.to_string(), message)
+            .await?
+        {
+            End::Complete(v) => Ok(v),
+            other => Err(failed(other, "event")),
+        }
     }
 
     pub(super) async fn escalation_turn(
