@@ -284,16 +284,14 @@ impl NatsTransportBuilder {
     }
 
     /// Messages asked for per pull request (default [`DEFAULT_BATCH`], at
-    /// least 2). async-nats asks for the next batch when half of one is left,
-    /// so with 2 a request is already waiting when a message is handed out
-    /// (with 1 the next request goes out only when the next message is
-    /// asked for — a server round trip per message — and async-nats can lose
-    /// count of a one-message request answered before it was counted, which
-    /// stalls the consumer until its heartbeat check, 2 × the heartbeat:
-    /// measured every ~10 s under sequential load, so 1 is refused).
-    /// Messages a binder has received but not yet handed out run their ack
-    /// timers too; keep it at or below the handler concurrency unless
-    /// handlers are quick.
+    /// least 1). The binder asks for the next batch when half of one or less
+    /// is still to come, so with 2 a request is already waiting when a
+    /// message is handed out; with 1 the next request goes out only when
+    /// the next message is asked for (a server round trip per message), and
+    /// no message waits in the process while a slow handler runs. Messages
+    /// a binder has received but not yet handed out run their ack timers
+    /// too; keep it at or below the handler concurrency unless handlers are
+    /// quick.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch;
         self
@@ -379,11 +377,8 @@ impl NatsTransportBuilder {
         if !(1..=5).contains(&self.replicas) {
             return Err(Self::invalid("replicas must be between 1 and 5"));
         }
-        if self.batch < 2 {
-            return Err(Self::invalid(
-                "batch must be at least 2 (with 1, async-nats's pull stream can stall \
-                 until its heartbeat check; see NatsTransportBuilder::with_batch)",
-            ));
+        if self.batch == 0 {
+            return Err(Self::invalid("batch must be at least 1"));
         }
         if self.subscriber_buffer == 0 {
             return Err(Self::invalid("subscriber_buffer must be positive"));
@@ -414,7 +409,8 @@ impl NatsTransportBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let servers = self.servers.join(",");
         let violations = Violations::new();
-        let options = self.connect_options(&violations).await?;
+        let (connects, _) = tokio::sync::watch::channel(0);
+        let options = self.connect_options(&violations, &connects).await?;
         let client = options
             .connect(addrs)
             .await
@@ -427,6 +423,7 @@ impl NatsTransportBuilder {
             layout,
             client,
             violations,
+            connects,
             Options {
                 batch: self.batch,
                 pull_expiry: self.pull_expiry,
@@ -447,6 +444,7 @@ impl NatsTransportBuilder {
     async fn connect_options(
         &self,
         violations: &Violations,
+        connects: &tokio::sync::watch::Sender<u64>,
     ) -> Result<ConnectOptions, TransportError> {
         let mut o = match &self.auth {
             Auth::None => ConnectOptions::new(),
@@ -485,17 +483,18 @@ impl NatsTransportBuilder {
             o = o.retry_on_initial_connect();
         }
         let v = violations.clone();
+        let c = connects.clone();
         o = o.event_callback(move |event| {
-            let v = v.clone();
-            async move { on_event(&v, event) }
+            let (v, c) = (v.clone(), c.clone());
+            async move { on_event(&v, &c, event) }
         });
         Ok(o)
     }
 }
 
 /// The connection's events: permission violations go to the operations
-/// waiting on them; everything is logged.
-fn on_event(violations: &Violations, event: Event) {
+/// waiting on them, (re)connections to the binders; everything is logged.
+fn on_event(violations: &Violations, connects: &tokio::sync::watch::Sender<u64>, event: Event) {
     match event {
         Event::ServerError(async_nats::ServerError::Other(text)) => {
             match violations.report(&text) {
@@ -503,7 +502,10 @@ fn on_event(violations: &Violations, event: Event) {
                 None => tracing::warn!("nats server error: {text}"),
             }
         }
-        Event::Connected => tracing::info!("nats: connected"),
+        Event::Connected => {
+            tracing::info!("nats: connected");
+            connects.send_modify(|n| *n += 1);
+        }
         Event::Closed => tracing::debug!("nats: connection closed"),
         Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
         Event::SlowConsumer(sid) => {

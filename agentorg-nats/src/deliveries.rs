@@ -8,7 +8,7 @@ use agentorg_core::codec::Codec;
 use agentorg_core::subject::Subject;
 use agentorg_core::transport::{Acker, Delivery, DeliveryStream, TransportError};
 use agentorg_core::Name;
-use async_nats::jetstream::consumer::{pull, Consumer, FromConsumer as _};
+use async_nats::jetstream::consumer::{pull, FromConsumer as _};
 use async_nats::jetstream::{self, consumer, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,21 +27,22 @@ const MIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// One binder of a durable consumer.
 ///
-/// It owns one async-nats pull subscription at a time (which asks for
-/// `batch` messages per pull request and expects idle heartbeats). When that
-/// subscription reports an error or ends — a missed heartbeat after a server
-/// restart, a failed pull, a deleted consumer — the binder drops it and binds
-/// again (consumer info, then a new pull subscription), pausing 100 ms
-/// doubling to 5 s between failed attempts, until it succeeds or the consumer
-/// is gone (`NotFound`, after which the stream ends) or the user may not read
-/// it or pull from it (`Forbidden`, likewise). The caller never
-/// re-subscribes.
+/// It owns one [`Pull`] at a time (pull requests of `batch` messages with
+/// idle heartbeats, and the inbox they are answered on). When that pull
+/// fails or ends — a missed heartbeat after a server restart, a failed
+/// request, a deleted consumer — the binder drops it and binds again
+/// (consumer info, then a new pull), pausing 100 ms doubling to 5 s between
+/// failed attempts, until it succeeds or the consumer is gone (`NotFound`,
+/// after which the stream ends) or the user may not read it or pull from it
+/// (`Forbidden`, likewise). The caller never re-subscribes.
 struct Binder {
     inner: Arc<Inner>,
     name: Name,
     kind: StreamKind,
     codec: Codec,
-    messages: Option<pull::Stream>,
+    pull: Option<Pull>,
+    /// A pull request's body: the batch, its expiry and idle heartbeat.
+    request: Bytes,
     pause: Duration,
     ended: bool,
     /// Refusals of this consumer's pull requests (`$JS.API.CONSUMER.MSG.NEXT…`):
@@ -53,6 +54,83 @@ struct Binder {
     ack_wait: Duration,
     /// Stream sequences this binder's deliveries acknowledged late.
     late: Arc<Mutex<LateAcks>>,
+}
+
+/// A pull subscription to one durable consumer: the inbox the server
+/// answers pull requests on, and how many messages the requests sent may
+/// still bring.
+///
+/// Run here rather than by async-nats's `messages()` stream. That stream
+/// learns that a request went out from another task, and a request answered
+/// before that news arrived leaves it counting messages that will never
+/// come: it then stops asking, and the consumer stalls until the heartbeat
+/// check (2 × the heartbeat, 10 s by default). Seen under steady load with
+/// batches of 1 and, more rarely, 2. Here one task sends the requests and
+/// reads the answers, so the count is exact: a request's messages are
+/// counted owed when it is sent, and each message, or the status that ends
+/// a request early (`408` expired, `409` terminated, with the number it
+/// left undelivered), takes its share off.
+struct Pull {
+    subscriber: async_nats::Subscriber,
+    inbox: async_nats::Subject,
+    /// Messages the requests sent may still deliver.
+    owed: usize,
+    /// When the server last said anything on this pull (a message, an idle
+    /// heartbeat, a status), or the first request went out.
+    heard: Instant,
+    /// When the last request went out.
+    asked: Instant,
+    /// The client's (re)connections, to ask again after one.
+    connects: tokio::sync::watch::Receiver<u64>,
+}
+
+/// What the server said on a pull's inbox.
+enum Said {
+    /// A message of the stream.
+    Message(async_nats::Message),
+    /// A request ended with this many messages undelivered (or its batch
+    /// when the server did not say), or an idle heartbeat (0).
+    Ended(Option<usize>),
+    /// The consumer is gone: bind again (which says so).
+    Gone,
+    /// The request can never succeed (it exceeds the consumer's limits, or
+    /// the consumer is not a pull consumer).
+    Refused(String),
+    /// Anything else: bind again.
+    Other(String),
+}
+
+impl Said {
+    fn of(m: async_nats::Message) -> Self {
+        use async_nats::StatusCode;
+        let status = match m.status {
+            None => return Self::Message(m),
+            Some(s) if s == StatusCode::OK => return Self::Message(m),
+            Some(s) => s,
+        };
+        let description = m.description.clone().unwrap_or_default();
+        if status == StatusCode::IDLE_HEARTBEAT {
+            return Self::Ended(Some(0));
+        }
+        if status == StatusCode::TIMEOUT
+            || status == StatusCode::REQUEST_TERMINATED
+            || status == StatusCode::PIN_ID_MISMATCH
+        {
+            if description == "Consumer Deleted" {
+                return Self::Gone;
+            }
+            if description == "Consumer is push based" || description.starts_with("Exceeded Max") {
+                return Self::Refused(description);
+            }
+            let left = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Pending-Messages"))
+                .and_then(|v| v.as_str().parse().ok());
+            return Self::Ended(left);
+        }
+        Self::Other(format!("status {status}: {description}"))
+    }
 }
 
 /// The stream sequences of the last [`LateAcks::CAPACITY`] deliveries
@@ -95,20 +173,30 @@ pub(crate) async fn bind(
         "$JS.API.CONSUMER.MSG.NEXT.{}.{name}",
         inner.stream_name(kind)
     );
+    let o = &inner.options;
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let request = serde_json::json!({
+        "batch": o.batch,
+        "expires": nanos(o.pull_expiry),
+        "idle_heartbeat": nanos(o.heartbeat),
+    })
+    .to_string()
+    .into();
     let mut binder = Binder {
         refused: inner.violations.watch(),
         inner,
         name,
         kind,
         codec,
-        messages: None,
+        pull: None,
+        request,
         pause: MIN_PAUSE,
         ended: false,
         next_subject,
         ack_wait: info.config.ack_wait,
         late: Arc::default(),
     };
-    binder.messages = Some(binder.pull(info).await?);
+    binder.pull = Some(binder.pull(info).await?);
     Ok(Box::pin(futures::stream::unfold(
         binder,
         |mut b| async move {
@@ -119,28 +207,33 @@ pub(crate) async fn bind(
 }
 
 impl Binder {
-    /// A pull subscription to the consumer described by `info`.
-    async fn pull(&self, info: consumer::Info) -> Result<pull::Stream, Error> {
-        let config = pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
-            Error::Invalid {
-                message: format!("consumer `{}` is not a pull consumer: {e}", self.name),
-            }
+    /// A pull on the consumer described by `info`: its inbox subscribed
+    /// (the first request goes out with the first `next`).
+    async fn pull(&self, info: consumer::Info) -> Result<Pull, Error> {
+        pull::Config::try_from_consumer_config(info.config).map_err(|e| Error::Invalid {
+            message: format!("consumer `{}` is not a pull consumer: {e}", self.name),
         })?;
-        let o = &self.inner.options;
-        Consumer::new(config, info, self.inner.js.clone())
-            .stream()
-            .max_messages_per_batch(o.batch)
-            .expires(o.pull_expiry)
-            .heartbeat(o.heartbeat)
-            .messages()
+        let client = &self.inner.client;
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
             .await
             .map_err(|source| Error::Bind {
                 consumer: self.name.to_string(),
-                source,
-            })
+                source: source.into(),
+            })?;
+        let now = Instant::now();
+        Ok(Pull {
+            subscriber,
+            inbox,
+            owed: 0,
+            heard: now,
+            asked: now,
+            connects: self.inner.connects.subscribe(),
+        })
     }
 
-    async fn rebind(&mut self) -> Result<pull::Stream, Error> {
+    async fn rebind(&mut self) -> Result<Pull, Error> {
         let info = self.inner.consumer_info(self.kind, &self.name).await?;
         self.ack_wait = info.config.ack_wait;
         // What the old pull request held is gone with it; and a stream
@@ -149,18 +242,49 @@ impl Binder {
         self.pull(info).await
     }
 
+    /// Sends a pull request when half a batch or less is owed (so one is
+    /// waiting on the server while a message is handled).
+    async fn ask(&self, pull: &mut Pull) -> Result<(), Error> {
+        let batch = self.inner.options.batch;
+        if pull.owed > batch / 2 {
+            return Ok(());
+        }
+        self.inner
+            .client
+            .publish_with_reply(
+                self.next_subject.clone(),
+                pull.inbox.clone(),
+                self.request.clone(),
+            )
+            .await
+            .map_err(|source| Error::Bind {
+                consumer: self.name.to_string(),
+                source: source.into(),
+            })?;
+        let now = Instant::now();
+        if pull.owed == 0 {
+            // Nothing was waiting: the heartbeat clock starts now.
+            pull.heard = now;
+        }
+        pull.owed += batch;
+        pull.asked = now;
+        Ok(())
+    }
+
     async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        let o = &self.inner.options;
+        let (heartbeat, expiry) = (o.heartbeat, o.pull_expiry);
         loop {
             if self.ended {
                 return None;
             }
-            let messages = match &mut self.messages {
-                Some(m) => m,
+            let mut pull = match self.pull.take() {
+                Some(p) => p,
                 None => match self.rebind().await.map_err(TransportError::from) {
-                    Ok(m) => {
+                    Ok(p) => {
                         tracing::info!(consumer = %self.name, "consumer bound again");
                         self.pause = MIN_PAUSE;
-                        self.messages.insert(m)
+                        p
                     }
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(consumer = %self.name, error = %e, retry_in = ?self.pause, "cannot bind the consumer yet");
@@ -175,9 +299,18 @@ impl Binder {
                     }
                 },
             };
-            let next = tokio::select! {
+            if let Err(e) = self.ask(&mut pull).await {
+                tracing::warn!(consumer = %self.name, error = %e, "pull request failed; binding again");
+                continue;
+            }
+            // No word for two heartbeats: the server lost the request (a
+            // restart) or the connection is gone. A request that outlived
+            // its expiry without the server saying so is asked again.
+            let silent = pull.heard + heartbeat * 2;
+            let overdue = pull.asked + expiry + heartbeat;
+            let said = tokio::select! {
                 biased;
-                m = messages.next() => m,
+                m = pull.subscriber.next() => m.map(Said::of),
                 v = self.refused.refused(Op::Publish, &self.next_subject) => {
                     self.ended = true;
                     return Some(Err(Error::Forbidden {
@@ -186,20 +319,58 @@ impl Binder {
                     }
                     .into()));
                 }
+                Ok(()) = pull.connects.changed() => {
+                    // A reconnection: the server may have lost what was
+                    // asked; ask again (a request it kept only brings
+                    // messages a little early).
+                    pull.owed = 0;
+                    self.pull = Some(pull);
+                    continue;
+                }
+                () = tokio::time::sleep_until(overdue) => {
+                    pull.owed = 0;
+                    self.pull = Some(pull);
+                    continue;
+                }
+                () = tokio::time::sleep_until(silent) => {
+                    tracing::warn!(consumer = %self.name, "missed the pull's idle heartbeats; binding again");
+                    continue;
+                }
             };
-            match next {
-                Some(Ok(m)) => {
+            pull.heard = Instant::now();
+            match said {
+                Some(Said::Message(m)) => {
+                    pull.owed = pull.owed.saturating_sub(1);
+                    self.pull = Some(pull);
+                    let m = jetstream::Message {
+                        message: m,
+                        context: self.inner.js.clone(),
+                    };
                     if let Some(d) = self.delivery(m).await {
                         return Some(Ok(d));
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(consumer = %self.name, error = %e, "pull subscription failed; binding again");
-                    self.messages = None;
+                Some(Said::Ended(left)) => {
+                    let left = left.unwrap_or(self.inner.options.batch);
+                    pull.owed = pull.owed.saturating_sub(left);
+                    self.pull = Some(pull);
+                }
+                Some(Said::Gone) => {
+                    // Binding again finds it gone, and ends the stream.
+                    tracing::debug!(consumer = %self.name, "consumer deleted");
+                }
+                Some(Said::Refused(why)) => {
+                    self.ended = true;
+                    return Some(Err(Error::Invalid {
+                        message: format!("pulling from consumer `{}`: {why}", self.name),
+                    }
+                    .into()));
+                }
+                Some(Said::Other(what)) => {
+                    tracing::warn!(consumer = %self.name, said = %what, "unexpected answer to a pull request; binding again");
                 }
                 None => {
                     tracing::warn!(consumer = %self.name, "pull subscription ended; binding again");
-                    self.messages = None;
                 }
             }
         }

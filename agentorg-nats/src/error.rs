@@ -91,7 +91,7 @@ pub(crate) enum Error {
     Bind {
         consumer: String,
         #[source]
-        source: jetstream::consumer::StreamError,
+        source: async_nats::Error,
     },
     /// Acknowledging a delivery failed.
     #[error("{what} of a delivery: {source}")]

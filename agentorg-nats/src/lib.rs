@@ -95,10 +95,20 @@
 //! kept in the consumer's metadata so every process binding it decodes the
 //! same way. A binder asks for [`batch`](NatsTransportBuilder::with_batch)
 //! messages at a time (default 2, so a pull request is already waiting on
-//! the server while a message is handled; 1 is refused, see `with_batch`): a
-//! message received but not yet handed to the caller has its ack timer
-//! running, so large batches suit only quick handlers. The delivery attempt is JetStream's delivered count. Several
+//! the server while a message is handled; 1 suits slow handlers, at a pull
+//! round trip per message): a message received but not yet handed to the
+//! caller has its ack timer running, so large batches suit only quick
+//! handlers. The delivery attempt is JetStream's delivered count. Several
 //! binders of one consumer (a role's replicas) share its messages.
+//!
+//! A binder sends its pull requests itself, on one inbox, and counts what
+//! they may still deliver in the same task that reads the answers: a
+//! request's batch when it is sent, less each message and what a request
+//! ended early left (`408`/`409` with `Nats-Pending-Messages`). async-nats's
+//! `messages()` stream learns of its requests from another task, and one
+//! answered before that news came left it counting messages that never
+//! came: it stopped asking until its heartbeat check, a 10 s stall (every
+//! ~10 s of sequential load with batches of 1, seen also with 2).
 //!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
 //! publishes to the message's reply subject, as DESIGN.md requires: the
@@ -111,7 +121,7 @@
 //! separate queues, so a fire-and-forget ack of a message already due for
 //! redelivery could be overtaken by the binder's next pull, which would get
 //! the message again (found by the runtime suite, and tested); and since a
-//! binder's next pull request is already waiting (batches of at least 2), a
+//! binder's next pull request may already be waiting (batches of 2 or more), a
 //! redelivery the server queued into it before the late ack arrived is
 //! recognised by its stream sequence, acknowledged again and not handed out.
 //!
@@ -124,9 +134,10 @@
 //! [publish timeout](NatsTransportBuilder::with_publish_timeout), then fails
 //! with a retryable `Unavailable` or `Timeout` — never silently. A bound
 //! consumer survives a server restart or a cluster failover without the
-//! caller re-subscribing: when its pull subscription fails (missed
-//! heartbeats, a failed pull), it binds again with backoff; it ends with
-//! `NotFound` only when the consumer was deleted.
+//! caller re-subscribing: after a reconnection it asks again at once (the
+//! server may have lost its requests); when its pull fails (no word for two
+//! idle heartbeats, a failed request) it binds again with backoff; it ends
+//! with `NotFound` only when the consumer was deleted.
 //!
 //! After a `kill -9`, JetStream may deliver messages that were already
 //! acknowledged again, with a delivery count of 1 (its ack floor was not yet

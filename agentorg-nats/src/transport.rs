@@ -87,6 +87,10 @@ pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) violations: Violations,
+    /// How many times the client has (re)connected: a binder asks the
+    /// server again after a reconnection, which may have lost its pull
+    /// requests.
+    pub(crate) connects: tokio::sync::watch::Sender<u64>,
     pub(crate) options: Options,
     pub(crate) servers: String,
     /// Which stream each consumer seen so far lives on. A std Mutex: held
@@ -158,6 +162,7 @@ impl NatsTransport {
         layout: StreamLayout,
         client: async_nats::Client,
         violations: Violations,
+        connects: tokio::sync::watch::Sender<u64>,
         options: Options,
         servers: String,
     ) -> Self {
@@ -170,6 +175,7 @@ impl NatsTransport {
                 client,
                 js,
                 violations,
+                connects,
                 options,
                 servers,
                 located: Mutex::new(HashMap::new()),

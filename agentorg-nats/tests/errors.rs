@@ -287,7 +287,6 @@ async fn builder_validates() {
         base().with_org("Not A Name"),
         base().with_org("o").with_replicas(0),
         base().with_org("o").with_batch(0),
-        base().with_org("o").with_batch(1),
         base()
             .with_org("o")
             .with_pull_expiry(Duration::from_secs(1), Duration::from_secs(1)),
