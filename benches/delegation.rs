@@ -94,6 +94,15 @@ async fn on_worker<F>(routine: F) -> Duration
 where
     F: std::future::Future<Output = Duration> + Send + 'static,
 {
+    on_worker_value(routine).await
+}
+
+/// [`on_worker`] for a routine with any output.
+async fn on_worker_value<F, T>(routine: F) -> T
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     if std::env::var_os("AGENTORG_BENCH_ON_WORKER").is_some() {
         tokio::spawn(routine)
             .await
@@ -111,25 +120,128 @@ async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
     start.elapsed()
 }
 
+/// CPU time used so far by every thread of process `pid` (this process
+/// when `None`): the sum of the first field of `/proc/<pid>/task/*/schedstat`
+/// (nanoseconds on the CPU). Linux only (`None` elsewhere); threads that
+/// ended are not counted (the runtime's and the server's threads live on).
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let dir = pid.map_or_else(
+        || "/proc/self/task".to_owned(),
+        |p| format!("/proc/{p}/task"),
+    );
+    let mut nanos = 0u64;
+    for thread in std::fs::read_dir(dir).ok()? {
+        // A thread may end between the listing and the read.
+        if let Ok(stat) = std::fs::read_to_string(thread.ok()?.path().join("schedstat")) {
+            nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Wall and CPU time over a stretch of round trips, apart from criterion:
+/// this process's CPU (both parties, all their tasks) and, on NATS, the
+/// server's.
+struct Meter {
+    wall: Instant,
+    process: Option<Duration>,
+    server: Option<(u32, Duration)>,
+}
+
+impl Meter {
+    fn start(server: Option<u32>) -> Self {
+        Self {
+            process: cpu_time(None),
+            server: server.and_then(|pid| Some((pid, cpu_time(Some(pid))?))),
+            wall: Instant::now(),
+        }
+    }
+
+    /// Per round trip, over `n`: (wall, this process's CPU, the server's CPU).
+    fn stop(self, n: u32) -> [Option<Duration>; 3] {
+        let wall = self.wall.elapsed() / n;
+        let process = cpu_time(None)
+            .zip(self.process)
+            .map(|(b, a)| b.saturating_sub(a) / n);
+        let server = self
+            .server
+            .and_then(|(pid, a)| Some(cpu_time(Some(pid))?.saturating_sub(a) / n));
+        [Some(wall), process, server]
+    }
+}
+
+/// `12.3 µs`, or `n/a`.
+fn micros(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "n/a".to_owned(),
+        |d| format!("{:.1} µs", d.as_secs_f64() * 1e6),
+    )
+}
+
+/// `a ÷ b` as `1.23×`, or `n/a`.
+fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if !b.is_zero() => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// Prints what a runtime round trip and its baseline's spend, side by side.
+fn print_spent(
+    group: &str,
+    n: u32,
+    runtime: [Option<Duration>; 3],
+    base: (&str, [Option<Duration>; 3]),
+) {
+    let (name, base) = base;
+    println!("{group}: per round trip, {n} round trips each, apart from criterion:");
+    for (what, i) in [
+        ("wall", 0),
+        ("CPU, this process", 1),
+        ("CPU, nats-server", 2),
+    ] {
+        if group.ends_with("memory") && i == 2 {
+            continue;
+        }
+        println!(
+            "  {what:<18} runtime {:>10}   {name} {:>10}   ratio {}",
+            micros(runtime[i]),
+            micros(base[i]),
+            ratio(runtime[i], base[i])
+        );
+    }
+}
+
+/// One mpsc ping-pong: the task out to the worker task, the result back.
+async fn ping_pong(
+    tx: &tokio::sync::mpsc::Sender<serde_json::Value>,
+    rx: &mut tokio::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    tx.send(json!({ "title": "ping" }))
+        .await
+        .expect("the worker is there");
+    rx.recv().await.expect("a result");
+}
+
 fn memory(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("delegation_memory");
-    group.bench_function("mpsc_ping_pong", |b| {
-        // The task out to a worker task, the result back.
-        let (task_tx, mut task_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
-        let (result_tx, result_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
-        rt.spawn(async move {
-            while let Some(task) = task_rx.recv().await {
-                if result_tx
-                    .send(json!({ "done": task["title"] }))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+    // The task out to a worker task, the result back.
+    let (task_tx, mut task_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
+    let (result_tx, result_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(1);
+    rt.spawn(async move {
+        while let Some(task) = task_rx.recv().await {
+            if result_tx
+                .send(json!({ "done": task["title"] }))
+                .await
+                .is_err()
+            {
+                break;
             }
-        });
-        let result_rx = Arc::new(tokio::sync::Mutex::new(result_rx));
+        }
+    });
+    let result_rx = Arc::new(tokio::sync::Mutex::new(result_rx));
+    group.bench_function("mpsc_ping_pong", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let task_tx = task_tx.clone();
             let result_rx = Arc::clone(&result_rx);
@@ -137,11 +249,7 @@ fn memory(c: &mut Criterion) {
                 let mut rx = result_rx.lock().await;
                 let start = Instant::now();
                 for _ in 0..iters {
-                    task_tx
-                        .send(json!({ "title": "ping" }))
-                        .await
-                        .expect("the worker is there");
-                    rx.recv().await.expect("a result");
+                    ping_pong(&task_tx, &mut rx).await;
                 }
                 start.elapsed()
             })
@@ -161,6 +269,33 @@ fn memory(c: &mut Criterion) {
         });
     });
     group.finish();
+    // What each spends, CPU included, over a fixed number of round trips.
+    const N: u32 = 20_000;
+    let spent_runtime = rt.block_on(on_worker_value({
+        let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
+        async move {
+            let mut inbox = inbox.lock().await;
+            let meter = Meter::start(None);
+            for _ in 0..N {
+                round_trip(&org, &mut inbox).await;
+            }
+            meter.stop(N)
+        }
+    }));
+    let spent_mpsc = rt.block_on(on_worker_value(async move {
+        let mut rx = result_rx.lock().await;
+        let meter = Meter::start(None);
+        for _ in 0..N {
+            ping_pong(&task_tx, &mut rx).await;
+        }
+        meter.stop(N)
+    }));
+    print_spent(
+        "delegation_memory",
+        N,
+        spent_runtime,
+        ("mpsc_ping_pong", spent_mpsc),
+    );
     rt.block_on(org.shutdown());
 }
 
@@ -245,16 +380,25 @@ fn nats(c: &mut Criterion) {
     // consumer is read as one long-lived `messages()` stream with
     // async-nats's default prefetch (200 per pull request), so a pull
     // request is always waiting on the server: the fastest raw way. (A
-    // one-message batch costs a pull round trip per message, and async-nats
-    // can stall on it: see `NatsTransportBuilder::with_batch`.)
-    let publish = |payload: &bytes::Bytes, with_id: bool| {
+    // one-message batch costs a pull round trip per message, and this
+    // stream can stall on small batches: see the `agentorg_nats` crate
+    // docs, "Delivery".)
+    fn publish(payload: &bytes::Bytes, with_id: bool) -> Publish {
         let p = Publish::build().payload(payload.clone());
         if with_id {
             p.message_id(MessageId::new())
         } else {
             p
         }
-    };
+    }
+    /// A raw client's two consumers' message streams, and its subjects.
+    struct RawHops {
+        js: async_nats::jetstream::Context,
+        tasks: async_nats::jetstream::consumer::pull::Stream,
+        results: async_nats::jetstream::consumer::pull::Stream,
+        task_subject: String,
+        result_subject: String,
+    }
     let raw_hops = |batch: Option<usize>, tag: &'static str| {
         let url = server.url().to_owned();
         async move {
@@ -290,14 +434,51 @@ fn nats(c: &mut Criterion) {
                     pull.messages().await.expect("a message stream")
                 }
             };
-            let tasks = consumer("worker", format!("raw{tag}.task")).await;
-            let results = consumer("founder", format!("raw{tag}.result")).await;
-            (js, tasks, results, tag)
+            let (task_subject, result_subject) =
+                (format!("raw{tag}.task"), format!("raw{tag}.result"));
+            RawHops {
+                tasks: consumer("worker", task_subject.clone()).await,
+                results: consumer("founder", result_subject.clone()).await,
+                js,
+                task_subject,
+                result_subject,
+            }
         }
     };
+    // One raw round trip in one task: the task published and stored, taken
+    // and acked; the result likewise.
+    async fn raw_round_trip(
+        raw: &mut RawHops,
+        (task, result): (&bytes::Bytes, &bytes::Bytes),
+        with_ids: bool,
+    ) {
+        raw.js
+            .send_publish(raw.task_subject.clone(), publish(task, with_ids))
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+        let task = raw.tasks.next().await.expect("a task").expect("readable");
+        task.ack().await.expect("acked");
+        raw.js
+            .send_publish(raw.result_subject.clone(), publish(result, with_ids))
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+        let result = raw
+            .results
+            .next()
+            .await
+            .expect("a result")
+            .expect("readable");
+        result.ack().await.expect("acked");
+    }
     // `raw_async_nats_no_msg_id`: the same without message ids (no
     // deduplication, which the runtime's outbox relies on): less work for
-    // the server, shown for comparison.
+    // the server, shown for comparison. The first's figures, taken apart
+    // from criterion with the runtime's, are printed after the group.
+    let mut same_work = None;
     for (with_ids, tag, label) in [
         (true, "p", "raw_async_nats"),
         (false, "n", "raw_async_nats_no_msg_id"),
@@ -312,32 +493,18 @@ fn nats(c: &mut Criterion) {
                 let raw = Arc::clone(&raw);
                 let (task_bytes, result_bytes) = (task_bytes.clone(), result_bytes.clone());
                 on_worker(async move {
-                    let mut guard = raw.lock().await;
-                    let (js, tasks, results, tag) = &mut *guard;
-                    let (task_subject, result_subject) =
-                        (format!("raw{tag}.task"), format!("raw{tag}.result"));
-                    let (task, result) = (&task_bytes, &result_bytes);
+                    let mut raw = raw.lock().await;
                     let start = Instant::now();
                     for _ in 0..iters {
-                        js.send_publish(task_subject.clone(), publish(task, with_ids))
-                            .await
-                            .expect("published")
-                            .await
-                            .expect("stored");
-                        let task = tasks.next().await.expect("a task").expect("readable");
-                        task.ack().await.expect("acked");
-                        js.send_publish(result_subject.clone(), publish(result, with_ids))
-                            .await
-                            .expect("published")
-                            .await
-                            .expect("stored");
-                        let result = results.next().await.expect("a result").expect("readable");
-                        result.ack().await.expect("acked");
+                        raw_round_trip(&mut raw, (&task_bytes, &result_bytes), with_ids).await;
                     }
                     start.elapsed()
                 })
             });
         });
+        if with_ids {
+            same_work = Some(raw);
+        }
     }
 
     // `raw_async_nats_two_tasks`: the same hops with message ids, made by
@@ -345,8 +512,13 @@ fn nats(c: &mut Criterion) {
     // takes each task, acks it and publishes the result; the timed task
     // publishes the task and takes the result.
     {
-        let (js, mut tasks, results, tag) = rt.block_on(raw_hops(None, "w"));
-        let result_subject = format!("raw{tag}.result");
+        let RawHops {
+            js,
+            mut tasks,
+            results,
+            task_subject,
+            result_subject,
+        } = rt.block_on(raw_hops(None, "w"));
         let worker_js = js.clone();
         let result_payload = result_bytes.clone();
         rt.spawn(async move {
@@ -370,10 +542,10 @@ fn nats(c: &mut Criterion) {
             b.to_async(&rt).iter_custom(|iters| {
                 let raw = Arc::clone(&raw);
                 let task_bytes = task_bytes.clone();
+                let task_subject = task_subject.clone();
                 on_worker(async move {
                     let mut guard = raw.lock().await;
                     let (js, results) = &mut *guard;
-                    let task_subject = format!("raw{tag}.task");
                     let start = Instant::now();
                     for _ in 0..iters {
                         js.send_publish(task_subject.clone(), publish(&task_bytes, true))
@@ -402,6 +574,69 @@ fn nats(c: &mut Criterion) {
         });
     });
     group.finish();
+    // What the runtime and the same-work raw path spend, CPU included (this
+    // process's and nats-server's), over a fixed number of round trips.
+    if let Some(raw) = same_work {
+        const N: u32 = 4_000;
+        let pid = server.pid();
+        // nats-server's message and byte counters (`/varz`), read around
+        // each stretch: what crossed the wire per round trip.
+        let counters = || {
+            let varz = server.monitor("/varz").ok()?;
+            let n = |k: &str| varz[k].as_u64();
+            Some([
+                n("in_msgs")?,
+                n("out_msgs")?,
+                n("in_bytes")?,
+                n("out_bytes")?,
+            ])
+        };
+        let wire = |before: Option<[u64; 4]>, after: Option<[u64; 4]>| match (before, after) {
+            (Some(b), Some(a)) => {
+                let per = |i: usize| a[i].saturating_sub(b[i]) as f64 / f64::from(N);
+                format!(
+                    "{:.2} messages ({:.0} bytes) in, {:.2} ({:.0} bytes) out",
+                    per(0),
+                    per(2),
+                    per(1),
+                    per(3)
+                )
+            }
+            _ => "n/a".to_owned(),
+        };
+        let before = counters();
+        let spent_runtime = rt.block_on(on_worker_value({
+            let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
+            async move {
+                let mut inbox = inbox.lock().await;
+                let meter = Meter::start(pid);
+                for _ in 0..N {
+                    round_trip(&org, &mut inbox).await;
+                }
+                meter.stop(N)
+            }
+        }));
+        let (after, raw_before) = (counters(), counters());
+        let runtime_wire = wire(before, after);
+        let (task, result) = (task_bytes.clone(), result_bytes.clone());
+        let spent_raw = rt.block_on(on_worker_value(async move {
+            let mut raw = raw.lock().await;
+            let meter = Meter::start(pid);
+            for _ in 0..N {
+                raw_round_trip(&mut raw, (&task, &result), true).await;
+            }
+            meter.stop(N)
+        }));
+        print_spent(
+            "delegation_nats",
+            N,
+            spent_runtime,
+            ("raw_async_nats", spent_raw),
+        );
+        let raw_wire = wire(raw_before, counters());
+        println!("  at nats-server     runtime {runtime_wire}");
+        println!("                     raw_async_nats {raw_wire}");
+    }
     // The p50 of single round trips, measured apart from criterion.
     rt.block_on(async {
         let mut inbox = inbox.lock().await;

@@ -349,6 +349,26 @@ impl NatsServer {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// A monitoring endpoint's JSON, e.g. `monitor("/varz")` for the
+    /// server's message and byte counters (`in_msgs`, `out_msgs`, …).
+    pub fn monitor(&self, path: &str) -> Result<serde_json::Value, TestkitError> {
+        let what = format!("GET {path} on nats-server {}", self.name);
+        let response = self.monitor_get(path).map_err(|e| TestkitError::Request {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+        if response.status != 200 {
+            return Err(TestkitError::Request {
+                what,
+                reason: format!("status {}: {}", response.status, response.body),
+            });
+        }
+        serde_json::from_str(&response.body).map_err(|e| TestkitError::Request {
+            what,
+            reason: format!("not JSON ({e}): {}", response.body),
+        })
+    }
+
     /// The JetStream store directory (`-sd`), kept across [`restart`](Self::restart).
     pub fn store_dir(&self) -> &Path {
         &self.store
@@ -362,6 +382,11 @@ impl NatsServer {
     /// The server name (`--server_name`): `nats` alone, `n1`… in a cluster.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The server process's id while it runs (to read its CPU time, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.id())
     }
 
     /// `true` while the process is running.

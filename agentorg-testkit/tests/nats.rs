@@ -39,8 +39,14 @@ async fn jetstream_message_survives_kill9_and_restart() {
     assert_eq!(ack.sequence, 1);
     drop(js);
 
+    let varz = nats.monitor("/varz").expect("the server's counters");
+    assert!(varz["in_msgs"].as_u64().is_some_and(|n| n >= 1), "{varz}");
+    assert!(nats.monitor("/no-such-page").is_err());
+    let pid = nats.pid().expect("a running server has a pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists() || !cfg!(target_os = "linux"));
     nats.kill9();
     assert!(!nats.is_running());
+    assert_eq!(nats.pid(), None);
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port {port} still accepts connections after kill9"
@@ -49,6 +55,7 @@ async fn jetstream_message_survives_kill9_and_restart() {
     nats.restart().expect("restart on the same store");
     assert_eq!(nats.port(), port, "same port after restart");
     assert_eq!(nats.store_dir(), store, "same store after restart");
+    assert!(nats.pid().is_some_and(|p| p != pid), "a new process");
 
     let client = async_nats::connect(nats.url()).await.expect("reconnect");
     let js = jetstream::new(client);
