@@ -28,13 +28,16 @@ const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// One binder of a durable consumer.
 ///
 /// It owns one [`Pull`] at a time (pull requests of `batch` messages with
-/// idle heartbeats, and the inbox they are answered on). When that pull
-/// fails or ends — a missed heartbeat after a server restart, a failed
-/// request, a deleted consumer — the binder drops it and binds again
-/// (consumer info, then a new pull), pausing 100 ms doubling to 5 s between
-/// failed attempts, until it succeeds or the consumer is gone (`NotFound`,
-/// after which the stream ends) or the user may not read it or pull from it
-/// (`Forbidden`, likewise). The caller never re-subscribes.
+/// idle heartbeats, and the inbox they are answered on), and asks again
+/// after a reconnection that lost its requests. When that pull fails or ends
+/// — no word for two heartbeats (a server restart the reconnection did not
+/// cover), a failed or refused request, a deleted consumer — the binder
+/// drops it and binds again (consumer info, then a new pull), pausing
+/// 100 ms doubling to 5 s after each failure until the server answers a
+/// pull again, until it succeeds or the consumer is gone (`NotFound`, after
+/// which the stream ends), the user may not read it or pull from it
+/// (`Forbidden`, likewise) or its limits refuse the requests (`Invalid`).
+/// The caller never re-subscribes.
 struct Binder {
     inner: Arc<Inner>,
     name: Name,
@@ -57,8 +60,8 @@ struct Binder {
 }
 
 /// A pull subscription to one durable consumer: the inbox the server
-/// answers pull requests on, and how many messages the requests sent may
-/// still bring.
+/// answers pull requests on, and how many messages the requests sent on it
+/// may still bring.
 ///
 /// Run here rather than by async-nats's `messages()` stream. That stream
 /// learns that a request went out from another task, and a request answered
@@ -66,21 +69,23 @@ struct Binder {
 /// come: it then stops asking, and the consumer stalls until the heartbeat
 /// check (2 × the heartbeat, 10 s by default). Seen under steady load with
 /// batches of 1 and, more rarely, 2. Here one task sends the requests and
-/// reads the answers, so the count is exact: a request's messages are
-/// counted owed when it is sent, and each message, or the status that ends
-/// a request early (`408` expired, `409` terminated, with the number it
-/// left undelivered), takes its share off.
+/// reads the answers: a request's batch is counted owed when it is sent, and
+/// each message takes one off; a `408` (a request expired) or a `409` that
+/// says how many it left undelivered takes that many; a `409` that does not
+/// (a leadership change, a server shutting down: every request of the inbox
+/// ended) clears the count, and so does a request overdue without its
+/// `408`, or a reconnection after which no request waits on the consumer.
 struct Pull {
     subscriber: async_nats::Subscriber,
     inbox: async_nats::Subject,
     /// Messages the requests sent may still deliver.
     owed: usize,
     /// When the server last said anything on this pull (a message, an idle
-    /// heartbeat, a status), or the first request went out.
+    /// heartbeat, a status), or the last request went out.
     heard: Instant,
     /// When the last request went out.
     asked: Instant,
-    /// The client's (re)connections, to ask again after one.
+    /// The client's (re)connections, to look again after one.
     connects: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -88,20 +93,25 @@ struct Pull {
 enum Said {
     /// A message of the stream.
     Message(async_nats::Message),
-    /// A request ended with this many messages undelivered (or its batch
-    /// when the server did not say), or an idle heartbeat (0).
-    Ended(Option<usize>),
+    /// An idle heartbeat: a request waits, with nothing to deliver.
+    Heartbeat,
+    /// A request ended with this many of its messages undelivered.
+    Ended(usize),
+    /// Every request of the inbox ended, without a count.
+    Cleared,
     /// The consumer is gone: bind again (which says so).
     Gone,
-    /// The request can never succeed (it exceeds the consumer's limits, or
-    /// the consumer is not a pull consumer).
+    /// Requests of this size can never succeed (the consumer's
+    /// `MaxRequest…` limits).
     Refused(String),
-    /// Anything else: bind again.
+    /// Anything else (too many requests waiting, a consumer being stopped,
+    /// an unknown status): bind again, after a pause.
     Other(String),
 }
 
 impl Said {
-    fn of(m: async_nats::Message) -> Self {
+    /// What `m` says, for requests of `batch` messages.
+    fn of(m: async_nats::Message, batch: usize) -> Self {
         use async_nats::StatusCode;
         let status = match m.status {
             None => return Self::Message(m),
@@ -109,36 +119,37 @@ impl Said {
             Some(s) => s,
         };
         let description = m.description.clone().unwrap_or_default();
+        let left = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Pending-Messages"))
+            .and_then(|v| v.as_str().parse().ok());
         if status == StatusCode::IDLE_HEARTBEAT {
-            return Self::Ended(Some(0));
-        }
-        if status == StatusCode::TIMEOUT
-            || status == StatusCode::REQUEST_TERMINATED
-            || status == StatusCode::PIN_ID_MISMATCH
+            Self::Heartbeat
+        } else if status == StatusCode::TIMEOUT {
+            Self::Ended(left.unwrap_or(batch))
+        } else if status != StatusCode::REQUEST_TERMINATED {
+            Self::Other(format!("status {status}: {description}"))
+        } else if description == "Consumer Deleted" {
+            Self::Gone
+        } else if description.starts_with("Exceeded MaxRequest") {
+            Self::Refused(description)
+        } else if description.starts_with("Exceeded MaxWaiting")
+            || description == "Consumer is push based"
         {
-            if description == "Consumer Deleted" {
-                return Self::Gone;
-            }
-            if description == "Consumer is push based" || description.starts_with("Exceeded Max") {
-                return Self::Refused(description);
-            }
-            let left = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Pending-Messages"))
-                .and_then(|v| v.as_str().parse().ok());
-            return Self::Ended(left);
+            Self::Other(format!("status {status}: {description}"))
+        } else {
+            left.map_or(Self::Cleared, Self::Ended)
         }
-        Self::Other(format!("status {status}: {description}"))
     }
 }
 
 /// The stream sequences of the last [`LateAcks::CAPACITY`] deliveries
 /// acknowledged (or terminated) late. A late ack is confirmed, but the
 /// server may have queued the message again before it arrived, into the
-/// pull request already waiting (a binder asks for the next messages before
-/// it hands the last one out); such a redelivery is acknowledged again and
-/// not handed out.
+/// pull request already waiting (with batches of 2 or more a binder asks
+/// for the next messages before it hands the last one out); such a
+/// redelivery is acknowledged again and not handed out.
 #[derive(Debug, Default)]
 struct LateAcks {
     order: std::collections::VecDeque<u64>,
@@ -233,6 +244,27 @@ impl Binder {
         })
     }
 
+    /// After a reconnection (async-nats subscribes the inbox again): if no
+    /// pull request waits on the consumer any more, the server lost them (a
+    /// restart), and the binder asks again at once. If some wait, they are
+    /// taken to be this binder's; were they another binder's, the heartbeat
+    /// check binds again. A restarted server may also have created the
+    /// stream again, numbering from 1: the sequences acknowledged late are
+    /// forgotten.
+    async fn reconnected(&self, pull: &mut Pull) {
+        *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
+        match self.inner.consumer_info(self.kind, &self.name).await {
+            Ok(info) if info.num_waiting == 0 => {
+                tracing::debug!(consumer = %self.name, "reconnected and no pull request waits: asking again");
+                pull.owed = 0;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(consumer = %self.name, error = %e, "reconnected; the consumer cannot be read now (the heartbeat check decides)");
+            }
+        }
+    }
+
     async fn rebind(&mut self) -> Result<Pull, Error> {
         let info = self.inner.consumer_info(self.kind, &self.name).await?;
         self.ack_wait = info.config.ack_wait;
@@ -262,10 +294,9 @@ impl Binder {
                 source: source.into(),
             })?;
         let now = Instant::now();
-        if pull.owed == 0 {
-            // Nothing was waiting: the heartbeat clock starts now.
-            pull.heard = now;
-        }
+        // The heartbeat clock runs from the last request too: a request
+        // sent after a long pause in reading is not already overdue.
+        pull.heard = now;
         pull.owed += batch;
         pull.asked = now;
         Ok(())
@@ -273,7 +304,7 @@ impl Binder {
 
     async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
         let o = &self.inner.options;
-        let (heartbeat, expiry) = (o.heartbeat, o.pull_expiry);
+        let (heartbeat, expiry, batch) = (o.heartbeat, o.pull_expiry, o.batch);
         loop {
             if self.ended {
                 return None;
@@ -283,13 +314,11 @@ impl Binder {
                 None => match self.rebind().await.map_err(TransportError::from) {
                     Ok(p) => {
                         tracing::info!(consumer = %self.name, "consumer bound again");
-                        self.pause = MIN_PAUSE;
                         p
                     }
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(consumer = %self.name, error = %e, retry_in = ?self.pause, "cannot bind the consumer yet");
-                        tokio::time::sleep(self.pause).await;
-                        self.pause = (self.pause * 2).min(MAX_PAUSE);
+                        self.back_off().await;
                         continue;
                     }
                     // Deleted, refused, or unusable: say so once, then end.
@@ -301,16 +330,17 @@ impl Binder {
             };
             if let Err(e) = self.ask(&mut pull).await {
                 tracing::warn!(consumer = %self.name, error = %e, "pull request failed; binding again");
+                self.back_off().await;
                 continue;
             }
-            // No word for two heartbeats: the server lost the request (a
+            // No word for two heartbeats: the server lost the requests (a
             // restart) or the connection is gone. A request that outlived
             // its expiry without the server saying so is asked again.
             let silent = pull.heard + heartbeat * 2;
             let overdue = pull.asked + expiry + heartbeat;
             let said = tokio::select! {
                 biased;
-                m = pull.subscriber.next() => m.map(Said::of),
+                m = pull.subscriber.next() => m.map(|m| Said::of(m, batch)),
                 v = self.refused.refused(Op::Publish, &self.next_subject) => {
                     self.ended = true;
                     return Some(Err(Error::Forbidden {
@@ -320,14 +350,12 @@ impl Binder {
                     .into()));
                 }
                 Ok(()) = pull.connects.changed() => {
-                    // A reconnection: the server may have lost what was
-                    // asked; ask again (a request it kept only brings
-                    // messages a little early).
-                    pull.owed = 0;
+                    self.reconnected(&mut pull).await;
                     self.pull = Some(pull);
                     continue;
                 }
                 () = tokio::time::sleep_until(overdue) => {
+                    // Its `408` was lost: ask again.
                     pull.owed = 0;
                     self.pull = Some(pull);
                     continue;
@@ -340,6 +368,7 @@ impl Binder {
             pull.heard = Instant::now();
             match said {
                 Some(Said::Message(m)) => {
+                    self.pause = MIN_PAUSE;
                     pull.owed = pull.owed.saturating_sub(1);
                     self.pull = Some(pull);
                     let m = jetstream::Message {
@@ -350,9 +379,16 @@ impl Binder {
                         return Some(Ok(d));
                     }
                 }
+                Some(Said::Heartbeat) => {
+                    self.pause = MIN_PAUSE;
+                    self.pull = Some(pull);
+                }
                 Some(Said::Ended(left)) => {
-                    let left = left.unwrap_or(self.inner.options.batch);
                     pull.owed = pull.owed.saturating_sub(left);
+                    self.pull = Some(pull);
+                }
+                Some(Said::Cleared) => {
+                    pull.owed = 0;
                     self.pull = Some(pull);
                 }
                 Some(Said::Gone) => {
@@ -367,13 +403,21 @@ impl Binder {
                     .into()));
                 }
                 Some(Said::Other(what)) => {
-                    tracing::warn!(consumer = %self.name, said = %what, "unexpected answer to a pull request; binding again");
+                    tracing::warn!(consumer = %self.name, said = %what, retry_in = ?self.pause, "pull refused for now; binding again");
+                    self.back_off().await;
                 }
                 None => {
                     tracing::warn!(consumer = %self.name, "pull subscription ended; binding again");
                 }
             }
         }
+    }
+
+    /// Pauses before binding again, 100 ms doubling to 5 s (back to 100 ms
+    /// once the server answers a pull).
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
     }
 
     async fn delivery(&self, m: jetstream::Message) -> Option<Delivery> {

@@ -104,11 +104,14 @@
 //! A binder sends its pull requests itself, on one inbox, and counts what
 //! they may still deliver in the same task that reads the answers: a
 //! request's batch when it is sent, less each message and what a request
-//! ended early left (`408`/`409` with `Nats-Pending-Messages`). async-nats's
-//! `messages()` stream learns of its requests from another task, and one
-//! answered before that news came left it counting messages that never
-//! came: it stopped asking until its heartbeat check, a 10 s stall (every
-//! ~10 s of sequential load with batches of 1, seen also with 2).
+//! ended early left (`408`, or a `409` with `Nats-Pending-Messages`; a `409`
+//! without it ended every request of the inbox; so did a request overdue
+//! without its `408`, or a reconnection after which no request waits on the
+//! consumer). async-nats's `messages()` stream learns of its requests from
+//! another task, and one answered before that news came left it counting
+//! messages that never came: it stopped asking until its heartbeat check, a
+//! 10 s stall (every ~10 s of sequential load with batches of 1, seen also
+//! with 2).
 //!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
 //! publishes to the message's reply subject, as DESIGN.md requires: the
@@ -134,10 +137,13 @@
 //! [publish timeout](NatsTransportBuilder::with_publish_timeout), then fails
 //! with a retryable `Unavailable` or `Timeout` — never silently. A bound
 //! consumer survives a server restart or a cluster failover without the
-//! caller re-subscribing: after a reconnection it asks again at once (the
-//! server may have lost its requests); when its pull fails (no word for two
-//! idle heartbeats, a failed request) it binds again with backoff; it ends
-//! with `NotFound` only when the consumer was deleted.
+//! caller re-subscribing: after a reconnection it asks again at once if the
+//! server lost its requests (none waits on the consumer); when its pull fails
+//! (no word for two idle heartbeats, a failed or refused request) it binds
+//! again, pausing 100 ms doubling to 5 s after each failure. It ends with
+//! `NotFound` when the consumer was deleted, `Forbidden` when the user may
+//! not read it or pull from it, and `Invalid` when the consumer is not a
+//! pull consumer or its limits refuse the binder's requests.
 //!
 //! After a `kill -9`, JetStream may deliver messages that were already
 //! acknowledged again, with a delivery count of 1 (its ack floor was not yet
