@@ -28,13 +28,13 @@ const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// One binder of a durable consumer.
 ///
 /// It owns one [`Pull`] at a time (pull requests of `batch` messages with
-/// idle heartbeats, and the inbox they are answered on), and asks again
-/// after a reconnection that lost its requests. When that pull fails or ends
+/// idle heartbeats, and the inbox they are answered on), and asks again on
+/// a new inbox after a reconnection. When that pull fails or ends
 /// — no word for two heartbeats (a server restart the reconnection did not
 /// cover), a failed or refused request, a deleted consumer — the binder
 /// drops it and binds again (consumer info, then a new pull), pausing
-/// 100 ms doubling to 5 s after each failure until the server answers a
-/// pull again, until it succeeds or the consumer is gone (`NotFound`, after
+/// 100 ms doubling to 5 s after a failed bind or request until the server
+/// answers a pull again, until it succeeds or the consumer is gone (`NotFound`, after
 /// which the stream ends), the user may not read it or pull from it
 /// (`Forbidden`, likewise) or its limits refuse the requests (`Invalid`).
 /// The caller never re-subscribes.
@@ -71,10 +71,16 @@ struct Binder {
 /// batches of 1 and, more rarely, 2. Here one task sends the requests and
 /// reads the answers: a request's batch is counted owed when it is sent, and
 /// each message takes one off; a `408` (a request expired) or a `409` that
-/// says how many it left undelivered takes that many; a `409` that does not
-/// (a leadership change, a server shutting down: every request of the inbox
-/// ended) clears the count, and so does a request overdue without its
-/// `408`, or a reconnection after which no request waits on the consumer.
+/// says how many it left undelivered takes that many; a `409` that ends
+/// every request of the inbox (a leadership change, a server shutting down)
+/// clears the count.
+///
+/// When what the server still holds cannot be known — after a reconnection,
+/// or when a request is overdue without its `408` — the pull moves to a new
+/// inbox with nothing owed and asks again at once; the old inbox is still
+/// read (its messages handed out, its statuses ignored) until its last
+/// request has surely expired, so a late answer is neither lost nor counted
+/// against the new requests.
 struct Pull {
     subscriber: async_nats::Subscriber,
     inbox: async_nats::Subject,
@@ -85,8 +91,34 @@ struct Pull {
     heard: Instant,
     /// When the last request went out.
     asked: Instant,
-    /// The client's (re)connections, to look again after one.
+    /// Inboxes left behind, read until the given time.
+    draining: Vec<(async_nats::Subscriber, Instant)>,
+    /// The client's (re)connections, to start a new inbox after one.
     connects: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The next message of an inbox left behind (statuses skipped); those past
+/// their time, or ended, are dropped.
+fn poll_draining(
+    draining: &mut Vec<(async_nats::Subscriber, Instant)>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<async_nats::Message> {
+    use std::task::Poll;
+    let now = Instant::now();
+    draining.retain(|(_, until)| *until > now);
+    let mut i = 0;
+    while i < draining.len() {
+        match draining[i].0.poll_next_unpin(cx) {
+            Poll::Ready(Some(m)) if m.status.is_none() => return Poll::Ready(m),
+            // A status: nothing is counted there any more; look again.
+            Poll::Ready(Some(_)) => {}
+            Poll::Ready(None) => {
+                draining.swap_remove(i);
+            }
+            Poll::Pending => i += 1,
+        }
+    }
+    Poll::Pending
 }
 
 /// What the server said on a pull's inbox.
@@ -97,15 +129,18 @@ enum Said {
     Heartbeat,
     /// A request ended with this many of its messages undelivered.
     Ended(usize),
-    /// Every request of the inbox ended, without a count.
+    /// Every request of the inbox ended.
     Cleared,
+    /// A request was refused for now (too many requests wait on the
+    /// consumer): it never counted; ask again after a pause.
+    Busy,
     /// The consumer is gone: bind again (which says so).
     Gone,
     /// Requests of this size can never succeed (the consumer's
     /// `MaxRequest…` limits).
     Refused(String),
-    /// Anything else (too many requests waiting, a consumer being stopped,
-    /// an unknown status): bind again, after a pause.
+    /// Anything else (a consumer being stopped, an unknown status): bind
+    /// again, after a pause.
     Other(String),
 }
 
@@ -125,21 +160,25 @@ impl Said {
             .and_then(|h| h.get("Nats-Pending-Messages"))
             .and_then(|v| v.as_str().parse().ok());
         if status == StatusCode::IDLE_HEARTBEAT {
-            Self::Heartbeat
-        } else if status == StatusCode::TIMEOUT {
-            Self::Ended(left.unwrap_or(batch))
-        } else if status != StatusCode::REQUEST_TERMINATED {
-            Self::Other(format!("status {status}: {description}"))
-        } else if description == "Consumer Deleted" {
-            Self::Gone
-        } else if description.starts_with("Exceeded MaxRequest") {
-            Self::Refused(description)
-        } else if description.starts_with("Exceeded MaxWaiting")
-            || description == "Consumer is push based"
-        {
-            Self::Other(format!("status {status}: {description}"))
-        } else {
-            left.map_or(Self::Cleared, Self::Ended)
+            return Self::Heartbeat;
+        }
+        if status == StatusCode::TIMEOUT {
+            return Self::Ended(left.unwrap_or(batch));
+        }
+        if status != StatusCode::REQUEST_TERMINATED {
+            return Self::Other(format!("status {status}: {description}"));
+        }
+        match description.as_str() {
+            "Consumer Deleted" => Self::Gone,
+            // Sent once per inbox, for all its requests (with the count of
+            // one of them, if any).
+            "Leadership Change" | "Server Shutdown" => Self::Cleared,
+            d if d.starts_with("Exceeded MaxRequest") => Self::Refused(description),
+            d if d.starts_with("Exceeded MaxWaiting") => Self::Busy,
+            _ => match left {
+                Some(left) => Self::Ended(left),
+                None => Self::Other(format!("status {status}: {description}")),
+            },
         }
     }
 }
@@ -224,6 +263,11 @@ impl Binder {
         pull::Config::try_from_consumer_config(info.config).map_err(|e| Error::Invalid {
             message: format!("consumer `{}` is not a pull consumer: {e}", self.name),
         })?;
+        self.pull_on_new_inbox().await
+    }
+
+    /// A pull on a new inbox, nothing asked yet.
+    async fn pull_on_new_inbox(&self) -> Result<Pull, Error> {
         let client = &self.inner.client;
         let inbox = async_nats::Subject::from(client.new_inbox());
         let subscriber = client
@@ -240,29 +284,24 @@ impl Binder {
             owed: 0,
             heard: now,
             asked: now,
+            draining: Vec::new(),
             connects: self.inner.connects.subscribe(),
         })
     }
 
-    /// After a reconnection (async-nats subscribes the inbox again): if no
-    /// pull request waits on the consumer any more, the server lost them (a
-    /// restart), and the binder asks again at once. If some wait, they are
-    /// taken to be this binder's; were they another binder's, the heartbeat
-    /// check binds again. A restarted server may also have created the
-    /// stream again, numbering from 1: the sequences acknowledged late are
-    /// forgotten.
-    async fn reconnected(&self, pull: &mut Pull) {
-        *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
-        match self.inner.consumer_info(self.kind, &self.name).await {
-            Ok(info) if info.num_waiting == 0 => {
-                tracing::debug!(consumer = %self.name, "reconnected and no pull request waits: asking again");
-                pull.owed = 0;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(consumer = %self.name, error = %e, "reconnected; the consumer cannot be read now (the heartbeat check decides)");
-            }
-        }
+    /// Moves `pull` to a new inbox with nothing owed, reading the old one
+    /// until its last request has surely expired.
+    async fn renew(&self, pull: &mut Pull, why: &str) -> Result<(), Error> {
+        let fresh = self.pull_on_new_inbox().await?;
+        tracing::debug!(consumer = %self.name, reason = why, "asking again on a new inbox");
+        let o = &self.inner.options;
+        let until = pull.asked + o.pull_expiry + o.heartbeat;
+        let old = std::mem::replace(&mut pull.subscriber, fresh.subscriber);
+        pull.draining.push((old, until));
+        pull.inbox = fresh.inbox;
+        pull.owed = 0;
+        pull.heard = Instant::now();
+        Ok(())
     }
 
     async fn rebind(&mut self) -> Result<Pull, Error> {
@@ -349,15 +388,28 @@ impl Binder {
                     }
                     .into()));
                 }
-                Ok(()) = pull.connects.changed() => {
-                    self.reconnected(&mut pull).await;
+                m = std::future::poll_fn(|cx| poll_draining(&mut pull.draining, cx)) => {
+                    // An answer to a request written off: not counted.
                     self.pull = Some(pull);
+                    let m = jetstream::Message {
+                        message: m,
+                        context: self.inner.js.clone(),
+                    };
+                    if let Some(d) = self.delivery(m).await {
+                        return Some(Ok(d));
+                    }
+                    continue;
+                }
+                Ok(()) = pull.connects.changed() => {
+                    // The server may have lost the requests (a restart); a
+                    // restarted one may also have created the stream again,
+                    // numbering from 1: forget the sequences acked late.
+                    *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
+                    self.renew_or_rebind(pull, "reconnected").await;
                     continue;
                 }
                 () = tokio::time::sleep_until(overdue) => {
-                    // Its `408` was lost: ask again.
-                    pull.owed = 0;
-                    self.pull = Some(pull);
+                    self.renew_or_rebind(pull, "a request overdue without its 408").await;
                     continue;
                 }
                 () = tokio::time::sleep_until(silent) => {
@@ -391,6 +443,12 @@ impl Binder {
                     pull.owed = 0;
                     self.pull = Some(pull);
                 }
+                Some(Said::Busy) => {
+                    tracing::debug!(consumer = %self.name, retry_in = ?self.pause, "too many pull requests wait on the consumer; asking again later");
+                    pull.owed = pull.owed.saturating_sub(batch);
+                    self.pull = Some(pull);
+                    self.back_off().await;
+                }
                 Some(Said::Gone) => {
                     // Binding again finds it gone, and ends the stream.
                     tracing::debug!(consumer = %self.name, "consumer deleted");
@@ -409,6 +467,17 @@ impl Binder {
                 None => {
                     tracing::warn!(consumer = %self.name, "pull subscription ended; binding again");
                 }
+            }
+        }
+    }
+
+    /// [`renew`](Self::renew)s `pull` and keeps it, or leaves it to be
+    /// bound again if no new inbox can be subscribed now.
+    async fn renew_or_rebind(&mut self, mut pull: Pull, why: &str) {
+        match self.renew(&mut pull, why).await {
+            Ok(()) => self.pull = Some(pull),
+            Err(e) => {
+                tracing::warn!(consumer = %self.name, error = %e, "cannot subscribe a new inbox; binding again");
             }
         }
     }

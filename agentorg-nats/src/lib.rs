@@ -104,10 +104,12 @@
 //! A binder sends its pull requests itself, on one inbox, and counts what
 //! they may still deliver in the same task that reads the answers: a
 //! request's batch when it is sent, less each message and what a request
-//! ended early left (`408`, or a `409` with `Nats-Pending-Messages`; a `409`
-//! without it ended every request of the inbox; so did a request overdue
-//! without its `408`, or a reconnection after which no request waits on the
-//! consumer). async-nats's `messages()` stream learns of its requests from
+//! ended early left (`408`, or a `409` with `Nats-Pending-Messages`; a
+//! leadership change or a server shutting down ends every request of the
+//! inbox). Where what the server holds cannot be known (after a
+//! reconnection, or a request overdue without its `408`) it asks again on a
+//! new inbox, still reading the old one until its last request has surely
+//! expired. async-nats's `messages()` stream learns of its requests from
 //! another task, and one answered before that news came left it counting
 //! messages that never came: it stopped asking until its heartbeat check, a
 //! 10 s stall (every ~10 s of sequential load with batches of 1, seen also
@@ -137,10 +139,11 @@
 //! [publish timeout](NatsTransportBuilder::with_publish_timeout), then fails
 //! with a retryable `Unavailable` or `Timeout` — never silently. A bound
 //! consumer survives a server restart or a cluster failover without the
-//! caller re-subscribing: after a reconnection it asks again at once if the
-//! server lost its requests (none waits on the consumer); when its pull fails
-//! (no word for two idle heartbeats, a failed or refused request) it binds
-//! again, pausing 100 ms doubling to 5 s after each failure. It ends with
+//! caller re-subscribing: after a reconnection it asks again at once (the
+//! server may have lost its requests); when its pull fails (no word for two
+//! idle heartbeats, a failed or refused request, a subscription that ended)
+//! it binds again, pausing 100 ms doubling to 5 s after a failed request or
+//! bind until the server answers a pull again. It ends with
 //! `NotFound` when the consumer was deleted, `Forbidden` when the user may
 //! not read it or pull from it, and `Invalid` when the consumer is not a
 //! pull consumer or its limits refuse the binder's requests.

@@ -28,15 +28,25 @@ async fn killing_the_stream_leader_loses_nothing() {
         return;
     };
     let org = unique_org();
-    let t = common::builder(cluster.urls(), &org)
-        .with_replicas(3)
-        // Generous: an R3 stream is created at build time, and a loaded machine
-        // can take seconds over it.
-        .with_request_timeout(Duration::from_secs(10))
-        .with_publish_timeout(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
+    // The R3 streams are created at build time; a loaded machine can take
+    // longer than a request's timeout over one (seen: 10 s), so the build
+    // is asked again — streams are created idempotently — for up to 90 s.
+    let started = std::time::Instant::now();
+    let t = loop {
+        let built = common::builder(cluster.urls(), &org)
+            .with_replicas(3)
+            .with_request_timeout(Duration::from_secs(10))
+            .with_publish_timeout(Duration::from_secs(60))
+            .build()
+            .await;
+        match built {
+            Ok(t) => break t,
+            Err(e) if e.is_retryable() && started.elapsed() < Duration::from_secs(90) => {
+                eprintln!("building the R3 transport: {e}; asking again");
+            }
+            Err(e) => panic!("building the R3 transport: {e}"),
+        }
+    };
     let info = t.stream_info(StreamKind::Inbox).await.unwrap();
     assert_eq!(info.config.num_replicas, 3);
     let n = |v: &str| Name::new(v).unwrap();

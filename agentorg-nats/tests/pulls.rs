@@ -68,16 +68,17 @@ async fn small_batches_keep_pulling() {
 
 /// A pull request that expires with nothing to deliver is asked again, and
 /// the idle heartbeats of the one waiting keep the binder from binding
-/// again: over four expiries about one request each goes out (not a
-/// consumer-info request and a pull request per missed heartbeat), one
-/// waits, and a message published then is delivered.
+/// again: over three expiries about one request each goes out (binding
+/// again at each missed heartbeat would add a consumer-info request and a
+/// pull request every 2 s), at most one waits, and a message published
+/// then is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_pull_requests_are_renewed() {
     common::init_tracing();
     let Some(nats) = nats_or_skip!() else { return };
     let org = unique_org();
     let t = common::builder([nats.url()], &org)
-        .with_pull_expiry(Duration::from_secs(2), Duration::from_millis(500))
+        .with_pull_expiry(Duration::from_secs(3), Duration::from_secs(1))
         .build()
         .await
         .unwrap();
@@ -89,18 +90,16 @@ async fn expired_pull_requests_are_renewed() {
     let mut deliveries = t.consume(&c.name).await.unwrap();
     let received = || nats.monitor("/varz").unwrap()["in_msgs"].as_u64().unwrap();
     let before = received();
-    // Idle through four expiries: nothing comes, not even an error.
-    if let Ok(item) = tokio::time::timeout(Duration::from_secs(8), deliveries.next()).await {
+    // Idle through three expiries: nothing comes, not even an error.
+    if let Ok(item) = tokio::time::timeout(Duration::from_secs(9), deliveries.next()).await {
         panic!(
             "an idle consumer yielded {:?}",
             item.map(|r| r.map(|d| d.attempt()))
         );
     }
-    // Binding again at each missed heartbeat (every second) would send a
-    // consumer-info request and a pull request each time: 16 or so.
     let sent = received() - before;
-    assert!(sent <= 10, "{sent} messages to the server in 8 s of idling");
-    assert!(waiting(&t, &name).await <= 2);
+    assert!(sent <= 8, "{sent} messages to the server in 9 s of idling");
+    assert!(waiting(&t, &name).await <= 1);
     t.publish(&subject, "late".into(), PublishOptions::default())
         .await
         .unwrap();
@@ -113,34 +112,51 @@ async fn expired_pull_requests_are_renewed() {
     d.ack().await.unwrap();
 }
 
-/// Across reconnections the binder's requests go on: each next message
-/// comes once, on its first delivery — not to an inbox nobody reads, from
-/// which it would come again only after the ack wait (30 s), as attempt 2.
-/// (Right after async-nats reconnects, a request can go unanswered; the
-/// binder then learns of the reconnection late, and its heartbeat check,
-/// 2 × 5 s, binds again: hence the 25 s.)
+/// Across reconnections the binder asks again at once, on a new inbox, and
+/// still reads the old one: each next message comes once, on its first
+/// delivery — not to an inbox nobody reads, from which it would come again
+/// only after the ack wait, as attempt 2 — and well before the heartbeat
+/// check (2 × 20 s here) could have bound again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnection_asks_again() {
     common::init_tracing();
     let Some(nats) = nats_or_skip!() else { return };
     let org = unique_org();
-    let t = common::transport(&nats.url(), &org).await;
+    let t = common::builder([nats.url()], &org)
+        .with_pull_expiry(Duration::from_secs(60), Duration::from_secs(20))
+        .build()
+        .await
+        .unwrap();
     let s = Subjects::new(org.clone());
     let name = Name::new("again").unwrap();
     let subject = s.event(std::slice::from_ref(&name));
     let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject));
     t.ensure_consumer(&c).await.unwrap();
     let mut deliveries = t.consume(&c.name).await.unwrap();
+    let connects = || {
+        t.client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     for round in 0..4u32 {
         if (1..3).contains(&round) {
+            let before = connects();
             t.client().force_reconnect().await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while connects() == before {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("reconnected");
         }
         // Retried if its acknowledgement is lost in the reconnection.
         let id = PublishOptions::with_msg_id(format!("r{round}"));
         t.publish(&subject, round.to_string().into(), id)
             .await
             .unwrap();
-        let d = tokio::time::timeout(Duration::from_secs(25), deliveries.next())
+        let d = tokio::time::timeout(Duration::from_secs(15), deliveries.next())
             .await
             .unwrap_or_else(|_| panic!("round {round}: not delivered after a reconnection"))
             .unwrap()
@@ -153,5 +169,7 @@ async fn a_reconnection_asks_again() {
         );
         d.ack().await.unwrap();
     }
+    // The current request, and at most one per inbox left behind (they
+    // expire in 60 s).
     assert!(waiting(&t, &name).await <= 3);
 }
