@@ -391,10 +391,6 @@ impl Binder {
                 m = std::future::poll_fn(|cx| poll_draining(&mut pull.draining, cx)) => {
                     // An answer to a request written off: not counted.
                     self.pull = Some(pull);
-                    let m = jetstream::Message {
-                        message: m,
-                        context: self.inner.js.clone(),
-                    };
                     if let Some(d) = self.delivery(m).await {
                         return Some(Ok(d));
                     }
@@ -423,10 +419,6 @@ impl Binder {
                     self.pause = MIN_PAUSE;
                     pull.owed = pull.owed.saturating_sub(1);
                     self.pull = Some(pull);
-                    let m = jetstream::Message {
-                        message: m,
-                        context: self.inner.js.clone(),
-                    };
                     if let Some(d) = self.delivery(m).await {
                         return Some(Ok(d));
                     }
@@ -489,7 +481,14 @@ impl Binder {
         self.pause = (self.pause * 2).min(MAX_PAUSE);
     }
 
-    async fn delivery(&self, m: jetstream::Message) -> Option<Delivery> {
+    /// The delivery of stream message `m`, or `None` if it is not handed
+    /// out (a redelivery of a message acknowledged late, an invalid
+    /// subject, no reply subject).
+    async fn delivery(&self, m: async_nats::Message) -> Option<Delivery> {
+        let m = jetstream::Message {
+            message: m,
+            context: self.inner.js.clone(),
+        };
         // The delivery count and stream sequence are in the reply subject;
         // attempt 1 if they cannot be read.
         let (attempt, seq) = m
