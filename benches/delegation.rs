@@ -87,18 +87,11 @@ async fn round_trip(org: &Org, inbox: &mut PrincipalStream) {
     }
 }
 
-/// Runs a timed loop as a task of the runtime (so the principal, like the
-/// agents, is a runtime task, as in `benches/main.rs`) and returns the time
-/// it measured.
-async fn on_worker<F>(routine: F) -> Duration
-where
-    F: std::future::Future<Output = Duration> + Send + 'static,
-{
-    on_worker_value(routine).await
-}
-
-/// [`on_worker`] for a routine with any output.
-async fn on_worker_value<F, T>(routine: F) -> T
+/// Runs a timed loop as a task of the runtime when
+/// `AGENTORG_BENCH_ON_WORKER` is set (so the principal, like the agents, is
+/// a runtime task, as in `benches/main.rs`), else here; returns what it
+/// measured.
+async fn on_worker<F, T>(routine: F) -> T
 where
     F: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -120,22 +113,38 @@ async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
     start.elapsed()
 }
 
-/// CPU time used so far by every thread of process `pid` (this process
-/// when `None`): the sum of the first field of `/proc/<pid>/task/*/schedstat`
-/// (nanoseconds on the CPU). Linux only (`None` elsewhere); threads that
-/// ended are not counted (the runtime's and the server's threads live on).
-fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+/// CPU time used so far by each thread of process `pid` (this process when
+/// `None`), by thread id: the first field of `/proc/<pid>/task/*/schedstat`
+/// (nanoseconds on the CPU). Linux only (`None` elsewhere).
+fn cpu_times(pid: Option<u32>) -> Option<std::collections::HashMap<String, u64>> {
     let dir = pid.map_or_else(
         || "/proc/self/task".to_owned(),
         |p| format!("/proc/{p}/task"),
     );
-    let mut nanos = 0u64;
+    let mut threads = std::collections::HashMap::new();
     for thread in std::fs::read_dir(dir).ok()? {
+        let thread = thread.ok()?;
         // A thread may end between the listing and the read.
-        if let Ok(stat) = std::fs::read_to_string(thread.ok()?.path().join("schedstat")) {
-            nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        if let Ok(stat) = std::fs::read_to_string(thread.path().join("schedstat")) {
+            let nanos = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            threads.insert(thread.file_name().to_string_lossy().into_owned(), nanos);
         }
     }
+    Some(threads)
+}
+
+/// The CPU time process `pid`'s threads used since `before` (threads born
+/// since count in full; those that ended since are not counted: the
+/// runtime's and the server's threads live on).
+fn cpu_since(
+    pid: Option<u32>,
+    before: &std::collections::HashMap<String, u64>,
+) -> Option<Duration> {
+    let after = cpu_times(pid)?;
+    let nanos = after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
     Some(Duration::from_nanos(nanos))
 }
 
@@ -144,15 +153,17 @@ fn cpu_time(pid: Option<u32>) -> Option<Duration> {
 /// server's.
 struct Meter {
     wall: Instant,
-    process: Option<Duration>,
-    server: Option<(u32, Duration)>,
+    process: Option<std::collections::HashMap<String, u64>>,
+    server: Option<(u32, std::collections::HashMap<String, u64>)>,
 }
 
 impl Meter {
     fn start(server: Option<u32>) -> Self {
+        // The server's first, so that reading it is not counted as its.
+        let server = server.and_then(|pid| Some((pid, cpu_times(Some(pid))?)));
         Self {
-            process: cpu_time(None),
-            server: server.and_then(|pid| Some((pid, cpu_time(Some(pid))?))),
+            process: cpu_times(None),
+            server,
             wall: Instant::now(),
         }
     }
@@ -160,12 +171,14 @@ impl Meter {
     /// Per round trip, over `n`: (wall, this process's CPU, the server's CPU).
     fn stop(self, n: u32) -> [Option<Duration>; 3] {
         let wall = self.wall.elapsed() / n;
-        let process = cpu_time(None)
-            .zip(self.process)
-            .map(|(b, a)| b.saturating_sub(a) / n);
+        let process = self
+            .process
+            .and_then(|before| cpu_since(None, &before))
+            .map(|d| d / n);
         let server = self
             .server
-            .and_then(|(pid, a)| Some(cpu_time(Some(pid))?.saturating_sub(a) / n));
+            .and_then(|(pid, before)| cpu_since(Some(pid), &before))
+            .map(|d| d / n);
         [Some(wall), process, server]
     }
 }
@@ -200,7 +213,7 @@ fn print_spent(
         ("CPU, this process", 1),
         ("CPU, nats-server", 2),
     ] {
-        if group.ends_with("memory") && i == 2 {
+        if runtime[i].is_none() && base[i].is_none() {
             continue;
         }
         println!(
@@ -271,7 +284,7 @@ fn memory(c: &mut Criterion) {
     group.finish();
     // What each spends, CPU included, over a fixed number of round trips.
     const N: u32 = 20_000;
-    let spent_runtime = rt.block_on(on_worker_value({
+    let spent_runtime = rt.block_on(on_worker({
         let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
         async move {
             let mut inbox = inbox.lock().await;
@@ -282,7 +295,7 @@ fn memory(c: &mut Criterion) {
             meter.stop(N)
         }
     }));
-    let spent_mpsc = rt.block_on(on_worker_value(async move {
+    let spent_mpsc = rt.block_on(on_worker(async move {
         let mut rx = result_rx.lock().await;
         let meter = Meter::start(None);
         for _ in 0..N {
@@ -605,7 +618,7 @@ fn nats(c: &mut Criterion) {
             _ => "n/a".to_owned(),
         };
         let before = counters();
-        let spent_runtime = rt.block_on(on_worker_value({
+        let spent_runtime = rt.block_on(on_worker({
             let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
             async move {
                 let mut inbox = inbox.lock().await;
@@ -619,7 +632,7 @@ fn nats(c: &mut Criterion) {
         let (after, raw_before) = (counters(), counters());
         let runtime_wire = wire(before, after);
         let (task, result) = (task_bytes.clone(), result_bytes.clone());
-        let spent_raw = rt.block_on(on_worker_value(async move {
+        let spent_raw = rt.block_on(on_worker(async move {
             let mut raw = raw.lock().await;
             let meter = Meter::start(pid);
             for _ in 0..N {

@@ -504,7 +504,12 @@ fn on_event(violations: &Violations, connects: &tokio::sync::watch::Sender<u64>,
         }
         Event::Connected => {
             tracing::info!("nats: connected");
-            connects.send_modify(|n| *n += 1);
+            // Binders hear of reconnections only: the first connection
+            // comes before any binder (and, as an event, maybe after one).
+            connects.send_if_modified(|n| {
+                *n += 1;
+                *n > 1
+            });
         }
         Event::Closed => tracing::debug!("nats: connection closed"),
         Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),

@@ -57,6 +57,9 @@ struct Binder {
     ack_wait: Duration,
     /// Stream sequences this binder's deliveries acknowledged late.
     late: Arc<Mutex<LateAcks>>,
+    /// Inboxes of requests written off or given up, read until the given
+    /// time (see [`Pull`]).
+    draining: Vec<(async_nats::Subscriber, Instant)>,
 }
 
 /// A pull subscription to one durable consumer: the inbox the server
@@ -77,10 +80,13 @@ struct Binder {
 ///
 /// When what the server still holds cannot be known — after a reconnection,
 /// or when a request is overdue without its `408` — the pull moves to a new
-/// inbox with nothing owed and asks again at once; the old inbox is still
-/// read (its messages handed out, its statuses ignored) until its last
-/// request has surely expired, so a late answer is neither lost nor counted
-/// against the new requests.
+/// inbox with nothing owed and asks again at once. The old inbox is still
+/// read by the binder (its messages handed out, its statuses ignored) until
+/// its last request has surely expired, and so is the inbox of a pull the
+/// binder gives up (a refused or failed request, missed heartbeats): a late
+/// answer is neither lost nor counted against the new requests. A request
+/// the server drops without a word still leaves its count owed until the
+/// heartbeat check (2 × the heartbeat).
 struct Pull {
     subscriber: async_nats::Subscriber,
     inbox: async_nats::Subject,
@@ -91,31 +97,28 @@ struct Pull {
     heard: Instant,
     /// When the last request went out.
     asked: Instant,
-    /// Inboxes left behind, read until the given time.
-    draining: Vec<(async_nats::Subscriber, Instant)>,
     /// The client's (re)connections, to start a new inbox after one.
     connects: tokio::sync::watch::Receiver<u64>,
 }
 
-/// The next message of an inbox left behind (statuses skipped); those past
-/// their time, or ended, are dropped.
+/// The next message of an inbox left behind (statuses skipped). An inbox is
+/// dropped once it has nothing buffered and its time is past, or it ended.
 fn poll_draining(
     draining: &mut Vec<(async_nats::Subscriber, Instant)>,
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<async_nats::Message> {
     use std::task::Poll;
     let now = Instant::now();
-    draining.retain(|(_, until)| *until > now);
     let mut i = 0;
     while i < draining.len() {
         match draining[i].0.poll_next_unpin(cx) {
             Poll::Ready(Some(m)) if m.status.is_none() => return Poll::Ready(m),
             // A status: nothing is counted there any more; look again.
             Poll::Ready(Some(_)) => {}
-            Poll::Ready(None) => {
+            Poll::Pending if draining[i].1 > now => i += 1,
+            Poll::Ready(None) | Poll::Pending => {
                 draining.swap_remove(i);
             }
-            Poll::Pending => i += 1,
         }
     }
     Poll::Pending
@@ -245,6 +248,7 @@ pub(crate) async fn bind(
         next_subject,
         ack_wait: info.config.ack_wait,
         late: Arc::default(),
+        draining: Vec::new(),
     };
     binder.pull = Some(binder.pull(info).await?);
     Ok(Box::pin(futures::stream::unfold(
@@ -284,24 +288,29 @@ impl Binder {
             owed: 0,
             heard: now,
             asked: now,
-            draining: Vec::new(),
             connects: self.inner.connects.subscribe(),
         })
     }
 
     /// Moves `pull` to a new inbox with nothing owed, reading the old one
     /// until its last request has surely expired.
-    async fn renew(&self, pull: &mut Pull, why: &str) -> Result<(), Error> {
+    async fn renew(&mut self, pull: &mut Pull, why: &str) -> Result<(), Error> {
         let fresh = self.pull_on_new_inbox().await?;
         tracing::debug!(consumer = %self.name, reason = why, "asking again on a new inbox");
-        let o = &self.inner.options;
-        let until = pull.asked + o.pull_expiry + o.heartbeat;
         let old = std::mem::replace(&mut pull.subscriber, fresh.subscriber);
-        pull.draining.push((old, until));
+        self.leave(old, pull.asked);
         pull.inbox = fresh.inbox;
         pull.owed = 0;
         pull.heard = Instant::now();
         Ok(())
+    }
+
+    /// Reads `inbox`, whose last request went out at `asked`, until that
+    /// request has surely expired (and a heartbeat more from now).
+    fn leave(&mut self, inbox: async_nats::Subscriber, asked: Instant) {
+        let o = &self.inner.options;
+        let until = (asked + o.pull_expiry + o.heartbeat).max(Instant::now() + o.heartbeat);
+        self.draining.push((inbox, until));
     }
 
     async fn rebind(&mut self) -> Result<Pull, Error> {
@@ -309,7 +318,7 @@ impl Binder {
         self.ack_wait = info.config.ack_wait;
         // What the old pull request held is gone with it; and a stream
         // created again numbers its messages from 1.
-        *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
+        self.forget_late_acks();
         self.pull(info).await
     }
 
@@ -369,6 +378,7 @@ impl Binder {
             };
             if let Err(e) = self.ask(&mut pull).await {
                 tracing::warn!(consumer = %self.name, error = %e, "pull request failed; binding again");
+                self.leave(pull.subscriber, pull.asked);
                 self.back_off().await;
                 continue;
             }
@@ -388,7 +398,7 @@ impl Binder {
                     }
                     .into()));
                 }
-                m = std::future::poll_fn(|cx| poll_draining(&mut pull.draining, cx)) => {
+                m = std::future::poll_fn(|cx| poll_draining(&mut self.draining, cx)) => {
                     // An answer to a request written off: not counted.
                     self.pull = Some(pull);
                     if let Some(d) = self.delivery(m).await {
@@ -400,7 +410,7 @@ impl Binder {
                     // The server may have lost the requests (a restart); a
                     // restarted one may also have created the stream again,
                     // numbering from 1: forget the sequences acked late.
-                    *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
+                    self.forget_late_acks();
                     self.renew_or_rebind(pull, "reconnected").await;
                     continue;
                 }
@@ -410,6 +420,7 @@ impl Binder {
                 }
                 () = tokio::time::sleep_until(silent) => {
                     tracing::warn!(consumer = %self.name, "missed the pull's idle heartbeats; binding again");
+                    self.leave(pull.subscriber, pull.asked);
                     continue;
                 }
             };
@@ -448,12 +459,18 @@ impl Binder {
                 Some(Said::Refused(why)) => {
                     self.ended = true;
                     return Some(Err(Error::Invalid {
-                        message: format!("pulling from consumer `{}`: {why}", self.name),
+                        message: format!(
+                            "pulling from consumer `{}`: {why} (the binder asks for {batch} \
+                             messages, expiring in {expiry:?}: lower NatsTransportBuilder::with_batch \
+                             or with_pull_expiry, or raise the consumer's max_batch or max_expires)",
+                            self.name
+                        ),
                     }
                     .into()));
                 }
                 Some(Said::Other(what)) => {
                     tracing::warn!(consumer = %self.name, said = %what, retry_in = ?self.pause, "pull refused for now; binding again");
+                    self.leave(pull.subscriber, pull.asked);
                     self.back_off().await;
                 }
                 None => {
@@ -470,8 +487,15 @@ impl Binder {
             Ok(()) => self.pull = Some(pull),
             Err(e) => {
                 tracing::warn!(consumer = %self.name, error = %e, "cannot subscribe a new inbox; binding again");
+                self.leave(pull.subscriber, pull.asked);
             }
         }
+    }
+
+    /// Forgets the sequences acknowledged late (a stream created again
+    /// numbers its messages from 1).
+    fn forget_late_acks(&self) {
+        *self.late.lock().unwrap_or_else(PoisonError::into_inner) = LateAcks::default();
     }
 
     /// Pauses before binding again, 100 ms doubling to 5 s (back to 100 ms

@@ -113,7 +113,8 @@
 //! another task, and one answered before that news came left it counting
 //! messages that never came: it stopped asking until its heartbeat check, a
 //! 10 s stall (every ~10 s of sequential load with batches of 1, seen also
-//! with 2).
+//! with 2). A request the server drops without a word still leaves the
+//! binder waiting until its heartbeat check (2 × the heartbeat).
 //!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
 //! publishes to the message's reply subject, as DESIGN.md requires: the

@@ -87,9 +87,9 @@ pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) violations: Violations,
-    /// How many times the client has (re)connected: a binder asks the
-    /// server again after a reconnection, which may have lost its pull
-    /// requests.
+    /// How many times the client has connected (binders are told from the
+    /// second time on): a binder asks the server again after a
+    /// reconnection, which may have lost its pull requests.
     pub(crate) connects: tokio::sync::watch::Sender<u64>,
     pub(crate) options: Options,
     pub(crate) servers: String,

@@ -43,6 +43,7 @@ async fn killing_the_stream_leader_loses_nothing() {
             Ok(t) => break t,
             Err(e) if e.is_retryable() && started.elapsed() < Duration::from_secs(90) => {
                 eprintln!("building the R3 transport: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("building the R3 transport: {e}"),
         }

@@ -351,6 +351,8 @@ impl NatsServer {
 
     /// A monitoring endpoint's JSON, e.g. `monitor("/varz")` for the
     /// server's message and byte counters (`in_msgs`, `out_msgs`, …).
+    /// Blocking I/O on loopback (a second at most), like the rest of the
+    /// kit.
     pub fn monitor(&self, path: &str) -> Result<serde_json::Value, TestkitError> {
         let what = format!("GET {path} on nats-server {}", self.name);
         let response = self.monitor_get(path).map_err(|e| TestkitError::Request {
@@ -384,7 +386,9 @@ impl NatsServer {
         &self.name
     }
 
-    /// The server process's id while it runs (to read its CPU time, say).
+    /// The server process's id (to read its CPU time, say): `Some` from
+    /// its start until [`kill9`](Self::kill9) or [`stop`](Self::stop), even
+    /// if it exited on its own meanwhile.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(|p| p.id())
     }
