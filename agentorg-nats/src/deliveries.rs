@@ -316,8 +316,9 @@ impl Binder {
     async fn rebind(&mut self) -> Result<Pull, Error> {
         let info = self.inner.consumer_info(self.kind, &self.name).await?;
         self.ack_wait = info.config.ack_wait;
-        // What the old pull request held is gone with it; and a stream
-        // created again numbers its messages from 1.
+        // A stream created again numbers its messages from 1. (A
+        // redelivery a request left behind still brings is then handed out;
+        // the runtime's claims acknowledge it without running.)
         self.forget_late_acks();
         self.pull(info).await
     }
