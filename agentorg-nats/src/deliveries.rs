@@ -390,6 +390,16 @@ impl Binder {
             let overdue = pull.asked + expiry + heartbeat;
             let said = tokio::select! {
                 biased;
+                // What an inbox left behind holds came first: hand it out
+                // before the new requests' answers.
+                m = std::future::poll_fn(|cx| poll_draining(&mut self.draining, cx)) => {
+                    // An answer to a request written off: not counted.
+                    self.pull = Some(pull);
+                    if let Some(d) = self.delivery(m).await {
+                        return Some(Ok(d));
+                    }
+                    continue;
+                }
                 m = pull.subscriber.next() => m.map(|m| Said::of(m, batch)),
                 v = self.refused.refused(Op::Publish, &self.next_subject) => {
                     self.ended = true;
@@ -398,14 +408,6 @@ impl Binder {
                         violation: v,
                     }
                     .into()));
-                }
-                m = std::future::poll_fn(|cx| poll_draining(&mut self.draining, cx)) => {
-                    // An answer to a request written off: not counted.
-                    self.pull = Some(pull);
-                    if let Some(d) = self.delivery(m).await {
-                        return Some(Ok(d));
-                    }
-                    continue;
                 }
                 Ok(()) = pull.connects.changed() => {
                     // The server may have lost the requests (a restart); a
