@@ -14,6 +14,10 @@
 //!   same way, consume it, ack). `AGENTORG_BENCH_BATCH` sets the runtime
 //!   transport's pull batch (default: the transport's default).
 //!
+//! After the criterion groups each runtime round trip is measured again,
+//! apart from criterion, with CPU times and wire counters; not under
+//! `--profile-time`, where a profiler watches only the selected benchmark.
+//!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
 //! cargo bench --bench delegation --features nats -- --warm-up-time 1 --measurement-time 5
@@ -103,6 +107,13 @@ where
     } else {
         routine.await
     }
+}
+
+/// Whether criterion runs with `--profile-time` (a profiler watches one
+/// benchmark): then only the selected benchmark runs, not the measurements
+/// printed apart from criterion.
+fn profiling() -> bool {
+    std::env::args().any(|a| a == "--profile-time" || a.starts_with("--profile-time="))
 }
 
 async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
@@ -282,6 +293,10 @@ fn memory(c: &mut Criterion) {
         });
     });
     group.finish();
+    if profiling() {
+        rt.block_on(org.shutdown());
+        return;
+    }
     // What each spends, CPU included, over a fixed number of round trips.
     const N: u32 = 20_000;
     let spent_runtime = rt.block_on(on_worker({
@@ -587,6 +602,10 @@ fn nats(c: &mut Criterion) {
         });
     });
     group.finish();
+    if profiling() {
+        rt.block_on(org.shutdown());
+        return;
+    }
     // What the runtime and the same-work raw path spend, CPU included (this
     // process's and nats-server's), over a fixed number of round trips.
     if let Some(raw) = same_work {
