@@ -15,8 +15,10 @@
 //!   transport's pull batch (default: the transport's default).
 //!
 //! After the criterion groups each runtime round trip is measured again,
-//! apart from criterion, with CPU times and wire counters; not under
-//! `--profile-time`, where a profiler watches only the selected benchmark.
+//! apart from criterion, with CPU times and wire counters, and on NATS the
+//! p50 of single round trips is printed. Both are skipped under
+//! `--profile-time`, so that a profiler sees only the benchmark criterion's
+//! filter picks.
 //!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
@@ -109,9 +111,9 @@ where
     }
 }
 
-/// Whether criterion runs with `--profile-time` (a profiler watches one
-/// benchmark): then only the selected benchmark runs, not the measurements
-/// printed apart from criterion.
+/// Whether criterion runs with `--profile-time` (a profiler watches the
+/// benchmark its filter picks): then the measurements made apart from
+/// criterion are skipped.
 fn profiling() -> bool {
     std::env::args().any(|a| a == "--profile-time" || a.starts_with("--profile-time="))
 }
