@@ -13,6 +13,9 @@ use crate::layout::{StreamKind, StreamLayout, StreamLimits};
 use crate::transport::{NatsTransport, Options};
 use crate::violations::Violations;
 
+/// The longest timeout, pull expiry or heartbeat the builder takes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How the transport authenticates.
 #[derive(Clone, Default)]
 enum Auth {
@@ -299,7 +302,9 @@ impl NatsTransportBuilder {
 
     /// How long a pull request waits on the server (default 30 s) and the
     /// idle heartbeat that proves the server is alive meanwhile (default
-    /// 5 s; a binder that misses two binds again).
+    /// 5 s; a binder that misses two binds again). The heartbeat is at most
+    /// half the expiry; like every timeout here, each is positive and at most
+    /// a day ([`build`](Self::build) refuses others).
     pub fn with_pull_expiry(mut self, expiry: Duration, heartbeat: Duration) -> Self {
         self.pull_expiry = expiry;
         self.heartbeat = heartbeat;
@@ -392,6 +397,10 @@ impl NatsTransportBuilder {
         ] {
             if d.is_zero() {
                 return Err(Self::invalid("timeouts must be positive"));
+            }
+            // Deadlines are instants from now: a longer one could overflow.
+            if d > MAX_TIMEOUT {
+                return Err(Self::invalid("timeouts must be at most a day"));
             }
         }
         if self.heartbeat * 2 > self.pull_expiry {

@@ -290,6 +290,13 @@ async fn builder_validates() {
         base()
             .with_org("o")
             .with_pull_expiry(Duration::from_secs(1), Duration::from_secs(1)),
+        // Its deadlines would overflow.
+        base()
+            .with_org("o")
+            .with_pull_expiry(Duration::MAX, Duration::from_secs(5)),
+        base()
+            .with_org("o")
+            .with_pull_expiry(Duration::MAX, Duration::MAX / 4),
     ] {
         match b.build().await {
             Err(TransportError::InvalidInput { .. }) => {}
