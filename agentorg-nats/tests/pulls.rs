@@ -68,17 +68,19 @@ async fn small_batches_keep_pulling() {
 
 /// A pull request that expires with nothing to deliver is asked again, and
 /// the idle heartbeats of the one waiting keep the binder from binding
-/// again: over three expiries about one request each goes out (binding
-/// again at each missed heartbeat would add a consumer-info request and a
-/// pull request every 2 s), at most one waits, and a message published
-/// then is delivered.
+/// again: over three expiries (4 s each) about one request each goes out
+/// (binding again whenever two heartbeats seem missed would add a
+/// consumer-info request and a pull request every 4 s), at most one waits,
+/// and a message published then is delivered. Heartbeats every 2 s: one
+/// would have to come 2 s late for the binder to bind again, which a loaded
+/// machine does not make it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_pull_requests_are_renewed() {
     common::init_tracing();
     let Some(nats) = nats_or_skip!() else { return };
     let org = unique_org();
     let t = common::builder([nats.url()], &org)
-        .with_pull_expiry(Duration::from_secs(3), Duration::from_secs(1))
+        .with_pull_expiry(Duration::from_secs(4), Duration::from_secs(2))
         .build()
         .await
         .unwrap();
@@ -91,14 +93,14 @@ async fn expired_pull_requests_are_renewed() {
     let received = || nats.monitor("/varz").unwrap()["in_msgs"].as_u64().unwrap();
     let before = received();
     // Idle through three expiries: nothing comes, not even an error.
-    if let Ok(item) = tokio::time::timeout(Duration::from_secs(9), deliveries.next()).await {
+    if let Ok(item) = tokio::time::timeout(Duration::from_secs(12), deliveries.next()).await {
         panic!(
             "an idle consumer yielded {:?}",
             item.map(|r| r.map(|d| d.attempt()))
         );
     }
     let sent = received() - before;
-    assert!(sent <= 8, "{sent} messages to the server in 9 s of idling");
+    assert!(sent <= 8, "{sent} messages to the server in 12 s of idling");
     assert!(waiting(&t, &name).await <= 1);
     t.publish(&subject, "late".into(), PublishOptions::default())
         .await
@@ -112,15 +114,19 @@ async fn expired_pull_requests_are_renewed() {
     d.ack().await.unwrap();
 }
 
-/// Across reconnections the binder asks again at once, on a new inbox, and
-/// still reads the old one: each next message comes once, on its first
-/// delivery — not to an inbox nobody reads, from which it would come again
-/// only after the ack wait, as attempt 2 — and well before the heartbeat
-/// check (2 × 20 s here) could have bound again.
+/// A server restart loses the pull requests waiting on it: on reconnecting
+/// the binder asks again at once, on a new inbox, so each next message comes
+/// on its first delivery within seconds — not after the heartbeat check (2 ×
+/// 20 s here), which is how a binder that did not hear of the reconnection
+/// would find out. (A `force_reconnect` to the same server would not tell
+/// them apart: the server can keep the request and deliver to the same
+/// inbox once it is subscribed again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnection_asks_again() {
     common::init_tracing();
-    let Some(nats) = nats_or_skip!() else { return };
+    let Some(mut nats) = nats_or_skip!() else {
+        return;
+    };
     let org = unique_org();
     let t = common::builder([nats.url()], &org)
         .with_pull_expiry(Duration::from_secs(60), Duration::from_secs(20))
@@ -142,8 +148,9 @@ async fn a_reconnection_asks_again() {
     for round in 0..4u32 {
         if (1..3).contains(&round) {
             let before = connects();
-            t.client().force_reconnect().await.unwrap();
-            tokio::time::timeout(Duration::from_secs(10), async {
+            nats.kill9();
+            nats.restart().unwrap();
+            tokio::time::timeout(Duration::from_secs(20), async {
                 while connects() == before {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -162,14 +169,9 @@ async fn a_reconnection_asks_again() {
             .unwrap()
             .unwrap();
         assert_eq!(&d.raw()[..], round.to_string().as_bytes());
-        assert_eq!(
-            d.attempt(),
-            1,
-            "round {round}: delivered before, to an inbox nobody read"
-        );
+        assert_eq!(d.attempt(), 1, "round {round}: delivered before");
         d.ack().await.unwrap();
     }
-    // The current request, and at most one per inbox left behind (they
-    // expire in 60 s).
-    assert!(waiting(&t, &name).await <= 3);
+    // The request the last delivery left partly answered, and the next.
+    assert!(waiting(&t, &name).await <= 2);
 }
