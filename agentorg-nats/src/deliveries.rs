@@ -270,6 +270,14 @@ impl Binder {
         self.pull_on_new_inbox().await
     }
 
+    /// A failed subscription or pull request of this binder.
+    fn bind_error(&self, source: impl Into<async_nats::Error>) -> Error {
+        Error::Bind {
+            consumer: self.name.to_string(),
+            source: source.into(),
+        }
+    }
+
     /// A pull on a new inbox, nothing asked yet.
     async fn pull_on_new_inbox(&self) -> Result<Pull, Error> {
         let client = &self.inner.client;
@@ -277,10 +285,7 @@ impl Binder {
         let subscriber = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|source| Error::Bind {
-                consumer: self.name.to_string(),
-                source: source.into(),
-            })?;
+            .map_err(|e| self.bind_error(e))?;
         let now = Instant::now();
         Ok(Pull {
             subscriber,
@@ -338,10 +343,7 @@ impl Binder {
                 self.request.clone(),
             )
             .await
-            .map_err(|source| Error::Bind {
-                consumer: self.name.to_string(),
-                source: source.into(),
-            })?;
+            .map_err(|e| self.bind_error(e))?;
         let now = Instant::now();
         // The heartbeat clock runs from the last request too: a request
         // sent after a long pause in reading is not already overdue.
