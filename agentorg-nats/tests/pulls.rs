@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use agentorg_core::conformance::unique_org;
-use agentorg_core::subject::{SubjectPattern, Subjects};
-use agentorg_core::transport::{ConsumerConfig, PublishOptions, Transport};
+use agentorg_core::subject::{Subject, SubjectPattern, Subjects};
+use agentorg_core::transport::{ConsumerConfig, DeliveryStream, PublishOptions, Transport};
 use agentorg_core::Name;
 use agentorg_nats::{NatsTransport, StreamKind};
 use agentorg_testkit::nats_or_skip;
@@ -25,6 +25,15 @@ async fn waiting(t: &NatsTransport, name: &Name) -> u64 {
     info["num_waiting"].as_u64().unwrap_or_default()
 }
 
+/// Consumer `name` of the org's event subject `name`, bound: the subject
+/// and its deliveries.
+async fn bound(t: &NatsTransport, org: &Name, name: &Name) -> (Subject, DeliveryStream) {
+    let subject = Subjects::new(org.clone()).event(std::slice::from_ref(name));
+    let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject));
+    t.ensure_consumer(&c).await.unwrap();
+    (subject, t.consume(&c.name).await.unwrap())
+}
+
 /// With one or two messages per pull request, every message is asked for
 /// soon after the one before it was taken: thousands in a row, each in
 /// well under the heartbeat check (2 × 5 s). async-nats's own pull stream
@@ -36,7 +45,6 @@ async fn small_batches_keep_pulling() {
     common::init_tracing();
     let Some(nats) = nats_or_skip!() else { return };
     let org = unique_org();
-    let s = Subjects::new(org.clone());
     for batch in [1, 2] {
         let t = common::builder([nats.url()], &org)
             .with_batch(batch)
@@ -44,10 +52,7 @@ async fn small_batches_keep_pulling() {
             .await
             .unwrap();
         let name = Name::new(format!("b{batch}")).unwrap();
-        let subject = s.event(std::slice::from_ref(&name));
-        let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject));
-        t.ensure_consumer(&c).await.unwrap();
-        let mut deliveries = t.consume(&c.name).await.unwrap();
+        let (subject, mut deliveries) = bound(&t, &org, &name).await;
         for i in 0..3_000u32 {
             t.publish(&subject, i.to_string().into(), PublishOptions::default())
                 .await
@@ -84,12 +89,8 @@ async fn expired_pull_requests_are_renewed() {
         .build()
         .await
         .unwrap();
-    let s = Subjects::new(org.clone());
     let name = Name::new("idle").unwrap();
-    let subject = s.event(std::slice::from_ref(&name));
-    let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject));
-    t.ensure_consumer(&c).await.unwrap();
-    let mut deliveries = t.consume(&c.name).await.unwrap();
+    let (subject, mut deliveries) = bound(&t, &org, &name).await;
     let received = || nats.monitor("/varz").unwrap()["in_msgs"].as_u64().unwrap();
     let before = received();
     // Idle through three expiries: nothing comes, not even an error.
@@ -133,12 +134,8 @@ async fn a_reconnection_asks_again() {
         .build()
         .await
         .unwrap();
-    let s = Subjects::new(org.clone());
     let name = Name::new("again").unwrap();
-    let subject = s.event(std::slice::from_ref(&name));
-    let c = ConsumerConfig::new(name.clone(), SubjectPattern::from(&subject));
-    t.ensure_consumer(&c).await.unwrap();
-    let mut deliveries = t.consume(&c.name).await.unwrap();
+    let (subject, mut deliveries) = bound(&t, &org, &name).await;
     let connects = || {
         t.client()
             .statistics()
