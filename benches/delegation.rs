@@ -111,6 +111,26 @@ where
     }
 }
 
+/// What `n` runtime round trips spend, the loop where criterion's runs
+/// (see [`Meter`]; `server`: nats-server's pid).
+fn runtime_spent(
+    rt: &Runtime,
+    org: &Arc<Org>,
+    inbox: &Arc<tokio::sync::Mutex<PrincipalStream>>,
+    n: u32,
+    server: Option<u32>,
+) -> [Option<Duration>; 3] {
+    let (org, inbox) = (Arc::clone(org), Arc::clone(inbox));
+    rt.block_on(on_worker(async move {
+        let mut inbox = inbox.lock().await;
+        let meter = Meter::start(server);
+        for _ in 0..n {
+            round_trip(&org, &mut inbox).await;
+        }
+        meter.stop(n)
+    }))
+}
+
 /// Whether criterion runs with `--profile-time` (a profiler watches the
 /// benchmark its filter picks): then the measurements made apart from
 /// criterion are skipped.
@@ -301,17 +321,7 @@ fn memory(c: &mut Criterion) {
     }
     // What each spends, CPU included, over a fixed number of round trips.
     const N: u32 = 20_000;
-    let spent_runtime = rt.block_on(on_worker({
-        let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
-        async move {
-            let mut inbox = inbox.lock().await;
-            let meter = Meter::start(None);
-            for _ in 0..N {
-                round_trip(&org, &mut inbox).await;
-            }
-            meter.stop(N)
-        }
-    }));
+    let spent_runtime = runtime_spent(&rt, &org, &inbox, N, None);
     let spent_mpsc = rt.block_on(on_worker(async move {
         let mut rx = result_rx.lock().await;
         let meter = Meter::start(None);
@@ -639,17 +649,7 @@ fn nats(c: &mut Criterion) {
             _ => "n/a".to_owned(),
         };
         let before = counters();
-        let spent_runtime = rt.block_on(on_worker({
-            let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
-            async move {
-                let mut inbox = inbox.lock().await;
-                let meter = Meter::start(pid);
-                for _ in 0..N {
-                    round_trip(&org, &mut inbox).await;
-                }
-                meter.stop(N)
-            }
-        }));
+        let spent_runtime = runtime_spent(&rt, &org, &inbox, N, pid);
         let (after, raw_before) = (counters(), counters());
         let runtime_wire = wire(before, after);
         let (task, result) = (task_bytes.clone(), result_bytes.clone());
