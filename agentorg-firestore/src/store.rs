@@ -171,6 +171,65 @@ impl Inner {
         self.client.clone()
     }
 
+    /// One document as the server sends it (`None`: missing).
+    async fn get_document(&self, key: &DocKey) -> Result<Option<fs::Document>, Status> {
+        let name = self.names.doc(key);
+        let result = self
+            .read(|mut c| {
+                let request = fs::GetDocumentRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                };
+                async move { c.get_document(request).await }
+            })
+            .await;
+        match result {
+            Ok(doc) => Ok(Some(doc)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// What a watch target holds now, as the server sends it: the document
+    /// (none if missing), or every direct document of the collection.
+    pub(crate) async fn read_target(
+        &self,
+        target: &WatchTarget,
+    ) -> Result<Vec<fs::Document>, Status> {
+        match target {
+            WatchTarget::Document(key) => Ok(self.get_document(key).await?.into_iter().collect()),
+            WatchTarget::Collection(collection) => {
+                let (parent, collection_id) = self.names.parent_and_id(collection);
+                let mut documents = Vec::new();
+                let mut page_token = String::new();
+                loop {
+                    let request = fs::ListDocumentsRequest {
+                        parent: parent.clone(),
+                        collection_id: collection_id.clone(),
+                        page_size: 300,
+                        page_token,
+                        show_missing: false,
+                        ..Default::default()
+                    };
+                    let page = self
+                        .read(|mut c| {
+                            let request = request.clone();
+                            async move { c.list_documents(request).await }
+                        })
+                        .await?;
+                    documents.extend(page.documents);
+                    if page.next_page_token.is_empty() {
+                        return Ok(documents);
+                    }
+                    page_token = page.next_page_token;
+                }
+            }
+            // `WatchTarget` is non-exhaustive: an unknown target matches no
+            // document (as its watch does).
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Each document's current version (absent: missing), read together.
     async fn versions(&self, keys: &[&DocKey]) -> Result<HashMap<DocKey, Version>, Status> {
         if keys.is_empty() {
@@ -261,20 +320,9 @@ pub(crate) fn document(key: DocKey, doc: fs::Document) -> Result<Document, Store
 #[async_trait]
 impl StateStore for FirestoreStore {
     async fn get(&self, key: &DocKey) -> Result<Option<Document>, StoreError> {
-        let inner = &*self.inner;
-        let name = inner.names.doc(key);
-        let result = inner
-            .read(|mut c| {
-                let request = fs::GetDocumentRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                };
-                async move { c.get_document(request).await }
-            })
-            .await;
-        match result {
-            Ok(doc) => document(key.clone(), doc).map(Some),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
+        match self.inner.get_document(key).await {
+            Ok(Some(doc)) => document(key.clone(), doc).map(Some),
+            Ok(None) => Ok(None),
             Err(s) => Err(from_status(s, "get", Some(key))),
         }
     }

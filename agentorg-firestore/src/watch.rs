@@ -34,6 +34,15 @@
 //! or on a new stream, the server sends the target's whole state, and a
 //! document yielded as existing that is not in it has been deleted.
 //!
+//! Between two snapshots a document's older state never replaces a newer
+//! one (update times, or a deletion's read time, decide). The emulator can
+//! send, for a target added while the document changed, the change first
+//! and then the state it read at the add; and now and then it loses such a
+//! change altogether (it read, the commit went by, then it listened). So a
+//! watch reads its target once more after the initial state, and the hub
+//! yields what that read found newer than what it yielded: a watch started
+//! during a change always hears of it (`tests/watch_start.rs`).
+//!
 //! A watch that is not read keeps its changes queued in its slot, where a
 //! newer state of a document replaces an older one not yet taken, so a slow
 //! watcher costs at most about one entry per document and catches up with
@@ -95,6 +104,11 @@ enum Command {
     },
     Remove {
         id: i32,
+    },
+    /// What the target held when read after its initial state.
+    Read {
+        id: i32,
+        documents: Vec<fs::Document>,
     },
 }
 
@@ -162,7 +176,7 @@ pub(crate) async fn start(inner: &Inner, target: WatchTarget) -> Result<ChangeSt
         inner,
         Command::Add {
             id,
-            target,
+            target: target.clone(),
             slot: Arc::clone(&slot),
         },
     );
@@ -182,6 +196,18 @@ pub(crate) async fn start(inner: &Inner, target: WatchTarget) -> Result<ChangeSt
                 operation: "watch (initial state)".to_owned(),
             })
         }
+    }
+    // The emulator can lose a change committed while it adds a target: it
+    // reads the target's state, the commit goes by, then it listens. Reading
+    // the target once more after its initial state catches such a change
+    // (the hub yields only states newer than it has yielded).
+    let documents = inner
+        .read_target(&target)
+        .await
+        .map_err(|s| from_status(s, "watch", None))?;
+    if !documents.is_empty() {
+        // The hub may be gone; then the watch ends as it would anyway.
+        let _ = watch.commands.send(Command::Read { id, documents });
     }
     let stream = futures::stream::unfold(watch, |mut w| async move {
         let item = w.next().await?;
@@ -422,6 +448,12 @@ impl Hub {
                 self.targets.insert(id, TargetState::new(target, slot));
                 request
             }
+            Command::Read { id, documents } => {
+                if let Some(t) = self.targets.get_mut(&id) {
+                    t.read(&self.names, documents);
+                }
+                return;
+            }
             Command::Remove { id } => {
                 if self.targets.remove(&id).is_none() {
                     return;
@@ -500,14 +532,15 @@ impl Hub {
             }
             Some(ResponseType::DocumentChange(dc)) => {
                 if let Some(doc) = dc.document {
+                    let at = doc.update_time.as_ref().and_then(path::version);
                     for id in &dc.removed_target_ids {
                         if let Some(t) = self.targets.get_mut(id) {
-                            t.pending.insert(doc.name.clone(), None);
+                            t.heard(doc.name.clone(), None, at);
                         }
                     }
                     for id in &dc.target_ids {
                         if let Some(t) = self.targets.get_mut(id) {
-                            t.pending.insert(doc.name.clone(), Some(doc.clone()));
+                            t.heard(doc.name.clone(), Some(doc.clone()), at);
                         }
                     }
                 }
@@ -515,16 +548,19 @@ impl Hub {
             Some(ResponseType::DocumentDelete(fs::DocumentDelete {
                 document,
                 removed_target_ids,
+                read_time,
                 ..
             }))
             | Some(ResponseType::DocumentRemove(fs::DocumentRemove {
                 document,
                 removed_target_ids,
+                read_time,
                 ..
             })) => {
+                let at = read_time.as_ref().and_then(path::version);
                 for id in self.ids(&removed_target_ids) {
                     if let Some(t) = self.targets.get_mut(&id) {
-                        t.pending.insert(document.clone(), None);
+                        t.heard(document.clone(), None, at);
                     }
                 }
             }
@@ -609,11 +645,19 @@ struct TargetState {
     current: bool,
     /// What follows is the target's whole state (added, or `RESET`).
     reset: bool,
-    /// Changes since the last snapshot, by document name: the newest state
-    /// (`None`: deleted, or no longer in the target).
-    pending: BTreeMap<String, Option<fs::Document>>,
+    /// Changes since the last snapshot, by document name: the newest state.
+    pending: BTreeMap<String, Heard>,
     /// The version last yielded for each document that exists as yielded.
     seen: HashMap<DocKey, Version>,
+}
+
+/// A document's newest state heard since the last snapshot.
+struct Heard {
+    /// `None`: deleted, or no longer in the target.
+    doc: Option<fs::Document>,
+    /// When it was so: the document's update time, or the read time of its
+    /// deletion (`None` if the server gave none).
+    at: Option<Version>,
 }
 
 impl TargetState {
@@ -642,7 +686,24 @@ impl TargetState {
             .keys()
             .filter(|k| !self.pending.contains_key(&names.doc(k)))
             .count();
-        kept + self.pending.values().filter(|d| d.is_some()).count()
+        kept + self.pending.values().filter(|h| h.doc.is_some()).count()
+    }
+
+    /// Notes a document's state since the last snapshot, unless the state
+    /// already noted is newer. The emulator can send a document's state as
+    /// it read it when the target was added *after* a change committed
+    /// meanwhile: the older state must not replace the newer one, or the
+    /// watch would yield the older and never hear of the newer.
+    fn heard(&mut self, name: String, doc: Option<fs::Document>, at: Option<Version>) {
+        let older = self
+            .pending
+            .get(&name)
+            .and_then(|h| h.at)
+            .zip(at)
+            .is_some_and(|(noted, new)| new < noted);
+        if !older {
+            self.pending.insert(name, Heard { doc, at });
+        }
     }
 
     /// Hands the watch what changed since the last snapshot.
@@ -655,7 +716,7 @@ impl TargetState {
             let mut gone: Vec<DocKey> = self
                 .seen
                 .keys()
-                .filter(|k| !matches!(pending.get(&names.doc(k)), Some(Some(_))))
+                .filter(|k| !matches!(pending.get(&names.doc(k)), Some(Heard { doc: Some(_), .. })))
                 .cloned()
                 .collect();
             gone.sort();
@@ -664,7 +725,7 @@ impl TargetState {
                 changes.push(Change::Deleted { key });
             }
         }
-        for (name, doc) in pending {
+        for (name, Heard { doc, .. }) in pending {
             let Some(key) = names.key(&name).filter(|k| self.target.covers(k)) else {
                 continue;
             };
@@ -684,6 +745,23 @@ impl TargetState {
         self.reset = false;
         // Pushed even when empty: the first flush is the initial state.
         self.slot.push(changes);
+    }
+
+    /// Hands the watch the states of a read of the target that are newer
+    /// than it has been given. (What a read misses, a deletion, the stream
+    /// tells: a read cannot say whether its absence is older or newer than
+    /// what was yielded.)
+    fn read(&mut self, names: &Names, documents: Vec<fs::Document>) {
+        let changes: Vec<Change> = documents
+            .into_iter()
+            .filter_map(|doc| {
+                let key = names.key(&doc.name).filter(|k| self.target.covers(k))?;
+                self.offer(key, doc)
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.slot.push(changes);
+        }
     }
 
     /// A document's state as a change, unless a version at least as new was
@@ -710,61 +788,4 @@ impl TargetState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use agentorg_core::store::Document;
-    use serde_json::json;
-
-    fn put(id: &str, v: u64) -> Change {
-        Change::Put(Document::new(
-            DocKey::new("c", id).unwrap(),
-            json!({ "v": v }),
-            Version::from_raw(v),
-        ))
-    }
-
-    fn deleted(id: &str) -> Change {
-        Change::Deleted {
-            key: DocKey::new("c", id).unwrap(),
-        }
-    }
-
-    fn drain(slot: &Slot) -> Vec<Change> {
-        lock(&slot.state).queue.drain(..).collect()
-    }
-
-    #[test]
-    fn a_slot_keeps_the_newest_state_of_each_document_not_yet_taken() {
-        let slot = Slot::default();
-        slot.push(vec![put("a", 1), put("b", 2)]);
-        slot.push(vec![put("a", 3)]);
-        assert_eq!(drain(&slot), vec![put("a", 3), put("b", 2)]);
-        // A delete in between is kept, and so is what follows it.
-        slot.push(vec![put("a", 4), deleted("a"), put("b", 5)]);
-        slot.push(vec![put("a", 6), put("b", 7)]);
-        assert_eq!(
-            drain(&slot),
-            vec![put("a", 4), deleted("a"), put("b", 7), put("a", 6)]
-        );
-    }
-
-    #[test]
-    fn the_first_push_is_the_initial_state_even_when_empty() {
-        let slot = Slot::default();
-        assert!(!lock(&slot.state).synced);
-        slot.push(Vec::new());
-        assert!(lock(&slot.state).synced);
-        assert!(drain(&slot).is_empty());
-    }
-
-    #[test]
-    fn target_ids_are_positive_and_distinct() {
-        let l = Listener::default();
-        assert_eq!((l.target_id(), l.target_id(), l.target_id()), (1, 2, 3));
-        l.next_id.store(i32::MAX - 1, Ordering::Relaxed);
-        assert_eq!(l.target_id(), i32::MAX);
-        assert_eq!(l.target_id(), 1);
-        l.next_id.store(i32::MIN, Ordering::Relaxed);
-        assert!(l.target_id() > 0);
-    }
-}
+mod tests;

@@ -1,0 +1,157 @@
+//! The hub's bookkeeping, without a server.
+
+use super::*;
+use agentorg_core::store::Document;
+use serde_json::json;
+
+fn put(id: &str, v: u64) -> Change {
+    Change::Put(Document::new(
+        DocKey::new("c", id).unwrap(),
+        json!({ "v": v }),
+        Version::from_raw(v),
+    ))
+}
+
+fn deleted(id: &str) -> Change {
+    Change::Deleted {
+        key: DocKey::new("c", id).unwrap(),
+    }
+}
+
+fn drain(slot: &Slot) -> Vec<Change> {
+    lock(&slot.state).queue.drain(..).collect()
+}
+
+#[test]
+fn a_slot_keeps_the_newest_state_of_each_document_not_yet_taken() {
+    let slot = Slot::default();
+    slot.push(vec![put("a", 1), put("b", 2)]);
+    slot.push(vec![put("a", 3)]);
+    assert_eq!(drain(&slot), vec![put("a", 3), put("b", 2)]);
+    // A delete in between is kept, and so is what follows it.
+    slot.push(vec![put("a", 4), deleted("a"), put("b", 5)]);
+    slot.push(vec![put("a", 6), put("b", 7)]);
+    assert_eq!(
+        drain(&slot),
+        vec![put("a", 4), deleted("a"), put("b", 7), put("a", 6)]
+    );
+}
+
+#[test]
+fn the_first_push_is_the_initial_state_even_when_empty() {
+    let slot = Slot::default();
+    assert!(!lock(&slot.state).synced);
+    slot.push(Vec::new());
+    assert!(lock(&slot.state).synced);
+    assert!(drain(&slot).is_empty());
+}
+
+#[test]
+fn target_ids_are_positive_and_distinct() {
+    let l = Listener::default();
+    assert_eq!((l.target_id(), l.target_id(), l.target_id()), (1, 2, 3));
+    l.next_id.store(i32::MAX - 1, Ordering::Relaxed);
+    assert_eq!(l.target_id(), i32::MAX);
+    assert_eq!(l.target_id(), 1);
+    l.next_id.store(i32::MIN, Ordering::Relaxed);
+    assert!(l.target_id() > 0);
+}
+
+const DATABASE: &str = "projects/p/databases/(default)";
+
+/// A document `c/id` as the server sends it: `{"v": v}`, updated at `v` µs.
+fn sent(id: &str, v: u64) -> fs::Document {
+    let names = Names::new(DATABASE.to_owned());
+    fs::Document {
+        name: names.doc(&DocKey::new("c", id).unwrap()),
+        fields: [(
+            "v".to_owned(),
+            fs::Value {
+                value_type: Some(fs::value::ValueType::IntegerValue(v as i64)),
+            },
+        )]
+        .into(),
+        create_time: None,
+        update_time: path::timestamp(Version::from_raw(v * 1_000)),
+    }
+}
+
+/// What the watch yields for `sent(id, v)`.
+fn state(id: &str, v: u64) -> Change {
+    Change::Put(Document::new(
+        DocKey::new("c", id).unwrap(),
+        json!({ "v": v }),
+        Version::from_raw(v * 1_000),
+    ))
+}
+
+fn target_on(id: &str) -> (TargetState, Arc<Slot>) {
+    let slot = Arc::new(Slot::default());
+    let key = DocKey::new("c", id).unwrap();
+    let state = TargetState::new(WatchTarget::Document(key), Arc::clone(&slot));
+    (state, slot)
+}
+
+fn hear(t: &mut TargetState, doc: fs::Document) {
+    let at = doc.update_time.as_ref().and_then(path::version);
+    t.heard(doc.name.clone(), Some(doc), at);
+}
+
+#[test]
+fn an_older_state_heard_later_does_not_hide_the_newer_one() {
+    // What the emulator sent for a target added while the document changed:
+    // the change (v2) first, then the state it read at the add (v1), then
+    // CURRENT and the snapshot.
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 2));
+    hear(&mut t, sent("a", 1));
+    t.current = true;
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![state("a", 2)]);
+    // In order, the newer state replaces the older one as before.
+    hear(&mut t, sent("a", 3));
+    hear(&mut t, sent("a", 4));
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![state("a", 4)]);
+}
+
+#[test]
+fn a_state_read_before_a_deletion_does_not_bring_the_document_back() {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 2));
+    t.current = true;
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![state("a", 2)]);
+    let name = sent("a", 0).name;
+    t.heard(name.clone(), None, Some(Version::from_raw(5_000)));
+    hear(&mut t, sent("a", 4));
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![deleted("a")]);
+    // Created again after the deletion: it exists.
+    t.heard(name, None, Some(Version::from_raw(6_000)));
+    hear(&mut t, sent("a", 7));
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![state("a", 7)]);
+}
+
+#[test]
+fn a_read_after_the_initial_state_yields_only_newer_states() {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 1));
+    t.current = true;
+    t.flush(&names);
+    assert_eq!(drain(&slot), vec![state("a", 1)]);
+    // The read found a change the stream lost.
+    t.read(&names, vec![sent("a", 2)]);
+    assert_eq!(drain(&slot), vec![state("a", 2)]);
+    // The stream's own news of it, late, is not repeated.
+    hear(&mut t, sent("a", 2));
+    t.flush(&names);
+    assert!(drain(&slot).is_empty());
+    // An older read, or one of a document outside the target, yields nothing.
+    t.read(&names, vec![sent("a", 1), sent("b", 9)]);
+    assert!(drain(&slot).is_empty());
+}
