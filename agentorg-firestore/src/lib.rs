@@ -167,8 +167,10 @@
 //! each a target on it (Firestore serves at most 100 streams on a
 //! connection, which the store's other requests share). A dropped stream is
 //! re-opened and each target's state diffed against what its watch has
-//! yielded, so nothing is lost or repeated across a reconnection; see the
-//! `watch` module source for the protocol.
+//! yielded, so nothing is lost or repeated across a reconnection. A document
+//! watch reads its document once more after the initial state, in the
+//! background: the emulator can lose an update committed while a watch
+//! starts. See the `watch` module source for the protocol.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

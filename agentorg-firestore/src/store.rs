@@ -171,63 +171,39 @@ impl Inner {
         self.client.clone()
     }
 
-    /// One document as the server sends it (`None`: missing).
-    async fn get_document(&self, key: &DocKey) -> Result<Option<fs::Document>, Status> {
-        let name = self.names.doc(key);
-        let result = self
-            .read(|mut c| {
-                let request = fs::GetDocumentRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                };
-                async move { c.get_document(request).await }
-            })
-            .await;
-        match result {
-            Ok(doc) => Ok(Some(doc)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(s),
-        }
+    /// The documents as the server sends them, read together at one time.
+    async fn batch_get(
+        &self,
+        keys: &[&DocKey],
+    ) -> Result<Vec<fs::BatchGetDocumentsResponse>, Status> {
+        let request = fs::BatchGetDocumentsRequest {
+            database: self.names.database.clone(),
+            documents: keys.iter().map(|k| self.names.doc(k)).collect(),
+            ..Default::default()
+        };
+        self.read(|mut c| {
+            let request = request.clone();
+            async move {
+                let response = c.batch_get_documents(request).await?;
+                let (meta, stream, ext) = response.into_parts();
+                let all: Vec<_> = stream.collect().await;
+                let all = all.into_iter().collect::<Result<Vec<_>, Status>>()?;
+                Ok(Response::from_parts(meta, all, ext))
+            }
+        })
+        .await
     }
 
-    /// What a watch target holds now, as the server sends it: the document
-    /// (none if missing), or every direct document of the collection.
-    pub(crate) async fn read_target(
-        &self,
-        target: &WatchTarget,
-    ) -> Result<Vec<fs::Document>, Status> {
-        match target {
-            WatchTarget::Document(key) => Ok(self.get_document(key).await?.into_iter().collect()),
-            WatchTarget::Collection(collection) => {
-                let (parent, collection_id) = self.names.parent_and_id(collection);
-                let mut documents = Vec::new();
-                let mut page_token = String::new();
-                loop {
-                    let request = fs::ListDocumentsRequest {
-                        parent: parent.clone(),
-                        collection_id: collection_id.clone(),
-                        page_size: 300,
-                        page_token,
-                        show_missing: false,
-                        ..Default::default()
-                    };
-                    let page = self
-                        .read(|mut c| {
-                            let request = request.clone();
-                            async move { c.list_documents(request).await }
-                        })
-                        .await?;
-                    documents.extend(page.documents);
-                    if page.next_page_token.is_empty() {
-                        return Ok(documents);
-                    }
-                    page_token = page.next_page_token;
-                }
-            }
-            // `WatchTarget` is non-exhaustive: an unknown target matches no
-            // document (as its watch does).
-            _ => Ok(Vec::new()),
-        }
+    /// One document as the server sends it (`None`: missing).
+    pub(crate) async fn get_raw(&self, key: &DocKey) -> Result<Option<fs::Document>, Status> {
+        Ok(self
+            .batch_get(&[key])
+            .await?
+            .into_iter()
+            .find_map(|r| match r.result {
+                Some(batch_get_documents_response::Result::Found(doc)) => Some(doc),
+                _ => None,
+            }))
     }
 
     /// Each document's current version (absent: missing), read together.
@@ -235,25 +211,8 @@ impl Inner {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let request = fs::BatchGetDocumentsRequest {
-            database: self.names.database.clone(),
-            documents: keys.iter().map(|k| self.names.doc(k)).collect(),
-            ..Default::default()
-        };
-        let responses: Vec<fs::BatchGetDocumentsResponse> = self
-            .read(|mut c| {
-                let request = request.clone();
-                async move {
-                    let response = c.batch_get_documents(request).await?;
-                    let (meta, stream, ext) = response.into_parts();
-                    let all: Vec<_> = stream.collect().await;
-                    let all = all.into_iter().collect::<Result<Vec<_>, Status>>()?;
-                    Ok(Response::from_parts(meta, all, ext))
-                }
-            })
-            .await?;
         let mut current = HashMap::new();
-        for r in responses {
+        for r in self.batch_get(keys).await? {
             if let Some(batch_get_documents_response::Result::Found(doc)) = r.result {
                 if let (Some(key), Some(v)) = (
                     self.names.key(&doc.name),
@@ -320,9 +279,20 @@ pub(crate) fn document(key: DocKey, doc: fs::Document) -> Result<Document, Store
 #[async_trait]
 impl StateStore for FirestoreStore {
     async fn get(&self, key: &DocKey) -> Result<Option<Document>, StoreError> {
-        match self.inner.get_document(key).await {
-            Ok(Some(doc)) => document(key.clone(), doc).map(Some),
-            Ok(None) => Ok(None),
+        let inner = &*self.inner;
+        let name = inner.names.doc(key);
+        let result = inner
+            .read(|mut c| {
+                let request = fs::GetDocumentRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                };
+                async move { c.get_document(request).await }
+            })
+            .await;
+        match result {
+            Ok(doc) => document(key.clone(), doc).map(Some),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(from_status(s, "get", Some(key))),
         }
     }

@@ -34,14 +34,27 @@
 //! or on a new stream, the server sends the target's whole state, and a
 //! document yielded as existing that is not in it has been deleted.
 //!
-//! Between two snapshots a document's older state never replaces a newer
-//! one (update times, or a deletion's read time, decide). The emulator can
-//! send, for a target added while the document changed, the change first
-//! and then the state it read at the add; and now and then it loses such a
-//! change altogether (it read, the commit went by, then it listened). So a
-//! watch reads its target once more after the initial state, and the hub
-//! yields what that read found newer than what it yielded: a watch started
-//! during a change always hears of it (`tests/watch_start.rs`).
+//! # A change while a watch starts
+//!
+//! The emulator, for a target added while its document changes, can send
+//! the change first and then the state it read at the add; and now and then
+//! it loses the change altogether (it read, the commit went by, then it
+//! listened). Two defences:
+//!
+//! - between two snapshots a document's older state never replaces a newer
+//!   one (update times, or a deletion's read time, decide);
+//! - a document watch reads its document once more after the initial state
+//!   (in the background: `watch` returns at the initial state) and yields
+//!   it if it is newer than both what it yielded and its last deletion
+//!   yielded; noted changes older than it are dropped.
+//!
+//! A watch started during an update of its document then always hears of
+//! it (`tests/watch_start.rs`). Not covered: a *deletion* the emulator loses
+//! so (a read cannot tell whether the document's absence is older or newer
+//! than what was yielded: the emulator's read times and its snapshots' do
+//! not compare), and collection watches (the read would be a second read of
+//! the whole collection; on the emulator they catch up at the collection's
+//! next write, which resends its whole result set).
 //!
 //! A watch that is not read keeps its changes queued in its slot, where a
 //! newer state of a document replaces an older one not yet taken, so a slow
@@ -61,12 +74,12 @@
 //! failure (permission denied, an invalid target) ends the watches it
 //! concerns with that error.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use agentorg_core::store::{Change, ChangeStream, DocKey, StoreError, Version, WatchTarget};
+use agentorg_core::store::{Change, ChangeStream, DocKey, StoreError, WatchTarget};
 use firestore::gcloud_sdk::google::firestore::v1::{
     self as fs, listen_request, listen_response::ResponseType, structured_query, target,
     target_change::TargetChangeType,
@@ -78,7 +91,10 @@ use tokio::time::Instant;
 
 use crate::error::{from_status, is_transient};
 use crate::path::{self, Names};
-use crate::store::{self, Client, Inner};
+use crate::store::{Client, Inner};
+
+mod targets;
+use targets::TargetState;
 
 /// The longest pause between attempts to re-open a failing stream.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -105,10 +121,10 @@ enum Command {
     Remove {
         id: i32,
     },
-    /// What the target held when read after its initial state.
+    /// A document target's document as read after its initial state.
     Read {
         id: i32,
-        documents: Vec<fs::Document>,
+        document: fs::Document,
     },
 }
 
@@ -168,7 +184,10 @@ impl Listener {
 
 /// Opens a watch and waits for the target's initial state, which the stream
 /// yields first (within the request timeout).
-pub(crate) async fn start(inner: &Inner, target: WatchTarget) -> Result<ChangeStream, StoreError> {
+pub(crate) async fn start(
+    inner: &Arc<Inner>,
+    target: WatchTarget,
+) -> Result<ChangeStream, StoreError> {
     let listener = inner.listener();
     let id = listener.target_id();
     let slot = Arc::new(Slot::default());
@@ -197,23 +216,40 @@ pub(crate) async fn start(inner: &Inner, target: WatchTarget) -> Result<ChangeSt
             })
         }
     }
-    // The emulator can lose a change committed while it adds a target: it
-    // reads the target's state, the commit goes by, then it listens. Reading
-    // the target once more after its initial state catches such a change
-    // (the hub yields only states newer than it has yielded).
-    let documents = inner
-        .read_target(&target)
-        .await
-        .map_err(|s| from_status(s, "watch", None))?;
-    if !documents.is_empty() {
-        // The hub may be gone; then the watch ends as it would anyway.
-        let _ = watch.commands.send(Command::Read { id, documents });
+    if let WatchTarget::Document(key) = target {
+        tokio::spawn(read_again(
+            Arc::clone(inner),
+            key,
+            id,
+            watch.commands.clone(),
+        ));
     }
     let stream = futures::stream::unfold(watch, |mut w| async move {
         let item = w.next().await?;
         Some((item, w))
     });
     Ok(Box::pin(stream))
+}
+
+/// Reads a document watch's document once more after its initial state and
+/// hands the read to the hub (see "A change while a watch starts"). Best
+/// effort: a failed read leaves the watch as it was.
+async fn read_again(
+    inner: Arc<Inner>,
+    key: DocKey,
+    id: i32,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    match inner.get_raw(&key).await {
+        Ok(Some(document)) => {
+            // The hub may be gone; then the watch has ended anyway.
+            let _ = commands.send(Command::Read { id, document });
+        }
+        Ok(None) => {}
+        Err(s) => {
+            tracing::debug!(%key, code = ?s.code(), message = s.message(), "firestore watch: the read after the initial state failed");
+        }
+    }
 }
 
 /// Where the hub leaves a watch's changes.
@@ -448,9 +484,9 @@ impl Hub {
                 self.targets.insert(id, TargetState::new(target, slot));
                 request
             }
-            Command::Read { id, documents } => {
+            Command::Read { id, document } => {
                 if let Some(t) = self.targets.get_mut(&id) {
-                    t.read(&self.names, documents);
+                    t.read(&self.names, document);
                 }
                 return;
             }
@@ -522,9 +558,10 @@ impl Hub {
                 // A consistent snapshot of the whole stream.
                 if tc.target_ids.is_empty() && tc.read_time.is_some() {
                     let names = &self.names;
+                    let at = tc.read_time.as_ref().and_then(path::version);
                     for t in self.targets.values_mut() {
                         if t.current {
-                            t.flush(names);
+                            t.flush(names, at);
                         }
                     }
                     self.pause = Duration::ZERO;
@@ -634,156 +671,6 @@ fn add_request(names: &Names, id: i32, target: &WatchTarget) -> fs::ListenReques
             ..Default::default()
         })),
         ..Default::default()
-    }
-}
-
-/// One target's protocol state and what its watch has been given.
-struct TargetState {
-    target: WatchTarget,
-    slot: Arc<Slot>,
-    /// `CURRENT` since it was (re-)added or last reset.
-    current: bool,
-    /// What follows is the target's whole state (added, or `RESET`).
-    reset: bool,
-    /// Changes since the last snapshot, by document name: the newest state.
-    pending: BTreeMap<String, Heard>,
-    /// The version last yielded for each document that exists as yielded.
-    seen: HashMap<DocKey, Version>,
-}
-
-/// A document's newest state heard since the last snapshot.
-struct Heard {
-    /// `None`: deleted, or no longer in the target.
-    doc: Option<fs::Document>,
-    /// When it was so: the document's update time, or the read time of its
-    /// deletion (`None` if the server gave none).
-    at: Option<Version>,
-}
-
-impl TargetState {
-    fn new(target: WatchTarget, slot: Arc<Slot>) -> Self {
-        Self {
-            target,
-            slot,
-            current: false,
-            reset: true,
-            pending: BTreeMap::new(),
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Its whole state is about to be sent again.
-    fn restart(&mut self) {
-        self.current = false;
-        self.reset = true;
-        self.pending.clear();
-    }
-
-    /// How many documents the target holds as seen so far.
-    fn view_len(&self, names: &Names) -> usize {
-        let kept = self
-            .seen
-            .keys()
-            .filter(|k| !self.pending.contains_key(&names.doc(k)))
-            .count();
-        kept + self.pending.values().filter(|h| h.doc.is_some()).count()
-    }
-
-    /// Notes a document's state since the last snapshot, unless the state
-    /// already noted is newer. The emulator can send a document's state as
-    /// it read it when the target was added *after* a change committed
-    /// meanwhile: the older state must not replace the newer one, or the
-    /// watch would yield the older and never hear of the newer.
-    fn heard(&mut self, name: String, doc: Option<fs::Document>, at: Option<Version>) {
-        let older = self
-            .pending
-            .get(&name)
-            .and_then(|h| h.at)
-            .zip(at)
-            .is_some_and(|(noted, new)| new < noted);
-        if !older {
-            self.pending.insert(name, Heard { doc, at });
-        }
-    }
-
-    /// Hands the watch what changed since the last snapshot.
-    fn flush(&mut self, names: &Names) {
-        let pending = std::mem::take(&mut self.pending);
-        let mut changes = Vec::new();
-        if self.reset {
-            // The target's whole state was sent: whatever was yielded as
-            // existing and is not in it has gone.
-            let mut gone: Vec<DocKey> = self
-                .seen
-                .keys()
-                .filter(|k| !matches!(pending.get(&names.doc(k)), Some(Heard { doc: Some(_), .. })))
-                .cloned()
-                .collect();
-            gone.sort();
-            for key in gone {
-                self.seen.remove(&key);
-                changes.push(Change::Deleted { key });
-            }
-        }
-        for (name, Heard { doc, .. }) in pending {
-            let Some(key) = names.key(&name).filter(|k| self.target.covers(k)) else {
-                continue;
-            };
-            match doc {
-                Some(doc) => {
-                    if let Some(c) = self.offer(key, doc) {
-                        changes.push(c);
-                    }
-                }
-                None => {
-                    if self.seen.remove(&key).is_some() {
-                        changes.push(Change::Deleted { key });
-                    }
-                }
-            }
-        }
-        self.reset = false;
-        // Pushed even when empty: the first flush is the initial state.
-        self.slot.push(changes);
-    }
-
-    /// Hands the watch the states of a read of the target that are newer
-    /// than it has been given. (What a read misses, a deletion, the stream
-    /// tells: a read cannot say whether its absence is older or newer than
-    /// what was yielded.)
-    fn read(&mut self, names: &Names, documents: Vec<fs::Document>) {
-        let changes: Vec<Change> = documents
-            .into_iter()
-            .filter_map(|doc| {
-                let key = names.key(&doc.name).filter(|k| self.target.covers(k))?;
-                self.offer(key, doc)
-            })
-            .collect();
-        if !changes.is_empty() {
-            self.slot.push(changes);
-        }
-    }
-
-    /// A document's state as a change, unless a version at least as new was
-    /// yielded.
-    fn offer(&mut self, key: DocKey, doc: fs::Document) -> Option<Change> {
-        let Some(version) = doc.update_time.as_ref().and_then(path::version) else {
-            tracing::warn!(%key, "firestore watch: a document without a valid update time");
-            return None;
-        };
-        if self.seen.get(&key).is_some_and(|last| *last >= version) {
-            return None;
-        }
-        match store::document(key.clone(), doc) {
-            Ok(d) => {
-                self.seen.insert(key, version);
-                Some(Change::Put(d))
-            }
-            Err(e) => {
-                tracing::warn!(%key, error = %e, "firestore watch: unreadable document");
-                None
-            }
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The hub's bookkeeping, without a server.
 
 use super::*;
-use agentorg_core::store::Document;
+use agentorg_core::store::{Document, Version};
 use serde_json::json;
 
 fn put(id: &str, v: u64) -> Change {
@@ -107,12 +107,12 @@ fn an_older_state_heard_later_does_not_hide_the_newer_one() {
     hear(&mut t, sent("a", 2));
     hear(&mut t, sent("a", 1));
     t.current = true;
-    t.flush(&names);
+    t.flush(&names, None);
     assert_eq!(drain(&slot), vec![state("a", 2)]);
     // In order, the newer state replaces the older one as before.
     hear(&mut t, sent("a", 3));
     hear(&mut t, sent("a", 4));
-    t.flush(&names);
+    t.flush(&names, None);
     assert_eq!(drain(&slot), vec![state("a", 4)]);
 }
 
@@ -122,36 +122,100 @@ fn a_state_read_before_a_deletion_does_not_bring_the_document_back() {
     let (mut t, slot) = target_on("a");
     hear(&mut t, sent("a", 2));
     t.current = true;
-    t.flush(&names);
+    t.flush(&names, None);
     assert_eq!(drain(&slot), vec![state("a", 2)]);
     let name = sent("a", 0).name;
     t.heard(name.clone(), None, Some(Version::from_raw(5_000)));
     hear(&mut t, sent("a", 4));
-    t.flush(&names);
+    t.flush(&names, None);
     assert_eq!(drain(&slot), vec![deleted("a")]);
     // Created again after the deletion: it exists.
     t.heard(name, None, Some(Version::from_raw(6_000)));
     hear(&mut t, sent("a", 7));
-    t.flush(&names);
+    t.flush(&names, None);
     assert_eq!(drain(&slot), vec![state("a", 7)]);
 }
 
+/// A snapshot at `at` µs: `t` hands its watch what changed.
+fn snapshot(t: &mut TargetState, names: &Names, at: u64) {
+    t.flush(names, Some(Version::from_raw(at * 1_000)));
+}
+
+fn read(t: &mut TargetState, names: &Names, doc: fs::Document) {
+    t.read(names, doc);
+}
+
 #[test]
-fn a_read_after_the_initial_state_yields_only_newer_states() {
+fn a_read_after_the_initial_state_yields_what_the_stream_lost() {
     let names = Names::new(DATABASE.to_owned());
     let (mut t, slot) = target_on("a");
     hear(&mut t, sent("a", 1));
     t.current = true;
-    t.flush(&names);
+    snapshot(&mut t, &names, 3);
     assert_eq!(drain(&slot), vec![state("a", 1)]);
-    // The read found a change the stream lost.
-    t.read(&names, vec![sent("a", 2)]);
+    // The change at 2 never came; the read has it.
+    read(&mut t, &names, sent("a", 2));
     assert_eq!(drain(&slot), vec![state("a", 2)]);
-    // The stream's own news of it, late, is not repeated.
+    // Were its news to come after all, they are not repeated; nor is an
+    // older read.
     hear(&mut t, sent("a", 2));
-    t.flush(&names);
+    snapshot(&mut t, &names, 5);
+    read(&mut t, &names, sent("a", 1));
     assert!(drain(&slot).is_empty());
-    // An older read, or one of a document outside the target, yields nothing.
-    t.read(&names, vec![sent("a", 1), sent("b", 9)]);
+}
+
+#[test]
+fn a_read_from_before_a_deletion_yielded_since_is_ignored() {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 1));
+    t.current = true;
+    snapshot(&mut t, &names, 1);
+    hear(&mut t, sent("a", 2));
+    snapshot(&mut t, &names, 2);
+    t.heard(sent("a", 0).name, None, Some(Version::from_raw(5_000)));
+    snapshot(&mut t, &names, 5);
+    // (v1, not taken yet, was replaced by v2 in the slot.)
+    assert_eq!(drain(&slot), vec![state("a", 2), deleted("a")]);
+    // Read before the deletion: neither repeated nor brought back.
+    read(&mut t, &names, sent("a", 2));
+    read(&mut t, &names, sent("a", 4));
+    assert!(drain(&slot).is_empty());
+    // Created again after it: the read yields it.
+    read(&mut t, &names, sent("a", 6));
+    assert_eq!(drain(&slot), vec![state("a", 6)]);
+}
+
+#[test]
+fn a_read_drops_the_noted_changes_it_holds() {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 1));
+    t.current = true;
+    snapshot(&mut t, &names, 1);
+    assert_eq!(drain(&slot), vec![state("a", 1)]);
+    // Deleted at 2 (noted, not flushed yet), created again at 3 (read).
+    let name = sent("a", 0).name;
+    t.heard(name.clone(), None, Some(Version::from_raw(2_000)));
+    read(&mut t, &names, sent("a", 3));
+    snapshot(&mut t, &names, 4);
+    assert_eq!(drain(&slot), vec![state("a", 3)]);
+    // A change noted after the read's state is kept.
+    t.heard(name, None, Some(Version::from_raw(6_000)));
+    read(&mut t, &names, sent("a", 5));
+    snapshot(&mut t, &names, 6);
+    assert_eq!(drain(&slot), vec![state("a", 5), deleted("a")]);
+}
+
+#[test]
+fn a_read_is_ignored_while_the_target_is_sent_again() {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", 1));
+    t.current = true;
+    snapshot(&mut t, &names, 1);
+    drain(&slot);
+    t.restart();
+    read(&mut t, &names, sent("a", 2));
     assert!(drain(&slot).is_empty());
 }
