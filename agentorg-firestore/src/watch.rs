@@ -45,16 +45,17 @@
 //!   one (update times, or a deletion's read time, decide);
 //! - a document watch reads its document once more after the initial state
 //!   (in the background: `watch` returns at the initial state) and yields
-//!   it if it is newer than both what it yielded and its last deletion
-//!   yielded; noted changes older than it are dropped.
+//!   it if it is newer than any state the stream gave for it (update times,
+//!   and deletions' read times); noted changes older than it are dropped.
 //!
 //! A watch started during an update of its document then always hears of
-//! it (`tests/watch_start.rs`). Not covered: a *deletion* the emulator loses
+//! it (`tests/watch_starts.rs`). Not covered: a *deletion* the emulator loses
 //! so (a read cannot tell whether the document's absence is older or newer
 //! than what was yielded: the emulator's read times and its snapshots' do
-//! not compare), and collection watches (the read would be a second read of
-//! the whole collection; on the emulator they catch up at the collection's
-//! next write, which resends its whole result set).
+//! not compare); the same loss when a stream is re-opened and every target
+//! added again (no read follows); and collection watches (the read would be
+//! a second read of the whole collection; on the emulator they catch up at
+//! the collection's next write, which resends its whole result set).
 //!
 //! A watch that is not read keeps its changes queued in its slot, where a
 //! newer state of a document replaces an older one not yet taken, so a slow

@@ -10,19 +10,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agentorg_core::store::{
-    Change, ChangeStream, CollectionPath, DocKey, ListOptions, Precondition, StateStore,
-    StateStoreExt, StoreError, Version, WatchTarget, Write, MAX_DOCUMENT_BYTES,
+    Change, CollectionPath, DocKey, ListOptions, Precondition, StateStore, StateStoreExt,
+    StoreError, Version, WatchTarget, Write, MAX_DOCUMENT_BYTES,
 };
 use agentorg_firestore::firestore::gcloud_sdk::google::firestore::v1 as fs;
 use agentorg_firestore::firestore::gcloud_sdk::tonic::Code;
 use agentorg_firestore::FirestoreStore;
 use agentorg_testkit::{firestore_or_skip, FirestoreEmulator};
 use common::proxy::Proxy;
-use common::{rest_get, store_on};
-use futures::StreamExt;
+use common::{next_change, quiet, rest_get, store_on};
 use serde_json::{json, Value};
-
-const EVENTUALLY: Duration = Duration::from_secs(15);
 
 fn key(collection: &str, id: &str) -> DocKey {
     DocKey::new(collection, id).unwrap()
@@ -452,19 +449,6 @@ async fn large_collections_list_page_by_page() {
     );
 }
 
-async fn next_change(w: &mut ChangeStream) -> Change {
-    match tokio::time::timeout(EVENTUALLY, w.next()).await {
-        Ok(Some(Ok(c))) => c,
-        other => panic!("no change: {other:?}"),
-    }
-}
-
-async fn quiet(w: &mut ChangeStream) {
-    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(700), w.next()).await {
-        panic!("unexpected change: {extra:?}");
-    }
-}
-
 /// A collection watch under a burst of 100 writes to one document while the
 /// emulator resends the whole collection after each: every document's
 /// versions strictly increase, the others are never repeated, and the last
@@ -757,55 +741,4 @@ async fn unusual_ids_work_everywhere() {
     let k = c.doc("a b").unwrap();
     store.delete(&k, Precondition::MustExist).await.unwrap();
     assert!(matches!(next_change(&mut w).await, Change::Deleted { key } if key == k));
-}
-
-/// Many watches of one store — more than the 100 streams Firestore serves on
-/// a connection — share one `Listen` stream: each gets its own changes, the
-/// store's other requests are not held up, and watches can come and go.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_watches_share_one_listen_stream() {
-    const N: usize = 250;
-    let Some(emulator) = firestore_or_skip!() else {
-        return;
-    };
-    let store = store_on(&emulator).await;
-    let c = CollectionPath::new("many").unwrap();
-    let keys: Vec<DocKey> = (0..N).map(|i| c.doc(format!("d{i:03}")).unwrap()).collect();
-    let mut watches = Vec::new();
-    for k in &keys {
-        watches.push(store.watch(WatchTarget::Document(k.clone())).await.unwrap());
-    }
-    let mut collection = store
-        .watch(WatchTarget::Collection(c.clone()))
-        .await
-        .unwrap();
-    let versions = store
-        .commit(
-            keys.iter()
-                .map(|k| Write::put(k.clone(), json!({"n": 1}), Precondition::MustNotExist))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    for (w, v) in watches.iter_mut().zip(&versions) {
-        assert!(matches!(next_change(w).await, Change::Put(d) if Some(d.version) == *v));
-    }
-    let mut initial = Vec::new();
-    while initial.len() < N {
-        match next_change(&mut collection).await {
-            Change::Put(d) => initial.push(d.key),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(initial, keys);
-    // Half the watches end; the others keep following their documents.
-    let kept: Vec<ChangeStream> = watches.into_iter().skip(N / 2).collect();
-    let v = store
-        .put(&keys[N - 1], json!({"n": 2}), Precondition::None)
-        .await
-        .unwrap();
-    let mut last = kept.into_iter().last().unwrap();
-    assert!(matches!(next_change(&mut last).await, Change::Put(d) if d.version == v));
-    assert!(matches!(next_change(&mut collection).await, Change::Put(d) if d.version == v));
-    quiet(&mut last).await;
 }

@@ -20,21 +20,25 @@ pub(super) struct TargetState {
     /// What follows is the target's whole state (added, or `RESET`).
     pub(super) reset: bool,
     /// Changes since the last snapshot, by document name: the newest state.
-    pub(super) pending: BTreeMap<String, Heard>,
+    pending: BTreeMap<String, Heard>,
     /// The version last yielded for each document that exists as yielded.
-    pub(super) seen: HashMap<DocKey, Version>,
-    /// The latest time a document was yielded as deleted: the deletion's
-    /// read time or its snapshot's, whichever is later.
-    pub(super) gone_at: Option<Version>,
+    seen: HashMap<DocKey, Version>,
+    /// The latest time the stream gave for any state of the target's
+    /// documents: an update time, a deletion's read time, or the read time
+    /// of a snapshot that found a document gone. A read no newer than this
+    /// has nothing the stream has not said.
+    newest: Option<Version>,
 }
 
 /// A document's newest state heard since the last snapshot.
-pub(super) struct Heard {
+struct Heard {
     /// `None`: deleted, or no longer in the target.
-    pub(super) doc: Option<fs::Document>,
-    /// When it was so: the document's update time, or the read time of its
-    /// deletion (`None` if the server gave none).
-    pub(super) at: Option<Version>,
+    doc: Option<fs::Document>,
+    /// When it was so: the document's update time (also when it left the
+    /// target), or the read time of its deletion (`None` if the server gave
+    /// none). A deletion's read time is taken to be at or after its commit,
+    /// as Firestore's are.
+    at: Option<Version>,
 }
 
 impl TargetState {
@@ -46,7 +50,7 @@ impl TargetState {
             reset: true,
             pending: BTreeMap::new(),
             seen: HashMap::new(),
-            gone_at: None,
+            newest: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl TargetState {
             .and_then(|h| h.at)
             .zip(at)
             .is_some_and(|(noted, new)| new < noted);
+        self.newest = self.newest.max(at);
         if !older {
             self.pending.insert(name, Heard { doc, at });
         }
@@ -100,11 +105,11 @@ impl TargetState {
             gone.sort();
             for key in gone {
                 self.seen.remove(&key);
-                self.gone_at = self.gone_at.max(at);
+                self.newest = self.newest.max(at);
                 changes.push(Change::Deleted { key });
             }
         }
-        for (name, Heard { doc, at: heard_at }) in pending {
+        for (name, Heard { doc, .. }) in pending {
             let Some(key) = names.key(&name).filter(|k| self.target.covers(k)) else {
                 continue;
             };
@@ -116,7 +121,6 @@ impl TargetState {
                 }
                 None => {
                     if self.seen.remove(&key).is_some() {
-                        self.gone_at = self.gone_at.max(heard_at.max(at));
                         changes.push(Change::Deleted { key });
                     }
                 }
@@ -128,10 +132,10 @@ impl TargetState {
     }
 
     /// Applies a read of a document target's document: yielded if newer
-    /// than what was yielded and than the last deletion yielded (a read
-    /// that went by a deletion must not bring the document back); a noted
-    /// change older than it is dropped (the read holds what followed it).
-    /// Ignored while the target's whole state is being sent again.
+    /// than any state the stream gave (a read that went by a deletion must
+    /// not bring the document back), and a noted change older than it is
+    /// dropped (the read holds what followed it). Ignored while the
+    /// target's whole state is being sent again.
     pub(super) fn read(&mut self, names: &Names, document: fs::Document) {
         let WatchTarget::Document(key) = &self.target else {
             return;
@@ -139,7 +143,7 @@ impl TargetState {
         let Some(version) = document.update_time.as_ref().and_then(path::version) else {
             return;
         };
-        if self.reset || !self.current || self.gone_at.is_some_and(|g| version <= g) {
+        if self.reset || !self.current || self.newest.is_some_and(|n| version <= n) {
             return;
         }
         let key = key.clone();

@@ -4,10 +4,12 @@
 pub mod proxy;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use agentorg_core::store::StateStore;
+use agentorg_core::store::{Change, ChangeStream, StateStore};
 use agentorg_firestore::FirestoreStore;
 use agentorg_testkit::FirestoreEmulator;
+use futures::StreamExt;
 
 /// A store on a fresh project of `emulator`.
 pub async fn store_on(emulator: &FirestoreEmulator) -> FirestoreStore {
@@ -53,4 +55,19 @@ macro_rules! fresh_store {
 /// [`store_on`] as `Arc<dyn StateStore>`, what the suites take.
 pub async fn dyn_store(emulator: &FirestoreEmulator) -> Arc<dyn StateStore> {
     Arc::new(store_on(emulator).await)
+}
+
+/// The watch's next change, within 15 s.
+pub async fn next_change(w: &mut ChangeStream) -> Change {
+    match tokio::time::timeout(Duration::from_secs(15), w.next()).await {
+        Ok(Some(Ok(c))) => c,
+        other => panic!("no change: {other:?}"),
+    }
+}
+
+/// Fails if the watch yields anything within 700 ms.
+pub async fn quiet(w: &mut ChangeStream) {
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(700), w.next()).await {
+        panic!("unexpected change: {extra:?}");
+    }
 }

@@ -1,5 +1,6 @@
-//! A watch started while its document changes on the real emulator: it
-//! yields the last state, however the start and the change interleave.
+//! Starting watches on the real emulator: many at once share one stream,
+//! and a watch started while its document changes yields the last state,
+//! however the start and the change interleave.
 //!
 //! The emulator can send the state it read when the target was added after
 //! the change committed meanwhile, or lose that change altogether (see the
@@ -14,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentorg_core::store::{
-    Change, DocKey, Precondition, StateStore, StateStoreExt, StoreError, WatchTarget, Write,
+    Change, ChangeStream, CollectionPath, DocKey, Precondition, StateStore, StateStoreExt,
+    StoreError, WatchTarget, Write,
 };
 use agentorg_testkit::firestore_or_skip;
-use common::store_on;
+use common::{next_change, quiet, store_on};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -78,4 +80,55 @@ async fn a_watch_started_during_a_change_yields_the_last_state() {
             "start {i}: the watch of {key} never yielded n = 2"
         );
     }
+}
+
+/// Many watches of one store — more than the 100 streams Firestore serves on
+/// a connection — share one `Listen` stream: each gets its own changes, the
+/// store's other requests are not held up, and watches can come and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_watches_share_one_listen_stream() {
+    const N: usize = 250;
+    let Some(emulator) = firestore_or_skip!() else {
+        return;
+    };
+    let store = store_on(&emulator).await;
+    let c = CollectionPath::new("many").unwrap();
+    let keys: Vec<DocKey> = (0..N).map(|i| c.doc(format!("d{i:03}")).unwrap()).collect();
+    let mut watches = Vec::new();
+    for k in &keys {
+        watches.push(store.watch(WatchTarget::Document(k.clone())).await.unwrap());
+    }
+    let mut collection = store
+        .watch(WatchTarget::Collection(c.clone()))
+        .await
+        .unwrap();
+    let versions = store
+        .commit(
+            keys.iter()
+                .map(|k| Write::put(k.clone(), json!({"n": 1}), Precondition::MustNotExist))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for (w, v) in watches.iter_mut().zip(&versions) {
+        assert!(matches!(next_change(w).await, Change::Put(d) if Some(d.version) == *v));
+    }
+    let mut initial = Vec::new();
+    while initial.len() < N {
+        match next_change(&mut collection).await {
+            Change::Put(d) => initial.push(d.key),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(initial, keys);
+    // Half the watches end; the others keep following their documents.
+    let kept: Vec<ChangeStream> = watches.into_iter().skip(N / 2).collect();
+    let v = store
+        .put(&keys[N - 1], json!({"n": 2}), Precondition::None)
+        .await
+        .unwrap();
+    let mut last = kept.into_iter().last().unwrap();
+    assert!(matches!(next_change(&mut last).await, Change::Put(d) if d.version == v));
+    assert!(matches!(next_change(&mut collection).await, Change::Put(d) if d.version == v));
+    quiet(&mut last).await;
 }
