@@ -116,108 +116,94 @@ fn an_older_state_heard_later_does_not_hide_the_newer_one() {
     assert_eq!(drain(&slot), vec![state("a", 4)]);
 }
 
-#[test]
-fn a_state_heard_after_a_deletion_though_older_does_not_bring_the_document_back() {
-    let names = Names::new(DATABASE.to_owned());
-    let (mut t, slot) = target_on("a");
-    hear(&mut t, sent("a", 2));
-    t.current = true;
-    t.flush(&names, None);
-    assert_eq!(drain(&slot), vec![state("a", 2)]);
-    let name = sent("a", 0).name;
-    t.heard(name.clone(), None, Some(Version::from_raw(5_000)));
-    hear(&mut t, sent("a", 4));
-    t.flush(&names, None);
-    assert_eq!(drain(&slot), vec![deleted("a")]);
-    // Created again after the deletion: it exists.
-    t.heard(name, None, Some(Version::from_raw(6_000)));
-    hear(&mut t, sent("a", 7));
-    t.flush(&names, None);
-    assert_eq!(drain(&slot), vec![state("a", 7)]);
-}
-
 /// A snapshot at `at` µs: `t` hands its watch what changed.
 fn snapshot(t: &mut TargetState, names: &Names, at: u64) {
     t.flush(names, Some(Version::from_raw(at * 1_000)));
 }
 
-fn read(t: &mut TargetState, names: &Names, doc: fs::Document) {
-    t.read(names, doc);
+/// `c/a` deleted, as the stream says, at `at` µs.
+fn gone(t: &mut TargetState, at: u64) {
+    t.heard(sent("a", 0).name, None, Some(Version::from_raw(at * 1_000)));
+}
+
+/// A watch of `c/a` whose initial state, at snapshot `v`, was
+/// `sent("a", v)` (taken already).
+fn following(v: u64) -> (Names, TargetState, Arc<Slot>) {
+    let names = Names::new(DATABASE.to_owned());
+    let (mut t, slot) = target_on("a");
+    hear(&mut t, sent("a", v));
+    t.current = true;
+    snapshot(&mut t, &names, v);
+    assert_eq!(drain(&slot), vec![state("a", v)]);
+    (names, t, slot)
+}
+
+#[test]
+fn a_state_heard_after_a_deletion_though_older_does_not_bring_the_document_back() {
+    let (names, mut t, slot) = following(2);
+    gone(&mut t, 5);
+    hear(&mut t, sent("a", 4));
+    t.flush(&names, None);
+    assert_eq!(drain(&slot), vec![deleted("a")]);
+    // Created again after the deletion: it exists.
+    gone(&mut t, 6);
+    hear(&mut t, sent("a", 7));
+    t.flush(&names, None);
+    assert_eq!(drain(&slot), vec![state("a", 7)]);
 }
 
 #[test]
 fn a_read_after_the_initial_state_yields_what_the_stream_lost() {
-    let names = Names::new(DATABASE.to_owned());
-    let (mut t, slot) = target_on("a");
-    hear(&mut t, sent("a", 1));
-    t.current = true;
-    snapshot(&mut t, &names, 3);
-    assert_eq!(drain(&slot), vec![state("a", 1)]);
+    let (names, mut t, slot) = following(1);
     // The change at 2 never came; the read has it.
-    read(&mut t, &names, sent("a", 2));
+    t.read(&names, sent("a", 2));
     assert_eq!(drain(&slot), vec![state("a", 2)]);
     // Were its news to come after all, they are not repeated; nor is an
     // older read.
     hear(&mut t, sent("a", 2));
     snapshot(&mut t, &names, 5);
-    read(&mut t, &names, sent("a", 1));
+    t.read(&names, sent("a", 1));
     assert!(drain(&slot).is_empty());
 }
 
 #[test]
 fn a_read_from_before_a_deletion_yielded_since_is_ignored() {
-    let names = Names::new(DATABASE.to_owned());
-    let (mut t, slot) = target_on("a");
-    hear(&mut t, sent("a", 1));
-    t.current = true;
-    snapshot(&mut t, &names, 1);
+    let (names, mut t, slot) = following(1);
     hear(&mut t, sent("a", 2));
     snapshot(&mut t, &names, 2);
-    t.heard(sent("a", 0).name, None, Some(Version::from_raw(5_000)));
+    gone(&mut t, 5);
     snapshot(&mut t, &names, 5);
-    // (v1, not taken yet, was replaced by v2 in the slot.)
     assert_eq!(drain(&slot), vec![state("a", 2), deleted("a")]);
     // Read before the deletion: neither repeated nor brought back.
-    read(&mut t, &names, sent("a", 2));
-    read(&mut t, &names, sent("a", 4));
+    t.read(&names, sent("a", 2));
+    t.read(&names, sent("a", 4));
     assert!(drain(&slot).is_empty());
     // Created again after it: the read yields it.
-    read(&mut t, &names, sent("a", 6));
+    t.read(&names, sent("a", 6));
     assert_eq!(drain(&slot), vec![state("a", 6)]);
 }
 
 #[test]
 fn a_read_drops_the_noted_changes_it_holds() {
-    let names = Names::new(DATABASE.to_owned());
-    let (mut t, slot) = target_on("a");
-    hear(&mut t, sent("a", 1));
-    t.current = true;
-    snapshot(&mut t, &names, 1);
-    assert_eq!(drain(&slot), vec![state("a", 1)]);
+    let (names, mut t, slot) = following(1);
     // Deleted at 2 (noted, not flushed yet), created again at 3 (read).
-    let name = sent("a", 0).name;
-    t.heard(name.clone(), None, Some(Version::from_raw(2_000)));
-    read(&mut t, &names, sent("a", 3));
+    gone(&mut t, 2);
+    t.read(&names, sent("a", 3));
     snapshot(&mut t, &names, 4);
     assert_eq!(drain(&slot), vec![state("a", 3)]);
     // A read older than a change noted since is ignored; the change is
     // yielded at its snapshot.
-    t.heard(name, None, Some(Version::from_raw(6_000)));
-    read(&mut t, &names, sent("a", 5));
+    gone(&mut t, 6);
+    t.read(&names, sent("a", 5));
     snapshot(&mut t, &names, 6);
     assert_eq!(drain(&slot), vec![deleted("a")]);
 }
 
 #[test]
 fn a_read_is_ignored_while_the_target_is_sent_again() {
-    let names = Names::new(DATABASE.to_owned());
-    let (mut t, slot) = target_on("a");
-    hear(&mut t, sent("a", 1));
-    t.current = true;
-    snapshot(&mut t, &names, 1);
-    drain(&slot);
+    let (names, mut t, slot) = following(1);
     t.restart();
-    read(&mut t, &names, sent("a", 2));
+    t.read(&names, sent("a", 2));
     assert!(drain(&slot).is_empty());
 }
 
@@ -230,10 +216,10 @@ fn a_read_from_before_a_deletion_never_yielded_is_ignored() {
     t.current = true;
     snapshot(&mut t, &names, 1);
     hear(&mut t, sent("a", 2));
-    t.heard(sent("a", 0).name, None, Some(Version::from_raw(3_000)));
+    gone(&mut t, 3);
     snapshot(&mut t, &names, 3);
     assert!(drain(&slot).is_empty());
-    read(&mut t, &names, sent("a", 2));
+    t.read(&names, sent("a", 2));
     assert!(drain(&slot).is_empty());
 }
 
@@ -245,6 +231,6 @@ fn a_collection_target_takes_no_read() {
     let mut t = TargetState::new(WatchTarget::Collection(c), Arc::clone(&slot));
     t.current = true;
     snapshot(&mut t, &names, 1);
-    read(&mut t, &names, sent("a", 2));
+    t.read(&names, sent("a", 2));
     assert!(drain(&slot).is_empty());
 }
