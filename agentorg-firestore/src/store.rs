@@ -171,39 +171,23 @@ impl Inner {
         self.client.clone()
     }
 
-    /// The documents as the server sends them, read together at one time.
-    async fn batch_get(
-        &self,
-        keys: &[&DocKey],
-    ) -> Result<Vec<fs::BatchGetDocumentsResponse>, Status> {
-        let request = fs::BatchGetDocumentsRequest {
-            database: self.names.database.clone(),
-            documents: keys.iter().map(|k| self.names.doc(k)).collect(),
-            ..Default::default()
-        };
-        self.read(|mut c| {
-            let request = request.clone();
-            async move {
-                let response = c.batch_get_documents(request).await?;
-                let (meta, stream, ext) = response.into_parts();
-                let all: Vec<_> = stream.collect().await;
-                let all = all.into_iter().collect::<Result<Vec<_>, Status>>()?;
-                Ok(Response::from_parts(meta, all, ext))
-            }
-        })
-        .await
-    }
-
     /// One document as the server sends it (`None`: missing).
     pub(crate) async fn get_raw(&self, key: &DocKey) -> Result<Option<fs::Document>, Status> {
-        Ok(self
-            .batch_get(&[key])
-            .await?
-            .into_iter()
-            .find_map(|r| match r.result {
-                Some(batch_get_documents_response::Result::Found(doc)) => Some(doc),
-                _ => None,
-            }))
+        let name = self.names.doc(key);
+        let result = self
+            .read(|mut c| {
+                let request = fs::GetDocumentRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                };
+                async move { c.get_document(request).await }
+            })
+            .await;
+        match result {
+            Ok(doc) => Ok(Some(doc)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
     }
 
     /// Each document's current version (absent: missing), read together.
@@ -211,8 +195,25 @@ impl Inner {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
+        let request = fs::BatchGetDocumentsRequest {
+            database: self.names.database.clone(),
+            documents: keys.iter().map(|k| self.names.doc(k)).collect(),
+            ..Default::default()
+        };
+        let responses: Vec<fs::BatchGetDocumentsResponse> = self
+            .read(|mut c| {
+                let request = request.clone();
+                async move {
+                    let response = c.batch_get_documents(request).await?;
+                    let (meta, stream, ext) = response.into_parts();
+                    let all: Vec<_> = stream.collect().await;
+                    let all = all.into_iter().collect::<Result<Vec<_>, Status>>()?;
+                    Ok(Response::from_parts(meta, all, ext))
+                }
+            })
+            .await?;
         let mut current = HashMap::new();
-        for r in self.batch_get(keys).await? {
+        for r in responses {
             if let Some(batch_get_documents_response::Result::Found(doc)) = r.result {
                 if let (Some(key), Some(v)) = (
                     self.names.key(&doc.name),
@@ -279,20 +280,9 @@ pub(crate) fn document(key: DocKey, doc: fs::Document) -> Result<Document, Store
 #[async_trait]
 impl StateStore for FirestoreStore {
     async fn get(&self, key: &DocKey) -> Result<Option<Document>, StoreError> {
-        let inner = &*self.inner;
-        let name = inner.names.doc(key);
-        let result = inner
-            .read(|mut c| {
-                let request = fs::GetDocumentRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                };
-                async move { c.get_document(request).await }
-            })
-            .await;
-        match result {
-            Ok(doc) => document(key.clone(), doc).map(Some),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
+        match self.inner.get_raw(key).await {
+            Ok(Some(doc)) => document(key.clone(), doc).map(Some),
+            Ok(None) => Ok(None),
             Err(s) => Err(from_status(s, "get", Some(key))),
         }
     }
