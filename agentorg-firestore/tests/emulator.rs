@@ -18,7 +18,7 @@ use agentorg_firestore::firestore::gcloud_sdk::tonic::Code;
 use agentorg_firestore::FirestoreStore;
 use agentorg_testkit::{firestore_or_skip, FirestoreEmulator};
 use common::proxy::Proxy;
-use common::{next_change, quiet, rest_get, store_on};
+use common::{next_change, quiet, rest_get, store_on, write_through};
 use serde_json::{json, Value};
 
 fn key(collection: &str, id: &str) -> DocKey {
@@ -506,30 +506,6 @@ async fn a_collection_watch_under_a_burst_dedupes_resent_result_sets() {
         );
     }
     quiet(&mut w).await;
-}
-
-/// One write by a client while the emulator drops another client's cut-off
-/// listener. The emulator may then fail the write with CANCELLED ("call
-/// already cancelled", a grpc-java error from notifying the dead listener),
-/// whether or not it applied it: on a retryable error, read back whether it
-/// did, and send it again if not.
-async fn write_through(store: &FirestoreStore, w: Write) -> Option<Version> {
-    loop {
-        match store.commit(vec![w.clone()]).await {
-            Ok(versions) => return versions[0],
-            Err(e) if e.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                match (&w, store.get(w.key()).await.unwrap()) {
-                    (Write::Put { value, .. }, Some(now)) if now.value == *value => {
-                        return Some(now.version)
-                    }
-                    (Write::Delete { .. }, None) => return None,
-                    _ => {}
-                }
-            }
-            Err(e) => panic!("{w:?}: {e:?}"),
-        }
-    }
 }
 
 /// A watch whose connection drops picks up where it was: the changes made

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use agentorg_core::store::{
     Change, ChangeStream, CollectionPath, DocKey, Precondition, StateStore, StateStoreExt,
-    StoreError, WatchTarget, Write,
+    WatchTarget, Write,
 };
 use agentorg_testkit::firestore_or_skip;
-use common::{next_change, quiet, store_on};
+use common::{next_change, quiet, store_on, write_through};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -39,21 +39,9 @@ async fn a_watch_started_during_a_change_yields_the_last_state() {
             let (store, key) = (Arc::clone(&store), key.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_micros((i % 20) * 100)).await;
+                // The emulator now and then fails a commit with CANCELLED.
                 let write = Write::put(key, json!({ "n": 2 }), Precondition::Version(first));
-                for _ in 0..5 {
-                    match store.commit(vec![write.clone()]).await {
-                        Ok(_) => return,
-                        // The emulator now and then fails a commit with
-                        // CANCELLED; a retry whose first try went through
-                        // meets its own change.
-                        Err(StoreError::Conflict { .. }) => return,
-                        Err(e) if e.is_retryable() => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        Err(e) => panic!("commit: {e}"),
-                    }
-                }
-                panic!("the change did not commit in 5 tries");
+                write_through(&store, write).await;
             })
         };
         let mut watch = store

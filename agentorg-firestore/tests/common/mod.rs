@@ -6,7 +6,7 @@ pub mod proxy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentorg_core::store::{Change, ChangeStream, StateStore};
+use agentorg_core::store::{Change, ChangeStream, StateStore, Version, Write};
 use agentorg_firestore::FirestoreStore;
 use agentorg_testkit::FirestoreEmulator;
 use futures::StreamExt;
@@ -69,5 +69,29 @@ pub async fn next_change(w: &mut ChangeStream) -> Change {
 pub async fn quiet(w: &mut ChangeStream) {
     if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(700), w.next()).await {
         panic!("unexpected change: {extra:?}");
+    }
+}
+
+/// One write that gets through. The emulator now and then fails a write
+/// with CANCELLED ("call already cancelled", a grpc-java error from
+/// notifying a listener that is gone, as when another client's is cut off),
+/// whether or not it applied it: on a retryable error, read back whether it
+/// did, and send it again if not.
+pub async fn write_through(store: &FirestoreStore, w: Write) -> Option<Version> {
+    loop {
+        match store.commit(vec![w.clone()]).await {
+            Ok(versions) => return versions[0],
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match (&w, store.get(w.key()).await.unwrap()) {
+                    (Write::Put { value, .. }, Some(now)) if now.value == *value => {
+                        return Some(now.version)
+                    }
+                    (Write::Delete { .. }, None) => return None,
+                    _ => {}
+                }
+            }
+            Err(e) => panic!("{w:?}: {e:?}"),
+        }
     }
 }
