@@ -19,11 +19,9 @@ use agentorg_core::store::{
     WatchTarget, Write,
 };
 use agentorg_testkit::firestore_or_skip;
-use common::{next_change, quiet, store_on, write_through};
+use common::{next_change, quiet, store_on, write_through, EVENTUALLY};
 use futures::StreamExt;
 use serde_json::json;
-
-const EVENTUALLY: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_started_during_a_change_yields_the_last_state() {

@@ -57,9 +57,12 @@ pub async fn dyn_store(emulator: &FirestoreEmulator) -> Arc<dyn StateStore> {
     Arc::new(store_on(emulator).await)
 }
 
-/// The watch's next change, within 15 s.
+/// How long a test waits for what must eventually happen.
+pub const EVENTUALLY: Duration = Duration::from_secs(15);
+
+/// The watch's next change, within [`EVENTUALLY`].
 pub async fn next_change(w: &mut ChangeStream) -> Change {
-    match tokio::time::timeout(Duration::from_secs(15), w.next()).await {
+    match tokio::time::timeout(EVENTUALLY, w.next()).await {
         Ok(Some(Ok(c))) => c,
         other => panic!("no change: {other:?}"),
     }
