@@ -15,10 +15,16 @@
 //!   transport's pull batch (default: the transport's default).
 //!
 //! After the criterion groups each runtime round trip is measured again,
-//! apart from criterion, with CPU times and wire counters, and on NATS the
-//! p50 of single round trips is printed. Both are skipped under
-//! `--profile-time`, so that a profiler sees only the benchmark criterion's
-//! filter picks.
+//! apart from criterion, with CPU times and wire counters; on NATS the
+//! runtime and the same-work raw path are also timed in 40 alternating
+//! rounds of 100 round trips, and the median of the rounds' ratios printed
+//! (the steadiest figure of the ratio: see BENCHMARKS.md), then the p50 of
+//! single round trips. All are skipped under `--profile-time`, so that a
+//! profiler sees only the benchmark criterion's filter picks.
+//!
+//! `AGENTORG_BENCH_ON_WORKER` runs each timed loop as a task of the
+//! runtime; `AGENTORG_BENCH_WORKERS` sets the runtime's worker threads
+//! (default 2).
 //!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
@@ -37,9 +43,16 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::runtime::Runtime;
 
+/// The bench's tokio runtime: 2 worker threads, or
+/// `AGENTORG_BENCH_WORKERS`.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("AGENTORG_BENCH_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .expect("a tokio runtime")
@@ -514,6 +527,55 @@ fn nats(c: &mut Criterion) {
             .expect("readable");
         result.ack().await.expect("acked");
     }
+    // The runtime's round trip against the same-work raw path in
+    // alternating rounds (which goes first alternates too): whatever else
+    // the machine does drifts over seconds and moves both paths of a round
+    // alike, so each round's ratio keeps little of it, where two long
+    // stretches one after the other (criterion's, or the measurement below)
+    // each catch a different moment. Returns the printout: the median of
+    // the rounds' ratios, their quartiles, and each path's median round.
+    async fn paired_rounds(
+        org: Arc<Org>,
+        inbox: Arc<tokio::sync::Mutex<PrincipalStream>>,
+        raw: Arc<tokio::sync::Mutex<RawHops>>,
+        (task, result): (bytes::Bytes, bytes::Bytes),
+    ) -> String {
+        const ROUNDS: usize = 40;
+        const PER_ROUND: u32 = 100;
+        let mut inbox = inbox.lock().await;
+        let mut raw = raw.lock().await;
+        let (mut ratios, mut runtime, mut base) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let mut took = [Duration::ZERO; 2];
+            for i in [round % 2, 1 - round % 2] {
+                let start = Instant::now();
+                for _ in 0..PER_ROUND {
+                    if i == 0 {
+                        round_trip(&org, &mut inbox).await;
+                    } else {
+                        raw_round_trip(&mut raw, (&task, &result), true).await;
+                    }
+                }
+                took[i] = start.elapsed() / PER_ROUND;
+            }
+            ratios.push(took[0].as_secs_f64() / took[1].as_secs_f64());
+            runtime.push(took[0]);
+            base.push(took[1]);
+        }
+        ratios.sort_by(f64::total_cmp);
+        runtime.sort();
+        base.sort();
+        format!(
+            "delegation_nats: paired, {ROUNDS} alternating rounds of {PER_ROUND} round trips each: \
+             runtime ÷ raw_async_nats {:.2}× (median; quartiles {:.2}–{:.2}×), \
+             median rounds: runtime {} raw_async_nats {}",
+            ratios[ROUNDS / 2],
+            ratios[ROUNDS / 4],
+            ratios[ROUNDS * 3 / 4],
+            micros(Some(runtime[ROUNDS / 2])),
+            micros(Some(base[ROUNDS / 2])),
+        )
+    }
     // `raw_async_nats_no_msg_id`: the same without message ids (no
     // deduplication, which the runtime's outbox relies on): less work for
     // the server, shown for comparison. The first's figures, taken apart
@@ -648,6 +710,13 @@ fn nats(c: &mut Criterion) {
             }
             _ => "n/a".to_owned(),
         };
+        // Paired first, while `raw` is still ours: see `paired_rounds`.
+        let paired = rt.block_on(on_worker(paired_rounds(
+            Arc::clone(&org),
+            Arc::clone(&inbox),
+            Arc::clone(&raw),
+            (task_bytes.clone(), result_bytes.clone()),
+        )));
         let before = counters();
         let spent_runtime = runtime_spent(&rt, &org, &inbox, N, pid);
         let (after, raw_before) = (counters(), counters());
@@ -670,6 +739,7 @@ fn nats(c: &mut Criterion) {
         let raw_wire = wire(raw_before, counters());
         println!("  at nats-server     runtime {runtime_wire}");
         println!("                     raw_async_nats {raw_wire}");
+        println!("{paired}");
     }
     // The p50 of single round trips, measured apart from criterion.
     rt.block_on(async {
