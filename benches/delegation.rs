@@ -47,12 +47,12 @@ use tokio::runtime::Runtime;
 /// `AGENTORG_BENCH_WORKERS`.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("AGENTORG_BENCH_WORKERS")
+        .worker_threads(std::env::var("AGENTORG_BENCH_WORKERS").map_or(2, |w| {
+            w.parse()
                 .ok()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(2),
-        )
+                .filter(|&n: &usize| n > 0)
+                .expect("AGENTORG_BENCH_WORKERS: a number of threads, at least 1")
+        }))
         .enable_all()
         .build()
         .expect("a tokio runtime")
@@ -533,7 +533,8 @@ fn nats(c: &mut Criterion) {
     // alike, so each round's ratio keeps little of it, where two long
     // stretches one after the other (criterion's, or the measurement below)
     // each catch a different moment. Returns the printout: the median of
-    // the rounds' ratios, their quartiles, and each path's median round.
+    // the rounds' ratios (the upper one: the 21st of 40), their quartiles,
+    // and each path's median round.
     async fn paired_rounds(
         org: Arc<Org>,
         inbox: Arc<tokio::sync::Mutex<PrincipalStream>>,

@@ -34,12 +34,14 @@ use crate::transport::{ConsumerConfig, Delivery, DeliveryStream};
 /// as it is.
 ///
 /// Not `futures::stream::select_all`: its `FuturesUnordered` wakes its own
-/// task whenever it has polled every stream without an item, which is what
-/// happens right after each item (the stream it came from is polled again
-/// and is empty). On a multi-thread runtime that wake made every delivery
-/// a yield of the role's task: to the back of the run queue, with another
-/// worker thread woken to steal it (BENCHMARKS.md, the delegation round
-/// trip's "Timings").
+/// task whenever one poll has polled every stream without an item. With
+/// one stream — most roles have one consumer — that is every poll right
+/// after an item (the stream it came from is polled again, empty), and on
+/// a multi-thread runtime that wake made every delivery a yield of the
+/// role's task: to the back of the run queue, with another worker thread
+/// woken to steal it (BENCHMARKS.md, the delegation round trip's
+/// "Timings"). With several it happens less often (only the streams that
+/// woke are polled again), but it still can; here it never does.
 fn merged<T: Send + 'static>(mut streams: Vec<BoxStream<'static, T>>) -> BoxStream<'static, T> {
     if streams.len() == 1 {
         if let Some(one) = streams.pop() {
@@ -372,7 +374,9 @@ mod tests {
         // One ends: the other still wakes the task, and then it ends too.
         drop(tx_a);
         assert_eq!(m.poll_next_unpin(&mut cx), Poll::Pending);
+        let before = count();
         tx_b.unbounded_send(4).expect("sent");
+        assert_eq!(count(), before + 1);
         assert_eq!(m.poll_next_unpin(&mut cx), Poll::Ready(Some(4)));
         drop(tx_b);
         assert_eq!(m.poll_next_unpin(&mut cx), Poll::Ready(None));
