@@ -157,7 +157,9 @@
 //! [`watch`](agentorg_core::store::StateStore::watch) listens with Firestore's
 //! `Listen` stream — a document target, or a query for the collection's
 //! direct documents — and keeps the trait's semantics: `watch` returns once
-//! the initial state is in (within the request timeout, else `Timeout`),
+//! the initial state is in (within the request timeout, else `Timeout`;
+//! after 5 s without it the stream is opened again, as the emulator now
+//! and then never sends it),
 //! which is yielded first; then each change, with
 //! per-document versions strictly increasing and never repeated, and the
 //! latest state always delivered. Changes are taken at the server's

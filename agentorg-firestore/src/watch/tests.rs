@@ -234,3 +234,68 @@ fn a_collection_target_takes_no_read() {
     t.read(&names, sent("a", 2));
     assert!(drain(&slot).is_empty());
 }
+
+/// A watch over `slot`, its commands read by the test as the hub's.
+fn watch_on(slot: &Arc<Slot>) -> (Watch, mpsc::UnboundedReceiver<Command>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watch = Watch {
+        id: 7,
+        slot: Arc::clone(slot),
+        commands: tx,
+        ended: false,
+    };
+    (watch, rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_without_its_initial_state_asks_the_hub_to_listen_again() {
+    let slot = Arc::new(Slot::default());
+    let (watch, mut hub) = watch_on(&slot);
+    let started = Instant::now();
+    let answer = tokio::spawn(async move {
+        // The first add is lost; the stream opened again brings the state.
+        match hub.recv().await {
+            Some(Command::Resync { id: 7 }) => {}
+            _ => panic!("expected a resync of target 7"),
+        }
+        let asked = started.elapsed();
+        slot.push(Vec::new());
+        asked
+    });
+    initial_state(&watch, Duration::from_secs(30))
+        .await
+        .expect("the initial state");
+    let asked = answer.await.expect("the hub's side");
+    assert_eq!(asked, RESYNC);
+    drop(watch);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_asks_again_every_resync_then_times_out() {
+    let slot = Arc::new(Slot::default());
+    let (watch, mut hub) = watch_on(&slot);
+    let started = Instant::now();
+    let err = initial_state(&watch, Duration::from_secs(12))
+        .await
+        .expect_err("no initial state ever");
+    assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(12));
+    let mut asked = 0;
+    while let Ok(c) = hub.try_recv() {
+        assert!(matches!(c, Command::Resync { id: 7 }));
+        asked += 1;
+    }
+    // At 5 s and 10 s; the deadline at 12 s ends it.
+    assert_eq!(asked, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_with_its_initial_state_asks_nothing() {
+    let slot = Arc::new(Slot::default());
+    let (watch, mut hub) = watch_on(&slot);
+    slot.push(vec![put("a", 1)]);
+    initial_state(&watch, Duration::from_secs(30))
+        .await
+        .expect("the initial state");
+    assert!(hub.try_recv().is_err());
+}
