@@ -158,7 +158,7 @@
 //! `Listen` stream — a document target, or a query for the collection's
 //! direct documents — and keeps the trait's semantics: `watch` returns once
 //! the initial state is in (within the request timeout, else `Timeout`;
-//! after 5 s without it the stream is opened again, as the emulator now
+//! after 10 s without it the stream is opened again, as the emulator now
 //! and then never sends it),
 //! which is yielded first; then each change, with
 //! per-document versions strictly increasing and never repeated, and the

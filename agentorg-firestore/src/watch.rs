@@ -67,13 +67,16 @@
 //! Now and then (once in tens of thousands of starts in
 //! `tests/watch_starts.rs`) the emulator never sends a newly added target
 //! its initial state, and the watch's start waited for it until the
-//! request timeout. A start that has waited 5 s ([`RESYNC`]) asks the hub
+//! request timeout. A start that has waited 10 s ([`RESYNC`]) asks the hub
 //! to open the stream again, as after a failure (below): every target is
-//! added again and diffed against what its watch has yielded, so the other
-//! watches lose and repeat nothing. The hub does so only for a target still
-//! without its initial state, and not within 5 s of the stream's last
-//! opening; the start asks again every 5 s, until the request timeout,
-//! which still ends it with `Timeout`.
+//! added again and diffed against what its watch has yielded. The hub does
+//! so only for a target still without its initial state, and not within
+//! 5 s of the stream's last opening; the start asks again every 10 s, until
+//! the request timeout, which still ends it with `Timeout`. The price, paid
+//! only then: the old stream is dropped, not half-closed (which the
+//! emulator can answer by failing another client's commit with `CANCELLED`,
+//! a transient error), every target re-reads its state, and the other
+//! watches are exposed to the loss listed above for a re-opened stream.
 //!
 //! # Resuming
 //!
@@ -118,7 +121,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const IDLE: Duration = Duration::from_secs(30);
 /// How long a starting watch waits for its target's initial state before
 /// the hub opens the stream again (see "A lost initial state").
-const RESYNC: Duration = Duration::from_secs(5);
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// The store's side of the hub: starts it on demand.
 #[derive(Debug, Default)]
@@ -248,12 +251,14 @@ pub(crate) async fn start(
 /// again each [`RESYNC`] it does not come, until `timeout` (then
 /// `Timeout`).
 async fn initial_state(watch: &Watch, timeout: Duration) -> Result<(), StoreError> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too far to represent waits without a deadline.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
-        let wait = RESYNC.min(deadline.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(RESYNC, |d| d.saturating_duration_since(Instant::now()));
+        let wait = RESYNC.min(left);
         match tokio::time::timeout(wait, watch.slot.synced()).await {
             Ok(result) => return result,
-            Err(_) if Instant::now() >= deadline => {
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
                 return Err(StoreError::Timeout {
                     operation: "watch (initial state)".to_owned(),
                 })
@@ -534,12 +539,13 @@ impl Hub {
                     .targets
                     .get(&id)
                     .is_some_and(|t| !lock(&t.slot.state).synced);
-                // Not again within RESYNC of the last opening: a slow
-                // emulator gets its time.
+                // Not again within half a RESYNC of the last opening (the
+                // start that asked for it asks again a RESYNC later): a
+                // slow emulator gets its time.
                 let settled = self
                     .stream
                     .as_ref()
-                    .is_some_and(|o| o.opened.elapsed() >= RESYNC);
+                    .is_some_and(|o| o.opened.elapsed() >= RESYNC / 2);
                 if waiting && settled {
                     tracing::debug!(
                         target_id = id,

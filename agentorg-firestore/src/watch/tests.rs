@@ -275,17 +275,17 @@ async fn a_start_asks_again_every_resync_then_times_out() {
     let slot = Arc::new(Slot::default());
     let (watch, mut hub) = watch_on(&slot);
     let started = Instant::now();
-    let err = initial_state(&watch, Duration::from_secs(12))
+    let err = initial_state(&watch, Duration::from_secs(25))
         .await
         .expect_err("no initial state ever");
     assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
-    assert_eq!(started.elapsed(), Duration::from_secs(12));
+    assert_eq!(started.elapsed(), Duration::from_secs(25));
     let mut asked = 0;
     while let Ok(c) = hub.try_recv() {
         assert!(matches!(c, Command::Resync { id: 7 }));
         asked += 1;
     }
-    // At 5 s and 10 s; the deadline at 12 s ends it.
+    // At 10 s and 20 s; the deadline at 25 s ends it.
     assert_eq!(asked, 2);
 }
 
@@ -298,4 +298,19 @@ async fn a_start_with_its_initial_state_asks_nothing() {
         .await
         .expect("the initial state");
     assert!(hub.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_with_a_timeout_too_far_to_represent_waits_without_one() {
+    let slot = Arc::new(Slot::default());
+    let (watch, mut hub) = watch_on(&slot);
+    let answer = tokio::spawn(async move {
+        let asked = matches!(hub.recv().await, Some(Command::Resync { id: 7 }));
+        slot.push(Vec::new());
+        asked
+    });
+    initial_state(&watch, Duration::MAX)
+        .await
+        .expect("the initial state");
+    assert!(answer.await.expect("the hub's side"));
 }
