@@ -247,13 +247,15 @@ fn watch_on(slot: &Arc<Slot>) -> (Watch, mpsc::UnboundedReceiver<Command>) {
     (watch, rx)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_start_without_its_initial_state_asks_the_hub_to_listen_again() {
-    let slot = Arc::new(Slot::default());
-    let (watch, mut hub) = watch_on(&slot);
+/// The hub's side of a lost first add: waits for the watch's resync, then
+/// brings the initial state (as the stream opened again would); returns
+/// how long after the call the resync came.
+fn answer_resync(
+    mut hub: mpsc::UnboundedReceiver<Command>,
+    slot: Arc<Slot>,
+) -> tokio::task::JoinHandle<Duration> {
     let started = Instant::now();
-    let answer = tokio::spawn(async move {
-        // The first add is lost; the stream opened again brings the state.
+    tokio::spawn(async move {
         match hub.recv().await {
             Some(Command::Resync { id: 7 }) => {}
             _ => panic!("expected a resync of target 7"),
@@ -261,13 +263,19 @@ async fn a_start_without_its_initial_state_asks_the_hub_to_listen_again() {
         let asked = started.elapsed();
         slot.push(Vec::new());
         asked
-    });
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_without_its_initial_state_asks_the_hub_to_listen_again() {
+    let slot = Arc::new(Slot::default());
+    let (watch, hub) = watch_on(&slot);
+    let answer = answer_resync(hub, slot);
     initial_state(&watch, Duration::from_secs(30))
         .await
         .expect("the initial state");
     let asked = answer.await.expect("the hub's side");
     assert_eq!(asked, RESYNC);
-    drop(watch);
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,14 +311,10 @@ async fn a_start_with_its_initial_state_asks_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_start_with_a_timeout_too_far_to_represent_waits_without_one() {
     let slot = Arc::new(Slot::default());
-    let (watch, mut hub) = watch_on(&slot);
-    let answer = tokio::spawn(async move {
-        let asked = matches!(hub.recv().await, Some(Command::Resync { id: 7 }));
-        slot.push(Vec::new());
-        asked
-    });
+    let (watch, hub) = watch_on(&slot);
+    let answer = answer_resync(hub, slot);
     initial_state(&watch, Duration::MAX)
         .await
         .expect("the initial state");
-    assert!(answer.await.expect("the hub's side"));
+    assert_eq!(answer.await.expect("the hub's side"), RESYNC);
 }
