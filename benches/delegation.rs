@@ -24,7 +24,10 @@
 //!
 //! `AGENTORG_BENCH_ON_WORKER` runs each timed loop as a task of the
 //! runtime; `AGENTORG_BENCH_WORKERS` sets the runtime's worker threads
-//! (default 2).
+//! (default 2). `AGENTORG_BENCH_STEPS=1` then times each round trip step by
+//! step (the kernel's step events, `agentorg::runtime::STEPS`, and the raw
+//! path's own marks) over a stretch of its own and prints each step's
+//! offset from the start (`support/steps.rs`).
 //!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
@@ -42,6 +45,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::runtime::Runtime;
+
+#[path = "support/meter.rs"]
+mod meter;
+#[path = "support/steps.rs"]
+mod steps;
+
+use meter::{print_spent, Meter};
 
 /// The bench's tokio runtime: 2 worker threads, or
 /// `AGENTORG_BENCH_WORKERS`.
@@ -89,11 +99,13 @@ async fn org(transport: Arc<dyn Transport>, org: &str) -> (Org, PrincipalStream)
 
 /// One delegation there and back: delegate, then the result envelope.
 async fn round_trip(org: &Org, inbox: &mut PrincipalStream) {
+    steps::mark("start");
     let task = org
         .principal()
         .delegate("worker", TaskSpec::new("ping"))
         .await
         .expect("delegated");
+    steps::mark("delegated");
     loop {
         let env = inbox
             .next()
@@ -104,7 +116,21 @@ async fn round_trip(org: &Org, inbox: &mut PrincipalStream) {
             break;
         }
     }
+    steps::mark("end");
 }
+
+/// The runtime's steps, each after the one it follows (see [`steps::table`]).
+const RUNTIME_STEPS: &[(&str, &str)] = &[
+    ("publish task", "start"),
+    ("published task", "publish task"),
+    ("delegated", "published task"),
+    ("delivered task", "publish task"),
+    ("publish result", "delivered task"),
+    ("published result", "publish result"),
+    ("settled task", "delivered task"),
+    ("received result", "publish result"),
+    ("end", "received result"),
+];
 
 /// Runs a timed loop as a task of the runtime when
 /// `AGENTORG_BENCH_ON_WORKER` is set (so the principal, like the agents, is
@@ -159,118 +185,6 @@ async fn timed(iters: u64, org: &Org, inbox: &mut PrincipalStream) -> Duration {
     start.elapsed()
 }
 
-/// CPU time used so far by each thread of process `pid` (this process when
-/// `None`), by thread id: the first field of `/proc/<pid>/task/*/schedstat`
-/// (nanoseconds on the CPU). Linux only (`None` elsewhere).
-fn cpu_times(pid: Option<u32>) -> Option<std::collections::HashMap<String, u64>> {
-    let dir = pid.map_or_else(
-        || "/proc/self/task".to_owned(),
-        |p| format!("/proc/{p}/task"),
-    );
-    let mut threads = std::collections::HashMap::new();
-    for thread in std::fs::read_dir(dir).ok()? {
-        let thread = thread.ok()?;
-        // A thread may end between the listing and the read.
-        if let Ok(stat) = std::fs::read_to_string(thread.path().join("schedstat")) {
-            let nanos = stat.split_whitespace().next()?.parse::<u64>().ok()?;
-            threads.insert(thread.file_name().to_string_lossy().into_owned(), nanos);
-        }
-    }
-    Some(threads)
-}
-
-/// The CPU time process `pid`'s threads used since `before` (threads born
-/// since count in full; those that ended since are not counted: the
-/// runtime's and the server's threads live on).
-fn cpu_since(
-    pid: Option<u32>,
-    before: &std::collections::HashMap<String, u64>,
-) -> Option<Duration> {
-    let after = cpu_times(pid)?;
-    let nanos = after
-        .iter()
-        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
-        .sum();
-    Some(Duration::from_nanos(nanos))
-}
-
-/// Wall and CPU time over a stretch of round trips, apart from criterion:
-/// this process's CPU (both parties, all their tasks) and, on NATS, the
-/// server's.
-struct Meter {
-    wall: Instant,
-    process: Option<std::collections::HashMap<String, u64>>,
-    server: Option<(u32, std::collections::HashMap<String, u64>)>,
-}
-
-impl Meter {
-    fn start(server: Option<u32>) -> Self {
-        // The server's first, so that reading it is not counted as its.
-        let server = server.and_then(|pid| Some((pid, cpu_times(Some(pid))?)));
-        Self {
-            process: cpu_times(None),
-            server,
-            wall: Instant::now(),
-        }
-    }
-
-    /// Per round trip, over `n`: (wall, this process's CPU, the server's CPU).
-    fn stop(self, n: u32) -> [Option<Duration>; 3] {
-        let wall = self.wall.elapsed() / n;
-        let process = self
-            .process
-            .and_then(|before| cpu_since(None, &before))
-            .map(|d| d / n);
-        let server = self
-            .server
-            .and_then(|(pid, before)| cpu_since(Some(pid), &before))
-            .map(|d| d / n);
-        [Some(wall), process, server]
-    }
-}
-
-/// `12.3 µs`, or `n/a`.
-fn micros(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "n/a".to_owned(),
-        |d| format!("{:.1} µs", d.as_secs_f64() * 1e6),
-    )
-}
-
-/// `a ÷ b` as `1.23×`, or `n/a`.
-fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if !b.is_zero() => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
-        _ => "n/a".to_owned(),
-    }
-}
-
-/// Prints what a runtime round trip and its baseline's spend, side by side.
-fn print_spent(
-    group: &str,
-    n: u32,
-    runtime: [Option<Duration>; 3],
-    base: (&str, [Option<Duration>; 3]),
-) {
-    let (name, base) = base;
-    println!("{group}: per round trip, {n} round trips each, apart from criterion:");
-    for (what, i) in [
-        ("wall", 0),
-        ("CPU, this process", 1),
-        ("CPU, nats-server", 2),
-    ] {
-        if runtime[i].is_none() && base[i].is_none() {
-            continue;
-        }
-        println!(
-            "  {what:<18} runtime {:>10}   {name} {:>10}   ratio {}",
-            micros(runtime[i]),
-            micros(base[i]),
-            ratio(runtime[i], base[i])
-        );
-    }
-}
-
 /// One mpsc ping-pong: the task out to the worker task, the result back.
 async fn ping_pong(
     tx: &tokio::sync::mpsc::Sender<serde_json::Value>,
@@ -283,6 +197,7 @@ async fn ping_pong(
 }
 
 fn memory(c: &mut Criterion) {
+    steps::install();
     let rt = runtime();
     let mut group = c.benchmark_group("delegation_memory");
     // The task out to a worker task, the result back.
@@ -349,6 +264,18 @@ fn memory(c: &mut Criterion) {
         spent_runtime,
         ("mpsc_ping_pong", spent_mpsc),
     );
+    if steps::wanted() {
+        let (org, inbox) = (Arc::clone(&org), Arc::clone(&inbox));
+        let marks = rt.block_on(on_worker(async move {
+            let mut inbox = inbox.lock().await;
+            steps::record(async {
+                timed(5_000, &org, &mut inbox).await;
+            })
+            .await
+        }));
+        let table = steps::table(&marks, "start", RUNTIME_STEPS);
+        println!("delegation_memory/runtime steps:\n{table}");
+    }
     rt.block_on(org.shutdown());
 }
 
@@ -505,13 +432,16 @@ fn nats(c: &mut Criterion) {
         (task, result): (&bytes::Bytes, &bytes::Bytes),
         with_ids: bool,
     ) {
+        steps::mark("raw start");
         raw.js
             .send_publish(raw.task_subject.clone(), publish(task, with_ids))
             .await
             .expect("published")
             .await
             .expect("stored");
+        steps::mark("task stored");
         let task = raw.tasks.next().await.expect("a task").expect("readable");
+        steps::mark("task received");
         task.ack().await.expect("acked");
         raw.js
             .send_publish(raw.result_subject.clone(), publish(result, with_ids))
@@ -519,12 +449,14 @@ fn nats(c: &mut Criterion) {
             .expect("published")
             .await
             .expect("stored");
+        steps::mark("result stored");
         let result = raw
             .results
             .next()
             .await
             .expect("a result")
             .expect("readable");
+        steps::mark("result received");
         result.ack().await.expect("acked");
     }
     // The runtime's round trip against the same-work raw path in
@@ -573,8 +505,8 @@ fn nats(c: &mut Criterion) {
             ratios[ROUNDS / 2],
             ratios[ROUNDS / 4],
             ratios[ROUNDS * 3 / 4],
-            micros(Some(runtime[ROUNDS / 2])),
-            micros(Some(base[ROUNDS / 2])),
+            meter::micros(Some(runtime[ROUNDS / 2])),
+            meter::micros(Some(base[ROUNDS / 2])),
         )
     }
     // `raw_async_nats_no_msg_id`: the same without message ids (no
@@ -718,6 +650,34 @@ fn nats(c: &mut Criterion) {
             Arc::clone(&raw),
             (task_bytes.clone(), result_bytes.clone()),
         )));
+        if steps::wanted() {
+            let (org, inbox, raw) = (Arc::clone(&org), Arc::clone(&inbox), Arc::clone(&raw));
+            let (task, result) = (task_bytes.clone(), result_bytes.clone());
+            let (runtime, base) = rt.block_on(on_worker(async move {
+                let (mut inbox, mut raw) = (inbox.lock().await, raw.lock().await);
+                let runtime = steps::record(async {
+                    timed(2_000, &org, &mut inbox).await;
+                });
+                let runtime = runtime.await;
+                let base = steps::record(async {
+                    for _ in 0..2_000 {
+                        raw_round_trip(&mut raw, (&task, &result), true).await;
+                    }
+                });
+                (runtime, base.await)
+            }));
+            let raw_steps = [
+                ("task stored", "raw start"),
+                ("task received", "task stored"),
+                ("result stored", "task received"),
+                ("result received", "result stored"),
+            ];
+            println!(
+                "delegation_nats/runtime steps:\n{}delegation_nats/raw_async_nats steps:\n{}",
+                steps::table(&runtime, "start", RUNTIME_STEPS),
+                steps::table(&base, "raw start", &raw_steps)
+            );
+        }
         let before = counters();
         let spent_runtime = runtime_spent(&rt, &org, &inbox, N, pid);
         let (after, raw_before) = (counters(), counters());

@@ -63,6 +63,25 @@
 //!   10,000 per sweep interval and process; a replay of a message older
 //!   than the retention would run again.
 //!
+//! # Step events
+//!
+//! Each step of a message's way through the kernel is a `TRACE` event on
+//! the target [`STEPS`] (`agentorg::steps`), whose `step` field names it:
+//!
+//! | `step` | when | fields |
+//! |---|---|---|
+//! | `publish` | a committed message is handed to the transport | `subject` |
+//! | `published` | the transport has stored it (on NATS, its PubAck) | `subject` |
+//! | `delivered` | a delivery reaches its role, before it is decoded | `role`, `subject` |
+//! | `settled` | its ack, nak or term went to the transport | `role`, `subject` |
+//! | `received` | a principal's stream hands a message over | `subject` |
+//!
+//! With a subscriber that keeps only this target (say
+//! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, they
+//! time a round trip step by step: `benches/delegation.rs` does so with
+//! `AGENTORG_BENCH_STEPS=1` (see BENCHMARKS.md). Off, as everything below
+//! `TRACE` usually is, they cost a check of the callsite's interest.
+//!
 //! # Example
 //!
 //! An org with the default patterns (built by the agent layer's
@@ -116,6 +135,9 @@ mod registry;
 mod retry;
 mod seam;
 mod timers;
+
+/// The target of the kernel's step events (see the module docs).
+pub const STEPS: &str = "agentorg::steps";
 
 pub use builder::OrgBuilder;
 pub use claimed::{Claimed, Committed};

@@ -229,6 +229,7 @@ pub(crate) async fn flush(shared: &Kernel, entries: Vec<Entry>) {
 }
 
 async fn publish_one(transport: &dyn Transport, cleanup: &Cleanup, e: Entry) {
+    tracing::trace!(target: super::STEPS, step = "publish", subject = %e.subject);
     match transport
         .publish(
             &e.subject,
@@ -237,7 +238,10 @@ async fn publish_one(transport: &dyn Transport, cleanup: &Cleanup, e: Entry) {
         )
         .await
     {
-        Ok(_) => cleanup.push(e.key),
+        Ok(_) => {
+            tracing::trace!(target: super::STEPS, step = "published", subject = %e.subject);
+            cleanup.push(e.key);
+        }
         Err(err) => {
             tracing::warn!(subject = %e.subject, msg_id = %e.msg_id, error = %err, "publish failed; the outbox sweep will retry");
         }
