@@ -290,12 +290,7 @@ fn nats(c: &mut Criterion) {
 
     // `AGENTORG_BENCH_LOG=warn` (a tracing filter) shows what the runtime
     // and the transport log meanwhile.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env(
-            "AGENTORG_BENCH_LOG",
-        ))
-        .with_writer(std::io::stderr)
-        .try_init();
+    steps::install();
     let rt = runtime();
     let Some(server) = agentorg_testkit::nats_or_skip!() else {
         return;

@@ -1,6 +1,6 @@
 //! The kernel's step events (`TRACE` on `agentorg_core::runtime::STEPS`):
 //! one delegation round trip on the memory backends yields each documented
-//! step once, in the order the message takes.
+//! step once, in the order the messages take, each with its message's id.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,22 +17,30 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 
-/// One step event: its `step`, `role` (if any) and `subject`.
+/// One step event: its fields.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Step {
     step: String,
+    msg_id: String,
     role: Option<String>,
     subject: String,
+    ok: Option<bool>,
 }
 
 impl Visit for Step {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.record_debug(field, &value);
     }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "ok" {
+            self.ok = Some(value);
+        }
+    }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}").trim_matches('"').to_owned();
         match field.name() {
             "step" => self.step = text,
+            "msg_id" => self.msg_id = text,
             "role" => self.role = Some(text),
             "subject" => self.subject = text,
             _ => {}
@@ -76,7 +84,7 @@ impl Subscriber for Recorder {
 
 // A current-thread runtime: every task of the org runs on this thread, under
 // the recorder set as this thread's default.
-#[tokio::test]
+#[tokio::test(flavor = "current_thread")]
 async fn a_round_trip_yields_each_step_once_in_order() {
     let steps = Arc::new(Mutex::new(Vec::new()));
     let _guard = tracing::subscriber::set_default(Recorder(Arc::clone(&steps)));
@@ -107,19 +115,8 @@ async fn a_round_trip_yields_each_step_once_in_order() {
         .expect("the inbox goes on")
         .expect("a readable result");
     assert_eq!(result.correlation_id.as_ref(), Some(&task.task_id));
-    // The worker settles after the result is published; wait for it.
-    let settled = |s: &Step| s.step == "settled";
-    for _ in 0..1000 {
-        if steps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(settled)
-        {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    // The worker settles after the result is published; the shutdown waits
+    // for it.
     org.shutdown().await;
 
     let (to_worker, to_founder) = (
@@ -150,5 +147,17 @@ async fn a_round_trip_yields_each_step_once_in_order() {
     for i in [delivered, settled] {
         assert_eq!(seen[i].role.as_deref(), Some("worker"), "{seen:#?}");
     }
+    assert_eq!(seen[settled].ok, Some(true), "{seen:#?}");
+    // The task's steps carry the task envelope's id, the result's the
+    // result envelope's (the one the principal got).
+    let task_msg = &seen[publish_task].msg_id;
+    assert!(!task_msg.is_empty(), "{seen:#?}");
+    for i in [published_task, delivered, settled] {
+        assert_eq!(&seen[i].msg_id, task_msg, "{seen:#?}");
+    }
+    for i in [publish_result, published_result, received] {
+        assert_eq!(seen[i].msg_id, result.id.to_string(), "{seen:#?}");
+    }
+    assert_ne!(task_msg, &result.id.to_string());
     assert_eq!(seen.len(), 7, "no other step: {seen:#?}");
 }

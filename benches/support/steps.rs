@@ -3,8 +3,9 @@
 //! `agentorg::runtime`), the bench's own marks beside them, and a table of
 //! each step's offset from the start of its round trip.
 //!
-//! Recording is on only around [`record`]: elsewhere an event costs the
-//! layer one atomic load, and without the variable no layer is installed.
+//! Recording is on only around [`record`]: elsewhere a step event still
+//! reaches the layer, which drops it after an atomic load, and a mark costs
+//! that load; without the variable the layer is not installed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +14,10 @@ use std::time::Instant;
 
 use agentorg::runtime::STEPS;
 use tracing::field::{Field, Visit};
-use tracing::subscriber::Interest;
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -26,13 +28,21 @@ pub fn wanted() -> bool {
     std::env::var_os("AGENTORG_BENCH_STEPS").is_some()
 }
 
-/// Installs the layer as the global subscriber when [`wanted`].
+/// Installs the bench's subscriber, once: what `AGENTORG_BENCH_LOG` (a
+/// tracing filter, `warn` say) lets through to stderr, and the steps
+/// layer when [`wanted`].
 pub fn install() {
-    if wanted() {
-        let subscriber = tracing_subscriber::registry().with(Steps);
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in this bench");
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let log = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(EnvFilter::from_env("AGENTORG_BENCH_LOG"));
+        let steps = wanted().then(|| Steps.with_filter(filter_fn(|m| m.target() == STEPS)));
+        let _ = tracing_subscriber::registry()
+            .with(log)
+            .with(steps)
+            .try_init();
+    });
 }
 
 /// Marks `label` now, while recording.
@@ -69,9 +79,10 @@ pub async fn record<F: std::future::Future<Output = ()>>(f: F) -> Vec<(String, I
 /// The offset of each label of `steps` from `start`, per round trip: its
 /// first occurrence after that of the label it follows (`steps`: label →
 /// the label it follows, `start` or one listed before it; labels not
-/// listed are left out), looked for until the start after next (a step
-/// may end after the next round trip began: the worker's last ones do).
-/// Returns the table: each label's median offset and quartiles, in order.
+/// listed are left out). One that follows `start` is looked for until the
+/// next start, the others until the start after next (a step may end after
+/// the next round trip began: the worker's last ones do). Returns the
+/// table: each label's median offset and quartiles, in order.
 pub fn table(marks: &[(String, Instant)], start: &str, steps: &[(&str, &str)]) -> String {
     let mut offsets: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut windows = 0;
@@ -82,6 +93,7 @@ pub fn table(marks: &[(String, Instant)], start: &str, steps: &[(&str, &str)]) -
         .enumerate()
         .take(starts.len().saturating_sub(1))
     {
+        let next = starts[k + 1];
         let to = starts.get(k + 2).copied().unwrap_or(marks.len());
         let t0 = marks[from].1;
         let mut first: BTreeMap<&str, usize> = BTreeMap::new();
@@ -89,12 +101,12 @@ pub fn table(marks: &[(String, Instant)], start: &str, steps: &[(&str, &str)]) -
             let Some(&(_, anchor)) = steps.iter().find(|(l, _)| l == label) else {
                 continue;
             };
-            let after = if anchor == start {
-                Some(from)
+            let follows = if anchor == start {
+                i < next
             } else {
-                first.get(anchor).copied()
+                first.contains_key(anchor)
             };
-            if after.is_some_and(|a| i > a) && !first.contains_key(label.as_str()) {
+            if follows && !first.contains_key(label.as_str()) {
                 first.insert(label, i);
             }
         }
@@ -134,7 +146,7 @@ pub fn table(marks: &[(String, Instant)], start: &str, steps: &[(&str, &str)]) -
 
 /// Keeps the kernel's step events, labelled `<step> task` or `<step>
 /// result` by their subject (the bench's org: the worker's inbox carries
-/// tasks, the founder's results).
+/// tasks, the founder's results; anything else is `<step> other`).
 struct Steps;
 
 #[derive(Default)]
@@ -159,18 +171,6 @@ impl Visit for Fields {
 }
 
 impl<S: Subscriber> Layer<S> for Steps {
-    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if metadata.target() == STEPS {
-            Interest::always()
-        } else {
-            Interest::never()
-        }
-    }
-
-    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        metadata.target() == STEPS
-    }
-
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         if !ON.load(Ordering::Relaxed) {
             return;
@@ -178,9 +178,9 @@ impl<S: Subscriber> Layer<S> for Steps {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let kind = match fields.subject.as_deref() {
-            Some(s) if s.contains(".agent.founder.") => "result",
-            Some(_) => "task",
-            None => "?",
+            Some(s) if s.contains(".agent.founder.inbox.") => "result",
+            Some(s) if s.contains(".agent.worker.inbox.") => "task",
+            _ => "other",
         };
         push(format!("{} {kind}", fields.step.as_deref().unwrap_or("?")));
     }

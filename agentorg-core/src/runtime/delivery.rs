@@ -35,7 +35,13 @@ use crate::transport::Delivery;
 impl HostedRole {
     /// Handles one delivery to its end and settles it with the transport.
     pub(crate) async fn process(self: Arc<Self>, d: Delivery) {
-        tracing::trace!(target: super::STEPS, step = "delivered", role = %self.role, subject = %d.subject());
+        tracing::trace!(
+            target: super::STEPS,
+            step = "delivered",
+            msg_id = d.message().ok().map(|m| tracing::field::display(&m.id)),
+            role = %self.role,
+            subject = %d.subject(),
+        );
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let (span, trace) = self.span(&d);
         let disposition = async {
@@ -51,7 +57,14 @@ impl HostedRole {
             Settle::Nak(delay) => d.nak(Some(delay)).await,
             Settle::Term => d.term().await,
         };
-        tracing::trace!(target: super::STEPS, step = "settled", role = %self.role, subject = %d.subject());
+        tracing::trace!(
+            target: super::STEPS,
+            step = "settled",
+            msg_id = d.message().ok().map(|m| tracing::field::display(&m.id)),
+            role = %self.role,
+            subject = %d.subject(),
+            ok = settled.is_ok(),
+        );
         if let Err(e) = settled {
             span.in_scope(|| tracing::warn!(error = %e, ?disposition, "settling the delivery failed; it may come again"));
         }

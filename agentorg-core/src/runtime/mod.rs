@@ -65,22 +65,26 @@
 //!
 //! # Step events
 //!
-//! Each step of a message's way through the kernel is a `TRACE` event on
-//! the target [`STEPS`] (`agentorg::steps`), whose `step` field names it:
+//! Each step of a durable message's way through the kernel (what goes
+//! through the outbox: tasks, results, escalations, events, …; not the
+//! ephemeral requests and replies of peer channels) is a `TRACE` event on
+//! the target [`STEPS`] (`agentorg::steps`), whose `step` field names it
+//! and whose `msg_id` is the envelope's id:
 //!
-//! | `step` | when | fields |
+//! | `step` | when | other fields |
 //! |---|---|---|
-//! | `publish` | a committed message is handed to the transport | `subject` |
-//! | `published` | the transport has stored it (on NATS, its PubAck) | `subject` |
-//! | `delivered` | a delivery reaches its role, before it is decoded | `role`, `subject` |
-//! | `settled` | its ack, nak or term went to the transport | `role`, `subject` |
-//! | `received` | a principal's stream hands a message over | `subject` |
+//! | `publish` | a committed message is handed to the transport; again when the outbox's sweep republishes it | `subject` |
+//! | `published` | the transport has stored it (on NATS its PubAck, a duplicate's too, after the transport's own retries); none if the publish failed | `subject` |
+//! | `delivered` | a role starts on a delivery (the transport has decoded it), before admission and the claim | `role`, `subject` |
+//! | `settled` | its ack, nak or term was handed to the transport (none if the role was killed meanwhile) | `role`, `subject`, `ok` (false if that failed) |
+//! | `received` | a principal's stream hands a message over (not one it refuses or one it already gave) | `subject` |
 //!
 //! With a subscriber that keeps only this target (say
 //! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, they
-//! time a round trip step by step: `benches/delegation.rs` does so with
-//! `AGENTORG_BENCH_STEPS=1` (see BENCHMARKS.md). Off, as everything below
-//! `TRACE` usually is, they cost a check of the callsite's interest.
+//! time a message step by step, matched by `msg_id`: `benches/delegation.rs`
+//! does so with `AGENTORG_BENCH_STEPS=1` (see BENCHMARKS.md). Off, as
+//! `TRACE` usually is, an event costs a comparison with the current maximum
+//! level.
 //!
 //! # Example
 //!

@@ -229,7 +229,7 @@ pub(crate) async fn flush(shared: &Kernel, entries: Vec<Entry>) {
 }
 
 async fn publish_one(transport: &dyn Transport, cleanup: &Cleanup, e: Entry) {
-    tracing::trace!(target: super::STEPS, step = "publish", subject = %e.subject);
+    tracing::trace!(target: super::STEPS, step = "publish", msg_id = %e.msg_id, subject = %e.subject);
     match transport
         .publish(
             &e.subject,
@@ -239,7 +239,7 @@ async fn publish_one(transport: &dyn Transport, cleanup: &Cleanup, e: Entry) {
         .await
     {
         Ok(_) => {
-            tracing::trace!(target: super::STEPS, step = "published", subject = %e.subject);
+            tracing::trace!(target: super::STEPS, step = "published", msg_id = %e.msg_id, subject = %e.subject);
             cleanup.push(e.key);
         }
         Err(err) => {

@@ -208,7 +208,7 @@ impl Principal {
                         }
                         Ok(env) => {
                             recent.insert(env.id.clone());
-                            tracing::trace!(target: super::STEPS, step = "received", subject = %d.subject());
+                            tracing::trace!(target: super::STEPS, step = "received", msg_id = %env.id, subject = %d.subject());
                             return Some((Ok(env), (deliveries, Some(d), shared, recent)));
                         }
                         Err(refused) => {
