@@ -150,8 +150,9 @@ async fn a_round_trip_yields_each_step_once_in_order() {
     assert_eq!(seen[settled].ok, Some(true), "{seen:#?}");
     // The task's steps carry the task envelope's id, the result's the
     // result envelope's (the one the principal got).
+    // The task's envelope carries the task's id.
     let task_msg = &seen[publish_task].msg_id;
-    assert!(!task_msg.is_empty(), "{seen:#?}");
+    assert_eq!(task_msg, &task.task_id.to_string(), "{seen:#?}");
     for i in [published_task, delivered, settled] {
         assert_eq!(&seen[i].msg_id, task_msg, "{seen:#?}");
     }

@@ -67,24 +67,27 @@
 //!
 //! Each step of a durable message's way through the kernel (what goes
 //! through the outbox: tasks, results, escalations, events, …; not the
-//! ephemeral requests and replies of peer channels) is a `TRACE` event on
-//! the target [`STEPS`] (`agentorg::steps`), whose `step` field names it
-//! and whose `msg_id` is the envelope's id:
+//! ephemeral requests and replies of peer channels, nor the dead letter and
+//! alert of a delivery the store refuses to claim, which go straight to the
+//! transport) is a `TRACE` event on the target [`STEPS`]
+//! (`agentorg::steps`), whose `step` field names it and whose `msg_id` is
+//! the envelope's id (absent from a delivery that could not be decoded):
 //!
 //! | `step` | when | other fields |
 //! |---|---|---|
-//! | `publish` | a committed message is handed to the transport; again when the outbox's sweep republishes it | `subject` |
-//! | `published` | the transport has stored it (on NATS its PubAck, a duplicate's too, after the transport's own retries); none if the publish failed | `subject` |
+//! | `publish` | a committed message is handed to the transport, by its committer or by the outbox's sweep (again, or first after a crash) | `subject` |
+//! | `published` | the transport has stored it (on NATS its PubAck, a duplicate's too, after the transport's own retries); none if the publish failed or was cancelled | `subject` |
 //! | `delivered` | a role starts on a delivery (the transport has decoded it), before admission and the claim | `role`, `subject` |
-//! | `settled` | its ack, nak or term was handed to the transport (none if the role was killed meanwhile) | `role`, `subject`, `ok` (false if that failed) |
+//! | `settled` | its ack, nak or term was handed to the transport (none if the role was killed or the handling panicked meanwhile) | `role`, `subject`, `ok` (false if that failed) |
 //! | `received` | a principal's stream hands a message over (not one it refuses or one it already gave) | `subject` |
 //!
 //! With a subscriber that keeps only this target (say
-//! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, they
-//! time a message step by step, matched by `msg_id`: `benches/delegation.rs`
-//! does so with `AGENTORG_BENCH_STEPS=1` (see BENCHMARKS.md). Off, as
-//! `TRACE` usually is, an event costs a comparison with the current maximum
-//! level.
+//! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, one
+//! message can be followed step by step by its `msg_id`.
+//! `benches/delegation.rs` times its round trips so with
+//! `AGENTORG_BENCH_STEPS=1`, one at a time, matching the steps by their
+//! order (see BENCHMARKS.md). Off, as `TRACE` usually is, an event costs a
+//! comparison with the current maximum level.
 //!
 //! # Example
 //!
