@@ -148,9 +148,8 @@ async fn a_round_trip_yields_each_step_once_in_order() {
         assert_eq!(seen[i].role.as_deref(), Some("worker"), "{seen:#?}");
     }
     assert_eq!(seen[settled].ok, Some(true), "{seen:#?}");
-    // The task's steps carry the task envelope's id, the result's the
-    // result envelope's (the one the principal got).
-    // The task's envelope carries the task's id.
+    // The task's steps carry the task envelope's id (the task's own), the
+    // result's the result envelope's (the one the principal got).
     let task_msg = &seen[publish_task].msg_id;
     assert_eq!(task_msg, &task.task_id.to_string(), "{seen:#?}");
     for i in [published_task, delivered, settled] {
