@@ -652,14 +652,15 @@ fn nats(c: &mut Criterion) {
                 let (mut inbox, mut raw) = (inbox.lock().await, raw.lock().await);
                 let runtime = steps::record(async {
                     timed(2_000, &org, &mut inbox).await;
-                });
-                let runtime = runtime.await;
+                })
+                .await;
                 let base = steps::record(async {
                     for _ in 0..2_000 {
                         raw_round_trip(&mut raw, (&task, &result), true).await;
                     }
-                });
-                (runtime, base.await)
+                })
+                .await;
+                (runtime, base)
             }));
             let raw_steps = [
                 ("task stored", "raw start"),
