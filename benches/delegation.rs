@@ -27,7 +27,9 @@
 //! (default 2). `AGENTORG_BENCH_STEPS=1` then times each round trip step by
 //! step (the kernel's step events, `agentorg::runtime::STEPS`, and the raw
 //! path's own marks) over a stretch of its own and prints each step's
-//! offset from the start (`support/steps.rs`).
+//! offset from the start (`support/steps.rs`); with
+//! `AGENTORG_BENCH_STEPS_DUMP=FILE` it also writes each step event there,
+//! for `support/wire_timeline.py` to join with a packet capture.
 //!
 //! ```text
 //! cargo bench --bench delegation -- --warm-up-time 1 --measurement-time 5
@@ -124,10 +126,12 @@ const RUNTIME_STEPS: &[(&str, &str)] = &[
     ("publish task", "start"),
     ("published task", "publish task"),
     ("delegated", "published task"),
+    ("pulled task", "publish task"),
     ("delivered task", "publish task"),
     ("publish result", "delivered task"),
     ("published result", "publish result"),
     ("settled task", "delivered task"),
+    ("pulled result", "publish result"),
     ("received result", "publish result"),
     ("end", "received result"),
 ];

@@ -514,6 +514,18 @@ impl Binder {
     /// out (a redelivery of a message acknowledged late, an invalid
     /// subject, no reply subject).
     async fn delivery(&self, m: async_nats::Message) -> Option<Delivery> {
+        // The kernel's publishes carry the envelope's id as `Nats-Msg-Id`.
+        tracing::trace!(
+            target: agentorg_core::runtime::STEPS,
+            step = "pulled",
+            msg_id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str()),
+            consumer = %self.name,
+            subject = %m.subject,
+        );
         let m = jetstream::Message {
             message: m,
             context: self.inner.js.clone(),

@@ -116,6 +116,14 @@
 //! with 2). A request the server drops without a word still leaves the
 //! binder waiting until its heartbeat check (2 × the heartbeat).
 //!
+//! Each message a binder takes off the connection is a `TRACE` step event
+//! `pulled` on the kernel's target
+//! [`agentorg::steps`](agentorg_core::runtime::STEPS), before it is decoded,
+//! with the consumer, the subject and the message's `Nats-Msg-Id` as
+//! `msg_id` (the envelope's id, for what the kernel publishes): between the
+//! kernel's `publish` and `delivered`, it tells the broker's and the
+//! connection's share from the decode's.
+//!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
 //! publishes to the message's reply subject, as DESIGN.md requires: the
 //! runtime's claims make a lost ack harmless (the message comes again and

@@ -1,8 +1,11 @@
 //! The binder's pull requests on a real nats-server: they keep coming with
-//! the smallest batch, and are renewed when they expire.
+//! the smallest batch, and are renewed when they expire; and its `pulled`
+//! step event.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentorg_core::conformance::unique_org;
@@ -12,6 +15,9 @@ use agentorg_core::Name;
 use agentorg_nats::{NatsTransport, StreamKind};
 use agentorg_testkit::nats_or_skip;
 use futures::StreamExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// How many pull requests wait on the server for consumer `name` of the
 /// events stream.
@@ -184,4 +190,82 @@ async fn a_reconnection_asks_again() {
     }
     // The request the last delivery left partly answered, and the next.
     assert!(waiting(&t, &name).await <= 2);
+}
+
+/// The fields of each step event (`agentorg_core::runtime::STEPS`).
+#[derive(Clone, Default)]
+struct Steps(Arc<Mutex<Vec<BTreeMap<String, String>>>>);
+
+impl<S: tracing::Subscriber> Layer<S> for Steps {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Fields(BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                let text = format!("{value:?}").trim_matches('"').to_owned();
+                self.0.insert(field.name().to_owned(), text);
+            }
+        }
+        if event.metadata().target() == agentorg_core::runtime::STEPS {
+            let mut fields = Fields(BTreeMap::new());
+            event.record(&mut fields);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(fields.0);
+        }
+    }
+}
+
+/// Each message the binder takes off the connection yields one `pulled`
+/// step event, before it is decoded, with the consumer, the subject and
+/// the message's `Nats-Msg-Id` (none without one).
+#[tokio::test(flavor = "current_thread")]
+async fn each_message_pulled_is_a_step_event() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let steps = Steps::default();
+    // This thread's subscriber: the test's one thread runs the binder.
+    let _on = tracing_subscriber::registry()
+        .with(steps.clone())
+        .set_default();
+    let org = unique_org();
+    let t = common::transport(&nats.url(), &org).await;
+    let name = Name::new("stepped").unwrap();
+    let (subject, mut deliveries) = bound(&t, &org, &name).await;
+    t.publish(&subject, "one".into(), PublishOptions::with_msg_id("m-1"))
+        .await
+        .unwrap();
+    t.publish(&subject, "two".into(), PublishOptions::default())
+        .await
+        .unwrap();
+    for body in ["one", "two"] {
+        let d = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("delivered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&d.raw()[..], body.as_bytes());
+        d.ack().await.unwrap();
+    }
+    let pulled: Vec<_> = steps
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|f| f.get("step").map(String::as_str) == Some("pulled"))
+        .map(|f| {
+            (
+                f.get("msg_id").cloned(),
+                f.get("consumer").cloned(),
+                f.get("subject").cloned(),
+            )
+        })
+        .collect();
+    let expected = |id: Option<&str>| {
+        (
+            id.map(str::to_owned),
+            Some(name.to_string()),
+            Some(subject.to_string()),
+        )
+    };
+    assert_eq!(pulled, [expected(Some("m-1")), expected(None)]);
 }

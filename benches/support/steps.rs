@@ -6,6 +6,12 @@
 //! Recording is on only around [`record`]: elsewhere a step event still
 //! reaches the layer, which drops it after an atomic load, and a mark costs
 //! that load; without the variable the layer is not installed.
+//!
+//! With `AGENTORG_BENCH_STEPS_DUMP=FILE` as well, each recorded step event
+//! is also appended to FILE as a line `<wall clock, ns since the epoch>
+//! <step> <task|result|other> <msg_id or ->`, each recording followed by a
+//! line `END`: `benches/support/wire_timeline.py` joins them with a packet
+//! capture by message id.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +28,16 @@ use tracing_subscriber::Layer;
 
 static ON: AtomicBool = AtomicBool::new(false);
 static MARKS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+/// The recording's step events for `AGENTORG_BENCH_STEPS_DUMP`: wall clock
+/// (ns since the epoch), label, message id.
+static DUMP: Mutex<Vec<(u128, String, String)>> = Mutex::new(Vec::new());
+static DUMP_TO: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+fn dump_to() -> Option<&'static std::path::Path> {
+    DUMP_TO
+        .get_or_init(|| std::env::var_os("AGENTORG_BENCH_STEPS_DUMP").map(Into::into))
+        .as_deref()
+}
 
 /// Whether `AGENTORG_BENCH_STEPS` asks for step timings.
 pub fn wanted() -> bool {
@@ -69,6 +85,25 @@ pub async fn record<F: std::future::Future<Output = ()>>(f: F) -> Vec<(String, I
     ON.store(true, Ordering::SeqCst);
     f.await;
     ON.store(false, Ordering::SeqCst);
+    if let Some(path) = dump_to() {
+        use std::io::Write as _;
+        let events = std::mem::take(
+            &mut *DUMP
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut text = String::new();
+        for (at, label, id) in events {
+            text.push_str(&format!("{at} {label} {id}\n"));
+        }
+        text.push_str("END\n");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("AGENTORG_BENCH_STEPS_DUMP: a writable file");
+    }
     std::mem::take(
         &mut *MARKS
             .lock()
@@ -153,18 +188,19 @@ struct Steps;
 struct Fields {
     step: Option<String>,
     subject: Option<String>,
+    msg_id: Option<String>,
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "step" {
-            self.step = Some(value.to_owned());
-        }
+        self.record_debug(field, &value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = || format!("{value:?}").trim_matches('"').to_owned();
         match field.name() {
-            "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_owned()),
-            "subject" => self.subject = Some(format!("{value:?}")),
+            "step" => self.step = Some(text()),
+            "subject" => self.subject = Some(text()),
+            "msg_id" => self.msg_id = Some(text()),
             _ => {}
         }
     }
@@ -182,6 +218,16 @@ impl<S: Subscriber> Layer<S> for Steps {
             Some(s) if s.contains(".agent.worker.inbox.") => "task",
             _ => "other",
         };
-        push(format!("{} {kind}", fields.step.as_deref().unwrap_or("?")));
+        let label = format!("{} {kind}", fields.step.as_deref().unwrap_or("?"));
+        if dump_to().is_some() {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let id = fields.msg_id.unwrap_or_else(|| "-".to_owned());
+            DUMP.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((at, label.clone(), id));
+        }
+        push(label);
     }
 }

@@ -16,6 +16,15 @@ of the bench share one connection, so one TCP stream carries them all.
 (`raw` instead of `runtime`, with `delegation_nats/raw_async_nats$`.) The
 capture costs CPU too: round trips run a little longer under it. Needs
 tcpdump to read the capture back. Standard library only.
+
+`--steps FILE` joins the capture with the step events the bench dumped
+(`AGENTORG_BENCH_STEPS=1 AGENTORG_BENCH_STEPS_DUMP=FILE`, capturing while
+it times its steps: see `benches/support/steps.rs`) by message id, and
+prints, per message, the way between each step and the wire: from the
+kernel's `publish` to the message on the wire, from a delivery on the
+wire to the transport's `pulled` and on to the kernel's `delivered` or
+`received`, and from the publish on the wire to `published` (the PubAck
+back). The wire's times and the dump's are both the wall clock.
 """
 
 import collections
@@ -26,6 +35,7 @@ import sys
 
 HEADER = re.compile(r"^(\d+\.\d+) IP \S+ > \S+: ")
 OP = re.compile(r"(HPUB|PUB|HMSG|MSG) (\S+)")
+MSG_ID = "Nats-Msg-Id: "
 PATHS = {
     # task subject, result subject, worker's and founder's ack subjects
     "runtime": (
@@ -39,7 +49,8 @@ PATHS = {
 
 
 def packets(path):
-    """(time, [(op, subject)]) per packet; a PubAck's MSG becomes PUBACK."""
+    """(time, [[op, subject, msg_id]]) per packet; a PubAck's MSG becomes
+    PUBACK; msg_id is None where the message has no `Nats-Msg-Id`."""
     text = subprocess.run(
         ["tcpdump", "-r", path, "-nn", "-tt", "-A"],
         capture_output=True,
@@ -57,9 +68,11 @@ def packets(path):
         ops = out[-1][1]
         m = OP.search(line)
         if m:
-            ops.append((m[1], m[2]))
+            ops.append([m[1], m[2], None])
+        elif line.startswith(MSG_ID) and ops and ops[-1][2] is None:
+            ops[-1][2] = line[len(MSG_ID):].strip()
         elif '{"stream"' in line and ops and ops[-1][0] == "MSG":
-            ops[-1] = ("PUBACK", ops[-1][1])
+            ops[-1][0] = "PUBACK"
     return out
 
 
@@ -77,12 +90,66 @@ def name(op, subject, task, result, worker, founder):
     return None
 
 
+def join(captured, dump):
+    """The way between the step events of `dump` and the wire, per message."""
+    wire = collections.defaultdict(dict)
+    for t, ops in captured:
+        for op, _, msg_id in ops:
+            if msg_id and op in ("HPUB", "HMSG"):
+                wire[msg_id].setdefault(op, t)
+    steps = collections.defaultdict(dict)
+    with open(dump, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                at, step, kind, msg_id = parts
+                steps[msg_id].setdefault((step, kind), int(at) / 1e9)
+    ways = (
+        ("publish", "HPUB", True, "the kernel's publish → on the wire"),
+        ("pulled", "HMSG", False, "delivered on the wire → the transport's pulled"),
+        ("delivered", "HMSG", False, "delivered on the wire → the kernel's delivered"),
+        ("received", "HMSG", False, "delivered on the wire → the principal's received"),
+        ("published", "HPUB", False, "published on the wire → the kernel's published (PubAck back)"),
+    )
+    rows = collections.defaultdict(list)
+    for msg_id, events in steps.items():
+        on_wire = wire.get(msg_id)
+        if not on_wire:
+            continue
+        for (step, kind), at in events.items():
+            for name, op, before, label in ways:
+                if step == name and op in on_wire:
+                    gap = on_wire[op] - at if before else at - on_wire[op]
+                    rows[(kind, label)].append(gap * 1e6)
+        for kind in ("task", "result"):
+            pulled = events.get(("pulled", kind))
+            for step in ("delivered", "received"):
+                after = events.get((step, kind))
+                if pulled is not None and after is not None:
+                    rows[(kind, f"the transport's pulled → the kernel's {step}")].append((after - pulled) * 1e6)
+    if not rows:
+        sys.exit("no message of the dump is in the capture (were they taken at the same time?)")
+    print("between the steps and the wire, per message (median, quartiles; µs):")
+    for (kind, label), values in sorted(rows.items()):
+        values.sort()
+        n = len(values)
+        print(f"  {kind:6s} {label:62s} {statistics.median(values):7.1f}  "
+              f"({values[n // 4]:.1f}–{values[(3 * n) // 4]:.1f}, {n})")
+
+
 def main():
-    path, which = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    dump = None
+    if "--steps" in args:
+        i = args.index("--steps")
+        dump = args[i + 1]
+        del args[i : i + 2]
+    path, which = args
     subjects = PATHS[which]
+    captured = packets(path)
     trips, current = [], None
-    for t, ops in packets(path):
-        for op, subject in ops:
+    for t, ops in captured:
+        for op, subject, _ in ops:
             event = name(op, subject, *subjects)
             if event is None:
                 continue
@@ -111,6 +178,8 @@ def main():
     print("commonest orders:")
     for order, n in orders.most_common(3):
         print(f"  {n:5d}  {order}")
+    if dump:
+        join(captured, dump)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@
 //! | `settled` | its ack, nak or term was handed to the transport (none if the role was killed or the handling panicked meanwhile) | `role`, `subject`, `ok` (false if that failed) |
 //! | `received` | a principal's stream hands a message over (not one it refuses or one it already gave) | `subject` |
 //!
+//! A transport may add steps of its own on the same target. The NATS
+//! transport (`agentorg-nats`) emits `pulled` when its binder takes a
+//! message of a durable consumer off the connection, before decoding it (a
+//! redelivery it then passes over too), with `consumer` and `subject`; its
+//! `msg_id` is the message's `Nats-Msg-Id`, which the kernel's publishes
+//! set to the envelope's id.
+//!
 //! With a subscriber that keeps only this target (say
 //! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, one
 //! message can be followed step by step by its `msg_id`.
