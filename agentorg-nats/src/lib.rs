@@ -116,11 +116,12 @@
 //! with 2). A request the server drops without a word still leaves the
 //! binder waiting until its heartbeat check (2 × the heartbeat).
 //!
-//! Each message a binder takes off the connection is a `TRACE` step event
-//! `pulled` on the kernel's target
+//! Each message a binder takes from the connection (including one it then
+//! skips) is a `TRACE` step event `pulled` on the kernel's target
 //! [`agentorg::steps`](agentorg_core::runtime::STEPS), before it is decoded,
 //! with the consumer, the subject and the message's `Nats-Msg-Id` as
-//! `msg_id` (the envelope's id, for what the kernel publishes): between the
+//! `msg_id` (absent without one; the envelope's id, for what the kernel
+//! publishes): between the
 //! kernel's `publish` and `delivered`, it tells the broker's and the
 //! connection's share from the decode's.
 //!

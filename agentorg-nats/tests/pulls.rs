@@ -221,9 +221,12 @@ impl<S: tracing::Subscriber> Layer<S> for Steps {
 /// the message's `Nats-Msg-Id` (none without one).
 #[tokio::test(flavor = "current_thread")]
 async fn each_message_pulled_is_a_step_event() {
+    // The global subscriber first, as in the other tests (callsite interest
+    // is cached process-wide), then this thread's, which the test's one
+    // thread runs the binder under.
+    common::init_tracing();
     let Some(nats) = nats_or_skip!() else { return };
     let steps = Steps::default();
-    // This thread's subscriber: the test's one thread runs the binder.
     let _on = tracing_subscriber::registry()
         .with(steps.clone())
         .set_default();

@@ -200,7 +200,8 @@ impl Visit for Fields {
         match field.name() {
             "step" => self.step = Some(text()),
             "subject" => self.subject = Some(text()),
-            "msg_id" => self.msg_id = Some(text()),
+            // Only the dump shows it.
+            "msg_id" if dump_to().is_some() => self.msg_id = Some(text()),
             _ => {}
         }
     }
@@ -211,6 +212,11 @@ impl<S: Subscriber> Layer<S> for Steps {
         if !ON.load(Ordering::Relaxed) {
             return;
         }
+        let wall = dump_to().map(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        });
         let mut fields = Fields::default();
         event.record(&mut fields);
         let kind = match fields.subject.as_deref() {
@@ -219,10 +225,7 @@ impl<S: Subscriber> Layer<S> for Steps {
             _ => "other",
         };
         let label = format!("{} {kind}", fields.step.as_deref().unwrap_or("?"));
-        if dump_to().is_some() {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
+        if let Some(at) = wall {
             let id = fields.msg_id.unwrap_or_else(|| "-".to_owned());
             DUMP.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

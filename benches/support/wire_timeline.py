@@ -10,12 +10,15 @@ of the bench share one connection, so one TCP stream carries them all.
     cargo bench --bench delegation --features nats --no-run   # prints the binary
     AGENTORG_BENCH_ON_WORKER=1 $BINARY --bench 'delegation_nats/runtime$' \
         --profile-time 8 &
-    sleep 5; timeout 1 tcpdump -i lo -s 2048 -w rt.pcap tcp
+    sleep 5; timeout 1 tcpdump -i lo -s 0 -w rt.pcap tcp
     wait; python3 benches/support/wire_timeline.py rt.pcap runtime
 
 (`raw` instead of `runtime`, with `delegation_nats/raw_async_nats$`.) The
-capture costs CPU too: round trips run a little longer under it. Needs
-tcpdump to read the capture back. Standard library only.
+capture costs CPU too: round trips run a little longer under it. Capturing
+needs root (or CAP_NET_RAW); `-s 0` keeps whole packets (a shorter snap
+length drops the later messages of a long packet). Reads IPv4 loopback
+(the test kit's servers listen on 127.0.0.1). Needs tcpdump to read the
+capture back. Standard library only.
 
 `--steps FILE` joins the capture with the step events the bench dumped
 (`AGENTORG_BENCH_STEPS=1 AGENTORG_BENCH_STEPS_DUMP=FILE`, capturing while
@@ -51,29 +54,37 @@ PATHS = {
 def packets(path):
     """(time, [[op, subject, msg_id]]) per packet; a PubAck's MSG becomes
     PUBACK; msg_id is None where the message has no `Nats-Msg-Id`."""
-    text = subprocess.run(
-        ["tcpdump", "-r", path, "-nn", "-tt", "-A"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     out = []
-    for line in text.splitlines():
-        m = HEADER.match(line)
-        if m:
-            out.append((float(m[1]), []))
-            continue
-        if not out:
-            continue
-        ops = out[-1][1]
-        m = OP.search(line)
-        if m:
-            ops.append([m[1], m[2], None])
-        elif line.startswith(MSG_ID) and ops and ops[-1][2] is None:
-            ops[-1][2] = line[len(MSG_ID):].strip()
-        elif '{"stream"' in line and ops and ops[-1][0] == "MSG":
-            ops[-1][0] = "PUBACK"
+    with subprocess.Popen(
+        ["tcpdump", "-r", path, "-nn", "-tt", "-A"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    ) as tcpdump:
+        for line in tcpdump.stdout:
+            read(out, line.rstrip("\n"))
+    if tcpdump.returncode != 0:
+        sys.exit(f"tcpdump could not read {path}")
     return out
+
+
+def read(out, line):
+    """Adds one line of `tcpdump -A` to `out`."""
+    m = HEADER.match(line)
+    if m:
+        out.append((float(m[1]), []))
+        return
+    if not out:
+        return
+    ops = out[-1][1]
+    m = OP.search(line)
+    if m:
+        ops.append([m[1], m[2], None])
+    elif line.startswith(MSG_ID) and ops and ops[-1][2] is None:
+        ops[-1][2] = line[len(MSG_ID):].strip()
+    elif '{"stream"' in line and ops and ops[-1][0] == "MSG":
+        ops[-1][0] = "PUBACK"
 
 
 def name(op, subject, task, result, worker, founder):
@@ -100,7 +111,7 @@ def join(captured, dump):
     steps = collections.defaultdict(dict)
     with open(dump, encoding="utf-8") as f:
         for line in f:
-            parts = line.split()
+            parts = line.strip().split(None, 3)
             if len(parts) == 4:
                 at, step, kind, msg_id = parts
                 steps[msg_id].setdefault((step, kind), int(at) / 1e9)

@@ -83,10 +83,10 @@
 //!
 //! A transport may add steps of its own on the same target. The NATS
 //! transport (`agentorg-nats`) emits `pulled` when its binder takes a
-//! message of a durable consumer off the connection, before decoding it (a
-//! redelivery it then passes over too), with `consumer` and `subject`; its
-//! `msg_id` is the message's `Nats-Msg-Id`, which the kernel's publishes
-//! set to the envelope's id.
+//! message of a durable consumer from the connection, before decoding it
+//! (every message, including one it then skips), with `consumer` and
+//! `subject`; its `msg_id` is the message's `Nats-Msg-Id` (absent without
+//! one), which the kernel's publishes set to the envelope's id.
 //!
 //! With a subscriber that keeps only this target (say
 //! `EnvFilter::new("agentorg::steps=trace")`) and timestamps events, one
