@@ -121,9 +121,8 @@
 //! [`agentorg::steps`](agentorg_core::runtime::STEPS), before it is decoded,
 //! with the consumer, the subject and the message's `Nats-Msg-Id` as
 //! `msg_id` (absent without one; the envelope's id, for what the kernel
-//! publishes): between the
-//! kernel's `publish` and `delivered`, it tells the broker's and the
-//! connection's share from the decode's.
+//! publishes). Timed beside the kernel's `publish` and `delivered`, it
+//! separates the way through the broker and the connection from the decode.
 //!
 //! Acks, naks (with delay), terms and progress are **fire-and-forget**
 //! publishes to the message's reply subject, as DESIGN.md requires: the

@@ -33,6 +33,7 @@ static MARKS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
 static DUMP: Mutex<Vec<(u128, String, String)>> = Mutex::new(Vec::new());
 static DUMP_TO: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 
+/// `AGENTORG_BENCH_STEPS_DUMP`, read once.
 fn dump_to() -> Option<&'static std::path::Path> {
     DUMP_TO
         .get_or_init(|| std::env::var_os("AGENTORG_BENCH_STEPS_DUMP").map(Into::into))
