@@ -30,6 +30,7 @@ wire to the transport's `pulled` and on to the kernel's `delivered` or
 back). The wire's times and the dump's are both the wall clock.
 """
 
+import argparse
 import collections
 import re
 import statistics
@@ -149,15 +150,18 @@ def join(captured, dump):
 
 
 def main():
-    args = sys.argv[1:]
-    dump = None
-    if "--steps" in args:
-        i = args.index("--steps")
-        dump = args[i + 1]
-        del args[i : i + 2]
-    path, which = args
+    parser = argparse.ArgumentParser(
+        description="The delegation round trip on the wire, from a loopback capture."
+    )
+    parser.add_argument("capture", help="a tcpdump capture (-w) of the bench's NATS traffic")
+    parser.add_argument("path", choices=sorted(PATHS), help="which round trip was captured")
+    parser.add_argument(
+        "--steps", metavar="FILE", help="the bench's step dump (AGENTORG_BENCH_STEPS_DUMP) to join"
+    )
+    args = parser.parse_args()
+    which, dump = args.path, args.steps
     subjects = PATHS[which]
-    captured = packets(path)
+    captured = packets(args.capture)
     trips, current = [], None
     for t, ops in captured:
         for op, subject, _ in ops:
