@@ -204,6 +204,23 @@ pub async fn events_reach_subscribers_durably(
     .await;
     ceo.shutdown().await;
     deploy(B, &devops, "v2", false).await;
+    // A deploy is done once its outcome is committed, and the event
+    // committed with it is published right after; a subscription starts
+    // where the stream is when it is created. So v2 must be stored before
+    // marketing joins: then it waits, undelivered, on the stopped ceo's
+    // subscription.
+    eventually(B, "v2 stored, held for the stopped ceo", || async {
+        ceo.health_now()
+            .await
+            .iter()
+            .filter(|h| h.role == "ceo")
+            .flat_map(|h| &h.backlog)
+            .filter(|b| b.handlers.contains(&"events"))
+            .map(|b| b.lag.undelivered)
+            .sum::<u64>()
+            == 1
+    })
+    .await;
     // Marketing joins: its chart subscribes it; the publisher's does not
     // change.
     let marketing = start_with(
