@@ -197,6 +197,7 @@ macro_rules! __agentorg_runtime_cases {
             conflicting_staged_writes_rerun_without_spending_attempts,
             a_failed_commit_does_not_spend_an_attempt,
             sender_mismatch_refused,
+            principal_inbox_refuses_forged_and_undecodable,
             undecodable_input_dead_lettered,
             future_version_retried_then_dead_lettered,
             drain_on_shutdown,

@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::super::fail;
-use super::{delegate, eventually, next_envelope, start, suite_config, wait_done, Scripted, LEASE};
+use super::super::{fail, EVENTUALLY};
+use super::{
+    delegate, eventually, next_envelope, quiet, start, suite_config, wait_done, Scripted, LEASE,
+};
 use crate::agent::Outcome;
 use crate::envelope::{Envelope, Kind, MessageId};
 use crate::hierarchy::TaskStatus;
 use crate::name::Name;
-use crate::runtime::{Org, PrincipalStream};
+use crate::runtime::{InboxError, Org, PrincipalStream};
 use crate::store::StateStore;
 use crate::transport::{PublishOptions, Transport, TransportExt};
 
@@ -56,6 +59,74 @@ pub async fn sender_mismatch_refused(t: Arc<dyn Transport>, s: Arc<dyn StateStor
     if titles != ["legit"] {
         fail(B, format!("runs {titles:?}"));
     }
+    o.shutdown().await;
+}
+
+/// The principal's inbox gives an envelope whose `from` differs from its
+/// subject's sender, and bytes that are not an envelope, as errors (the
+/// latter with the bytes whole), terminated: neither comes again, and what
+/// follows them is given as sent.
+pub async fn principal_inbox_refuses_forged_and_undecodable(
+    t: Arc<dyn Transport>,
+    s: Arc<dyn StateStore>,
+    org: Name,
+) {
+    const B: &str = "principal_inbox_refuses_forged_and_undecodable";
+    let o = start(
+        B,
+        &t,
+        &s,
+        &org,
+        vec![("x", Arc::new(Scripted::completing()))],
+    )
+    .await;
+    let mut inbox = o.principal().inbox().await.unwrap_or_else(|e| fail(B, e));
+    let n = |v: &str| Name::new(v).unwrap_or_else(|e| fail(B, e));
+    let subject = o.subjects().inbox(&n("p"), &n("x"));
+    let note = |from: &str, text: &str| {
+        Envelope::new(org.clone(), n(from), Kind::Message, json!({ "text": text })).with_to(n("p"))
+    };
+    // Claims to come from `y` but is sent on `x`'s subject.
+    let forged = note("y", "forged");
+    let junk = Bytes::from_static(b"{\"v\":1,\"oops\"");
+    let good = note("x", "good");
+    if let Err(e) = t.publish_envelope(&subject, &forged).await {
+        fail(B, e);
+    }
+    if let Err(e) = t
+        .publish(&subject, junk.clone(), PublishOptions::default())
+        .await
+    {
+        fail(B, e);
+    }
+    if let Err(e) = t.publish_envelope(&subject, &good).await {
+        fail(B, e);
+    }
+    let mut next = async || match tokio::time::timeout(EVENTUALLY, inbox.next()).await {
+        Ok(Some(item)) => item,
+        other => fail(B, format!("the inbox's next item: {other:?}")),
+    };
+    match next().await {
+        Err(InboxError::SenderMismatch { subject: on, from })
+            if on == subject.as_str() && from == n("y") => {}
+        other => fail(B, format!("the forged envelope: {other:?}")),
+    }
+    match next().await {
+        Err(InboxError::Undecodable(failure)) if failure.raw == junk => {}
+        other => fail(B, format!("the undecodable bytes: {other:?}")),
+    }
+    match next().await {
+        Ok(env) if env == good => {}
+        other => fail(B, format!("the good envelope: {other:?}")),
+    }
+    // Past the ack wait, a refusal that was not terminated would come again.
+    quiet(
+        B,
+        "after the refusals",
+        &mut inbox,
+        LEASE + Duration::from_secs(1),
+    )
+    .await;
     o.shutdown().await;
 }
 
