@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -111,8 +112,12 @@ impl Claimed<'_> {
 
     /// The context for the application's code, about work item `task`.
     pub fn context(&self, task: Option<MessageId>) -> Context {
-        self.host
-            .context(self.envelope.clone(), task, self.claim.attempt, self.trace)
+        // The delivery's envelope is shared with the context, not copied.
+        let envelope = match self.delivery.shared_message() {
+            Some(shared) if std::ptr::eq(&**shared, self.envelope) => Arc::clone(shared),
+            _ => Arc::new(self.envelope.clone()),
+        };
+        Context::new(self.host, envelope, task, self.claim.attempt, self.trace)
     }
 
     /// Runs the application's code while keeping the lease (in the store and

@@ -38,7 +38,7 @@ use crate::tools::ToolHost;
 pub struct Context {
     pub(crate) kernel: Arc<Kernel>,
     pub(crate) role: Name,
-    pub(crate) envelope: Envelope,
+    pub(crate) envelope: Arc<Envelope>,
     pub(crate) task: Option<MessageId>,
     pub(crate) attempt: u32,
     pub(crate) trace: TraceContext,
@@ -63,7 +63,7 @@ impl fmt::Debug for Context {
 impl Context {
     pub(crate) fn new(
         host: &HostedRole,
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
         task: Option<MessageId>,
         attempt: u32,
         trace: TraceContext,

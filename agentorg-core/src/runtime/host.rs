@@ -183,7 +183,7 @@ impl HostedRole {
         attempt: u32,
         trace: TraceContext,
     ) -> Context {
-        Context::new(self, envelope, task, attempt, trace)
+        Context::new(self, Arc::new(envelope), task, attempt, trace)
     }
 
     /// The handler of this role's deliveries on `subject`.

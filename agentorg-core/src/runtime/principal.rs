@@ -20,7 +20,7 @@ use crate::envelope::{Envelope, MessageId};
 use crate::name::Name;
 use crate::store::{StateStoreExt, StoreError};
 use crate::subject::Route;
-use crate::transport::{ConsumerConfig, Delivery, TransportError};
+use crate::transport::{Acker, ConsumerConfig, TransportError};
 
 /// An item of the principal's streams that is not a usable envelope. It has
 /// been terminated on the transport (it would never become usable).
@@ -167,7 +167,12 @@ impl Principal {
             shared.transport.ensure_consumer(&consumer).await?;
         }
         let deliveries = shared.transport.consume(&consumer.name).await?;
-        let state = (deliveries, None::<Delivery>, shared, Recent::default());
+        let state = (
+            deliveries,
+            None::<Box<dyn Acker>>,
+            shared,
+            Recent::default(),
+        );
         let stream = futures::stream::unfold(
             state,
             move |(mut deliveries, prev, shared, mut recent)| async move {
@@ -184,17 +189,29 @@ impl Principal {
                             return Some((item, (deliveries, None, shared, recent)));
                         }
                     };
-                    let item = match d.to_message() {
-                        Err(failure) => Err(InboxError::Undecodable(failure)),
-                        Ok(env) => match shared.subjects.route(d.subject()) {
-                            Some(Route::Inbox { from, .. }) if check_sender && from != env.from => {
-                                Err(InboxError::SenderMismatch {
-                                    subject: d.subject().to_string(),
-                                    from: env.from,
-                                })
-                            }
-                            _ => Ok(env),
-                        },
+                    // Checked on the delivery as it is; then the envelope is
+                    // moved out of it, not copied, and its acker settles it.
+                    let mismatch = match (shared.subjects.route(d.subject()), d.message()) {
+                        (Some(Route::Inbox { from, .. }), Ok(env))
+                            if check_sender && from != env.from =>
+                        {
+                            Some(d.subject().to_string())
+                        }
+                        _ => None,
+                    };
+                    if let (Ok(env), None) = (d.message(), &mismatch) {
+                        if !recent.contains(&env.id) {
+                            tracing::trace!(target: super::STEPS, step = "received", msg_id = %env.id, subject = %d.subject());
+                        }
+                    }
+                    let (message, acker) = d.into_parts();
+                    let item = match (message, mismatch) {
+                        (Err(failure), _) => Err(InboxError::Undecodable(failure)),
+                        (Ok(env), Some(subject)) => Err(InboxError::SenderMismatch {
+                            subject,
+                            from: env.from,
+                        }),
+                        (Ok(env), None) => Ok(env),
                     };
                     match item {
                         // A redelivery of what this stream already gave
@@ -202,17 +219,16 @@ impl Principal {
                         // had put it in a waiting pull): acknowledged, not
                         // given again.
                         Ok(env) if recent.contains(&env.id) => {
-                            if let Err(e) = d.ack().await {
+                            if let Err(e) = acker.ack().await {
                                 tracing::debug!(error = %e, "acknowledging a redelivered principal message failed");
                             }
                         }
                         Ok(env) => {
                             recent.insert(env.id.clone());
-                            tracing::trace!(target: super::STEPS, step = "received", msg_id = %env.id, subject = %d.subject());
-                            return Some((Ok(env), (deliveries, Some(d), shared, recent)));
+                            return Some((Ok(env), (deliveries, Some(acker), shared, recent)));
                         }
                         Err(refused) => {
-                            if let Err(e) = d.term().await {
+                            if let Err(e) = acker.term().await {
                                 tracing::warn!(error = %e, "terminating a refused principal message failed");
                             }
                             return Some((Err(refused), (deliveries, None, shared, recent)));

@@ -369,7 +369,8 @@ pub trait Acker: Debug + Send + Sync {
 pub struct Delivery {
     subject: Subject,
     payload: Bytes,
-    message: Result<Envelope, DecodeError>,
+    // Shared with the handler's `Context` rather than copied for it.
+    message: Result<Arc<Envelope>, DecodeError>,
     attempt: u32,
     acker: Box<dyn Acker>,
 }
@@ -383,7 +384,7 @@ impl Delivery {
         codec: &Codec,
         acker: Box<dyn Acker>,
     ) -> Self {
-        let message = codec.decode(&payload);
+        let message = codec.decode(&payload).map(Arc::new);
         Self {
             subject,
             payload,
@@ -417,18 +418,37 @@ impl Delivery {
 
     /// The envelope, or why it could not be decoded.
     pub fn message(&self) -> Result<&Envelope, &DecodeError> {
-        self.message.as_ref()
+        self.message.as_deref()
     }
 
     /// The envelope, or the decode failure with the raw bytes.
     pub fn to_message(&self) -> Result<Envelope, DecodeFailure> {
         match &self.message {
-            Ok(env) => Ok(env.clone()),
+            Ok(env) => Ok(Envelope::clone(env)),
             Err(error) => Err(DecodeFailure {
                 error: error.clone(),
                 raw: self.payload.clone(),
             }),
         }
+    }
+
+    /// The envelope as this delivery holds it, shared (no copy).
+    pub(crate) fn shared_message(&self) -> Option<&Arc<Envelope>> {
+        self.message.as_ref().ok()
+    }
+
+    /// The envelope (or the decode failure with the raw bytes) and the
+    /// acker, for a consumer that settles after handing the envelope on:
+    /// the envelope is moved out, not copied, when nothing else holds it.
+    pub(crate) fn into_parts(self) -> (Result<Envelope, DecodeFailure>, Box<dyn Acker>) {
+        let message = match self.message {
+            Ok(env) => Ok(Arc::try_unwrap(env).unwrap_or_else(|shared| Envelope::clone(&shared))),
+            Err(error) => Err(DecodeFailure {
+                error,
+                raw: self.payload,
+            }),
+        };
+        (message, self.acker)
     }
 
     /// The broker's delivery attempt number, starting at 1. Informational:
