@@ -9,7 +9,7 @@ use agentorg_core::subject::Subject;
 use agentorg_core::transport::{Acker, Delivery, DeliveryStream, TransportError};
 use agentorg_core::Name;
 use async_nats::jetstream::consumer::{pull, FromConsumer as _};
-use async_nats::jetstream::{self, consumer, AckKind};
+use async_nats::jetstream::{consumer, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -526,28 +526,25 @@ impl Binder {
             consumer = %self.name,
             subject = %m.subject,
         );
-        let m = jetstream::Message {
-            message: m,
-            context: self.inner.js.clone(),
-        };
         // The delivery count and stream sequence are in the reply subject;
         // attempt 1 if they cannot be read.
         let (attempt, seq) = m
-            .info()
-            .map(|i| {
+            .reply
+            .as_deref()
+            .and_then(ack_info)
+            .map(|(delivered, seq)| {
                 (
-                    u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX),
-                    Some(i.stream_sequence),
+                    u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
+                    Some(seq),
                 )
             })
             .unwrap_or((1, None));
-        let m = m.message;
         let Some(reply) = m.reply.clone() else {
             tracing::error!(consumer = %self.name, subject = %m.subject, "a delivery without a reply subject cannot be acknowledged; skipped");
             return None;
         };
         let acker = NatsAcker {
-            client: self.inner.client.clone(),
+            inner: Arc::clone(&self.inner),
             reply,
             confirm: self.inner.options.confirm_acks,
             timeout: self.inner.options.request_timeout,
@@ -589,6 +586,32 @@ impl Binder {
     }
 }
 
+/// The delivery count and stream sequence of a JetStream delivery, from its
+/// reply subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.…`
+/// (7 tokens after the prefix), or with the domain and account hash first
+/// (9 or more; ADR-15). `None` for anything else.
+///
+/// async-nats parses the same subject in `jetstream::Message::info`, which
+/// needs a `jetstream::Context` cloned into each message; this reads the two
+/// numbers the binder uses without one.
+fn ack_info(reply: &str) -> Option<(u64, u64)> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let mut tokens: [&str; 9] = [""; 9];
+    let mut n = 0;
+    for t in rest.split('.') {
+        if n < tokens.len() {
+            tokens[n] = t;
+        }
+        n += 1;
+    }
+    let at = match n {
+        7 => 2,
+        n if n >= 9 => 4,
+        _ => return None,
+    };
+    Some((tokens[at].parse().ok()?, tokens[at + 1].parse().ok()?))
+}
+
 /// Settles one delivery by publishing to its reply subject
 /// (`$JS.ACK.<stream>.<consumer>.…`).
 ///
@@ -604,9 +627,10 @@ impl Binder {
 /// confirmation settles it first; a redelivery the server had already put
 /// into the binder's waiting pull request is recognised by its stream
 /// sequence and acknowledged again instead of handed out.
-#[derive(Debug)]
 struct NatsAcker {
-    client: async_nats::Client,
+    /// The transport's connection (shared, not a client cloned per
+    /// delivery).
+    inner: Arc<Inner>,
     reply: async_nats::Subject,
     confirm: bool,
     timeout: Duration,
@@ -618,6 +642,16 @@ struct NatsAcker {
     seq: Option<u64>,
     /// Where a late ack records it (the binder's [`LateAcks`]).
     late: Arc<Mutex<LateAcks>>,
+}
+
+impl std::fmt::Debug for NatsAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAcker")
+            .field("reply", &self.reply)
+            .field("seq", &self.seq)
+            .field("confirm", &self.confirm)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NatsAcker {
@@ -643,13 +677,15 @@ impl NatsAcker {
             let request = async_nats::Request::new()
                 .payload(body)
                 .timeout(Some(self.timeout));
-            self.client
+            self.inner
+                .client
                 .send_request(self.reply.clone(), request)
                 .await
                 .map(|_| ())
                 .map_err(async_nats::Error::from)
         } else {
-            self.client
+            self.inner
+                .client
                 .publish(self.reply.clone(), body)
                 .await
                 .map_err(async_nats::Error::from)
@@ -680,5 +716,43 @@ impl Acker for NatsAcker {
         self.send("progress", AckKind::Progress, false).await?;
         *self.touched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_info;
+
+    #[test]
+    fn ack_info_reads_both_reply_formats() {
+        let ts = "1700000000000000000";
+        // The original form: stream, consumer, delivered, stream seq, …
+        assert_eq!(
+            ack_info(&format!("$JS.ACK.events.durable.3.100.7.{ts}.42")),
+            Some((3, 100))
+        );
+        // ADR-15's: domain (`_` for none) and account hash first, and
+        // perhaps a token after.
+        assert_eq!(
+            ack_info(&format!("$JS.ACK._.szMpdrwD.events.c1.1.2.1.{ts}.1")),
+            Some((1, 2))
+        );
+        assert_eq!(
+            ack_info(&format!("$JS.ACK.hub.szMpdrwD.events.c1.2.50.9.{ts}.0.tok")),
+            Some((2, 50))
+        );
+    }
+
+    #[test]
+    fn ack_info_refuses_what_is_not_an_ack_subject() {
+        for reply in [
+            "_INBOX.abc",
+            "$JS.ACK.events.durable.3",
+            "$JS.ACK.events.durable.x.100.7.1.42",
+            "$JS.ACK.events.durable.3.-1.7.1.42",
+            "$JS.ACK.a.b.c.d.e.f.g.h",
+        ] {
+            assert_eq!(ack_info(reply), None, "{reply}");
+        }
     }
 }
