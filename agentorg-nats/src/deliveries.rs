@@ -546,8 +546,6 @@ impl Binder {
         let acker = NatsAcker {
             inner: Arc::clone(&self.inner),
             reply,
-            confirm: self.inner.options.confirm_acks,
-            timeout: self.inner.options.request_timeout,
             ack_wait: self.ack_wait,
             touched: Mutex::new(Instant::now()),
             seq,
@@ -589,7 +587,10 @@ impl Binder {
 /// The delivery count and stream sequence of a JetStream delivery, from its
 /// reply subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.…`
 /// (7 tokens after the prefix), or with the domain and account hash first
-/// (9 or more; ADR-15). `None` for anything else.
+/// (9 or more; ADR-15). `None` for another prefix, another number of
+/// tokens, or either of the two numbers not one; the other tokens are not
+/// read (async-nats refuses a subject whose consumer sequence, timestamp or
+/// pending count is not a number: the server does not send one).
 ///
 /// async-nats parses the same subject in `jetstream::Message::info`, which
 /// needs a `jetstream::Context` cloned into each message; this reads the two
@@ -628,12 +629,10 @@ fn ack_info(reply: &str) -> Option<(u64, u64)> {
 /// into the binder's waiting pull request is recognised by its stream
 /// sequence and acknowledged again instead of handed out.
 struct NatsAcker {
-    /// The transport's connection (shared, not a client cloned per
-    /// delivery).
+    /// The transport's connection and options (shared, not a client
+    /// cloned per delivery).
     inner: Arc<Inner>,
     reply: async_nats::Subject,
-    confirm: bool,
-    timeout: Duration,
     ack_wait: Duration,
     /// The delivery, or its last progress report. A std Mutex: held only to
     /// read or write an `Instant`.
@@ -649,7 +648,6 @@ impl std::fmt::Debug for NatsAcker {
         f.debug_struct("NatsAcker")
             .field("reply", &self.reply)
             .field("seq", &self.seq)
-            .field("confirm", &self.confirm)
             .finish_non_exhaustive()
     }
 }
@@ -676,7 +674,7 @@ impl NatsAcker {
         let sent = if confirm {
             let request = async_nats::Request::new()
                 .payload(body)
-                .timeout(Some(self.timeout));
+                .timeout(Some(self.inner.options.request_timeout));
             self.inner
                 .client
                 .send_request(self.reply.clone(), request)
@@ -698,7 +696,8 @@ impl NatsAcker {
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), TransportError> {
         let late = self.late();
-        self.send("ack", AckKind::Ack, self.confirm || late).await?;
+        let confirm = self.inner.options.confirm_acks;
+        self.send("ack", AckKind::Ack, confirm || late).await?;
         self.note_late(late);
         Ok(())
     }
@@ -707,8 +706,8 @@ impl Acker for NatsAcker {
     }
     async fn term(&self) -> Result<(), TransportError> {
         let late = self.late();
-        self.send("term", AckKind::Term, self.confirm || late)
-            .await?;
+        let confirm = self.inner.options.confirm_acks;
+        self.send("term", AckKind::Term, confirm || late).await?;
         self.note_late(late);
         Ok(())
     }
@@ -754,5 +753,11 @@ mod tests {
         ] {
             assert_eq!(ack_info(reply), None, "{reply}");
         }
+    }
+
+    #[test]
+    fn ack_info_reads_only_the_two_numbers_it_needs() {
+        // The consumer sequence, timestamp and pending count are not read.
+        assert_eq!(ack_info("$JS.ACK.a.b.3.100.x.y.z"), Some((3, 100)));
     }
 }

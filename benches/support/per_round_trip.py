@@ -41,13 +41,16 @@ def load(path):
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
-            m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line)
+            # `fn=(id) name` the first time and `fn=(id)` after (names
+            # compressed, callgrind's default), or `fn=name` every time.
+            m = re.match(r"^(c?fn)=(?:\((\d+)\) ?)?(.*)$", line)
             if m:
                 kind, ident, name = m.groups()
-                if name:
+                if ident is not None and name:
                     names[ident] = name
+                resolved = names.get(ident) if ident is not None else name
                 if kind == "cfn":
-                    callee = names.get(ident)
+                    callee = resolved
                 continue
             if line.startswith("calls=") and callee is not None:
                 n = int(line.split("=", 1)[1].split()[0])
