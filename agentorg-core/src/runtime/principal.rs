@@ -189,29 +189,20 @@ impl Principal {
                             return Some((item, (deliveries, None, shared, recent)));
                         }
                     };
-                    // Checked on the delivery as it is; then the envelope is
-                    // moved out of it, not copied, and its acker settles it.
-                    let mismatch = match (shared.subjects.route(d.subject()), d.message()) {
-                        (Some(Route::Inbox { from, .. }), Ok(env))
-                            if check_sender && from != env.from =>
-                        {
-                            Some(d.subject().to_string())
-                        }
-                        _ => None,
-                    };
-                    if let (Ok(env), None) = (d.message(), &mismatch) {
-                        if !recent.contains(&env.id) {
-                            tracing::trace!(target: super::STEPS, step = "received", msg_id = %env.id, subject = %d.subject());
-                        }
-                    }
-                    let (message, acker) = d.into_parts();
-                    let item = match (message, mismatch) {
-                        (Err(failure), _) => Err(InboxError::Undecodable(failure)),
-                        (Ok(env), Some(subject)) => Err(InboxError::SenderMismatch {
-                            subject,
-                            from: env.from,
-                        }),
-                        (Ok(env), None) => Ok(env),
+                    // The envelope is moved out of the delivery, not
+                    // copied; the acker settles it afterwards.
+                    let (subject, message, acker) = d.into_parts();
+                    let item = match message {
+                        Err(failure) => Err(InboxError::Undecodable(failure)),
+                        Ok(env) => match shared.subjects.route(&subject) {
+                            Some(Route::Inbox { from, .. }) if check_sender && from != env.from => {
+                                Err(InboxError::SenderMismatch {
+                                    subject: subject.to_string(),
+                                    from: env.from,
+                                })
+                            }
+                            _ => Ok(env),
+                        },
                     };
                     match item {
                         // A redelivery of what this stream already gave
@@ -225,6 +216,7 @@ impl Principal {
                         }
                         Ok(env) => {
                             recent.insert(env.id.clone());
+                            tracing::trace!(target: super::STEPS, step = "received", msg_id = %env.id, subject = %subject);
                             return Some((Ok(env), (deliveries, Some(acker), shared, recent)));
                         }
                         Err(refused) => {

@@ -437,10 +437,11 @@ impl Delivery {
         self.message.as_ref().ok()
     }
 
-    /// The envelope (or the decode failure with the raw bytes) and the
-    /// acker, for a consumer that settles after handing the envelope on:
-    /// the envelope is moved out, not copied, when nothing else holds it.
-    pub(crate) fn into_parts(self) -> (Result<Envelope, DecodeFailure>, Box<dyn Acker>) {
+    /// The subject, the envelope (or the decode failure with the raw bytes)
+    /// and the acker, for a consumer that settles after handing the
+    /// envelope on: the envelope is moved out, not copied, when nothing else
+    /// holds it.
+    pub(crate) fn into_parts(self) -> (Subject, Result<Envelope, DecodeFailure>, Box<dyn Acker>) {
         let message = match self.message {
             Ok(env) => Ok(Arc::try_unwrap(env).unwrap_or_else(|shared| Envelope::clone(&shared))),
             Err(error) => Err(DecodeFailure {
@@ -448,7 +449,7 @@ impl Delivery {
                 raw: self.payload,
             }),
         };
-        (message, self.acker)
+        (self.subject, message, self.acker)
     }
 
     /// The broker's delivery attempt number, starting at 1. Informational:

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::super::{fail, EVENTUALLY};
+use super::super::fail;
 use super::{
-    delegate, eventually, next_envelope, quiet, start, suite_config, wait_done, Scripted, LEASE,
+    delegate, eventually, next_envelope, next_item, quiet, start, suite_config, wait_done,
+    Scripted, LEASE,
 };
 use crate::agent::Outcome;
 use crate::envelope::{Envelope, Kind, MessageId};
@@ -102,20 +102,16 @@ pub async fn principal_inbox_refuses_forged_and_undecodable(
     if let Err(e) = t.publish_envelope(&subject, &good).await {
         fail(B, e);
     }
-    let mut next = async || match tokio::time::timeout(EVENTUALLY, inbox.next()).await {
-        Ok(Some(item)) => item,
-        other => fail(B, format!("the inbox's next item: {other:?}")),
-    };
-    match next().await {
+    match next_item(B, "the forged envelope", &mut inbox).await {
         Err(InboxError::SenderMismatch { subject: on, from })
             if on == subject.as_str() && from == n("y") => {}
         other => fail(B, format!("the forged envelope: {other:?}")),
     }
-    match next().await {
+    match next_item(B, "the undecodable bytes", &mut inbox).await {
         Err(InboxError::Undecodable(failure)) if failure.raw == junk => {}
         other => fail(B, format!("the undecodable bytes: {other:?}")),
     }
-    match next().await {
+    match next_item(B, "the good envelope", &mut inbox).await {
         Ok(env) if env == good => {}
         other => fail(B, format!("the good envelope: {other:?}")),
     }

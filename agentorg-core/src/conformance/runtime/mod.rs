@@ -27,7 +27,9 @@ use crate::chart::{OrgChart, RoleSpec};
 use crate::envelope::{Envelope, TaskId};
 use crate::hierarchy::TaskRecord;
 use crate::name::Name;
-use crate::runtime::{role_collection, AgentOptions, Org, PrincipalStream, RuntimeConfig};
+use crate::runtime::{
+    role_collection, AgentOptions, InboxError, Org, PrincipalStream, RuntimeConfig,
+};
 use crate::store::{DocKey, StateStore};
 use crate::transport::Transport;
 
@@ -254,8 +256,20 @@ where
 }
 
 pub(super) async fn next_envelope(b: &str, what: &str, s: &mut PrincipalStream) -> Envelope {
+    match next_item(b, what, s).await {
+        Ok(env) => env,
+        Err(e) => fail(b, format!("{what}: {e:?}")),
+    }
+}
+
+/// The stream's next item, an envelope or a refusal.
+pub(super) async fn next_item(
+    b: &str,
+    what: &str,
+    s: &mut PrincipalStream,
+) -> Result<Envelope, InboxError> {
     match tokio::time::timeout(EVENTUALLY, s.next()).await {
-        Ok(Some(Ok(env))) => env,
+        Ok(Some(item)) => item,
         other => fail(b, format!("{what}: {other:?}")),
     }
 }
