@@ -10,9 +10,10 @@
 //!   JetStream with the memory store, beside `delegation_nats/raw_async_nats`
 //!   making the same hops with raw async-nats (publish the task with a
 //!   message id and await its ack, consume it from a long-lived `messages()`
-//!   stream with async-nats's default prefetch, ack, publish the result the
-//!   same way, consume it, ack). `AGENTORG_BENCH_BATCH` sets the runtime
-//!   transport's pull batch (default: the transport's default).
+//!   stream with async-nats's default prefetch, publish the result the same
+//!   way, ack the task once the result is stored, consume the result, ack).
+//!   `AGENTORG_BENCH_BATCH` sets the runtime transport's pull batch
+//!   (default: the transport's default).
 //!
 //! After the criterion groups each runtime round trip is measured again,
 //! apart from criterion, with CPU times and wire counters; on NATS the
@@ -355,7 +356,8 @@ fn nats(c: &mut Criterion) {
     // Raw async-nats: the same two hops on one work-queue stream, with the
     // transport's durability (durable pull consumers, explicit acks, every
     // publish's ack awaited, a `Nats-Msg-Id` on every publish as the
-    // runtime's outbox sends) and its fire-and-forget consumer acks. Each
+    // runtime's outbox sends) and its fire-and-forget consumer acks, a task
+    // acked only once its result is stored (see `RawWay`). Each
     // consumer is read as one long-lived `messages()` stream with
     // async-nats's default prefetch (200 per pull request), so a pull
     // request is always waiting on the server: the fastest raw way. (A
@@ -424,16 +426,35 @@ fn nats(c: &mut Criterion) {
             }
         }
     };
-    // One raw round trip in one task: the task published and stored, taken
-    // and acked; the result likewise.
+    /// How a raw round trip is made.
+    #[derive(Clone, Copy)]
+    struct RawWay {
+        /// A `Nats-Msg-Id` on every publish.
+        ids: bool,
+        /// The task acked as soon as it is received, before its result is
+        /// published: a weaker guarantee than the runtime's (a worker that
+        /// dies between the ack and the result's PubAck loses the task).
+        /// Otherwise the task is acked once its result is stored, as the
+        /// runtime's worker acks a delivery only after its outcome is
+        /// committed and its result published.
+        ack_first: bool,
+    }
+    /// The same work as the runtime's round trip, with the same durability.
+    const SAME_WORK: RawWay = RawWay {
+        ids: true,
+        ack_first: false,
+    };
+    // One raw round trip in one task: the task published and stored, taken;
+    // its result published and stored, the task acked (or acked first, see
+    // `RawWay`); the result taken and acked.
     async fn raw_round_trip(
         raw: &mut RawHops,
         (task, result): (&bytes::Bytes, &bytes::Bytes),
-        with_ids: bool,
+        way: RawWay,
     ) {
         steps::mark("raw start");
         raw.js
-            .send_publish(raw.task_subject.clone(), publish(task, with_ids))
+            .send_publish(raw.task_subject.clone(), publish(task, way.ids))
             .await
             .expect("published")
             .await
@@ -441,14 +462,19 @@ fn nats(c: &mut Criterion) {
         steps::mark("task stored");
         let task = raw.tasks.next().await.expect("a task").expect("readable");
         steps::mark("task received");
-        task.ack().await.expect("acked");
+        if way.ack_first {
+            task.ack().await.expect("acked");
+        }
         raw.js
-            .send_publish(raw.result_subject.clone(), publish(result, with_ids))
+            .send_publish(raw.result_subject.clone(), publish(result, way.ids))
             .await
             .expect("published")
             .await
             .expect("stored");
         steps::mark("result stored");
+        if !way.ack_first {
+            task.ack().await.expect("acked");
+        }
         let result = raw
             .results
             .next()
@@ -485,7 +511,7 @@ fn nats(c: &mut Criterion) {
                     if i == 0 {
                         round_trip(&org, &mut inbox).await;
                     } else {
-                        raw_round_trip(&mut raw, (&task, &result), true).await;
+                        raw_round_trip(&mut raw, (&task, &result), SAME_WORK).await;
                     }
                 }
                 took[i] = start.elapsed() / PER_ROUND;
@@ -510,12 +536,30 @@ fn nats(c: &mut Criterion) {
     }
     // `raw_async_nats_no_msg_id`: the same without message ids (no
     // deduplication, which the runtime's outbox relies on): less work for
-    // the server, shown for comparison. The first's figures, taken apart
-    // from criterion with the runtime's, are printed after the group.
+    // the server; `raw_async_nats_ack_first`: each task acked before its
+    // result is published (see `RawWay`), as this baseline was made before
+    // 2026-12-07. Both are weaker than the runtime, shown for comparison.
+    // The first's figures, taken apart from criterion with the runtime's,
+    // are printed after the group.
     let mut same_work = None;
-    for (with_ids, tag, label) in [
-        (true, "p", "raw_async_nats"),
-        (false, "n", "raw_async_nats_no_msg_id"),
+    for (way, tag, label) in [
+        (SAME_WORK, "p", "raw_async_nats"),
+        (
+            RawWay {
+                ids: false,
+                ack_first: false,
+            },
+            "n",
+            "raw_async_nats_no_msg_id",
+        ),
+        (
+            RawWay {
+                ids: true,
+                ack_first: true,
+            },
+            "f",
+            "raw_async_nats_ack_first",
+        ),
     ] {
         let batch = std::env::var("AGENTORG_BENCH_RAW_BATCH")
             .ok()
@@ -530,21 +574,22 @@ fn nats(c: &mut Criterion) {
                     let mut raw = raw.lock().await;
                     let start = Instant::now();
                     for _ in 0..iters {
-                        raw_round_trip(&mut raw, (&task_bytes, &result_bytes), with_ids).await;
+                        raw_round_trip(&mut raw, (&task_bytes, &result_bytes), way).await;
                     }
                     start.elapsed()
                 })
             });
         });
-        if with_ids {
+        if label == "raw_async_nats" {
             same_work = Some(raw);
         }
     }
 
     // `raw_async_nats_two_tasks`: the same hops with message ids, made by
     // two tasks as the runtime's two parties are: a spawned worker task
-    // takes each task, acks it and publishes the result; the timed task
-    // publishes the task and takes the result.
+    // takes each task, publishes its result and acks the task once the
+    // result is stored; the timed task publishes the task and takes the
+    // result.
     {
         let RawHops {
             js,
@@ -557,16 +602,13 @@ fn nats(c: &mut Criterion) {
         let result_payload = result_bytes.clone();
         rt.spawn(async move {
             while let Some(Ok(task)) = tasks.next().await {
-                if task.ack().await.is_err() {
-                    break;
-                }
                 let stored = async {
                     worker_js
                         .send_publish(result_subject.clone(), publish(&result_payload, true))
                         .await?
                         .await
                 };
-                if stored.await.is_err() {
+                if stored.await.is_err() || task.ack().await.is_err() {
                     break;
                 }
             }
@@ -660,7 +702,7 @@ fn nats(c: &mut Criterion) {
                 .await;
                 let base = steps::record(async {
                     for _ in 0..2_000 {
-                        raw_round_trip(&mut raw, (&task, &result), true).await;
+                        raw_round_trip(&mut raw, (&task, &result), SAME_WORK).await;
                     }
                 })
                 .await;
@@ -687,7 +729,7 @@ fn nats(c: &mut Criterion) {
             let mut raw = raw.lock().await;
             let meter = Meter::start(pid);
             for _ in 0..N {
-                raw_round_trip(&mut raw, (&task, &result), true).await;
+                raw_round_trip(&mut raw, (&task, &result), SAME_WORK).await;
             }
             meter.stop(N)
         }));
