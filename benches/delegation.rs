@@ -435,8 +435,9 @@ fn nats(c: &mut Criterion) {
         /// published: a weaker guarantee than the runtime's (a worker that
         /// dies between the ack and the result's PubAck loses the task).
         /// Otherwise the task is acked once its result is stored, as the
-        /// runtime's worker acks a delivery only after its outcome is
-        /// committed and its result published.
+        /// runtime's worker acks a delivery only after committing its
+        /// outcome with the result in its outbox and publishing it (a
+        /// failed publish is left to the outbox's sweep).
         ack_first: bool,
     }
     /// The same work as the runtime's round trip, with the same durability.
@@ -537,8 +538,8 @@ fn nats(c: &mut Criterion) {
     // `raw_async_nats_no_msg_id`: the same without message ids (no
     // deduplication, which the runtime's outbox relies on): less work for
     // the server; `raw_async_nats_ack_first`: each task acked before its
-    // result is published (see `RawWay`), as this baseline was made before
-    // 2026-12-07. Both are weaker than the runtime, shown for comparison.
+    // result is published (see `RawWay`), as this baseline was made up to
+    // b617854. Both are weaker than the runtime, shown for comparison.
     // The first's figures, taken apart from criterion with the runtime's,
     // are printed after the group.
     let mut same_work = None;
