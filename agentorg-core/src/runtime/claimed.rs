@@ -32,7 +32,8 @@ use crate::transport::Delivery;
 pub struct Claimed<'a> {
     pub(crate) host: &'a HostedRole,
     pub(crate) delivery: &'a Delivery,
-    pub(crate) envelope: &'a Envelope,
+    /// The delivery's own envelope (shared with the handler's `Context`).
+    pub(crate) envelope: &'a Arc<Envelope>,
     pub(crate) claim: Claim,
     pub(crate) prepared: Option<Note>,
     pub(crate) trace: TraceContext,
@@ -113,11 +114,13 @@ impl Claimed<'_> {
     /// The context for the application's code, about work item `task`.
     pub fn context(&self, task: Option<MessageId>) -> Context {
         // The delivery's envelope is shared with the context, not copied.
-        let envelope = match self.delivery.shared_message() {
-            Some(shared) if std::ptr::eq(&**shared, self.envelope) => Arc::clone(shared),
-            _ => Arc::new(self.envelope.clone()),
-        };
-        Context::new(self.host, envelope, task, self.claim.attempt, self.trace)
+        Context::new(
+            self.host,
+            Arc::clone(self.envelope),
+            task,
+            self.claim.attempt,
+            self.trace,
+        )
     }
 
     /// Runs the application's code while keeping the lease (in the store and

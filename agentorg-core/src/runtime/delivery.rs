@@ -111,7 +111,7 @@ impl HostedRole {
     }
 
     async fn handle(&self, d: &Delivery, trace: TraceContext) -> Result<Settle, Fault> {
-        let env = match d.message() {
+        let shared = match d.shared_message() {
             Ok(env) => env,
             Err(DecodeError::FutureVersion { id: Some(id), .. }) => {
                 return self.future_version(d, id).await;
@@ -133,6 +133,7 @@ impl HostedRole {
                     .await;
             }
         };
+        let env: &Envelope = shared;
         let handler = match self.admission(d, env) {
             Ok(handler) => handler,
             Err((handler, reason)) => {
@@ -176,7 +177,7 @@ impl HostedRole {
             .handle(Claimed {
                 host: self,
                 delivery: d,
-                envelope: env,
+                envelope: shared,
                 claim,
                 prepared,
                 trace,

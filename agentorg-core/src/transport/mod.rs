@@ -432,9 +432,10 @@ impl Delivery {
         }
     }
 
-    /// The envelope as this delivery holds it, shared (no copy).
-    pub(crate) fn shared_message(&self) -> Option<&Arc<Envelope>> {
-        self.message.as_ref().ok()
+    /// The envelope as this delivery holds it, shared (no copy), or why it
+    /// could not be decoded.
+    pub(crate) fn shared_message(&self) -> Result<&Arc<Envelope>, &DecodeError> {
+        self.message.as_ref()
     }
 
     /// The subject, the envelope (or the decode failure with the raw bytes)
