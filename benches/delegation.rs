@@ -427,7 +427,7 @@ fn nats(c: &mut Criterion) {
         }
     };
     /// How a raw round trip is made.
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq)]
     struct RawWay {
         /// A `Nats-Msg-Id` on every publish.
         ids: bool,
@@ -581,7 +581,7 @@ fn nats(c: &mut Criterion) {
                 })
             });
         });
-        if label == "raw_async_nats" {
+        if way == SAME_WORK {
             same_work = Some(raw);
         }
     }

@@ -526,12 +526,13 @@ impl Binder {
             consumer = %self.name,
             subject = %m.subject,
         );
+        let Some(reply) = m.reply.clone() else {
+            tracing::error!(consumer = %self.name, subject = %m.subject, "a delivery without a reply subject cannot be acknowledged; skipped");
+            return None;
+        };
         // The delivery count and stream sequence are in the reply subject;
         // attempt 1 if they cannot be read.
-        let (attempt, seq) = m
-            .reply
-            .as_deref()
-            .and_then(ack_info)
+        let (attempt, seq) = ack_info(&reply)
             .map(|(delivered, seq)| {
                 (
                     u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
@@ -539,10 +540,6 @@ impl Binder {
                 )
             })
             .unwrap_or((1, None));
-        let Some(reply) = m.reply.clone() else {
-            tracing::error!(consumer = %self.name, subject = %m.subject, "a delivery without a reply subject cannot be acknowledged; skipped");
-            return None;
-        };
         let acker = NatsAcker {
             inner: Arc::clone(&self.inner),
             reply,
